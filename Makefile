@@ -1,0 +1,44 @@
+# The two set-up commands: `make demo` (the embedded default run) and `make test`.
+# Each creates .venv, installs the CPU build of torch first (pinned in constraints.txt,
+# so nothing pulls the CUDA wheels), the package with its test extras, and the Debian
+# Fashion-MNIST dataset when it is missing.
+
+VENV     ?= .venv
+PYTHON   ?= python3
+PY       := $(VENV)/bin/python
+STAMP    := $(VENV)/.secateurs-installed
+FMNIST   ?= /usr/share/datasets/fashion-mnist
+PIP      := $(PY) -m pip install --quiet --disable-pip-version-check
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST_WORKERS ?= 2
+
+.PHONY: demo test dataset install bench-quick bench-full clean
+
+demo: $(STAMP) dataset
+	$(VENV)/bin/secateurs demo
+
+test: $(STAMP) dataset
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS)
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) -c constraints.txt torch==2.13.0
+	$(PIP) -c constraints.txt -e ".[dev,export]"
+	touch $@
+
+dataset:
+	@test -f $(FMNIST)/train-images-idx3-ubyte.gz || { \
+	  echo "installing the Debian package dataset-fashion-mnist into $(FMNIST)"; \
+	  $(SUDO) apt-get install -y -q dataset-fashion-mnist || \
+	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist; }; }
+
+bench-quick: $(STAMP) dataset
+	$(PY) benchmarks/baselines.py --profile quick
+
+bench-full: $(STAMP) dataset
+	$(PY) benchmarks/baselines.py --profile full
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

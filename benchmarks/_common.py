@@ -1,0 +1,60 @@
+"""What every benchmark shares: the machine description and the results writer."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict[str, Any]:
+    """Enough to tell whether two tables were measured on comparable machines."""
+    info = {
+        "cpu": _cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(), "python": sys.version.split()[0], "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    try:
+        info["memory_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    return info
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
+    return (f"{m['cpu']} ({m['cpu_count']} cores, torch threads {m['torch_threads']}, "
+            f"{m.get('memory_gib', '?')} GiB){gpu}; torch {m['torch']}, Python {m['python']}; {m['date']}")
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_results(name: str, data: dict[str, Any], markdown: str) -> tuple[Path, Path]:
+    """Write ``results/NAME.json`` and ``results/NAME.md`` (both name the machine and command)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    js, md = RESULTS / f"{name}.json", RESULTS / f"{name}.md"
+    js.write_text(json.dumps(data, indent=2) + "\n")
+    md.write_text(markdown.rstrip() + "\n")
+    return js, md

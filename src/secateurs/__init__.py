@@ -1,0 +1,23 @@
+"""secateurs: structured pruning of trained CNNs into physically smaller, faster models.
+
+The public API::
+
+    import secateurs
+    model = secateurs.create_model("resnet56", num_classes=10, in_channels=1)
+    secateurs.measure(model, (1, 32, 32))
+    secateurs.save(model, "model.safetensors", meta={...})
+    model = secateurs.load("model.safetensors")
+"""
+from ._version import __version__
+from .data import list_datasets, load_dataset
+from .errors import CheckpointError, ConfigError, DatasetError, SecateursError
+from .io import load, read_meta, save
+from .measure import Measurement, count_macs, count_params, measure
+from .models import create_model, list_models, register_model
+from .train import TrainConfig, evaluate, train
+
+__all__ = [
+    "CheckpointError", "ConfigError", "DatasetError", "Measurement", "SecateursError", "TrainConfig",
+    "__version__", "count_macs", "count_params", "create_model", "evaluate", "list_datasets", "list_models",
+    "load", "load_dataset", "measure", "read_meta", "register_model", "save", "train",
+]

@@ -1,0 +1,211 @@
+"""The ``secateurs`` command: a thin layer over the Python API.
+
+Each sub-command is one entry in :data:`COMMANDS` (arguments + a function), so adding a
+command touches one place. Errors raised on purpose (:class:`SecateursError`) print one
+line and exit with status 2; anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .errors import SecateursError
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int | None]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None]):
+    def deco(fn: Callable[[argparse.Namespace], int | None]):
+        COMMANDS[name] = Command(help, add_arguments, fn)
+        return fn
+    return deco
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,64, got {text!r}") from None
+
+
+def _add_dataset_args(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("--dataset", required=required, help="dataset name (see `secateurs datasets`)")
+    p.add_argument("--data-dir", help="folder holding the dataset files (default: the dataset's standard place)")
+
+
+def _add_dataclass_args(p: argparse.ArgumentParser, cls: type, skip: Sequence[str] = ()) -> None:
+    """One ``--flag`` per dataclass field, typed from its default, so the CLI never drifts from the API."""
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(f.default, bool):
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            typ = type(f.default) if f.default is not None else int
+            p.add_argument(flag, dest=f.name, type=typ, default=None, help=f"default {f.default!r}")
+
+
+def _dataclass_overrides(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+            if getattr(args, f.name, None) is not None}
+
+
+def _print(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    print(json.dumps(data, indent=2) if getattr(args, "json", False) else text)
+
+
+# --- train ------------------------------------------------------------------------------
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    from .train import TrainConfig
+
+    p.add_argument("--model", help="model name (see `secateurs models`)")
+    _add_dataset_args(p)
+    p.add_argument("--stem", choices=["auto", "cifar", "imagenet"], default="auto",
+                   help="auto: cifar for images up to 64 px, imagenet above")
+    p.add_argument("--out", required=True, type=Path, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    _add_dataclass_args(p, TrainConfig)
+
+
+@command("train", "train a model from scratch on a dataset", _train_args)
+def _train(args: argparse.Namespace) -> None:
+    from . import runs
+    from .train import TrainConfig
+
+    runs.train_command(args.out, resume=args.resume, model=args.model, dataset=args.dataset,
+                       data_dir=args.data_dir, stem=args.stem, overrides=_dataclass_overrides(args, TrainConfig))
+
+
+# --- eval / measure / export ------------------------------------------------------------
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--from", dest="ckpt", required=True, type=Path, help="model checkpoint (.safetensors)")
+    _add_dataset_args(p)
+    p.add_argument("--split", default="test")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+@command("eval", "top-1/top-5 accuracy and loss of a checkpoint on a dataset split", _eval_args)
+def _eval(args: argparse.Namespace) -> None:
+    from . import runs
+
+    result = runs.evaluate_checkpoint(args.ckpt, args.dataset, args.data_dir, args.split, args.batch_size, args.device)
+    text = f"{args.ckpt}: {result['dataset']}/{result['split']} top1 {result['top1']:.2f}%"
+    if "top5" in result:
+        text += f" top5 {result['top5']:.2f}%"
+    _print(args, result, text + f" loss {result['loss']:.4f} ({result['samples']} samples)")
+
+
+def _measure_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--from", dest="ckpt", required=True, type=Path, help="model checkpoint (.safetensors)")
+    p.add_argument("--input-shape", type=_int_list, help="C,H,W (default: from the checkpoint)")
+    p.add_argument("--batch-sizes", type=_int_list, default=[1, 64])
+    p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-latency", action="store_true", help="params and MACs only")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+@command("measure", "params, MACs and latency of a checkpoint", _measure_args)
+def _measure(args: argparse.Namespace) -> None:
+    from . import runs
+
+    m = runs.measure_checkpoint(args.ckpt, args.input_shape, latency=not args.no_latency,
+                                batch_sizes=tuple(args.batch_sizes), warmup=args.warmup, repeats=args.repeats,
+                                device=args.device, threads=args.threads)
+    _print(args, m.to_dict(), m.summary())
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--from", dest="ckpt", required=True, type=Path, help="model checkpoint (.safetensors)")
+    p.add_argument("--format", required=True, help="onnx or torchscript")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--input-shape", type=_int_list, help="C,H,W (default: from the checkpoint)")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime comparison")
+
+
+@command("export", "export a checkpoint to ONNX or TorchScript", _export_args)
+def _export(args: argparse.Namespace) -> None:
+    from . import runs
+
+    path, diff = runs.export_checkpoint(args.ckpt, args.format, args.out, args.input_shape, args.opset,
+                                        verify=not args.no_verify)
+    extra = f" (onnxruntime max abs diff vs PyTorch {diff:.2e})" if diff is not None else ""
+    print(f"wrote {path}{extra}")
+
+
+# --- listings and demo --------------------------------------------------------------------
+
+@command("models", "list the model zoo", lambda p: p.add_argument("pattern", nargs="?", default="*"))
+def _models(args: argparse.Namespace) -> None:
+    from .models import list_models
+
+    print("\n".join(list_models(args.pattern)))
+
+
+@command("datasets", "list the datasets", lambda p: None)
+def _datasets(args: argparse.Namespace) -> None:
+    from .data import list_datasets
+
+    print("\n".join(list_datasets()))
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--data-dir")
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--max-steps-per-epoch", type=int, default=None)
+    p.add_argument("--fresh", action="store_true", help="delete --out first instead of reusing a finished run")
+
+
+@command("demo", "the embedded default: train, evaluate and measure a baseline on Fashion-MNIST", _demo_args)
+def _demo(args: argparse.Namespace) -> None:
+    from . import demo
+
+    demo.run(args.out, model=args.model, epochs=args.epochs, data_dir=args.data_dir,
+             max_steps_per_epoch=args.max_steps_per_epoch, fresh=args.fresh)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ._version import __version__
+
+    parser = argparse.ArgumentParser(prog="secateurs", description="Structured pruning of trained CNNs.")
+    parser.add_argument("--version", action="version", version=f"secateurs {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, cmd in COMMANDS.items():
+        cmd.add_arguments(sub.add_parser(name, help=cmd.help, description=cmd.help))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command].run(args) or 0
+    except SecateursError as e:
+        print(f"secateurs {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""One file = safetensors tensors + a JSON header + a SHA-256 digest over both.
+
+safetensors never executes code on load, which is why it is the only container we use.
+The digest is an integrity check, not a signature: it catches truncation, bit rot and
+hand edits of the header or the tensors (anyone can recompute it, so it does not
+authenticate the author).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .._atomic import atomic_write
+from ..errors import CheckpointError
+
+FORMAT = "secateurs"
+HEADER_KEY = "secateurs.header"
+DIGEST_KEY = "secateurs.sha256"
+
+
+def _digest(tensors: dict[str, torch.Tensor], header_json: str) -> str:
+    h = hashlib.sha256(header_json.encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def write(path: str | os.PathLike, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> Path:
+    """Write ``tensors`` and a JSON-able ``header`` atomically to ``path``."""
+    # Clones break storage sharing (tied weights), which safetensors refuses to save.
+    flat = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    header_json = json.dumps(header, sort_keys=True)
+    metadata = {"format": FORMAT, HEADER_KEY: header_json, DIGEST_KEY: _digest(flat, header_json)}
+    return atomic_write(path, lambda tmp: save_file(flat, str(tmp), metadata=metadata))
+
+
+def read(path: str | os.PathLike, device: str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read and verify a file written by :func:`write`.
+
+    Raises:
+        CheckpointError: the file is missing, is not a secateurs file, is truncated, or its
+            digest does not match (tampered or corrupted).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist (expected a .safetensors file written by secateurs)")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        tensors = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as e:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is not a readable safetensors file ({e}); it may be truncated or "
+            "corrupted. Re-create it, or restore it from a copy."
+        ) from e
+    if metadata.get("format") != FORMAT or HEADER_KEY not in metadata or DIGEST_KEY not in metadata:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is a safetensors file but not one written by secateurs.save "
+            f"(metadata keys: {sorted(metadata)}). Load plain weights with safetensors.torch.load_file."
+        )
+    header_json = metadata[HEADER_KEY]
+    if _digest(tensors, header_json) != metadata[DIGEST_KEY]:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} failed its integrity check: its tensors or header changed after "
+            "it was written (tampered or corrupted). Re-create it, or restore it from a copy."
+        )
+    try:
+        header = json.loads(header_json)
+    except json.JSONDecodeError as e:  # cannot happen with a matching digest, kept for clarity
+        raise CheckpointError(f"checkpoint {str(path)!r} has an unreadable header: {e}") from e
+    if device != "cpu":
+        tensors = {k: v.to(device) for k, v in tensors.items()}
+    return tensors, header

@@ -1,0 +1,149 @@
+"""Export a (pruned) model to ONNX or TorchScript, atomically, and check the ONNX result.
+
+Exported files are what gets deployed, so a file at the destination is always complete
+and checked: it is written to a temporary name beside the target, checked, then renamed.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+
+from .._atomic import atomic_write
+from ..errors import ConfigError, SecateursError, unknown_choice
+from ..measure._common import eval_mode, model_device_dtype, sample_shape
+
+#: ``fn(model, example_input, tmp_path, opset)`` writes one format to ``tmp_path``.
+Exporter = Callable[[nn.Module, torch.Tensor, Path, int], None]
+
+
+def _require(package: str) -> ModuleType:
+    """Import an optional dependency, or say how to install it."""
+    try:
+        return importlib.import_module(package)
+    except ImportError as e:
+        raise ConfigError(
+            f"exporting to ONNX needs the {package!r} package, which is not installed; "
+            f"run `pip install secateurs[export]`"
+        ) from e
+
+
+def _export_onnx(model: nn.Module, x: torch.Tensor, tmp: Path, opset: int) -> None:
+    onnx = _require("onnx")
+    # The TorchScript-based exporter (dynamo=False) is chosen on purpose: it handles plain
+    # CNNs with a dynamic batch through dynamic_axes and needs no onnxscript at runtime.
+    # Its deprecation warnings would only alarm users who cannot act on them.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model,
+            (x,),
+            str(tmp),
+            dynamo=False,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=opset,
+        )
+    # Check the temporary file, so a model the checker rejects never reaches the target.
+    onnx.checker.check_model(str(tmp))
+
+
+def _export_torchscript(model: nn.Module, x: torch.Tensor, tmp: Path, opset: int) -> None:
+    # Tracing suffices for CNNs (no data-dependent control flow) and, unlike scripting,
+    # accepts any Python in forward. ``opset`` is ONNX-only and ignored here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        traced = torch.jit.trace(model, x)
+        torch.jit.save(traced, str(tmp))
+
+
+#: Format name -> exporter. Add a format here.
+EXPORT_FORMATS: dict[str, Exporter] = {
+    "onnx": _export_onnx,
+    "torchscript": _export_torchscript,
+}
+
+
+def _example_input(model: nn.Module, input_shape: Sequence[int], batch_size: int = 1) -> torch.Tensor:
+    shape = sample_shape(model, input_shape)
+    device, dtype = model_device_dtype(model)
+    return torch.randn((batch_size, *shape), device=device, dtype=dtype)
+
+
+def export_model(
+    model: nn.Module,
+    path: str | os.PathLike,
+    format: str,
+    input_shape: Sequence[int],
+    opset: int = 17,
+) -> Path:
+    """Write ``model`` in eval mode to ``path`` in ``format``; its modes are restored after.
+
+    Args:
+        model: the network to export.
+        path: destination file; its folder is created. Nothing is left there on failure.
+        format: a key of :data:`EXPORT_FORMATS` (``"onnx"``, ``"torchscript"``).
+        input_shape: one sample, e.g. ``(3, 32, 32)``; ONNX keeps the batch dim dynamic.
+        opset: ONNX opset version.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ConfigError: unknown format, bad input_shape, or the ``onnx`` package is missing.
+    """
+    if format not in EXPORT_FORMATS:
+        raise unknown_choice("export format", format, EXPORT_FORMATS)
+    exporter = EXPORT_FORMATS[format]
+    x = _example_input(model, input_shape)
+    with eval_mode(model):
+        return atomic_write(path, lambda tmp: exporter(model, x, tmp, opset))
+
+
+def verify_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    input_shape: Sequence[int],
+    atol: float = 1e-4,
+    batch_size: int = 1,
+) -> float:
+    """Run the ONNX file in onnxruntime on a random batch and compare with PyTorch.
+
+    Args:
+        model: the PyTorch model the file was exported from; run in eval mode, then restored.
+        path: the ``.onnx`` file.
+        input_shape: one sample, e.g. ``(3, 32, 32)``.
+        atol: largest acceptable absolute difference.
+        batch_size: rows of the random batch; anything but 1 also checks the dynamic batch.
+
+    Returns:
+        The max absolute difference between the two outputs.
+
+    Raises:
+        SecateursError: the difference exceeds ``atol``, or the output shapes differ.
+        ConfigError: ``onnxruntime`` is not installed.
+    """
+    ort = _require("onnxruntime")
+    x = _example_input(model, input_shape, batch_size)
+    with eval_mode(model), torch.inference_mode():
+        expected = model(x).detach().float().cpu().numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(["logits"], {"input": x.cpu().numpy()})
+    if got.shape != expected.shape:
+        raise SecateursError(
+            f"ONNX output of {path} has shape {got.shape}, PyTorch gives {expected.shape}; re-export the model"
+        )
+    diff = float(abs(got.astype("float32") - expected).max()) if got.size else 0.0
+    if diff > atol:
+        raise SecateursError(
+            f"ONNX output of {path} differs from PyTorch by {diff:.3g} > atol={atol:g}; "
+            f"re-export, or raise atol if the model runs in reduced precision"
+        )
+    return diff

@@ -1,0 +1,132 @@
+"""What the CLI commands do, as functions the benchmarks and tests call too.
+
+A training run directory holds ``run.json`` (model, dataset and training options: enough
+to resume), ``metrics.jsonl``, ``model.safetensors`` and ``state.safetensors``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+
+from ._atomic import atomic_write_text
+from .errors import CheckpointError, ConfigError
+
+RUN_FILE = "run.json"
+
+
+def stem_for(image_size: int, stem: str = "auto") -> str:
+    """The zoo stem to use: ``cifar`` for images up to 64 px, ``imagenet`` above."""
+    return ("cifar" if image_size <= 64 else "imagenet") if stem == "auto" else stem
+
+
+def build_for_dataset(model_name: str, info: Any, stem: str = "auto", **kwargs: Any) -> nn.Module:
+    from .models import create_model
+
+    return create_model(model_name, num_classes=info.num_classes, in_channels=info.in_channels,
+                        stem=stem_for(info.image_size, stem), **kwargs)
+
+
+def train_command(out: Path, resume: bool, model: str | None, dataset: str | None, data_dir: str | None,
+                  stem: str = "auto", overrides: dict[str, Any] | None = None):
+    """``secateurs train``: start a run in ``out``, or continue it with ``resume``."""
+    from .data import load_dataset
+    from .train import STATE_FILE, TrainConfig, dist_info, train
+
+    out = Path(out)
+    overrides = dict(overrides or {})
+    if resume:
+        run = read_run(out)
+        given = {"model": model, "dataset": dataset}
+        clash = {k: (v, run[k]) for k, v in given.items() if v is not None and v != run[k]}
+        if clash:
+            raise ConfigError(f"--resume continues the run in {str(out)!r} as it was started; these options "
+                              f"differ from it: {clash} (given, saved)")
+        config = TrainConfig.from_dict({**run["train"], **{k: v for k, v in overrides.items()
+                                                           if k in ("progress", "device", "eval_batch_size")}})
+        model, dataset, data_dir, stem = run["model"], run["dataset"], data_dir or run["data_dir"], run["stem"]
+    else:
+        if model is None or dataset is None:
+            raise ConfigError("secateurs train needs --model and --dataset (or --resume --out RUN_DIR)")
+        config = TrainConfig.from_dict(overrides)
+    train_set = load_dataset(dataset, "train", data_dir)
+    test_set = load_dataset(dataset, "test", data_dir)
+    torch.manual_seed(config.seed)
+    net = build_for_dataset(model, train_set.info, stem)
+    if not resume and (out / STATE_FILE).exists():
+        raise ConfigError(f"{str(out)!r} already holds a training run; pass --resume to continue it, "
+                          "or choose another --out")
+    if not resume and dist_info().is_main:
+        atomic_write_text(out / RUN_FILE, json.dumps({
+            "model": model, "dataset": dataset, "data_dir": data_dir, "stem": stem, "train": config.to_dict()},
+            indent=2))
+    return train(net, train_set, test_set, config, run_dir=out, resume=resume,
+                 meta={"run": {"model": model, "dataset": dataset}})
+
+
+def read_run(out: Path) -> dict[str, Any]:
+    path = Path(out) / RUN_FILE
+    if not path.is_file():
+        raise ConfigError(f"{str(path)!r} does not exist: {str(out)!r} is not a secateurs training run directory")
+    return json.loads(path.read_text())
+
+
+def _input_shape(ckpt: Path, given: Sequence[int] | None) -> tuple[int, ...]:
+    from .io import read_meta
+
+    if given:
+        if len(given) != 3:
+            raise ConfigError(f"--input-shape must be C,H,W (three integers), got {list(given)}")
+        return tuple(given)
+    shape = read_meta(ckpt).get("input_shape")
+    if not shape:
+        raise ConfigError(f"{str(ckpt)!r} records no input shape; pass --input-shape C,H,W")
+    return tuple(shape)
+
+
+def evaluate_checkpoint(ckpt: Path, dataset: str | None, data_dir: str | None, split: str = "test",
+                        batch_size: int = 512, device: str = "auto") -> dict[str, Any]:
+    from .data import LoaderConfig, load_dataset, make_loader
+    from .io import load, read_meta
+    from .train import dist_info
+    from .train.distributed import resolve_device
+
+    meta = read_meta(ckpt)
+    dataset = dataset or meta.get("dataset", {}).get("name")
+    if dataset is None:
+        raise ConfigError(f"{str(ckpt)!r} records no dataset; pass --dataset")
+    data = load_dataset(dataset, split, data_dir)
+    want = meta.get("dataset", {})
+    for key in ("num_classes", "in_channels"):
+        if key in want and want[key] != getattr(data.info, key):
+            raise CheckpointError(f"{str(ckpt)!r} was trained for {key}={want[key]}, but dataset {dataset!r} has "
+                                  f"{getattr(data.info, key)}")
+    dev = resolve_device(device, dist_info())
+    model = load(ckpt).to(dev)
+    from .train import evaluate
+
+    result = evaluate(model, make_loader(data, LoaderConfig(batch_size=batch_size, train=False, device=dev)),
+                      data.info.num_classes)
+    return {"checkpoint": str(ckpt), "dataset": dataset, "split": split, **result.to_dict()}
+
+
+def measure_checkpoint(ckpt: Path, input_shape: Sequence[int] | None = None, **kwargs: Any):
+    from .io import load
+    from .measure import measure
+
+    return measure(load(ckpt), _input_shape(ckpt, input_shape), **kwargs)
+
+
+def export_checkpoint(ckpt: Path, fmt: str, out: Path, input_shape: Sequence[int] | None = None, opset: int = 17,
+                      verify: bool = True) -> tuple[Path, float | None]:
+    from .io import load
+    from .io.export import export_model, verify_onnx
+
+    model = load(ckpt)
+    shape = _input_shape(ckpt, input_shape)
+    path = export_model(model, out, fmt, shape, opset=opset)
+    diff = verify_onnx(model, path, shape) if verify and fmt == "onnx" else None
+    return path, diff

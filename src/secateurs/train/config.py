@@ -1,0 +1,66 @@
+"""Training configuration: one dataclass, validated on construction."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from ..errors import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run's result.
+
+    ``batch_size`` is the global batch: under ``torchrun`` each of the N processes takes
+    ``batch_size / N`` samples per step, so a run's result does not depend on N.
+    """
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    seed: int = 0
+    augment: bool = True
+    amp: bool = True  # mixed precision, on CUDA only; CPU runs stay in float32
+    sync_bn: bool = True  # batch statistics over the global batch under DDP
+    eval_batch_size: int = 512
+    device: str = "auto"
+    progress: bool = True
+    max_steps_per_epoch: int | None = None  # cap for smoke tests and the demo
+
+    def __post_init__(self) -> None:
+        from .schedule import SCHEDULES
+
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
+                    "eval_batch_size": self.eval_batch_size}
+        for name, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"{name} must be positive, got {value!r}")
+        for name, value in {"momentum": self.momentum, "weight_decay": self.weight_decay,
+                            "warmup_epochs": self.warmup_epochs, "label_smoothing": self.label_smoothing}.items():
+            if value < 0:
+                raise ConfigError(f"{name} must be >= 0, got {value!r}")
+        if self.label_smoothing >= 1:
+            raise ConfigError(f"label_smoothing must be < 1, got {self.label_smoothing!r}")
+        if self.schedule not in SCHEDULES:
+            from ..errors import unknown_choice
+
+            raise unknown_choice("schedule", self.schedule, SCHEDULES)
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch <= 0:
+            raise ConfigError(f"max_steps_per_epoch must be positive or None, got {self.max_steps_per_epoch!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown training option(s) {unknown}; valid: {sorted(known)}")
+        return cls(**data)

@@ -1,0 +1,77 @@
+"""The command line end to end on a tiny model and synthetic data."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from secateurs.cli import main
+from secateurs.io import load
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    code = main(["train", "--model", "test_mobilenet_v2", "--dataset", "synthetic", "--epochs", "2",
+                 "--batch-size", "64", "--no-progress", "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def test_train_writes_a_run(run_dir):
+    names = sorted(p.name for p in run_dir.iterdir())
+    assert names == ["metrics.jsonl", "model.safetensors", "run.json", "state.safetensors"]
+    assert json.loads((run_dir / "run.json").read_text())["model"] == "test_mobilenet_v2"
+
+
+def test_eval_reads_the_checkpoint(run_dir, capsys):
+    assert main(["eval", "--from", str(run_dir / "model.safetensors"), "--dataset", "synthetic", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["samples"] > 0 and 0 <= result["top1"] <= 100 and "top5" not in result
+    last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert result["top1"] == pytest.approx(last["test_top1"])
+
+
+def test_measure_reads_the_checkpoint(run_dir, capsys):
+    assert main(["measure", "--from", str(run_dir / "model.safetensors"), "--json", "--repeats", "2",
+                 "--warmup", "1", "--batch-sizes", "1,2"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    from secateurs.measure import count_macs, count_params
+
+    model = load(run_dir / "model.safetensors")
+    assert result["params"] == count_params(model)
+    assert result["macs"] == count_macs(model, (3, 32, 32))
+    assert result["latency"] is not None
+
+
+def test_export_onnx_matches(run_dir, tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--from", str(run_dir / "model.safetensors"), "--format", "onnx", "--out", str(out)]) == 0
+    import onnxruntime as ort
+
+    model = load(run_dir / "model.safetensors").eval()
+    x = torch.randn(3, 3, 32, 32)
+    got = ort.InferenceSession(str(out)).run(None, {"input": x.numpy()})[0]
+    np.testing.assert_allclose(got, model(x).detach().numpy(), atol=1e-4)
+
+
+def test_resume_of_a_finished_run_adds_nothing(run_dir):
+    before = (run_dir / "metrics.jsonl").read_text()
+    assert main(["train", "--resume", "--out", str(run_dir), "--no-progress"]) == 0
+    assert (run_dir / "metrics.jsonl").read_text() == before
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["train", "--model", "resnet5", "--dataset", "synthetic", "--out", "{tmp}/x"], "unknown model 'resnet5'"),
+    (["train", "--model", "test_resnet", "--dataset", "cifar11", "--out", "{tmp}/x"], "unknown dataset 'cifar11'"),
+    (["eval", "--from", "{tmp}/missing.safetensors"], "missing.safetensors"),
+    (["export", "--from", "{ckpt}", "--format", "tflite", "--out", "{tmp}/m"], "tflite"),
+    (["train", "--resume", "--out", "{tmp}/never"], "run.json"),
+])
+def test_bad_input_is_one_clear_line(argv, needle, run_dir, tmp_path, capsys):
+    argv = [a.format(tmp=tmp_path, ckpt=run_dir / "model.safetensors") for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1
