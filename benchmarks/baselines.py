@@ -39,10 +39,10 @@ class Baseline:
 # schedules give baselines that are good, not converged. The full profile is for a GPU.
 PROFILES: dict[str, list[Baseline]] = {
     "quick": [
-        Baseline("resnet20", epochs=3),
-        Baseline("resnet56", epochs=1),
-        Baseline("vgg16", epochs=1, max_steps_per_epoch=250, lr=0.05),
-        Baseline("mobilenet_v2", epochs=1, max_steps_per_epoch=250),
+        Baseline("resnet20", epochs=5),
+        Baseline("resnet56", epochs=3),
+        Baseline("vgg16", epochs=2, lr=0.05),
+        Baseline("mobilenet_v2", epochs=2),
     ],
     "full": [
         Baseline("resnet20", epochs=40),

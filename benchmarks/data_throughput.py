@@ -21,7 +21,8 @@ from secateurs.models import create_model
 from secateurs.train import TrainConfig, train
 
 
-def model_alone(name: str, batch: int, steps: int, warmup: int = 5) -> float:
+def model_alone(name: str, batch: int, steps: int) -> float:
+    warmup = steps  # as many untimed steps as the training loop's untimed first epoch
     torch.manual_seed(0)
     model = create_model(name, num_classes=10, in_channels=1)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)

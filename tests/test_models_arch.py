@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from secateurs.errors import ConfigError
+from secateurs.measure import count_macs
 from secateurs.models import create_model, list_models
 
 ALL_MODELS = list_models()
@@ -53,23 +54,9 @@ def num_params(model: nn.Module) -> int:
 
 
 def hooked_macs(model: nn.Module, size: int) -> int:
-    """MACs of conv and linear layers for one input, read from the actual output shapes."""
-    total = 0
-
-    def hook(m: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
-        nonlocal total
-        if isinstance(m, nn.Conv2d):
-            k = m.kernel_size[0] * m.kernel_size[1]
-            total += out.shape[2] * out.shape[3] * m.out_channels * (m.in_channels // m.groups) * k
-        else:
-            total += m.in_features * m.out_features
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    with torch.no_grad():
-        model.eval()(torch.zeros(1, 3, size, size))
-    for h in handles:
-        h.remove()
-    return total
+    """MACs as the library measures them (``secateurs.measure.count_macs``), checked here
+    against the hand counts below."""
+    return count_macs(model, (3, size, size))
 
 
 def vgg16_hand_count(num_classes: int = 10) -> tuple[int, int]:

@@ -142,7 +142,8 @@ def train(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset | No
                 t0 = time.perf_counter()
                 sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*n, correct, n
                 bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-                           disable=not (config.progress and info.is_main), dynamic_ncols=True)
+                           # None: tqdm draws only on a terminal, so logs and CI stay readable.
+                           disable=None if config.progress and info.is_main else True, dynamic_ncols=True)
                 for i, (x, y) in enumerate(loader):
                     if i >= steps_per_epoch:
                         break
