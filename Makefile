@@ -11,6 +11,9 @@ FMNIST   ?= /usr/share/datasets/fashion-mnist
 PIP      := $(PY) -m pip install --quiet --disable-pip-version-check
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= 2
+# Extra pip arguments for torch, e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+# on a machine whose default index would serve the CUDA build.
+TORCH_PIP_ARGS ?=
 
 .PHONY: demo test dataset install bench-quick bench-full clean
 
@@ -24,7 +27,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) -c constraints.txt torch==2.13.0
+	$(PIP) $(TORCH_PIP_ARGS) -c constraints.txt torch==2.13.0
 	$(PIP) -c constraints.txt -e ".[dev,export]"
 	touch $@
 

@@ -57,25 +57,35 @@ def run_dir(model: str, profile: str, cache: Path = CACHE) -> Path:
     return cache / profile / model
 
 
-def _finished(out: Path, epochs: int) -> bool:
-    metrics = out / "metrics.jsonl"
-    return metrics.exists() and len(metrics.read_text().splitlines()) >= epochs
+def _recipe(spec: Baseline, progress: bool = True) -> dict:
+    recipe = {"epochs": spec.epochs, "batch_size": spec.batch_size, "lr": spec.lr, "schedule": spec.schedule,
+              "progress": progress}
+    if spec.max_steps_per_epoch:
+        recipe["max_steps_per_epoch"] = spec.max_steps_per_epoch
+    return recipe
 
 
 def ensure_baseline(model: str, profile: str = "quick", cache: Path = CACHE, data_dir: str | None = None,
                     progress: bool = True) -> Path:
-    """The baseline checkpoint of ``model`` for ``profile``, training it first if needed."""
+    """The baseline checkpoint of ``model`` for ``profile``, training (or resuming) it first if needed.
+
+    A cached run trained with another recipe than the profile's is refused, so a table never
+    reports epochs that did not run.
+    """
     spec = {b.model: b for b in PROFILES[profile]}.get(model)
     if spec is None:
         raise SystemExit(f"no {model!r} baseline in profile {profile!r}; it has {[b.model for b in PROFILES[profile]]}")
     out = run_dir(model, profile, cache)
-    if not _finished(out, spec.epochs):
-        overrides = {"epochs": spec.epochs, "batch_size": spec.batch_size, "lr": spec.lr, "schedule": spec.schedule,
-                     "progress": progress}
-        if spec.max_steps_per_epoch:
-            overrides["max_steps_per_epoch"] = spec.max_steps_per_epoch
+    recipe = _recipe(spec, progress)
+    if (out / STATE_FILE).exists():
+        saved = runs.read_run(out)["train"]
+        differs = {k: (saved.get(k), v) for k, v in recipe.items() if k != "progress" and saved.get(k) != v}
+        if differs:
+            raise SystemExit(f"{out} was trained with another recipe (saved, profile): {differs}; delete it to retrain")
+    metrics = out / "metrics.jsonl"
+    if not (metrics.exists() and len(metrics.read_text().splitlines()) >= spec.epochs):
         runs.train_command(out, resume=(out / STATE_FILE).exists(), model=model, dataset=DATASET,
-                           data_dir=data_dir, overrides=overrides)
+                           data_dir=data_dir, overrides=recipe)
     return out / MODEL_FILE
 
 
@@ -109,8 +119,8 @@ def main(argv=None) -> int:
         f"Machine: {machine_line(m)}", f"Command: `{command}`",
         markdown_table(["model", "epochs", "steps/epoch", "test top-1 (%)", "params (M)", "MACs (M)",
                         "latency b1 (ms)", "latency b64 (ms)", "train time (min)"], rows),
-        "Batch 128, SGD momentum 0.9 nesterov, weight decay 5e-4, one-cycle schedule, random crop (pad 4) + "
-        "flip. Latency: median of 30 runs after 5 warm-up runs, CPU, the thread count above. MACs: conv and "
+        "Recipes: " + "; ".join(f"{s.model}: batch {s.batch_size}, lr {s.lr}, {s.schedule}" for s in specs) + ". "
+        "SGD momentum 0.9 nesterov, weight decay 5e-4, random crop (pad 4) + flip. Latency: median of 30 runs after 5 warm-up runs, CPU, the thread count above. MACs: conv and "
         "linear multiply-accumulates for one 1x32x32 image.",
     ])
     write_results(f"baselines_{args.profile}", {"machine": m, "command": command, "dataset": DATASET,

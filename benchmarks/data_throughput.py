@@ -21,12 +21,12 @@ from secateurs.models import create_model
 from secateurs.train import TrainConfig, train
 
 
-def model_alone(name: str, batch: int, steps: int) -> float:
+def model_alone(name: str, batch: int, steps: int, device: torch.device) -> float:
     warmup = steps  # as many untimed steps as the training loop's untimed first epoch
     torch.manual_seed(0)
-    model = create_model(name, num_classes=10, in_channels=1)
+    model = create_model(name, num_classes=10, in_channels=1).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    x, y = torch.randn(batch, 1, 32, 32), torch.randint(0, 10, (batch,))
+    x, y = torch.randn(batch, 1, 32, 32, device=device), torch.randint(0, 10, (batch,), device=device)
     for i in range(warmup + steps):
         if i == warmup:
             t0 = time.perf_counter()
@@ -34,14 +34,17 @@ def model_alone(name: str, batch: int, steps: int) -> float:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return batch * steps / (time.perf_counter() - t0)
 
 
-def training_loop(name: str, data, batch: int, steps: int) -> float:
+def training_loop(name: str, data, batch: int, steps: int, device: torch.device) -> float:
     torch.manual_seed(0)
     model = create_model(name, num_classes=10, in_channels=1)
     # Epoch 1 warms up (allocator, kernels); epoch 2 is timed. Both are `steps` long.
-    config = TrainConfig(epochs=2, batch_size=batch, lr=0.01, max_steps_per_epoch=steps, progress=False)
+    config = TrainConfig(epochs=2, batch_size=batch, lr=0.01, max_steps_per_epoch=steps, progress=False,
+                         device=str(device), amp=False)
     return train(model, data, None, config).history[-1]["train_samples_per_s"]
 
 
@@ -59,13 +62,15 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", default=["resnet20", "mobilenet_v2"])
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     data = load_dataset("fashion-mnist", "train")
     rows, results = [], []
     loader_rate = loader_alone(data, args.batch_size, 200)
     for name in args.models:
-        alone = model_alone(name, args.batch_size, args.steps)
-        loop = training_loop(name, data, args.batch_size, args.steps)
+        alone = model_alone(name, args.batch_size, args.steps, device)
+        loop = training_loop(name, data, args.batch_size, args.steps, device)
         ratio = loop / alone
         results.append({"model": name, "model_alone_samples_per_s": alone, "train_loop_samples_per_s": loop,
                         "ratio": ratio, "goal_met": ratio >= 0.9})
@@ -85,7 +90,7 @@ def main(argv=None) -> int:
     ])
     write_results("data_throughput", {"machine": m, "command": command.strip(), "batch_size": args.batch_size,
                                       "steps": args.steps, "loader_alone_samples_per_s": loader_rate,
-                                      "models": results}, md)
+                                      "device": str(device), "models": results}, md)
     print(md)
     return 0
 

@@ -193,3 +193,17 @@ def test_a_model_file_is_not_a_state_file(tmp_path):
     tree = save_tree(tmp_path / "s.safetensors", {"a": 1})
     with pytest.raises(CheckpointError, match="not a model checkpoint"):
         load(tree, model=UserNet())
+
+
+def test_layers_switched_for_ddp_are_still_recorded(tmp_path):
+    """Under torchrun the trainer swaps BatchNorm2d for GlobalBatchNorm2d; checkpoints written
+    then must still record every BN width, or a pruned model would not rebuild."""
+    from secateurs.io.checkpoint import read_header
+    from secateurs.train import set_global_batchnorm
+
+    model = _narrow(UserNet(8), [1, 4])
+    set_global_batchnorm(model, True)
+    header = read_header(save(model, tmp_path / "m.safetensors"))
+    assert header["layers"]["bn"] == {"type": "BatchNorm2d", "args": {
+        "num_features": 2, "eps": 1e-5, "momentum": 0.1, "affine": True, "track_running_stats": True}}
+    assert load(tmp_path / "m.safetensors", model=UserNet(8)).bn.num_features == 2

@@ -68,10 +68,20 @@ def test_resume_of_a_finished_run_adds_nothing(run_dir):
     (["train", "--model", "test_resnet", "--dataset", "cifar11", "--out", "{tmp}/x"], "unknown dataset 'cifar11'"),
     (["eval", "--from", "{tmp}/missing.safetensors"], "missing.safetensors"),
     (["export", "--from", "{ckpt}", "--format", "tflite", "--out", "{tmp}/m"], "tflite"),
-    (["train", "--resume", "--out", "{tmp}/never"], "run.json"),
+    (["train", "--resume", "--out", "{tmp}/never"], "never finished an epoch"),
+    (["train", "--resume", "--out", "{ckpt_dir}", "--lr", "0.5"], "differ from it"),
+    (["demo", "--out", "{ckpt_dir}"], "not a resnet20 demo run"),
 ])
 def test_bad_input_is_one_clear_line(argv, needle, run_dir, tmp_path, capsys):
-    argv = [a.format(tmp=tmp_path, ckpt=run_dir / "model.safetensors") for a in argv]
+    argv = [a.format(tmp=tmp_path, ckpt=run_dir / "model.safetensors", ckpt_dir=run_dir) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1
+
+
+def test_refused_train_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--model", "test_resnet", "--dataset", "synthetic", "--batch-size", "0",
+                 "--out", str(out)])
+    assert code == 2 and "batch_size must be positive" in capsys.readouterr().err
+    assert not out.exists()

@@ -203,7 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command].run(args) or 0
     except SecateursError as e:
-        print(f"secateurs {args.command}: error: {e}", file=sys.stderr)
+        message = " ".join(str(e).split())  # one line, whatever the message was built from
+        print(f"secateurs {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -12,30 +12,49 @@ import time
 from pathlib import Path
 
 from . import runs
+from ._atomic import atomic_write_text
+from .errors import ConfigError
 from .train import MODEL_FILE, STATE_FILE
 
 DATASET = "fashion-mnist"
 
 
-def _finished_epochs(out: Path) -> int:
-    metrics = out / "metrics.jsonl"
-    if not (out / STATE_FILE).exists() or not metrics.exists():
-        return 0
-    return sum(1 for line in metrics.read_text().splitlines() if line.strip())
+def _demo_run(out: Path, model: str) -> dict | None:
+    """The demo's own run.json in ``out``, or None when ``out`` is missing or empty.
+
+    Refuses any other folder: the demo deletes and rewrites its folder, so it must never
+    take a user's directory or another run for its own.
+    """
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return None
+    try:
+        run = runs.read_run(out)
+    except ConfigError:
+        run = None
+    if run is None or run.get("dataset") != DATASET or run.get("model") != model:
+        raise ConfigError(f"{str(out)!r} exists and is not a {model} demo run; the demo only writes into an empty "
+                          "folder or its own run. Pass another --out.")
+    return run
 
 
 def run(out: Path, model: str = "resnet20", epochs: int = 2, data_dir: str | None = None,
         max_steps_per_epoch: int | None = None, fresh: bool = False) -> dict:
     out = Path(out)
-    if fresh and out.exists():
-        shutil.rmtree(out)
     started = time.perf_counter()
-    done = _finished_epochs(out)
-    if done == 0 or done < epochs:
-        overrides = {"epochs": epochs, "batch_size": 128, "lr": 0.1, "schedule": "onecycle",
-                     "max_steps_per_epoch": max_steps_per_epoch}
-        if done == 0 and out.exists():
-            shutil.rmtree(out)
+    overrides = {"epochs": epochs, "batch_size": 128, "lr": 0.1, "schedule": "onecycle",
+                 "max_steps_per_epoch": max_steps_per_epoch}
+    existing = _demo_run(out, model)
+    if existing is not None and not fresh:
+        saved = {k: existing["train"].get(k) for k in overrides}
+        if saved != overrides:
+            raise ConfigError(f"{str(out)!r} holds a demo run with other options {saved}; pass --fresh to train "
+                              "again with the options asked for")
+    if existing is not None and (fresh or not (out / STATE_FILE).exists()):
+        shutil.rmtree(out)  # only ever our own run, checked above
+        existing = None
+    metrics = out / "metrics.jsonl"
+    done = len(metrics.read_text().splitlines()) if existing is not None and metrics.exists() else 0
+    if done < epochs:
         print(f"[1/3] training {model} on {DATASET} for {epochs} epoch(s) -> {out}")
         runs.train_command(out, resume=done > 0, model=model, dataset=DATASET, data_dir=data_dir,
                            overrides={k: v for k, v in overrides.items() if v is not None})
@@ -48,7 +67,7 @@ def run(out: Path, model: str = "resnet20", epochs: int = 2, data_dir: str | Non
     m = runs.measure_checkpoint(ckpt, repeats=20)
     summary = {"model": model, "dataset": DATASET, "epochs": epochs, "checkpoint": str(ckpt),
                "eval": ev, "measure": m.to_dict(), "wall_time_s": time.perf_counter() - started}
-    (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(out / "demo_summary.json", json.dumps(summary, indent=2))
     print()
     print("=" * 64)
     print(f"secateurs demo: {model} on {DATASET}, {epochs} epoch(s)")

@@ -5,6 +5,7 @@ to resume), ``metrics.jsonl``, ``model.safetensors`` and ``state.safetensors``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Sequence
@@ -32,34 +33,40 @@ def build_for_dataset(model_name: str, info: Any, stem: str = "auto", **kwargs: 
 
 def train_command(out: Path, resume: bool, model: str | None, dataset: str | None, data_dir: str | None,
                   stem: str = "auto", overrides: dict[str, Any] | None = None):
-    """``secateurs train``: start a run in ``out``, or continue it with ``resume``."""
+    """``secateurs train``: start a run in ``out``, or continue it with ``resume``.
+
+    Everything that can be refused is checked before anything is written.
+    """
     from .data import load_dataset
-    from .train import STATE_FILE, TrainConfig, dist_info, train
+    from .train import TrainConfig, dist_info, train
+    from .train.trainer import RESUME_FREE, check_run_dir
 
     out = Path(out)
     overrides = dict(overrides or {})
+    check_run_dir(out, resume)
     if resume:
         run = read_run(out)
-        given = {"model": model, "dataset": dataset}
-        clash = {k: (v, run[k]) for k, v in given.items() if v is not None and v != run[k]}
+        given = {"model": model, "dataset": dataset, **{k: v for k, v in overrides.items() if k not in RESUME_FREE}}
+        saved = {"model": run["model"], "dataset": run["dataset"], **run["train"]}
+        clash = {k: (v, saved.get(k)) for k, v in given.items() if v is not None and v != saved.get(k)}
         if clash:
-            raise ConfigError(f"--resume continues the run in {str(out)!r} as it was started; these options "
-                              f"differ from it: {clash} (given, saved)")
-        config = TrainConfig.from_dict({**run["train"], **{k: v for k, v in overrides.items()
-                                                           if k in ("progress", "device", "eval_batch_size")}})
+            raise ConfigError(f"--resume continues the run in {str(out)!r} exactly as it was started; these options "
+                              f"differ from it (given, saved): {clash}. Start a new run to change them.")
+        config = TrainConfig.from_dict({**run["train"], **{k: v for k, v in overrides.items() if k in RESUME_FREE}})
         model, dataset, data_dir, stem = run["model"], run["dataset"], data_dir or run["data_dir"], run["stem"]
     else:
         if model is None or dataset is None:
             raise ConfigError("secateurs train needs --model and --dataset (or --resume --out RUN_DIR)")
         config = TrainConfig.from_dict(overrides)
+    info = dist_info()
+    if config.batch_size % info.world_size:
+        raise ConfigError(f"--batch-size {config.batch_size} is the global batch and must divide evenly over the "
+                          f"{info.world_size} processes")
     train_set = load_dataset(dataset, "train", data_dir)
     test_set = load_dataset(dataset, "test", data_dir)
     torch.manual_seed(config.seed)
     net = build_for_dataset(model, train_set.info, stem)
-    if not resume and (out / STATE_FILE).exists():
-        raise ConfigError(f"{str(out)!r} already holds a training run; pass --resume to continue it, "
-                          "or choose another --out")
-    if not resume and dist_info().is_main:
+    if not resume and info.is_main:
         atomic_write_text(out / RUN_FILE, json.dumps({
             "model": model, "dataset": dataset, "data_dir": data_dir, "stem": stem, "train": config.to_dict()},
             indent=2))
@@ -71,7 +78,14 @@ def read_run(out: Path) -> dict[str, Any]:
     path = Path(out) / RUN_FILE
     if not path.is_file():
         raise ConfigError(f"{str(path)!r} does not exist: {str(out)!r} is not a secateurs training run directory")
-    return json.loads(path.read_text())
+    try:
+        run = json.loads(path.read_text())
+        missing = {"model", "dataset", "data_dir", "stem", "train"} - set(run)
+    except (json.JSONDecodeError, TypeError) as e:
+        raise ConfigError(f"{str(path)!r} is not valid JSON ({e}); it is not a secateurs run file") from e
+    if missing:
+        raise ConfigError(f"{str(path)!r} lacks {sorted(missing)}; it is not a secateurs run file")
+    return run
 
 
 def _input_shape(ckpt: Path, given: Sequence[int] | None) -> tuple[int, ...]:
@@ -100,10 +114,13 @@ def evaluate_checkpoint(ckpt: Path, dataset: str | None, data_dir: str | None, s
         raise ConfigError(f"{str(ckpt)!r} records no dataset; pass --dataset")
     data = load_dataset(dataset, split, data_dir)
     want = meta.get("dataset", {})
-    for key in ("num_classes", "in_channels"):
+    for key in ("num_classes", "in_channels", "image_size"):
         if key in want and want[key] != getattr(data.info, key):
             raise CheckpointError(f"{str(ckpt)!r} was trained for {key}={want[key]}, but dataset {dataset!r} has "
                                   f"{getattr(data.info, key)}")
+    norm = meta.get("normalisation")
+    if norm:  # the model expects the inputs normalised as during its training
+        data.info = dataclasses.replace(data.info, mean=tuple(norm["mean"]), std=tuple(norm["std"]))
     dev = resolve_device(device, dist_info())
     model = load(ckpt).to(dev)
     from .train import evaluate
@@ -122,11 +139,19 @@ def measure_checkpoint(ckpt: Path, input_shape: Sequence[int] | None = None, **k
 
 def export_checkpoint(ckpt: Path, fmt: str, out: Path, input_shape: Sequence[int] | None = None, opset: int = 17,
                       verify: bool = True) -> tuple[Path, float | None]:
+    """Export, and for ONNX compare with PyTorch in onnxruntime before ``out`` is written."""
+    from ._atomic import atomic_write
     from .io import load
     from .io.export import export_model, verify_onnx
 
     model = load(ckpt)
     shape = _input_shape(ckpt, input_shape)
-    path = export_model(model, out, fmt, shape, opset=opset)
-    diff = verify_onnx(model, path, shape) if verify and fmt == "onnx" else None
-    return path, diff
+    diff: list[float] = []
+
+    def write(tmp: Path) -> None:
+        export_model(model, tmp, fmt, shape, opset=opset)
+        if verify and fmt == "onnx":
+            diff.append(verify_onnx(model, tmp, shape))
+
+    path = atomic_write(out, write)
+    return path, (diff[0] if diff else None)

@@ -61,8 +61,11 @@ def layer_specs(model: nn.Module) -> dict[str, dict[str, Any]]:
     """``{module_name: {"type": ..., "args": {...}}}`` for every layer type in the table."""
     out = {}
     for name, m in model.named_modules():
-        spec = LAYER_SPECS.get(type(m).__name__)
-        if spec is not None and type(m) is spec.cls:
+        # The first known class in the MRO: a subclass that only changes forward (such as
+        # the trainer's GlobalBatchNorm2d) is rebuilt as its base layer.
+        spec = next((LAYER_SPECS[c.__name__] for c in type(m).__mro__
+                     if c.__name__ in LAYER_SPECS and LAYER_SPECS[c.__name__].cls is c), None)
+        if spec is not None:
             out[name] = {"type": spec.cls.__name__, "args": spec.to_args(m)}
     return out
 
@@ -89,6 +92,10 @@ def apply_layer_specs(model: nn.Module, specs: dict[str, dict[str, Any]]) -> int
                 args[key] = tuple(args[key])
         if isinstance(args.get("padding"), list):
             args["padding"] = tuple(args["padding"])
-        model.set_submodule(name, LAYER_SPECS[spec["type"]].cls(**args))
+        try:
+            layer = LAYER_SPECS[spec["type"]].cls(**args)
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"layer {name!r}: cannot rebuild {spec['type']} from {spec['args']}: {e}") from e
+        model.set_submodule(name, layer)
         replaced += 1
     return replaced

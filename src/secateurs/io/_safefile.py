@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from .._atomic import atomic_write
 from ..errors import CheckpointError
@@ -54,11 +54,9 @@ def read(path: str | os.PathLike, device: str = "cpu") -> tuple[dict[str, torch.
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist (expected a .safetensors file written by secateurs)")
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-        tensors = load_file(str(path), device="cpu")
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
     except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as e:
         raise CheckpointError(
             f"checkpoint {str(path)!r} is not a readable safetensors file ({e}); it may be truncated or "

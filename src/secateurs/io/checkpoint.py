@@ -20,9 +20,10 @@ from ._layer_specs import apply_layer_specs, layer_specs
 KIND = "model"
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    # DistributedDataParallel / DataParallel keep the real model in `.module`.
-    return getattr(model, "module", model) if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel / DataParallel wrapper (or the model)."""
+    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
+    return model.module if isinstance(model, wrappers) else model
 
 
 def save(model: nn.Module, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> Path:
@@ -36,7 +37,7 @@ def save(model: nn.Module, path: str | os.PathLike, meta: dict[str, Any] | None 
     """
     from ..models._registry import ARCH_ATTR
 
-    model = _unwrap(model)
+    model = unwrap(model)
     header = {
         "kind": KIND,
         "secateurs_version": __version__,
@@ -91,5 +92,5 @@ def load(path: str | os.PathLike, model: nn.Module | None = None, strict: bool =
     try:
         model.load_state_dict(tensors, strict=strict)
     except RuntimeError as e:
-        raise CheckpointError(f"{str(path)!r} does not fit the model: {e}") from e
+        raise CheckpointError(f"{str(path)!r} does not fit the model: {' '.join(str(e).split())}") from e
     return model

@@ -6,6 +6,7 @@ and checked: it is written to a temporary name beside the target, checked, then 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import warnings
 from pathlib import Path
@@ -39,13 +40,15 @@ def _export_onnx(model: nn.Module, x: torch.Tensor, tmp: Path, opset: int) -> No
     # The TorchScript-based exporter (dynamo=False) is chosen on purpose: it handles plain
     # CNNs with a dynamic batch through dynamic_axes and needs no onnxscript at runtime.
     # Its deprecation warnings would only alarm users who cannot act on them.
+    # torch < 2.5 has no `dynamo` argument and always uses that exporter.
+    legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             model,
             (x,),
             str(tmp),
-            dynamo=False,
+            **legacy,
             input_names=["input"],
             output_names=["logits"],
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},

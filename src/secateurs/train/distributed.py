@@ -66,22 +66,42 @@ def process_group(device: torch.device) -> Iterator[DistInfo]:
             dist.destroy_process_group()
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes whose gradient is the sum of the processes' gradients, so each
+    process's loss reaches the inputs of every other process through the statistics."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 class GlobalBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d whose training statistics cover the batch of every process."""
+    """BatchNorm2d whose training statistics cover the batch of every process.
+
+    Statistics are computed in float32 whatever the autocast dtype, as the local kernel
+    does: fp16 sums of 65,536 elements overflow.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn import all_reduce
-
         c = x.shape[1]
-        count = torch.tensor([x.numel() / c], dtype=x.dtype, device=x.device)
-        total = all_reduce(torch.cat([x.sum(dim=(0, 2, 3)), count]))
+        xf = x.float()
+        count = torch.tensor([xf.numel() / c], dtype=torch.float32, device=x.device)
+        total = _AllReduceSum.apply(torch.cat([xf.sum(dim=(0, 2, 3)), count]))
         n = total[-1]
         mean = total[:c] / n
-        centred = x - mean.view(1, c, 1, 1)
+        centred = xf - mean.view(1, c, 1, 1)
         # Two passes (mean, then centred squares) for the same accuracy as the local kernel.
-        var = all_reduce(centred.square().sum(dim=(0, 2, 3))) / n
+        var = _AllReduceSum.apply(centred.square().sum(dim=(0, 2, 3))) / n
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
@@ -91,7 +111,7 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         y = centred * torch.rsqrt(var + self.eps).view(1, c, 1, 1)
         if self.affine:
             y = y * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)
-        return y
+        return y.to(x.dtype)
 
 
 def set_global_batchnorm(model: nn.Module, enabled: bool) -> nn.Module:
@@ -113,6 +133,3 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(values)
     return values
 
-
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model

@@ -1,9 +1,10 @@
 """The training loop: SGD, schedules, AMP, DDP, atomic per-epoch checkpoints, exact resume.
 
-Resume is exact because everything random is a function of (seed, epoch) -- the data
-order and augmentation come from the loader's seeded sampler -- and the rest (weights,
-optimizer buffers, the global torch RNG for dropout, the step counter) is in the state
-file written atomically at the end of every epoch.
+Resume is exact because everything random is a function of (seed, epoch, rank) -- the
+data order and augmentation come from the loader's seeded sampler, and the global torch
+RNG (dropout) is re-seeded at every epoch -- and the rest (weights, optimizer buffers,
+the loss scaler, the step counter) is in the state file written atomically at the end of
+every epoch.
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from ..data import ImageDataset, LoaderConfig, make_loader
 from ..errors import ConfigError
 from ..io import load_tree, save, save_tree
 from .config import TrainConfig
-from .distributed import all_reduce_sum, process_group, resolve_device, set_global_batchnorm, unwrap, dist_info
+from ..io.checkpoint import unwrap
+from .distributed import all_reduce_sum, dist_info, process_group, resolve_device, set_global_batchnorm
 from .evaluate import evaluate
 from .schedule import SCHEDULES
 
@@ -33,8 +35,9 @@ Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor
 STATE_FILE = "state.safetensors"
 MODEL_FILE = "model.safetensors"
 METRICS_FILE = "metrics.jsonl"
-# Options that may differ on resume without changing the result.
-_RESUME_FREE = {"progress", "device", "eval_batch_size"}
+# Options a resumed run may change: they do not change what is computed (a different
+# device changes only the floating-point rounding of the remaining epochs).
+RESUME_FREE = {"progress", "device", "eval_batch_size"}
 
 
 def cross_entropy(label_smoothing: float = 0.0) -> Objective:
@@ -58,7 +61,7 @@ def _amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def _check_run_dir(run_dir: Path | None, resume: bool) -> None:
+def check_run_dir(run_dir: Path | None, resume: bool) -> None:
     if run_dir is None:
         if resume:
             raise ConfigError("resume=True needs the run directory of the run to continue")
@@ -72,16 +75,18 @@ def _check_run_dir(run_dir: Path | None, resume: bool) -> None:
                           "or choose another --out")
 
 
-def _restore(state: dict[str, Any], config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    saved = {k: v for k, v in state["config"].items() if k not in _RESUME_FREE}
-    now = {k: v for k, v in config.to_dict().items() if k not in _RESUME_FREE}
+def _restore(state: dict[str, Any], config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
+             scaler: torch.amp.GradScaler) -> None:
+    saved = {k: v for k, v in state["config"].items() if k not in RESUME_FREE}
+    now = {k: v for k, v in config.to_dict().items() if k not in RESUME_FREE}
     diff = {k: (saved.get(k), now.get(k)) for k in saved.keys() | now.keys() if saved.get(k) != now.get(k)}
     if diff:
         raise ConfigError(f"cannot resume with a different configuration: {diff} (saved, now); "
                           "resume with the run's own options, or start a new run")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng"])
+    if state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
 
 
 def train(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset | None, config: TrainConfig,
@@ -103,7 +108,7 @@ def train(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset | No
         after_step: called with the bare model after every optimizer step (e.g. to hold masks).
     """
     run_dir = Path(run_dir) if run_dir is not None else None
-    _check_run_dir(run_dir, resume)
+    check_run_dir(run_dir, resume)
     device = resolve_device(config.device, dist_info())
     objective = objective or cross_entropy(config.label_smoothing)
     with process_group(device) as info:
@@ -115,10 +120,12 @@ def train(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset | No
         optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                     nesterov=config.nesterov and config.momentum > 0,
                                     weight_decay=config.weight_decay)
+        amp_dtype = _amp_dtype(device, config.amp)
+        scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
         start_epoch, step, history = 0, 0, []
         if resume:
             state = load_tree(run_dir / STATE_FILE)
-            _restore(state, config, model, optimizer)
+            _restore(state, config, model, optimizer, scaler)
             start_epoch, step, history = state["epoch"], state["step"], state["history"]
         net = model
         if info.enabled:
@@ -132,12 +139,13 @@ def train(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset | No
         total_steps = steps_per_epoch * config.epochs
         warmup = int(config.warmup_epochs * steps_per_epoch)
         schedule = SCHEDULES[config.schedule]
-        amp_dtype = _amp_dtype(device, config.amp)
-        scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
         started = time.perf_counter()
         try:
             for epoch in range(start_epoch, config.epochs):
                 loader.set_epoch(epoch)
+                # Dropout masks: a pure function of (seed, epoch, rank), so a resumed run draws
+                # what the uninterrupted one drew and every process draws its own.
+                torch.manual_seed((config.seed * 1_000_003 + epoch) * 1_009 + info.rank)
                 net.train()
                 t0 = time.perf_counter()
                 sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*n, correct, n
@@ -179,7 +187,7 @@ def train(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset | No
                     record.update({f"test_{k}": v for k, v in ev.to_dict().items() if k != "samples"})
                 history.append(record)
                 if info.is_main and run_dir is not None:
-                    _write_epoch(run_dir, model, optimizer, config, epoch + 1, step, history, train_set, meta)
+                    _write_epoch(run_dir, model, optimizer, scaler, config, epoch + 1, step, history, train_set, meta)
                 if info.is_main and config.progress:
                     tqdm.write(_format_record(record))
         finally:
@@ -215,14 +223,16 @@ def model_meta(train_set: ImageDataset, config: TrainConfig | None = None,
     return meta
 
 
-def _write_epoch(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig,
+def _write_epoch(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 scaler: torch.amp.GradScaler, config: TrainConfig,
                  epoch: int, step: int, history: list[dict[str, Any]], train_set: ImageDataset,
                  meta: dict[str, Any] | None) -> None:
     bare = unwrap(model)
     # State first: if the process dies before the model file, resume still has everything.
     save_tree(run_dir / STATE_FILE, {
         "model": bare.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
-        "history": history, "rng": torch.get_rng_state(), "config": config.to_dict(),
+        "history": history, "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+        "config": config.to_dict(),
     })
     save(bare, run_dir / MODEL_FILE, model_meta(train_set, config, history[-1], meta))
     atomic_write_text(run_dir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in history))
