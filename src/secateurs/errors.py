@@ -27,3 +27,11 @@ def unknown_choice(kind: str, value: str, choices: Iterable[str]) -> ConfigError
     close = difflib.get_close_matches(value, choices, n=3)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return ConfigError(f"unknown {kind} {value!r}.{hint} Valid choices: {', '.join(choices)}.")
+
+
+class PruningError(SecateursError):
+    """A pruning request cannot be honoured exactly. The model was left untouched."""
+
+
+class TraceError(SecateursError):
+    """A model could not be traced into a graph; the message names the module or op."""

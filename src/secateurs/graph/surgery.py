@@ -1,0 +1,142 @@
+"""``prune_channels``: validate a whole request first, then remove exactly those channels.
+
+A request names output channels of layers; each one brings its whole unit (every place
+the channel lives: coupled producers, BNs, consumers' input slices). Anything that cannot
+be honoured exactly raises :class:`PruningError` before the model is touched; a failure
+during surgery itself puts every replaced attribute back.
+"""
+from __future__ import annotations
+
+import difflib
+from collections import defaultdict
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+
+from ..errors import PruningError
+from ._layers import Journal, surgeon_for
+from .groups import ChannelGraph, Unit
+from .trace import trace
+
+_OUTPUT_KIND = {nn.Conv1d: "out", nn.Conv2d: "out", nn.Conv3d: "out", nn.Linear: "out",
+                nn.BatchNorm1d: "bn", nn.BatchNorm2d: "bn", nn.BatchNorm3d: "bn"}
+
+
+def _width(m: nn.Module, kind: str) -> int:
+    if kind == "bn":
+        return m.num_features
+    return m.out_features if isinstance(m, nn.Linear) else m.out_channels
+
+
+def resolve_request(model: nn.Module, graph: ChannelGraph, request: Mapping[str, Iterable[int]]) -> list[Unit]:
+    """The units a ``{module_name: [output channel indices]}`` request removes."""
+    modules = dict(model.named_modules())
+    units: dict[int, Unit] = {}
+    for name, indices in request.items():
+        if name not in modules:
+            close = difflib.get_close_matches(name, list(modules), n=3)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise PruningError(f"the model has no module {name!r}{hint}")
+        m = modules[name]
+        kind = next((k for c, k in _OUTPUT_KIND.items() if isinstance(m, c)), None)
+        if kind is None:
+            raise PruningError(f"{name!r} is a {type(m).__name__}; name a Conv, Linear or BatchNorm layer whose "
+                               "output channels to remove")
+        width = _width(m, kind)
+        for i in indices:
+            if not isinstance(i, int) or not 0 <= i < width:
+                raise PruningError(f"channel {i!r} of {name!r} is out of range: it has {width} output channels "
+                                   f"(0..{width - 1})")
+            hit = graph.locate(name, kind, i)
+            if hit is None:
+                raise PruningError(f"{name!r} did not run in the traced forward, so its channels are unknown")
+            group, pos = hit
+            unit = group.units[pos]
+            if not unit.prunable:
+                raise PruningError(f"channel {i} of {name!r} cannot be removed: {unit.reason}")
+            units[id(unit)] = unit
+    return list(units.values())
+
+
+def _removals(units: Sequence[Unit]) -> dict[str, dict[str, list[int]]]:
+    plan: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
+    for u in units:
+        for mem in u.members:
+            plan[mem.module][mem.kind].add(mem.index)
+    return {name: {k: sorted(v) for k, v in kinds.items()} for name, kinds in plan.items()}
+
+
+def _validate(model: nn.Module, graph: ChannelGraph, plan: dict[str, dict[str, list[int]]]) -> None:
+    modules = dict(model.named_modules())
+    for name, kinds in plan.items():
+        m = modules[name]
+        if surgeon_for(m) is None:
+            raise PruningError(f"{name!r} ({type(m).__name__}) holds these channels but the engine cannot narrow "
+                               "that layer type")
+        for kind in ("out", "bn"):
+            if kind in kinds and len(kinds[kind]) >= _width(m, kind):
+                raise PruningError(f"the request removes all {_width(m, kind)} output channels of {name!r}; "
+                                   "keep at least one")
+        gc = graph.grouped_convs.get(name)
+        if gc is not None:
+            for kind, n in (("in", gc.in_channels), ("out", gc.out_channels)):
+                per = n // gc.groups
+                counts = [sum(1 for i in kinds.get(kind, []) if k * per <= i < (k + 1) * per)
+                          for k in range(gc.groups)]
+                if len(set(counts)) > 1:
+                    raise PruningError(
+                        f"{name!r} is a grouped conv ({gc.groups} groups of {per} {kind}put channels); the request "
+                        f"removes {counts} from its groups, which must be equal")
+
+
+def remove_units(model: nn.Module, graph: ChannelGraph, units: Sequence[Unit],
+                 example_inputs: Any = None) -> nn.Module:
+    """Remove ``units`` physically, in place; validated first, undone on any failure."""
+    plan = _removals(units)
+    _validate(model, graph, plan)
+    modules = dict(model.named_modules())
+    journal = Journal()
+    try:
+        for name, kinds in plan.items():
+            surgeon_for(modules[name])(journal, modules[name], kinds)
+        if example_inputs is not None:
+            _check_runs(model, example_inputs)
+    except Exception as e:
+        journal.undo()
+        if isinstance(e, PruningError):
+            raise
+        raise PruningError(f"surgery failed and was undone, the model is unchanged: {type(e).__name__}: {e}") from e
+    return model
+
+
+def _check_runs(model: nn.Module, example_inputs: Any) -> None:
+    inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    finally:
+        model.train(was_training)
+
+
+def prune_channels(model: nn.Module, example_inputs: Any, request: Mapping[str, Iterable[int]],
+                   graph: ChannelGraph | None = None, leaf_modules: Sequence[type[nn.Module]] = ()) -> nn.Module:
+    """Remove exactly the named output channels and everything coupled to them, in place.
+
+    Args:
+        model: the network; afterwards a plain module of narrower layers.
+        example_inputs: a tensor or tuple of tensors the model accepts.
+        request: ``{module_name: [output channel indices]}`` of Conv, Linear or BatchNorm layers.
+        graph: a :func:`trace` of this very model, to skip tracing again.
+        leaf_modules: see :func:`trace`.
+
+    Raises:
+        PruningError: the request cannot be honoured exactly (unknown module, index out of
+            range, the network's own output, a channel crossing a shuffle or a fixed split,
+            an uneven removal from a grouped conv, a layer emptied); the model is unchanged.
+    """
+    graph = graph or trace(model, example_inputs, leaf_modules)
+    units = resolve_request(model, graph, request)
+    return remove_units(model, graph, units, example_inputs)
