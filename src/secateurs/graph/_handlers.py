@@ -246,6 +246,13 @@ CHANNELWISE_MODULES = (
     nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d,
 )
 
+#: Modules whose output has their input's shape and dtype (used to skip work on meta tensors).
+SHAPE_PRESERVING_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish,
+    nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Softplus, nn.Identity, nn.Dropout, nn.Dropout1d,
+    nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
+)
+
 MODULE_HANDLERS: dict[type, Handler] = {
     **{cls: channelwise for cls in CHANNELWISE_MODULES},
     nn.Conv1d: conv, nn.Conv2d: conv, nn.Conv3d: conv,

@@ -19,7 +19,7 @@ def fresh(ids: range, shape: torch.Size, dim: int = 1) -> torch.Tensor:
     dim = dim % len(shape)
     view = [1] * len(shape)
     view[dim] = shape[dim]
-    return torch.as_tensor(list(ids), dtype=torch.long).view(view).expand(shape).contiguous()
+    return torch.as_tensor(list(ids), dtype=torch.long).view(view).expand(shape)
 
 
 def along(ids: torch.Tensor, dim: int = 1) -> torch.Tensor | None:
@@ -27,6 +27,9 @@ def along(ids: torch.Tensor, dim: int = 1) -> torch.Tensor | None:
     if ids.dim() == 0:
         return None
     dim = dim % ids.dim()
+    if all(ids.stride(d) == 0 or ids.shape[d] == 1 for d in range(ids.dim()) if d != dim):
+        # An expanded per-channel vector (how producers make them): uniform by construction.
+        return ids[tuple(slice(None) if d == dim else 0 for d in range(ids.dim()))]
     flat = ids.movedim(dim, 0).reshape(ids.shape[dim], -1)
     first = flat[:, 0]
     if flat.shape[1] > 1 and not bool((flat == first[:, None]).all()):
@@ -37,7 +40,7 @@ def along(ids: torch.Tensor, dim: int = 1) -> torch.Tensor | None:
 def broadcast_channels(cids: torch.Tensor, shape: torch.Size, dim: int = 1) -> torch.Tensor:
     view = [1] * len(shape)
     view[dim % len(shape)] = cids.numel()
-    return cids.view(view).expand(shape).contiguous()
+    return cids.reshape(view).expand(shape)  # a view: no per-element storage
 
 
 def is_flatten_of_channels(in_shape: torch.Size, out_shape: torch.Size) -> bool:

@@ -60,6 +60,15 @@ class State:
 
     def union_tensors(self, a: torch.Tensor, b: torch.Tensor) -> None:
         """Tie the ids met at the same position of two broadcast-compatible id tensors."""
+        from ._ids import along
+
+        if a.dim() >= 2 and b.dim() == a.dim() and a.shape[1] == b.shape[1]:
+            ca, cb = along(a, 1), along(b, 1)
+            if ca is not None and cb is not None:  # the usual case: one id per channel
+                for x, y in zip(ca.tolist(), cb.tolist()):
+                    if x != y:
+                        self.uf.union(x, y)
+                return
         a, b = torch.broadcast_tensors(a, b)
         pairs = torch.unique(torch.stack([a.reshape(-1), b.reshape(-1)]), dim=1)
         for x, y in pairs.t().tolist():

@@ -43,10 +43,23 @@ def symbolic_trace(model: nn.Module, leaf_modules: Sequence[type[nn.Module]] = (
 
 
 class _ChannelPass(torch.fx.Interpreter):
+    """Runs on the ``meta`` device: only shapes are needed, so no arithmetic is done."""
+
     def __init__(self, gm: torch.fx.GraphModule, state: State) -> None:
         super().__init__(gm)
         self.state = state
         self.ids: dict[torch.fx.Node, Any] = {}
+
+    def call_module(self, target: str, args: tuple, kwargs: dict) -> Any:
+        module = self.fetch_attr(target)
+        if isinstance(module, H.SHAPE_PRESERVING_MODULES) and len(args) == 1 and not kwargs:
+            return args[0]  # same shape and dtype; skips slow meta decompositions (batch norm)
+        tensors = {k: v.to("meta") for k, v in [*module.named_parameters(), *module.named_buffers()]}
+        return torch.func.functional_call(module, tensors, args, kwargs)
+
+    def get_attr(self, target: str, args: tuple, kwargs: dict) -> Any:
+        value = super().get_attr(target, args, kwargs)
+        return value.to("meta") if isinstance(value, torch.Tensor) else value
 
     def _handler(self, node: torch.fx.Node) -> H.Handler:
         if node.op == "placeholder":
@@ -88,8 +101,10 @@ def trace(model: nn.Module, example_inputs: Any, leaf_modules: Sequence[type[nn.
     """Trace ``model`` and find every set of channels that must be removed together.
 
     Args:
-        model: the network; it is run once (in eval mode, restored after) on the inputs.
-        example_inputs: a tensor or a tuple of tensors, e.g. ``torch.randn(1, 3, 32, 32)``.
+        model: the network; its forward is replayed on ``meta`` tensors (shapes only, in
+            eval mode, restored after), so tracing costs no arithmetic.
+        example_inputs: a tensor or a tuple of tensors, e.g. ``torch.randn(1, 3, 32, 32)``;
+            only their shapes and dtypes matter.
         leaf_modules: module types not to trace into; they keep their channels.
     """
     inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
@@ -99,7 +114,7 @@ def trace(model: nn.Module, example_inputs: Any, leaf_modules: Sequence[type[nn.
     model.eval()
     try:
         with torch.no_grad():
-            _ChannelPass(gm, state).run(*inputs)
+            _ChannelPass(gm, state).run(*[t.to("meta") if isinstance(t, torch.Tensor) else t for t in inputs])
     finally:
         model.train(was_training)
     return build_graph(gm, state, model)
