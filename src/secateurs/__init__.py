@@ -10,14 +10,16 @@ The public API::
 """
 from ._version import __version__
 from .data import list_datasets, load_dataset
-from .errors import CheckpointError, ConfigError, DatasetError, SecateursError
+from .errors import CheckpointError, ConfigError, DatasetError, PruningError, SecateursError, TraceError
+from .graph import ChannelGraph, prune_channels, trace
 from .io import load, read_meta, save
 from .measure import Measurement, count_macs, count_params, measure
 from .models import create_model, list_models, register_model
 from .train import TrainConfig, evaluate, train
 
 __all__ = [
-    "CheckpointError", "ConfigError", "DatasetError", "Measurement", "SecateursError", "TrainConfig",
+    "ChannelGraph", "CheckpointError", "ConfigError", "DatasetError", "Measurement", "PruningError", "SecateursError",
+    "TraceError", "TrainConfig", "prune_channels", "trace",
     "__version__", "count_macs", "count_params", "create_model", "evaluate", "list_datasets", "list_models",
     "load", "load_dataset", "measure", "read_meta", "register_model", "save", "train",
 ]
