@@ -85,3 +85,14 @@ def test_refused_train_writes_nothing(tmp_path, capsys):
                  "--out", str(out)])
     assert code == 2 and "batch_size must be positive" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_dataset_options_reach_the_dataset_and_the_run_file(tmp_path):
+    out = tmp_path / "run"
+    code = main(["train", "--model", "test_vgg", "--dataset", "synthetic", "--dataset-option", "num_samples=64",
+                 "--dataset-option", "num_classes=3", "--epochs", "1", "--batch-size", "32", "--no-progress",
+                 "--out", str(out)])
+    assert code == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["dataset_options"] == {"num_samples": 64, "num_classes": 3}
+    assert load(out / "model.safetensors").classifier[-1].out_features == 3

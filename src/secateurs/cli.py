@@ -41,9 +41,24 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,64, got {text!r}") from None
 
 
+def _key_value(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE such as image_size=64, got {text!r}")
+    for parse in (int, float):
+        try:
+            return key, parse(value)
+        except ValueError:
+            pass
+    return key, {"true": True, "false": False}.get(value.lower(), value)
+
+
 def _add_dataset_args(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("--dataset", required=required, help="dataset name (see `secateurs datasets`)")
     p.add_argument("--data-dir", help="folder holding the dataset files (default: the dataset's standard place)")
+    p.add_argument("--dataset-option", dest="dataset_options", action="append", type=_key_value, default=[],
+                   metavar="KEY=VALUE", help="a dataset keyword, e.g. image_size=64 (imagefolder) or "
+                                             "num_samples=1024 (synthetic); repeatable")
 
 
 def _add_dataclass_args(p: argparse.ArgumentParser, cls: type, skip: Sequence[str] = ()) -> None:
@@ -88,7 +103,8 @@ def _train(args: argparse.Namespace) -> None:
     from .train import TrainConfig
 
     runs.train_command(args.out, resume=args.resume, model=args.model, dataset=args.dataset,
-                       data_dir=args.data_dir, stem=args.stem, overrides=_dataclass_overrides(args, TrainConfig))
+                       data_dir=args.data_dir, stem=args.stem, overrides=_dataclass_overrides(args, TrainConfig),
+                       dataset_options=dict(args.dataset_options) or None)
 
 
 # --- eval / measure / export ------------------------------------------------------------
@@ -106,7 +122,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 def _eval(args: argparse.Namespace) -> None:
     from . import runs
 
-    result = runs.evaluate_checkpoint(args.ckpt, args.dataset, args.data_dir, args.split, args.batch_size, args.device)
+    result = runs.evaluate_checkpoint(args.ckpt, args.dataset, args.data_dir, args.split, args.batch_size, args.device,
+                                      dataset_options=dict(args.dataset_options))
     text = f"{args.ckpt}: {result['dataset']}/{result['split']} top1 {result['top1']:.2f}%"
     if "top5" in result:
         text += f" top5 {result['top5']:.2f}%"

@@ -32,7 +32,8 @@ def build_for_dataset(model_name: str, info: Any, stem: str = "auto", **kwargs: 
 
 
 def train_command(out: Path, resume: bool, model: str | None, dataset: str | None, data_dir: str | None,
-                  stem: str = "auto", overrides: dict[str, Any] | None = None):
+                  stem: str = "auto", overrides: dict[str, Any] | None = None,
+                  dataset_options: dict[str, Any] | None = None):
     """``secateurs train``: start a run in ``out``, or continue it with ``resume``.
 
     Everything that can be refused is checked before anything is written.
@@ -46,14 +47,17 @@ def train_command(out: Path, resume: bool, model: str | None, dataset: str | Non
     check_run_dir(out, resume)
     if resume:
         run = read_run(out)
-        given = {"model": model, "dataset": dataset, **{k: v for k, v in overrides.items() if k not in RESUME_FREE}}
-        saved = {"model": run["model"], "dataset": run["dataset"], **run["train"]}
+        given = {"model": model, "dataset": dataset, "dataset_options": dataset_options,
+                 **{k: v for k, v in overrides.items() if k not in RESUME_FREE}}
+        saved = {"model": run["model"], "dataset": run["dataset"], "dataset_options": run.get("dataset_options", {}),
+                 **run["train"]}
         clash = {k: (v, saved.get(k)) for k, v in given.items() if v is not None and v != saved.get(k)}
         if clash:
             raise ConfigError(f"--resume continues the run in {str(out)!r} exactly as it was started; these options "
                               f"differ from it (given, saved): {clash}. Start a new run to change them.")
         config = TrainConfig.from_dict({**run["train"], **{k: v for k, v in overrides.items() if k in RESUME_FREE}})
         model, dataset, data_dir, stem = run["model"], run["dataset"], data_dir or run["data_dir"], run["stem"]
+        dataset_options = run.get("dataset_options", {})
     else:
         if model is None or dataset is None:
             raise ConfigError("secateurs train needs --model and --dataset (or --resume --out RUN_DIR)")
@@ -62,13 +66,15 @@ def train_command(out: Path, resume: bool, model: str | None, dataset: str | Non
     if config.batch_size % info.world_size:
         raise ConfigError(f"--batch-size {config.batch_size} is the global batch and must divide evenly over the "
                           f"{info.world_size} processes")
-    train_set = load_dataset(dataset, "train", data_dir)
-    test_set = load_dataset(dataset, "test", data_dir)
+    dataset_options = dataset_options or {}
+    train_set = load_dataset(dataset, "train", data_dir, **dataset_options)
+    test_set = load_dataset(dataset, "test", data_dir, **dataset_options)
     torch.manual_seed(config.seed)
     net = build_for_dataset(model, train_set.info, stem)
     if not resume and info.is_main:
         atomic_write_text(out / RUN_FILE, json.dumps({
-            "model": model, "dataset": dataset, "data_dir": data_dir, "stem": stem, "train": config.to_dict()},
+            "model": model, "dataset": dataset, "data_dir": data_dir, "dataset_options": dataset_options,
+            "stem": stem, "train": config.to_dict()},
             indent=2))
     return train(net, train_set, test_set, config, run_dir=out, resume=resume,
                  meta={"run": {"model": model, "dataset": dataset}})
@@ -102,7 +108,8 @@ def _input_shape(ckpt: Path, given: Sequence[int] | None) -> tuple[int, ...]:
 
 
 def evaluate_checkpoint(ckpt: Path, dataset: str | None, data_dir: str | None, split: str = "test",
-                        batch_size: int = 512, device: str = "auto") -> dict[str, Any]:
+                        batch_size: int = 512, device: str = "auto",
+                        dataset_options: dict[str, Any] | None = None) -> dict[str, Any]:
     from .data import LoaderConfig, load_dataset, make_loader
     from .io import load, read_meta
     from .train import dist_info
@@ -112,7 +119,7 @@ def evaluate_checkpoint(ckpt: Path, dataset: str | None, data_dir: str | None, s
     dataset = dataset or meta.get("dataset", {}).get("name")
     if dataset is None:
         raise ConfigError(f"{str(ckpt)!r} records no dataset; pass --dataset")
-    data = load_dataset(dataset, split, data_dir)
+    data = load_dataset(dataset, split, data_dir, **(dataset_options or {}))
     want = meta.get("dataset", {})
     for key in ("num_classes", "in_channels", "image_size"):
         if key in want and want[key] != getattr(data.info, key):
