@@ -35,14 +35,14 @@ class Baseline:
     schedule: str = "onecycle"
 
 
-# The quick profile is sized for 2 CPU cores in under an hour in total; its short
+# The quick profile is sized for 2 CPU cores in about half an hour in total; its short
 # schedules give baselines that are good, not converged. The full profile is for a GPU.
 PROFILES: dict[str, list[Baseline]] = {
     "quick": [
-        Baseline("resnet20", epochs=5),
-        Baseline("resnet56", epochs=3),
-        Baseline("vgg16", epochs=2, lr=0.05),
-        Baseline("mobilenet_v2", epochs=2),
+        Baseline("resnet20", epochs=4),
+        Baseline("resnet56", epochs=2),
+        Baseline("vgg16", epochs=1, lr=0.05),
+        Baseline("mobilenet_v2", epochs=1),
     ],
     "full": [
         Baseline("resnet20", epochs=40),
