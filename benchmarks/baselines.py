@@ -114,6 +114,8 @@ def main(argv=None) -> int:
         print(rows[-1], file=sys.stderr)
     m = machine()
     command = f"python benchmarks/baselines.py --profile {args.profile}"
+    if args.models:
+        command += " --models " + " ".join(args.models)
     md = "\n\n".join([
         f"# Fashion-MNIST baselines, profile `{args.profile}`",
         f"Machine: {machine_line(m)}", f"Command: `{command}`",
@@ -123,6 +125,9 @@ def main(argv=None) -> int:
         "SGD momentum 0.9 nesterov, weight decay 5e-4, random crop (pad 4) + flip. Latency: median of 30 runs after 5 warm-up runs, CPU, the thread count above. MACs: conv and "
         "linear multiply-accumulates for one 1x32x32 image.",
     ])
+    missing = [b.model for b in PROFILES[args.profile] if b.model not in {s.model for s in specs}]
+    if missing:
+        md += f"\n\nNot run in this invocation: {', '.join(missing)} (see the command)."
     write_results(f"baselines_{args.profile}", {"machine": m, "command": command, "dataset": DATASET,
                                                  "results": results}, md)
     print(md)
