@@ -31,8 +31,10 @@ def _worker(rank: int, port: int, momentum, x, grad_out, queue) -> None:
         for _ in range(2):  # two steps: running statistics accumulate
             y = bn(part)
         (y * grad_out.chunk(2)[rank]).sum().backward()
-        queue.put((rank, y.detach(), part.grad, bn.weight.grad, bn.running_mean, bn.running_var,
-                   int(bn.num_batches_tracked)))
+        # numpy arrays travel by value; torch tensors would be shared through file descriptors
+        # that vanish when this process exits before the parent reads them.
+        arrays = [t.detach().numpy().copy() for t in (y, part.grad, bn.weight.grad, bn.running_mean, bn.running_var)]
+        queue.put((rank, *arrays, int(bn.num_batches_tracked)))
     finally:
         dist.destroy_process_group()
 
@@ -48,7 +50,10 @@ def test_two_processes_match_one_batchnorm(momentum):
     procs = [ctx.Process(target=_worker, args=(r, port, momentum, x, grad_out, queue)) for r in range(2)]
     for p in procs:
         p.start()
-    results = dict((r[0], r[1:]) for r in (queue.get(timeout=120) for _ in procs))
+    results = {}
+    for _ in procs:
+        rank, *values, tracked = queue.get(timeout=120)
+        results[rank] = [torch.from_numpy(v) for v in values] + [tracked]
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0

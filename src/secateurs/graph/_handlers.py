@@ -1,13 +1,12 @@
 """How each op moves channels: one handler per op, in tables keyed by op.
 
-A handler gets the analysis state, the node, its real output and its arguments with every
-tensor replaced by its id tensor, and returns the id tensor(s) of the output. Ops not in
-the tables stop every channel they touch: an op the engine does not know is never
-assumed to be element-wise.
+A handler gets the analysis state, the node, its real (meta) output and its arguments with
+every tensor replaced by its id tensor, and returns the id tensor(s) of the output. Ops
+not in the tables stop every channel they touch: an op the engine does not know is never
+assumed to be element-wise. Every stop records a reason that names the op and where it is.
 """
 from __future__ import annotations
 
-import builtins
 import operator
 from typing import Any, Callable
 
@@ -22,53 +21,74 @@ from ._state import GroupedConv, State
 Handler = Callable[[State, torch.fx.Node, Any, tuple, dict], Any]
 
 
-def _tensors(args: Any) -> list[torch.Tensor]:
+def tensors_in(args: Any) -> list[torch.Tensor]:
+    """Every tensor inside a nested structure of arguments or results."""
     out: list[torch.Tensor] = []
     torch.fx.node.map_aggregate(args, lambda a: out.append(a) if isinstance(a, torch.Tensor) else None)
     return out
 
 
-def _name(node: torch.fx.Node) -> str:
+def describe(node: torch.fx.Node) -> str:
+    """``view (view_2 in stages.0.shuffle, a ChannelShuffle)``: the op and where it runs."""
+    if node.op == "call_module":
+        return f"{node.target} ({type(node.graph.owning_module.get_submodule(node.target)).__name__})"
     t = node.target
-    return t if isinstance(t, str) else getattr(t, "__name__", str(t))
+    op = t if isinstance(t, str) else getattr(t, "__name__", str(t))
+    stack = node.meta.get("nn_module_stack")
+    if stack:
+        path, cls = list(stack.values())[-1]
+        return f"{op} ({node.name} in {path}, a {getattr(cls, '__name__', cls)})"
+    return f"{op} ({node.name} in the top-level forward)"
 
 
-def stop_all(reason: str) -> Handler:
-    """Stop the channels of every input and give the output fresh, stopped ids."""
-    def handler(state: State, node, out, args, kwargs):
-        for t in _tensors((args, kwargs)):
-            state.stop(t, reason.format(op=_name(node), node=node.name))
-        return fresh_stopped(state, out, reason.format(op=_name(node), node=node.name))
-    return handler
+def _module(node: torch.fx.Node) -> nn.Module:
+    return node.graph.owning_module.get_submodule(node.target)
 
 
 def fresh_stopped(state: State, out: Any, reason: str) -> Any:
+    """New ids for every tensor in ``out`` (one per channel), all stopped."""
     def make(t):
         if not isinstance(t, torch.Tensor):
             return None
-        ids = _ids.fresh(state.new(t.shape[1] if t.dim() >= 2 else 1), t.shape, 1 if t.dim() >= 2 else 0)
+        dim = 1 if t.dim() >= 2 else 0
+        ids = _ids.fresh(state.new(t.shape[dim] if t.dim() else 1), t.shape, dim)
         state.stop(ids, reason)
         return ids
     return torch.fx.node.map_aggregate(out, make)
 
 
+def stop_all(state: State, out: Any, args: Any, reason: str) -> Any:
+    """Stop the channels of every input tensor and give the output fresh, stopped ids."""
+    for t in tensors_in(args):
+        state.stop(t, reason)
+    return fresh_stopped(state, out, reason)
+
+
 def unknown(state: State, node, out, args, kwargs):
-    return stop_all("{op} ({node}) is an op the engine does not know; register a handler for it in "
-                    "secateurs.graph.HANDLERS, or make the module a leaf")(state, node, out, args, kwargs)
+    if node.op == "call_module":
+        reason = (f"{describe(node)} is a module the engine does not look into (a leaf module, or a type without "
+                  "a handler in secateurs.graph.MODULE_HANDLERS); its input and output channels are kept")
+    else:
+        table = "METHOD_HANDLERS" if node.op == "call_method" else "FUNCTION_HANDLERS"
+        reason = (f"{describe(node)} is an op without a channel handler, so the channels it touches are kept "
+                  f"(unknown ops are never assumed element-wise); register one in secateurs.graph.{table}")
+    return stop_all(state, out, (args, kwargs), reason)
 
 
-def no_ids(state, node, out, args, kwargs):
-    """Ops whose results are not channel-carrying tensors (sizes, shapes, dims)."""
-    if isinstance(out, torch.Tensor):
-        return unknown(state, node, out, args, kwargs)
-    return None
+def get_attr(state: State, node, out, args, kwargs):
+    return fresh_stopped(state, out, f"tensor attribute {node.target!r} is used directly in forward and the "
+                                     "engine cannot narrow it, so the channels it meets are kept")
+
+
+def placeholder(state: State, node, out, args, kwargs):
+    return fresh_stopped(state, out, "network input")
 
 
 def channelwise(state: State, node, out, args, kwargs):
     """Output channel c comes from input channel c alone (activations, pooling, dropout)."""
     x = args[0] if args else next(iter(kwargs.values()))
-    if x is None or not isinstance(out, torch.Tensor):
-        return None
+    if not isinstance(out, torch.Tensor):
+        return unknown(state, node, out, args, kwargs)
     if x.shape == out.shape:
         return x
     cids = _ids.along(x, 1)
@@ -78,20 +98,41 @@ def channelwise(state: State, node, out, args, kwargs):
 
 
 def elementwise(state: State, node, out, args, kwargs):
-    """add/sub/mul/div with broadcasting: the channels met at one position are tied."""
-    tensors = [t for t in _tensors((args, kwargs))]
-    if not isinstance(out, torch.Tensor):
+    """add/sub/mul/div with broadcasting: the channels met at one position are tied.
+
+    An operand of one channel broadcast over all channels (a spatial gate) ties nothing:
+    removing any channel of the other operand leaves the rest of the product as it was.
+    Its own channel is stopped, since removing it would empty every channel.
+    """
+    tensors = tensors_in((args, kwargs))
+    if not isinstance(out, torch.Tensor) or not tensors:
         return None
-    if not tensors:
-        return None
-    result = torch.broadcast_to(tensors[0], out.shape) if tensors[0].shape != out.shape else tensors[0]
+    if out.dim() < 2:
+        return _tie_everywhere(state, tensors, out)
+    spans = []
+    for t in tensors:
+        d = t.dim() - out.dim() + 1  # the operand's dim that lines up with the channel dim
+        if d >= 0 and t.shape[d] == out.shape[1]:
+            spans.append((t, d))
+        else:
+            state.stop(t, f"{describe(node)} broadcasts this one-channel operand over every channel of the "
+                          "other, so removing it would empty them all")
+    cids = [_ids.along(t, d) for t, d in spans]
+    if any(c is None for c in cids):  # mixed ids inside a channel: tie position by position
+        return _tie_everywhere(state, [t for t, _ in spans], out)
+    for c in cids[1:]:
+        state.tie(cids[0], c)
+    return _ids.broadcast_channels(cids[0], out.shape)
+
+
+def _tie_everywhere(state: State, tensors: list[torch.Tensor], out: torch.Tensor) -> torch.Tensor:
+    """Tie the ids met at every position (no channel dim, or ids mixed inside channels)."""
+    first = torch.broadcast_to(tensors[0], out.shape)
     for t in tensors[1:]:
-        state.union_tensors(result, t)
-    if tensors[0].shape != out.shape:
-        # The first operand was the broadcast one (e.g. gate * x): take ids from the full one.
-        full = next((t for t in tensors if t.shape == out.shape), None)
-        result = full if full is not None else result.contiguous()
-    return result
+        a, b = torch.broadcast_tensors(first, t)
+        pairs = torch.unique(torch.stack([a.reshape(-1), b.reshape(-1)]), dim=1)
+        state.tie(pairs[0], pairs[1])
+    return first
 
 
 def _replay(node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
@@ -102,24 +143,50 @@ def _replay(node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
     return node.target(*args, **kwargs)
 
 
+def _dim_arg(args: tuple, kwargs: dict, position: int, default: int) -> Any:
+    return kwargs.get("dim", args[position] if len(args) > position else default)
+
+
 def cat(state: State, node, out, args, kwargs):
-    tensors = args[0] if args else kwargs["tensors"]
-    if any(t is None for t in tensors):
-        return unknown(state, node, out, args, kwargs)
-    return _replay(node, args, kwargs)
+    """Concatenation along channels stacks the id vectors; along another dim it ties them."""
+    tensors = list(args[0] if args else kwargs["tensors"])
+    dim = _dim_arg(args, kwargs, 1, 0)
+    cids = [_ids.along(t, 1) if t.dim() >= 2 else None for t in tensors]
+    if any(c is None for c in cids) or not isinstance(dim, int):
+        return _replay(node, args, kwargs)
+    if dim % out.dim() == 1:  # keep the result an expanded view
+        return _ids.broadcast_channels(torch.cat(cids), out.shape)
+    for c in cids[1:]:
+        state.tie(cids[0], c)
+    return _ids.broadcast_channels(cids[0], out.shape)
+
+
+def _literal_width(node: torch.fx.Node) -> int | None:
+    """The size a view/reshape gives dim 1 as a constant in the code (e.g. ``view(n, 512)``)."""
+    if node.target not in ("view", "reshape", torch.reshape):
+        return None
+    shape = node.args[1:] if node.op == "call_method" else node.args[1:2]
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = shape[0]
+    width = shape[1] if len(shape) > 1 else None
+    return width if isinstance(width, int) and width != -1 else None
 
 
 def reshape_like(state: State, node, out, args, kwargs):
-    """view/reshape/flatten/squeeze/unsqueeze: fine unless the channel dim is split or moved."""
+    """view/reshape/flatten/squeeze/unsqueeze: fine unless the channel dim is split or moved,
+    or its size is written into the code (it would be wrong once channels are removed)."""
     x = args[0]
     ids = _replay(node, args, kwargs)
-    if _ids.keeps_channel_dim(x.shape, ids.shape) or _ids.is_flatten_of_channels(x.shape, ids.shape):
-        return ids
-    reason = (f"{_name(node)} ({node.name}) reshapes the channel dimension {tuple(x.shape)} -> "
-              f"{tuple(ids.shape)} (e.g. a channel shuffle): removing a channel would change which "
-              "channels meet downstream")
-    state.stop(x, reason)
-    return fresh_stopped(state, out, reason)
+    if not (_ids.keeps_channel_dim(x.shape, ids.shape) or _ids.is_flatten_of_channels(x.shape, ids.shape)):
+        reason = (f"{describe(node)} reshapes the channel dimension {tuple(x.shape)} -> {tuple(ids.shape)} "
+                  "(e.g. a channel shuffle): removing a channel would change which channels meet downstream")
+        return stop_all(state, out, x, reason)
+    width = _literal_width(node)
+    if width is not None:
+        reason = (f"{describe(node)} hard-codes {width} as the size of dim 1; removing a channel would break it "
+                  "(read the size from the tensor, x.size(1), or use -1)")
+        return stop_all(state, out, x, reason)
+    return ids
 
 
 def transpose_like(state: State, node, out, args, kwargs):
@@ -129,92 +196,74 @@ def transpose_like(state: State, node, out, args, kwargs):
     before, after = _ids.along(x, 1), _ids.along(ids, 1)
     if before is not None and after is not None and torch.equal(before, after):
         return ids
-    reason = f"{_name(node)} ({node.name}) moves the channel dimension; its channels cannot be removed"
-    state.stop(x, reason)
-    return fresh_stopped(state, out, reason)
-
-
-def _dim_arg(node: torch.fx.Node, args: tuple, kwargs: dict, position: int, default: int) -> int:
-    dim = kwargs.get("dim", args[position] if len(args) > position else default)
-    return dim
+    return stop_all(state, out, x, f"{describe(node)} moves the channel dimension")
 
 
 def split_like(state: State, node, out, args, kwargs):
     """chunk/split along channels cut at fixed positions: removing a channel moves the cut."""
     x = args[0]
-    dim = _dim_arg(node, args, kwargs, 2, 0)
+    dim = _dim_arg(args, kwargs, 2, 0)
     if isinstance(dim, int) and x.dim() >= 2 and dim % x.dim() == 1:
-        reason = (f"{_name(node)} ({node.name}) splits the channel dimension at fixed positions: "
-                  "removing a channel would move channels from one part to the other")
-        state.stop(x, reason)
-        return fresh_stopped(state, out, reason)
+        reason = (f"{describe(node)} splits the channel dimension at fixed positions: removing a channel would "
+                  "move channels from one part to the other")
+        return stop_all(state, out, x, reason)
     return _replay(node, args, kwargs)
 
 
 def getitem(state: State, node, out, args, kwargs):
     base, idx = args
     if not isinstance(base, torch.Tensor):
-        return None if base is None else base[idx]
+        return base[idx]  # an element of a tuple of id tensors, or of a real size
     index = idx if isinstance(idx, tuple) else (idx,)
-    full = slice(None)
-    if all(i == full for i in index[:2]) and Ellipsis not in index[:2] and None not in index[:2]:
+    if all(isinstance(i, slice) and i == slice(None) for i in index[:2]):
         return base[idx]
-    reason = f"indexing ({node.name}) selects channels at fixed positions; its channels cannot be removed"
-    state.stop(base, reason)
-    return fresh_stopped(state, out, reason)
+    return stop_all(state, out, base, f"{describe(node)} indexes the batch or channel dimension at fixed positions")
 
 
 def reduction(state: State, node, out, args, kwargs):
     """mean/sum/amax over some dims: fine when the channel dim is kept and was uniform."""
     x = args[0]
     dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
-    keepdim = kwargs.get("keepdim", args[2] if len(args) > 2 else False)
     if dim is None or not isinstance(out, torch.Tensor):
-        return unknown(state, node, out, args, kwargs)
-    dims = [d % x.dim() for d in (dim if isinstance(dim, (tuple, list)) else (dim,))]
-    if 1 in dims or 0 in dims:
-        return unknown(state, node, out, args, kwargs)
-    hi, lo = x.amax(dim=dims, keepdim=keepdim), x.amin(dim=dims, keepdim=keepdim)
-    if not torch.equal(hi, lo):
-        return unknown(state, node, out, args, kwargs)
-    return hi
-
-
-def placeholder(state: State, node, out, args, kwargs):
-    return fresh_stopped(state, out, "network input")
+        return stop_all(state, out, x, f"{describe(node)} reduces over every dimension")
+    dims = {d % x.dim() for d in (dim if isinstance(dim, (tuple, list)) else (dim,))}
+    if dims & {0, 1}:
+        return stop_all(state, out, x, f"{describe(node)} reduces over the batch or channel dimension")
+    cids = _ids.along(x, 1)
+    if cids is not None and out.dim() >= 2 and out.shape[1] == cids.numel():
+        return _ids.broadcast_channels(cids, out.shape)
+    return unknown(state, node, out, args, kwargs)
 
 
 # --- modules --------------------------------------------------------------------------
 
 def conv(state: State, node, out, args, kwargs):
-    m: nn.Module = node.graph.owning_module.get_submodule(node.target)
-    x = args[0]
-    cids = _ids.along(x, 1)
-    if cids is None:
-        return unknown(state, node, out, args, kwargs)
+    m = _module(node)
     name = node.target
-    g, cin, cout = m.groups, m.in_channels, m.out_channels
-    state.add_members(cids, name, "in")
-    new = state.new(cout)
-    out_ids = torch.as_tensor(list(new), dtype=torch.long)
+    cids = _ids.along(args[0], 1)
+    if cids is None:  # channels mixed upstream: the input is kept, the output is still free
+        state.stop(args[0], f"{describe(node)} reads channels that an earlier op mixed together")
+    else:
+        state.add_members(cids, name, "in")
+    out_ids = state.new(m.out_channels)
     state.add_members(out_ids, name, "out")
-    if g > 1 and g == cin:  # depthwise, with a channel multiplier when cout > cin
-        mult = cout // cin
-        for c in range(cin):
-            for t in range(mult):
-                state.uf.union(int(cids[c]), int(out_ids[c * mult + t]))
-    elif g > 1:
-        state.grouped[name] = GroupedConv(name, g, cin, cout)
+    if 1 < m.groups == m.in_channels and cids is not None:
+        # Depthwise, with a channel multiplier when out > in: each output channel belongs
+        # to its input channel, so both go together.
+        state.tie(cids.repeat_interleave(m.out_channels // m.in_channels), out_ids)
+    elif m.groups > 1:
+        state.grouped[name] = GroupedConv(name, m.groups, m.in_channels, m.out_channels)
     return _ids.broadcast_channels(out_ids, out.shape)
 
 
 def linear(state: State, node, out, args, kwargs):
-    m: nn.Linear = node.graph.owning_module.get_submodule(node.target)
+    m = _module(node)
     cids = _ids.along(args[0], -1)
     if cids is None:
-        return unknown(state, node, out, args, kwargs)
-    state.add_members(cids, node.target, "in")
-    out_ids = torch.as_tensor(list(state.new(m.out_features)), dtype=torch.long)
+        state.stop(args[0], f"{describe(node)} reads features that an earlier op mixed together")
+    else:
+        state.add_members(cids, node.target, "in")
+    out_ids = state.new(m.out_features)
     state.add_members(out_ids, node.target, "out")
     return _ids.broadcast_channels(out_ids, out.shape, -1)
 
@@ -228,36 +277,38 @@ def batchnorm(state: State, node, out, args, kwargs):
 
 
 def flatten_module(state: State, node, out, args, kwargs):
-    m: nn.Flatten = node.graph.owning_module.get_submodule(node.target)
+    m = _module(node)
     x = args[0]
     ids = torch.flatten(x, m.start_dim, m.end_dim)
     if _ids.keeps_channel_dim(x.shape, ids.shape) or _ids.is_flatten_of_channels(x.shape, ids.shape):
         return ids
-    reason = f"{node.target} flattens the channel dimension into the batch; its channels are kept"
-    state.stop(x, reason)
-    return fresh_stopped(state, out, reason)
+    return stop_all(state, out, x, f"{describe(node)} flattens the channel dimension with the batch")
 
 
-CHANNELWISE_MODULES = (
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_POINTWISE = (  # activations, dropout, identity
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish,
     nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Softplus, nn.Identity, nn.Dropout, nn.Dropout1d,
-    nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d,
-    nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d,
+    nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
 )
 
 #: Modules whose output has their input's shape and dtype (used to skip work on meta tensors).
-SHAPE_PRESERVING_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish,
-    nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Softplus, nn.Identity, nn.Dropout, nn.Dropout1d,
-    nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
+SHAPE_PRESERVING_MODULES = _POINTWISE + _NORMS
+
+CHANNELWISE_MODULES = _POINTWISE + (
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.Upsample,
+    nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d,
+    # Padding: channel-wise as long as it pads spatial dims only (a changed width is caught).
+    nn.ZeroPad1d, nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ReflectionPad1d, nn.ReflectionPad2d,
+    nn.ReplicationPad1d, nn.ReplicationPad2d,
 )
 
 MODULE_HANDLERS: dict[type, Handler] = {
     **{cls: channelwise for cls in CHANNELWISE_MODULES},
     nn.Conv1d: conv, nn.Conv2d: conv, nn.Conv3d: conv,
     nn.Linear: linear,
-    nn.BatchNorm1d: batchnorm, nn.BatchNorm2d: batchnorm, nn.BatchNorm3d: batchnorm,
+    **{cls: batchnorm for cls in _NORMS},
     nn.Flatten: flatten_module,
 }
 
@@ -265,10 +316,10 @@ _CHANNELWISE_FUNCTIONS = [
     F.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.mish, F.hardswish, F.hardsigmoid, F.hardtanh,
     F.sigmoid, F.tanh, torch.relu, torch.sigmoid, torch.tanh, F.dropout, F.dropout2d, F.max_pool1d,
     F.max_pool2d, F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
-    F.adaptive_max_pool2d, F.interpolate, torch.clone, torch.clamp, F.softplus,
+    F.adaptive_max_pool2d, F.interpolate, torch.clone, torch.clamp, F.softplus, F.pad,
 ]
 _ELEMENTWISE_FUNCTIONS = [operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub,
-                          torch.mul, torch.div, operator.iadd, operator.imul]
+                          torch.mul, torch.div, operator.iadd, operator.isub, operator.imul, operator.itruediv]
 
 FUNCTION_HANDLERS: dict[Any, Handler] = {
     **{f: channelwise for f in _CHANNELWISE_FUNCTIONS},
@@ -280,7 +331,6 @@ FUNCTION_HANDLERS: dict[Any, Handler] = {
     torch.chunk: split_like, torch.split: split_like, torch.tensor_split: split_like,
     operator.getitem: getitem,
     torch.mean: reduction, torch.sum: reduction, torch.amax: reduction,
-    builtins.getattr: no_ids,
 }
 
 METHOD_HANDLERS: dict[str, Handler] = {
@@ -291,5 +341,4 @@ METHOD_HANDLERS: dict[str, Handler] = {
     **{m: transpose_like for m in ("transpose", "permute")},
     **{m: split_like for m in ("chunk", "split", "tensor_split")},
     **{m: reduction for m in ("mean", "sum", "amax")},
-    **{m: no_ids for m in ("size", "dim")},
 }

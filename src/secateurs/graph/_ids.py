@@ -3,7 +3,8 @@
 Every tensor in the traced forward gets a twin of the same shape holding integer channel
 ids. Data-movement ops (cat, view, getitem, ...) are applied to the twin exactly as to
 the real tensor, so which channel lands where is read off the result instead of being
-modelled op by op.
+modelled op by op. Producers make their twins as expanded views of one id per channel, so
+a twin costs no per-element memory until an op materialises it.
 """
 from __future__ import annotations
 
@@ -12,14 +13,30 @@ import math
 import torch
 
 
-def fresh(ids: range, shape: torch.Size, dim: int = 1) -> torch.Tensor:
-    """An id tensor of ``shape`` whose positions along ``dim`` carry ``ids``."""
+def fresh(ids: torch.Tensor, shape: torch.Size, dim: int = 1) -> torch.Tensor:
+    """An id tensor of ``shape`` whose positions along ``dim`` carry ``ids`` (one per position)."""
     if len(shape) == 0:
-        return torch.tensor(ids[0] if len(ids) else -1)
-    dim = dim % len(shape)
+        return ids.reshape(())
+    return broadcast_channels(ids, shape, dim)
+
+
+def broadcast_channels(cids: torch.Tensor, shape: torch.Size, dim: int = 1) -> torch.Tensor:
+    """``cids`` laid along ``dim`` of ``shape``: a view, no per-element storage."""
     view = [1] * len(shape)
-    view[dim] = shape[dim]
-    return torch.as_tensor(list(ids), dtype=torch.long).view(view).expand(shape)
+    view[dim % len(shape)] = cids.numel()
+    return cids.reshape(view).expand(shape)
+
+
+def compact(ids: torch.Tensor, keep: int | None = None) -> torch.Tensor:
+    """``ids`` narrowed to one position along every broadcast (stride-0) dim but ``keep``.
+
+    It holds the same ids without the repeats an expansion makes, so checks and
+    ``unique`` on it cost the number of distinct positions, not of elements.
+    """
+    for d in range(ids.dim()):
+        if d != keep and ids.stride(d) == 0 and ids.shape[d] > 1:
+            ids = ids.narrow(d, 0, 1)
+    return ids
 
 
 def along(ids: torch.Tensor, dim: int = 1) -> torch.Tensor | None:
@@ -27,20 +44,11 @@ def along(ids: torch.Tensor, dim: int = 1) -> torch.Tensor | None:
     if ids.dim() == 0:
         return None
     dim = dim % ids.dim()
-    if all(ids.stride(d) == 0 or ids.shape[d] == 1 for d in range(ids.dim()) if d != dim):
-        # An expanded per-channel vector (how producers make them): uniform by construction.
-        return ids[tuple(slice(None) if d == dim else 0 for d in range(ids.dim()))]
-    flat = ids.movedim(dim, 0).reshape(ids.shape[dim], -1)
+    flat = compact(ids, keep=dim).movedim(dim, 0).reshape(ids.shape[dim], -1)
     first = flat[:, 0]
     if flat.shape[1] > 1 and not bool((flat == first[:, None]).all()):
         return None
     return first
-
-
-def broadcast_channels(cids: torch.Tensor, shape: torch.Size, dim: int = 1) -> torch.Tensor:
-    view = [1] * len(shape)
-    view[dim % len(shape)] = cids.numel()
-    return cids.reshape(view).expand(shape)  # a view: no per-element storage
 
 
 def is_flatten_of_channels(in_shape: torch.Size, out_shape: torch.Size) -> bool:

@@ -32,34 +32,41 @@ class Journal:
 
 
 def _keep(n: int, remove: Sequence[int]) -> torch.Tensor:
-    drop = set(remove)
-    return torch.tensor([i for i in range(n) if i not in drop], dtype=torch.long)
+    keep = torch.ones(n, dtype=torch.bool).index_fill_(0, torch.as_tensor(list(remove), dtype=torch.long), False)
+    return keep.nonzero().flatten()
+
+
+def _narrow(t: torch.Tensor, dim: int, keep: torch.Tensor) -> torch.Tensor:
+    # index_select makes a new tensor: the narrowed layer shares no storage with the old one.
+    return t.detach().index_select(dim, keep.to(t.device))
 
 
 def _narrow_param(j: Journal, m: nn.Module, name: str, dim: int, keep: torch.Tensor) -> None:
     t = getattr(m, name)
     if t is not None:
-        j.set(m, name, t.detach().index_select(dim, keep.to(t.device)).clone())
+        j.set(m, name, _narrow(t, dim, keep))
 
 
 def prune_conv(j: Journal, m: nn.Module, rm: dict[str, list[int]]) -> None:
     out_rm, in_rm = rm.get("out", []), rm.get("in", [])
     g, cin, cout = m.groups, m.in_channels, m.out_channels
+    w = m.weight
+    if out_rm:  # rows first: the column pass below then copies the smaller tensor
+        keep = _keep(cout, out_rm)
+        w = _narrow(w, 0, keep)
+        _narrow_param(j, m, "bias", 0, keep)
     if in_rm and g == 1:
-        _narrow_param(j, m, "weight", 1, _keep(cin, in_rm))
+        w = _narrow(w, 1, _keep(cin, in_rm))
     elif in_rm and g < cin:  # grouped: each group loses the same number of inputs (checked)
-        per_in, per_out = cin // g, cout // g
-        w = m.weight.detach()
+        per_in, per_out = cin // g, (cout - len(out_rm)) // g
         blocks = []
         for k in range(g):
             cols = _keep(per_in, [i - k * per_in for i in in_rm if k * per_in <= i < (k + 1) * per_in])
-            blocks.append(w[k * per_out:(k + 1) * per_out].index_select(1, cols.to(w.device)))
-        j.set(m, "weight", torch.cat(blocks).clone())
+            blocks.append(_narrow(w[k * per_out:(k + 1) * per_out], 1, cols))
+        w = torch.cat(blocks)
     # depthwise (g == cin): the weight has one input column; dropping outputs drops the groups
-    if out_rm:
-        keep = _keep(cout, out_rm)
-        _narrow_param(j, m, "weight", 0, keep)
-        _narrow_param(j, m, "bias", 0, keep)
+    if w is not m.weight:
+        j.set(m, "weight", w)
     new_in = cin - len(in_rm)
     if g > 1 and g == cin:
         j.set(m, "groups", new_in)

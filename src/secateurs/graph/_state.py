@@ -1,20 +1,24 @@
-"""What dependency analysis accumulates: ids, their memberships, unions and stops."""
+"""What dependency analysis accumulates: ids, where they live, ties and stops.
+
+Everything is recorded as id tensors (one entry per op, not per channel) and resolved
+once at the end by :func:`build_graph <secateurs.graph.groups.build_graph>`.
+"""
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
+import torch.fx
 
-from ._unionfind import UnionFind
+from . import _ids
 
 
-@dataclass(frozen=True, order=True)
-class Member:
+class Member(NamedTuple):
     """One place a channel lives: ``kind`` is ``out`` (a producer's output channel / row),
-    ``in`` (a consumer's input channel / column, a feature for Linear), ``bn`` (per-channel
-    normalisation parameters) or ``dw`` (a depthwise conv, where input and output go together)."""
+    ``in`` (a consumer's input channel / column, a feature for Linear) or ``bn``
+    (per-channel normalisation parameters). A depthwise conv has its ``in`` and ``out``
+    channels in the same unit. A NamedTuple: traces make tens of thousands of them."""
 
     module: str
     kind: str
@@ -30,48 +34,47 @@ class GroupedConv:
     in_channels: int
     out_channels: int
 
+    def group_of(self, kind: str, index: int) -> int:
+        """Which of the ``groups`` the ``in`` or ``out`` channel ``index`` belongs to."""
+        width = self.in_channels if kind == "in" else self.out_channels
+        return index // (width // self.groups)
+
 
 @dataclass
 class State:
-    uf: UnionFind = field(default_factory=UnionFind)
-    members: dict[int, list[Member]] = field(default_factory=lambda: defaultdict(list))
-    stops: dict[int, str] = field(default_factory=dict)
+    count: int = 0
+    ties: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    stops: list[tuple[torch.Tensor, str]] = field(default_factory=list)
+    #: ``(module, kind) -> ids``: id of each channel of that layer role, by index.
+    slots: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
     grouped: dict[str, GroupedConv] = field(default_factory=dict)
 
-    def new(self, n: int) -> range:
-        return self.uf.add(n)
+    def new(self, n: int) -> torch.Tensor:
+        ids = torch.arange(self.count, self.count + n)
+        self.count += n
+        return ids
+
+    def tie(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        """``a[k]`` and ``b[k]`` must be removed together (same number of elements)."""
+        self.ties.append((a.reshape(-1), b.reshape(-1)))
 
     def stop(self, ids: torch.Tensor | None, reason: str) -> None:
         """Mark every id in ``ids`` not prunable (the first reason recorded wins)."""
-        if ids is None:
-            return
-        for i in torch.unique(ids).tolist():
-            self.stops.setdefault(int(i), reason)
+        if ids is not None:
+            self.stops.append((torch.unique(_ids.compact(ids)), reason))
 
     def stop_tree(self, tree: Any, reason: str) -> None:
         """:meth:`stop` every id tensor inside a nested structure."""
-        import torch.fx
-
         torch.fx.node.map_aggregate(tree, lambda t: self.stop(t, reason) if isinstance(t, torch.Tensor) else None)
 
     def add_members(self, cids: torch.Tensor, module: str, kind: str) -> None:
-        for j, i in enumerate(cids.tolist()):
-            self.members[int(i)].append(Member(module, kind, j))
+        """Channel ``j`` of ``module`` in role ``kind`` carries id ``cids[j]``.
 
-    def union_tensors(self, a: torch.Tensor, b: torch.Tensor) -> None:
-        """Tie the ids met at the same position of two broadcast-compatible id tensors."""
-        from ._ids import along
-
-        if a.dim() >= 2 and b.dim() == a.dim() and a.shape[1] == b.shape[1]:
-            ca, cb = along(a, 1), along(b, 1)
-            if ca is not None and cb is not None:  # the usual case: one id per channel
-                for x, y in zip(ca.tolist(), cb.tolist()):
-                    if x != y:
-                        self.uf.union(x, y)
-                return
-        a, b = torch.broadcast_tensors(a, b)
-        pairs = torch.unique(torch.stack([a.reshape(-1), b.reshape(-1)]), dim=1)
-        for x, y in pairs.t().tolist():
-            if x != y:
-                self.uf.union(x, y)
-
+        A module called twice (shared weights) has one set of channels: the second call's
+        ids are tied to the first's.
+        """
+        key = (module, kind)
+        if key in self.slots:
+            self.tie(self.slots[key], cids)
+        else:
+            self.slots[key] = cids.reshape(-1)

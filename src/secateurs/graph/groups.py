@@ -3,13 +3,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from itertools import repeat
 
+import torch
 import torch.fx
 import torch.nn as nn
 
 from ._state import GroupedConv, Member, State
+from ._unionfind import components
 
-PRODUCER_KINDS = ("out", "dw", "bn")
+PRODUCER_KINDS = ("out", "bn")
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,9 @@ class Unit:
 @dataclass
 class ChannelGroup:
     """Channels with the same coupling pattern, e.g. the 16 channels of a ResNet stage's
-    residual stream: channel ``i`` of the group is ``units[i]``."""
+    residual stream: channel ``i`` of the group is ``units[i]``. Any subset of the units of
+    a prunable group can be removed on its own, as long as it leaves every layer at least
+    one channel and every grouped conv it touches equal groups."""
 
     name: str
     units: list[Unit]
@@ -57,12 +62,17 @@ class ChannelGraph:
     gm: torch.fx.GraphModule
     groups: list[ChannelGroup]
     grouped_convs: dict[str, GroupedConv] = field(default_factory=dict)
-    _index: dict[tuple[str, str, int], tuple[int, int]] = field(default_factory=dict, repr=False)
+    # (module, kind) -> the unit root of each channel index; root -> (group, position).
+    _roots: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict, repr=False)
+    _at: dict[int, tuple[int, int]] = field(default_factory=dict, repr=False)
 
     def locate(self, module: str, kind: str, index: int) -> tuple[ChannelGroup, int] | None:
         """The group and position of channel ``index`` of ``module`` in role ``kind``."""
-        hit = self._index.get((module, kind, index))
-        return None if hit is None else (self.groups[hit[0]], hit[1])
+        roots = self._roots.get((module, kind))
+        if roots is None or not 0 <= index < len(roots):
+            return None
+        gi, ui = self._at[int(roots[index])]
+        return self.groups[gi], ui
 
     @property
     def prunable_groups(self) -> list[ChannelGroup]:
@@ -75,32 +85,72 @@ class ChannelGraph:
 
 
 def build_graph(gm: torch.fx.GraphModule, state: State, model: nn.Module) -> ChannelGraph:
+    """Resolve the recorded ties into units, and units with one pattern into groups."""
+    root = components(state.count, state.ties)
+    why = _first_stop(root, state)
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
-    components: dict[int, list[int]] = defaultdict(list)
-    for i in range(len(state.uf.parent)):
-        components[state.uf.find(i)].append(i)
-    units_by_key: dict[tuple, list[Unit]] = defaultdict(list)
-    for ids in components.values():
-        members = tuple(sorted((m for i in ids for m in state.members.get(i, ())),
-                               key=lambda m: (order.get(m.module, 1 << 30), m.kind, m.index)))
-        if not members:
-            continue
-        reason = next((state.stops[i] for i in ids if i in state.stops), None)
-        if reason is None and not any(m.kind in PRODUCER_KINDS for m in members):
+    slots = sorted(state.slots.items(), key=lambda kv: (order.get(kv[0][0], len(order)), kv[0][1]))
+    members: dict[int, list[Member]] = defaultdict(list)
+    roots: dict[tuple[str, str], torch.Tensor] = {}
+    for (module, kind), ids in slots:  # in model order, so every unit's members come out sorted
+        roots[(module, kind)] = r = root.index_select(0, ids)
+        for rr, m in zip(r.tolist(), map(Member, repeat(module), repeat(kind), range(len(ids)))):
+            members[rr].append(m)
+    by_key: dict[tuple, list[tuple[int, Unit]]] = defaultdict(list)
+    for rr, mems in members.items():
+        k = int(why[rr])
+        reason = state.stops[k][1] if k < len(state.stops) else None
+        if reason is None and not any(m.kind in PRODUCER_KINDS for m in mems):
             reason = "no layer produces these channels"
-        key = tuple(dict.fromkeys((m.module, m.kind) for m in members))
-        units_by_key[key].append(Unit(members, reason))
+        by_key[tuple(dict.fromkeys(m[:2] for m in mems))].append((rr, Unit(tuple(mems), reason)))
     groups: list[ChannelGroup] = []
-    for key, units in sorted(units_by_key.items(), key=lambda kv: _first_position(kv[1][0], order)):
-        units.sort(key=lambda u: u.members[0].index)
+    at: dict[int, tuple[int, int]] = {}
+    for key, entries in sorted(by_key.items(), key=lambda kv: _first_position(kv[1][0][1], order)):
+        entries.sort(key=lambda e: e[1].members[0].index)
+        units = [u for _, u in entries]
+        units = _unbalanced(units, key, state.grouped) or units
         producer = next((m.module for m in units[0].members if m.kind in PRODUCER_KINDS), units[0].members[0].module)
+        at.update((rr, (len(groups), ui)) for ui, (rr, _) in enumerate(entries))
         groups.append(ChannelGroup(producer, units, key))
-    graph = ChannelGraph(gm, groups, dict(state.grouped))
-    for gi, g in enumerate(groups):
-        for ui, u in enumerate(g.units):
+    return ChannelGraph(gm, groups, dict(state.grouped), roots, at)
+
+
+def _first_stop(root: torch.Tensor, state: State) -> torch.Tensor:
+    """Per root, the index of the first stop recorded on its unit (``len(stops)``: none)."""
+    first = torch.full_like(root, len(state.stops))
+    if state.stops:
+        where = torch.cat([root.index_select(0, ids.reshape(-1)) for ids, _ in state.stops])
+        which = torch.cat([torch.full((ids.numel(),), k) for k, (ids, _) in enumerate(state.stops)])
+        first.scatter_reduce_(0, where, which, reduce="amin")
+    return first
+
+
+def _unbalanced(units: list[Unit], key: tuple, grouped: dict[str, GroupedConv]) -> list[Unit] | None:
+    """The units marked not prunable if they sit unevenly in the groups of a grouped conv.
+
+    A removal must take equally many channels from every group of a grouped conv. When
+    this channel group fills those groups unevenly (in ShuffleNetV1 a stream is the pooled
+    input followed by the branch output, and the conv groups straddle the seam), no
+    removal from it alone can do that.
+    """
+    if not all(u.prunable for u in units):
+        return None
+    for module, kind in key:
+        gc = grouped.get(module)
+        if gc is None or kind not in ("in", "out"):
+            continue
+        counts = [0] * gc.groups
+        for u in units:
             for m in u.members:
-                graph._index[(m.module, m.kind, m.index)] = (gi, ui)
-    return graph
+                if m.module == module and m.kind == kind:
+                    counts[gc.group_of(kind, m.index)] += 1
+        if len(set(counts)) > 1:
+            side = "input" if kind == "in" else "output"
+            width = gc.in_channels if kind == "in" else gc.out_channels
+            reason = (f"grouped conv {module!r} ({gc.groups} groups of {width // gc.groups} {side} channels) holds "
+                      f"{counts} of these channels per group: no removal from them alone keeps its groups equal")
+            return [Unit(u.members, reason) for u in units]
+    return None
 
 
 def _first_position(unit: Unit, order: dict[str, int]) -> tuple[int, int]:

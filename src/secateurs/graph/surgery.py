@@ -8,16 +8,16 @@ during surgery itself puts every replaced attribute back.
 from __future__ import annotations
 
 import difflib
-from collections import defaultdict
+import operator
+from collections import Counter, defaultdict
 from typing import Any, Iterable, Mapping, Sequence
 
-import torch
 import torch.nn as nn
 
 from ..errors import PruningError
 from ._layers import Journal, surgeon_for
 from .groups import ChannelGraph, Unit
-from .trace import trace
+from .trace import MetaInterpreter, trace
 
 _OUTPUT_KIND = {nn.Conv1d: "out", nn.Conv2d: "out", nn.Conv3d: "out", nn.Linear: "out",
                 nn.BatchNorm1d: "bn", nn.BatchNorm2d: "bn", nn.BatchNorm3d: "bn"}
@@ -44,9 +44,14 @@ def resolve_request(model: nn.Module, graph: ChannelGraph, request: Mapping[str,
             raise PruningError(f"{name!r} is a {type(m).__name__}; name a Conv, Linear or BatchNorm layer whose "
                                "output channels to remove")
         width = _width(m, kind)
+        try:
+            indices = list(indices)
+        except TypeError:
+            raise PruningError(f"the channels of {name!r} must be a list of indices, got {indices!r}") from None
         for i in indices:
-            if not isinstance(i, int) or not 0 <= i < width:
-                raise PruningError(f"channel {i!r} of {name!r} is out of range: it has {width} output channels "
+            i = _as_index(i, name)
+            if not 0 <= i < width:
+                raise PruningError(f"channel {i} of {name!r} is out of range: it has {width} output channels "
                                    f"(0..{width - 1})")
             hit = graph.locate(name, kind, i)
             if hit is None:
@@ -57,6 +62,16 @@ def resolve_request(model: nn.Module, graph: ChannelGraph, request: Mapping[str,
                 raise PruningError(f"channel {i} of {name!r} cannot be removed: {unit.reason}")
             units[id(unit)] = unit
     return list(units.values())
+
+
+def _as_index(i: Any, name: str) -> int:
+    """Python, NumPy and 0-d torch integers are channel indices; nothing else is."""
+    try:
+        if isinstance(i, bool):
+            raise TypeError
+        return operator.index(i)
+    except TypeError:
+        raise PruningError(f"channel {i!r} of {name!r} is not an integer index") from None
 
 
 def _removals(units: Sequence[Unit]) -> dict[str, dict[str, list[int]]]:
@@ -70,7 +85,9 @@ def _removals(units: Sequence[Unit]) -> dict[str, dict[str, list[int]]]:
 def _validate(model: nn.Module, graph: ChannelGraph, plan: dict[str, dict[str, list[int]]]) -> None:
     modules = dict(model.named_modules())
     for name, kinds in plan.items():
-        m = modules[name]
+        m = modules.get(name)
+        if m is None:
+            raise PruningError(f"the graph has a layer {name!r} that the model does not have; trace this model")
         if surgeon_for(m) is None:
             raise PruningError(f"{name!r} ({type(m).__name__}) holds these channels but the engine cannot narrow "
                                "that layer type")
@@ -81,18 +98,29 @@ def _validate(model: nn.Module, graph: ChannelGraph, plan: dict[str, dict[str, l
         gc = graph.grouped_convs.get(name)
         if gc is not None:
             for kind, n in (("in", gc.in_channels), ("out", gc.out_channels)):
-                per = n // gc.groups
-                counts = [sum(1 for i in kinds.get(kind, []) if k * per <= i < (k + 1) * per)
-                          for k in range(gc.groups)]
+                hits = Counter(gc.group_of(kind, i) for i in kinds.get(kind, []))
+                counts = [hits[k] for k in range(gc.groups)]
                 if len(set(counts)) > 1:
                     raise PruningError(
-                        f"{name!r} is a grouped conv ({gc.groups} groups of {per} {kind}put channels); the request "
-                        f"removes {counts} from its groups, which must be equal")
+                        f"{name!r} is a grouped conv ({gc.groups} groups of {n // gc.groups} {kind}put channels); the "
+                        f"request removes {counts} from its groups, which must be equal")
 
 
 def remove_units(model: nn.Module, graph: ChannelGraph, units: Sequence[Unit],
                  example_inputs: Any = None) -> nn.Module:
-    """Remove ``units`` physically, in place; validated first, undone on any failure."""
+    """Remove ``units`` physically, in place; validated first, undone on any failure.
+
+    Args:
+        model: the traced model, or a copy of it (the same module names).
+        graph: its :func:`trace`.
+        units: units of prunable groups of ``graph``.
+        example_inputs: when given, the narrowed model is run on meta tensors through the
+            traced graph, and any shape mismatch undoes the surgery.
+    """
+    stuck = next((u for u in units if not u.prunable), None)
+    if stuck is not None:
+        m = stuck.members[0]
+        raise PruningError(f"channel {m.index} of {m.module!r} ({m.kind}) cannot be removed: {stuck.reason}")
     plan = _removals(units)
     _validate(model, graph, plan)
     modules = dict(model.named_modules())
@@ -101,24 +129,15 @@ def remove_units(model: nn.Module, graph: ChannelGraph, units: Sequence[Unit],
         for name, kinds in plan.items():
             surgeon_for(modules[name])(journal, modules[name], kinds)
         if example_inputs is not None:
-            _check_runs(model, example_inputs)
+            # Every shape of the narrowed model, checked against the traced graph on meta
+            # tensors: the safety net costs no arithmetic.
+            MetaInterpreter(model, graph=graph.gm.graph).run_meta(example_inputs)
     except Exception as e:
         journal.undo()
         if isinstance(e, PruningError):
             raise
         raise PruningError(f"surgery failed and was undone, the model is unchanged: {type(e).__name__}: {e}") from e
     return model
-
-
-def _check_runs(model: nn.Module, example_inputs: Any) -> None:
-    inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(*inputs)
-    finally:
-        model.train(was_training)
 
 
 def prune_channels(model: nn.Module, example_inputs: Any, request: Mapping[str, Iterable[int]],
