@@ -33,12 +33,7 @@ IMAGE = (2, 3, 32, 32)
 TOLERANCE = 1e-5  # of the output scale; float64 leaves ~1e-12 of rounding
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # xdist workers share the two cores
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _seed(*parts: object) -> int:

@@ -40,13 +40,7 @@ LITERATURE_IMAGENET = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Batches of 2 gain nothing from intra-op threads, and xdist workers share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def num_params(model: nn.Module) -> int:

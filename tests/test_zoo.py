@@ -13,12 +13,7 @@ from secateurs.io.export import export_model, verify_onnx
 from secateurs.models import create_model, list_models
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # xdist workers share the two cores
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _trained_looking(name: str) -> nn.Module:
