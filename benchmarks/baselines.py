@@ -43,12 +43,14 @@ PROFILES: dict[str, list[Baseline]] = {
         Baseline("resnet56", epochs=2),
         Baseline("vgg16", epochs=1, lr=0.05),
         Baseline("mobilenet_v2", epochs=1),
+        Baseline("shufflenet_v2", epochs=1),
     ],
     "full": [
         Baseline("resnet20", epochs=40),
         Baseline("resnet56", epochs=40),
         Baseline("vgg16", epochs=40, lr=0.05),
         Baseline("mobilenet_v2", epochs=40),
+        Baseline("shufflenet_v2", epochs=40),
     ],
 }
 

@@ -171,6 +171,80 @@ def _export(args: argparse.Namespace) -> None:
     print(f"wrote {path}{extra}")
 
 
+# --- prune / methods ----------------------------------------------------------------------
+
+def _prune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--from", dest="ckpt", required=True, type=Path, help="trained model checkpoint (.safetensors)")
+    p.add_argument("--out", required=True, type=Path, help="run directory for the pruned model and its report")
+    p.add_argument("--recipe", type=Path, help="YAML file of pruning options; flags given here override it")
+    p.add_argument("--method", help="pruning method (see `secateurs methods`; default l1-capped)")
+    _add_dataset_args(p)
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--macs-reduction", type=float, help="fraction of MACs to remove, e.g. 0.5")
+    target.add_argument("--params-reduction", type=float, help="fraction of parameters to remove")
+    p.add_argument("--scope", choices=["global", "layer"], help="one ranking over all layers, or the same ratio "
+                                                                  "in every layer (default global)")
+    p.add_argument("--rounds", type=int, help="pruning rounds, each followed by fine-tuning (default: the method's)")
+    p.add_argument("--min-keep-fraction", type=float, help="every layer keeps at least this share (default 0.1)")
+    p.add_argument("--finetune", help="fine-tuning mode: tft (cross-entropy) or none (default tft)")
+    p.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs in total, over all rounds (default 3)")
+    p.add_argument("--finetune-lr", type=float, help="fine-tuning peak learning rate (default 0.01)")
+    p.add_argument("--finetune-batch-size", type=int, help="fine-tuning global batch size (default 128)")
+    p.add_argument("--finetune-max-steps-per-epoch", type=int, help="cap on fine-tuning steps per epoch")
+    p.add_argument("--method-option", dest="method_options", action="append", type=_key_value, default=[],
+                   metavar="KEY=VALUE", help="an option of the method, e.g. alpha=0.7 (repeatable)")
+    p.add_argument("--calib-samples", type=int, help="calibration samples for data-driven criteria (default 256)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (default auto)")
+    p.add_argument("--latency", action=argparse.BooleanOptionalAction, default=None,
+                   help="measure latency before and after (default on)")
+
+
+def _prune_options(args: argparse.Namespace) -> dict[str, Any]:
+    options = {k: getattr(args, k) for k in ("method", "macs_reduction", "params_reduction", "scope", "rounds",
+                                             "min_keep_fraction", "finetune", "finetune_epochs", "calib_samples",
+                                             "seed", "device", "latency") if getattr(args, k) is not None}
+    train = {k: getattr(args, "finetune_" + k) for k in ("lr", "batch_size", "max_steps_per_epoch")
+             if getattr(args, "finetune_" + k) is not None}
+    if train:
+        options["finetune_train"] = train
+    if args.method_options:
+        options["method_options"] = dict(args.method_options)
+    return options
+
+
+@command("prune", "prune a trained checkpoint to a MACs or params target, fine-tune, and report", _prune_args)
+def _prune(args: argparse.Namespace) -> None:
+    from .pipeline import PruneConfig, load_recipe
+    from .pipeline.command import prune_command
+
+    options = _prune_options(args)
+    config = load_recipe(args.recipe, **options) if args.recipe else PruneConfig.from_dict(options)
+    _logging_to_stderr()
+    result = prune_command(args.ckpt, args.out, config, args.dataset, args.data_dir, dict(args.dataset_options))
+    print(result.summary())
+    print(f"wrote {args.out}")
+
+
+def _logging_to_stderr() -> None:
+    import logging
+
+    logger = logging.getLogger("secateurs")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+@command("methods", "list the pruning methods", lambda p: None)
+def _methods(args: argparse.Namespace) -> None:
+    from .methods import METHODS
+
+    width = max(map(len, METHODS))
+    print("\n".join(f"{name:<{width}}  {METHODS[name].summary}" for name in sorted(METHODS)))
+
+
 # --- listings and demo --------------------------------------------------------------------
 
 @command("models", "list the model zoo", lambda p: p.add_argument("pattern", nargs="?", default="*"))

@@ -107,15 +107,12 @@ def _input_shape(ckpt: Path, given: Sequence[int] | None) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def evaluate_checkpoint(ckpt: Path, dataset: str | None, data_dir: str | None, split: str = "test",
-                        batch_size: int = 512, device: str = "auto",
-                        dataset_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    from .data import LoaderConfig, load_dataset, make_loader
-    from .io import load, read_meta
-    from .train import dist_info
-    from .train.distributed import resolve_device
+def checkpoint_dataset(ckpt: Path, meta: dict[str, Any], dataset: str | None, split: str, data_dir: str | None,
+                       dataset_options: dict[str, Any] | None = None):
+    """``(name, split data)`` for a checkpoint: its own dataset unless one is given, checked
+    against the shapes it was trained for and normalised as during its training."""
+    from .data import load_dataset
 
-    meta = read_meta(ckpt)
     dataset = dataset or meta.get("dataset", {}).get("name")
     if dataset is None:
         raise ConfigError(f"{str(ckpt)!r} records no dataset; pass --dataset")
@@ -128,6 +125,18 @@ def evaluate_checkpoint(ckpt: Path, dataset: str | None, data_dir: str | None, s
     norm = meta.get("normalisation")
     if norm:  # the model expects the inputs normalised as during its training
         data.info = dataclasses.replace(data.info, mean=tuple(norm["mean"]), std=tuple(norm["std"]))
+    return dataset, data
+
+
+def evaluate_checkpoint(ckpt: Path, dataset: str | None, data_dir: str | None, split: str = "test",
+                        batch_size: int = 512, device: str = "auto",
+                        dataset_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    from .data import LoaderConfig, make_loader
+    from .io import load, read_meta
+    from .train import dist_info
+    from .train.distributed import resolve_device
+
+    dataset, data = checkpoint_dataset(ckpt, read_meta(ckpt), dataset, split, data_dir, dataset_options)
     dev = resolve_device(device, dist_info())
     model = load(ckpt).to(dev)
     from .train import evaluate

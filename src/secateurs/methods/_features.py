@@ -1,0 +1,84 @@
+"""Feature maps of channel producers, taken where the network uses them: after the
+producer's BatchNorm and activation. One pass of the traced graph per calibration batch;
+each map is reduced as soon as it is computed, so memory stays bounded by one batch."""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..graph import ChannelGraph
+from ._layers import NORMS, producer_roles
+
+ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardswish, nn.SiLU, nn.GELU, nn.ELU, nn.Hardtanh,
+                      nn.Mish, nn.PReLU)
+ACTIVATION_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.hardswish, F.silu, F.gelu, F.leaky_relu, F.elu,
+                        F.hardtanh, F.mish, torch.relu_}
+ACTIVATION_METHODS = {"relu", "relu_"}
+
+#: ``(role, output of the point node)`` -> None; called once per batch and point.
+Reducer = Callable[[tuple[str, str], torch.Tensor], None]
+
+
+def _is_activation(node: torch.fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        return isinstance(modules.get(node.target), ACTIVATION_MODULES)
+    if node.op == "call_function":
+        return node.target in ACTIVATION_FUNCTIONS
+    return node.op == "call_method" and node.target in ACTIVATION_METHODS
+
+
+def feature_points(model: nn.Module, graph: ChannelGraph) -> dict[torch.fx.Node, tuple[str, str]]:
+    """For each producer role of a prunable group, the node whose output is its feature map.
+
+    From the producer's node, follow its only user while that is the BatchNorm after a
+    conv or an activation. A conv and its BN reach the same node; the BN's role is kept.
+    """
+    modules = dict(model.named_modules())
+    roles = [(m, "bn") for m in producer_roles(graph, "bn")] + [(m, "out") for m in producer_roles(graph, "out")]
+    nodes = {n.target: n for n in graph.gm.graph.nodes if n.op == "call_module"}
+    points: dict[torch.fx.Node, tuple[str, str]] = {}
+    for module, kind in roles:  # BN roles first, so they win a shared point
+        node = nodes.get(module)
+        if node is None:
+            continue
+        while len(node.users) == 1:
+            (user,) = node.users
+            is_bn = user.op == "call_module" and isinstance(modules.get(user.target), NORMS)
+            if not (_is_activation(user, modules) or (kind == "out" and is_bn)):
+                break
+            node = user
+        points.setdefault(node, (module, kind))
+    return points
+
+
+class _Collector(torch.fx.Interpreter):
+    def __init__(self, model: nn.Module, graph: torch.fx.Graph, points: dict[torch.fx.Node, Any],
+                 reduce: Reducer) -> None:
+        super().__init__(model, graph=graph)
+        self.points, self.reduce = points, reduce
+
+    def run_node(self, n: torch.fx.Node) -> Any:
+        out = super().run_node(n)
+        role = self.points.get(n)
+        if role is not None and isinstance(out, torch.Tensor):
+            self.reduce(role, out)
+        return out
+
+
+@torch.no_grad()
+def collect(model: nn.Module, graph: ChannelGraph, batches: Iterable[torch.Tensor], reduce: Reducer) -> None:
+    """Run every batch through ``graph`` (eval mode) and hand each feature map to ``reduce``."""
+    points = feature_points(model, graph)
+    was = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        runner = _Collector(model, graph.gm.graph, points, reduce)
+        for x in batches:
+            runner.run(x)
+    finally:
+        for m, mode in was:
+            m.train(mode)

@@ -1,0 +1,251 @@
+"""Budget solving: which units to remove so that MACs (or params) fall by a target.
+
+:class:`CostModel` predicts a model's MACs and params from how many channels each layer
+role has lost, layer by layer, so a candidate removal costs a few additions to evaluate
+instead of a forward pass. The solvers then walk units in score order:
+
+* ``global``: one ranking over every group's (normalised) unit scores, lowest first;
+* ``layer``: the same fraction of every group, found by bisection.
+
+Both keep every producer layer at ``min_keep_fraction`` of its original width (and at
+least one channel), and remove from a group that feeds a grouped conv one channel per
+conv group at a time, which keeps the conv's groups equal.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from ..errors import ConfigError
+from ..graph import ChannelGraph, ChannelGroup, Unit
+
+CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+METRICS = ("macs", "params")
+SCOPES = ("global", "layer")
+
+
+@dataclass
+class _Layer:
+    kind: str  # conv / linear / bn
+    in_ch: int = 0
+    out_ch: int = 0
+    groups: int = 1
+    depthwise: bool = False
+    kernel: int = 1  # kernel elements per (in, out) pair
+    positions: int = 0  # output positions per sample (per output feature for Linear)
+    bias: bool = False
+
+    def cost(self, r_in: int, r_out: int) -> tuple[float, float]:
+        """(MACs, params) with ``r_in`` input and ``r_out`` output channels removed."""
+        out = self.out_ch - r_out
+        if self.kind == "bn":
+            return 0.0, 2.0 * out
+        if self.kind == "linear":
+            w = out * (self.in_ch - r_in)
+            return float(w * self.positions), float(w + (out if self.bias else 0))
+        per_group_in = 1 if self.depthwise else (self.in_ch - r_in) / self.groups
+        w = out * per_group_in * self.kernel
+        return float(w * self.positions), float(w + (out if self.bias else 0))
+
+
+@dataclass
+class CostModel:
+    """MACs and params of a model as functions of the channels removed per layer role."""
+
+    layers: dict[str, _Layer]
+    macs: float  # of the model as measured
+    params: float
+    widths: dict[tuple[str, str], int] = field(default_factory=dict)  # producer roles' widths
+
+    @classmethod
+    def of(cls, model: nn.Module, example_inputs: torch.Tensor) -> "CostModel":
+        from ..measure import count_macs, count_params
+
+        layers: dict[str, _Layer] = {}
+        hooks = []
+
+        def hook(name: str):
+            def fn(m: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+                if isinstance(m, CONVS):
+                    layers[name] = _Layer("conv", m.in_channels, m.out_channels, m.groups,
+                                          m.groups == m.in_channels and m.groups > 1,
+                                          math.prod(m.kernel_size), output[0, 0].numel(), m.bias is not None)
+                elif isinstance(m, nn.Linear):
+                    layers[name] = _Layer("linear", m.in_features, m.out_features,
+                                          positions=output[0].numel() // m.out_features, bias=m.bias is not None)
+                elif m.affine:
+                    layers[name] = _Layer("bn", out_ch=m.num_features)
+            return fn
+
+        for name, m in model.named_modules():
+            if isinstance(m, (*CONVS, nn.Linear, *NORMS)):
+                hooks.append(m.register_forward_hook(hook(name)))
+        modes = [(m, m.training) for m in model.modules()]
+        model.eval()
+        try:
+            with torch.no_grad():
+                model(example_inputs[:1])
+        finally:
+            for h in hooks:
+                h.remove()
+            for m, mode in modes:
+                m.train(mode)
+        shape = tuple(example_inputs.shape[1:])
+        widths = {}
+        for name, layer in layers.items():
+            widths[(name, "bn" if layer.kind == "bn" else "out")] = layer.out_ch
+        return cls(layers, float(count_macs(model, shape)), float(count_params(model)), widths)
+
+
+@dataclass
+class Plan:
+    units: list[Unit]
+    predicted: dict[str, float]  # macs / params after removal, as the cost model predicts
+    reached: bool
+    note: str | None = None
+
+
+class _Tracker:
+    """Running totals while units are removed one step at a time."""
+
+    def __init__(self, cost: CostModel, floors: dict[tuple[str, str], int]) -> None:
+        self.cost, self.floors = cost, floors
+        self.removed: Counter = Counter()
+        self.total = {"macs": cost.macs, "params": cost.params}
+
+    def fits(self, counts: Counter) -> bool:
+        for role, n in counts.items():
+            if role in self.floors and self.cost.widths[role] - self.removed[role] - n < self.floors[role]:
+                return False
+        return True
+
+    def apply(self, counts: Counter, sign: int = 1) -> None:
+        names = {module for module, _ in counts}
+        for name in names:
+            layer = self.cost.layers.get(name)
+            if layer is None:
+                continue
+            before = self._layer_cost(name, layer)
+            for (module, kind), n in counts.items():
+                if module == name:
+                    self.removed[(module, kind)] += sign * n
+            after = self._layer_cost(name, layer)
+            self.total["macs"] += after[0] - before[0]
+            self.total["params"] += after[1] - before[1]
+
+    def _layer_cost(self, name: str, layer: _Layer) -> tuple[float, float]:
+        r_out = self.removed[(name, "bn" if layer.kind == "bn" else "out")]
+        return layer.cost(self.removed[(name, "in")], r_out)
+
+
+def _member_counts(units: Sequence[Unit]) -> Counter:
+    return Counter((m.module, m.kind) for u in units for m in u.members)
+
+
+def _steps(group: ChannelGroup, scores: torch.Tensor, graph: ChannelGraph) -> list[tuple[float, list[Unit]]]:
+    """The group's removals in order: one unit at a time, or one per conv group when the
+    group feeds a grouped conv (so its groups stay equal)."""
+    grouped = [(module, kind, graph.grouped_convs[module]) for module, kind in group.layers
+               if module in graph.grouped_convs and kind in ("in", "out")]
+    parts: dict[tuple, list[int]] = defaultdict(list)
+    for ui, unit in enumerate(group.units):
+        key = tuple(sorted({(mod, gc.group_of(kind, m.index)) for mod, kind, gc in grouped for m in unit.members
+                            if m.module == mod and m.kind == kind}))
+        parts[key].append(ui)
+    for idx in parts.values():
+        idx.sort(key=lambda i: float(scores[i]))
+    steps = []
+    for k in range(min(len(v) for v in parts.values())):
+        picked = [v[k] for v in parts.values()]
+        steps.append((sum(float(scores[i]) for i in picked) / len(picked), [group.units[i] for i in picked]))
+    return steps
+
+
+def floors_for(widths: dict[tuple[str, str], int], min_keep_fraction: float) -> dict[tuple[str, str], int]:
+    """Per producer role, the fewest channels it may keep."""
+    return {role: max(1, math.ceil(min_keep_fraction * w)) for role, w in widths.items()}
+
+
+def solve(graph: ChannelGraph, unit_scores: dict[int, torch.Tensor], cost: CostModel, target: float,
+          metric: str = "macs", scope: str = "global", floors: dict[tuple[str, str], int] | None = None,
+          reference: float | None = None) -> Plan:
+    """Pick units so that ``metric`` falls to ``(1 - target) * reference``.
+
+    Args:
+        unit_scores: ``{group index: score per unit}``; low scores go first.
+        cost: the current model's :class:`CostModel`.
+        target: the reduction wanted, relative to ``reference`` (default: the current model's value).
+        floors: fewest channels per producer role (default: 1 each).
+    """
+    if metric not in METRICS:
+        raise ConfigError(f"metric must be one of {METRICS}, got {metric!r}")
+    if scope not in SCOPES:
+        raise ConfigError(f"scope must be one of {SCOPES}, got {scope!r}")
+    reference = reference if reference is not None else getattr(cost, metric)
+    goal = (1.0 - target) * reference
+    floors = floors if floors is not None else floors_for(cost.widths, 0.0)
+    steps = {gi: _steps(graph.groups[gi], s, graph) for gi, s in unit_scores.items()}
+    if scope == "global":
+        chosen, tracker = _greedy(steps, cost, floors, metric, goal)
+    else:
+        chosen, tracker = _per_layer(steps, cost, floors, metric, goal)
+    reached = tracker.total[metric] <= goal + 1e-9
+    note = None
+    if not reached:
+        got = 1 - tracker.total[metric] / reference
+        note = (f"reached a {metric} reduction of {100 * got:.1f}% instead of {100 * target:.1f}%: every prunable "
+                f"channel group is at its floor (min_keep_fraction) or fully used; lower the target or the floor")
+    return Plan(chosen, dict(tracker.total), reached, note)
+
+
+def _greedy(steps: dict[int, list], cost: CostModel, floors: dict, metric: str, goal: float):
+    tracker = _Tracker(cost, floors)
+    heap = [(s[0][0], gi, 0) for gi, s in steps.items() if s]
+    heapq.heapify(heap)
+    chosen: list[Unit] = []
+    while heap and tracker.total[metric] > goal:
+        _, gi, k = heapq.heappop(heap)
+        units = steps[gi][k][1]
+        counts = _member_counts(units)
+        if not tracker.fits(counts):
+            continue  # this group is at a floor; later steps of it would remove more
+        tracker.apply(counts)
+        chosen += units
+        if k + 1 < len(steps[gi]):
+            heapq.heappush(heap, (steps[gi][k + 1][0], gi, k + 1))
+    return chosen, tracker
+
+
+def _per_layer(steps: dict[int, list], cost: CostModel, floors: dict, metric: str, goal: float):
+    def take(ratio: float):
+        tracker = _Tracker(cost, floors)
+        chosen: list[Unit] = []
+        for gi, s in steps.items():
+            n = math.floor(ratio * len(s) + 1e-9)
+            for _, units in s[:n]:
+                counts = _member_counts(units)
+                if not tracker.fits(counts):
+                    break
+                tracker.apply(counts)
+                chosen += units
+        return chosen, tracker
+
+    lo, hi = 0.0, 1.0
+    best = take(hi)
+    if best[1].total[metric] > goal:
+        return best
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        chosen, tracker = take(mid)
+        if tracker.total[metric] <= goal:
+            hi, best = mid, (chosen, tracker)
+        else:
+            lo = mid
+    return best

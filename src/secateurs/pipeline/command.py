@@ -1,0 +1,73 @@
+"""``secateurs prune``: a checkpoint in, a run directory out.
+
+The run directory holds ``model.safetensors`` (the pruned model, loadable without the
+original object), ``config.json`` (the resolved configuration), ``metrics.json`` (the
+:class:`PruneResult`), ``log.txt`` and one ``finetune-<round>`` training run per round.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from .._atomic import atomic_write_text
+from ..errors import ConfigError
+from .config import PruneConfig
+from .run import PruneResult, prune
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+LOG_FILE = "log.txt"
+
+
+def prune_command(ckpt: Path, out: Path, config: PruneConfig, dataset: str | None = None,
+                  data_dir: str | None = None, dataset_options: dict[str, Any] | None = None) -> PruneResult:
+    """Prune the model in ``ckpt`` as ``config`` says and write the run directory ``out``."""
+    from ..io import load, read_meta, save
+    from ..methods import get_method
+    from ..runs import checkpoint_dataset
+    from ..train import dist_info
+    from ..train.trainer import model_meta
+
+    out = Path(out)
+    if (out / METRICS_FILE).exists() or (out / MODEL_FILE).exists():
+        raise ConfigError(f"{str(out)!r} already holds a pruning run; choose another --out or delete it")
+    meta = read_meta(ckpt)
+    spec = get_method(config.method)
+    need_train = spec.needs_data or any(config.epochs_per_round())
+    dataset, test_set = checkpoint_dataset(Path(ckpt), meta, dataset, "test", data_dir, dataset_options)
+    train_set = checkpoint_dataset(Path(ckpt), meta, dataset, "train", data_dir, dataset_options)[1] if need_train else None
+    model = load(ckpt)
+    main = dist_info().is_main
+    handler = None
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(out / LOG_FILE)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logging.getLogger("secateurs").addHandler(handler)
+    try:
+        logging.getLogger("secateurs.prune").info("pruning %s with %s: %s", ckpt, config.method, config.to_dict())
+        pruned, result = prune(model, config=config, train_set=train_set, test_set=test_set, run_dir=out)
+        if main:
+            resolved = {"checkpoint": str(ckpt), "dataset": dataset, "data_dir": data_dir,
+                        "dataset_options": dataset_options or {}, "prune": config.to_dict(),
+                        "rounds": config.resolved_rounds(), "epochs_per_round": config.epochs_per_round(),
+                        "method_options": dataclasses.asdict(spec.make_options(config.method_options))}
+            atomic_write_text(out / CONFIG_FILE, json.dumps(resolved, indent=2))
+            data = train_set or test_set
+            base = {k: meta[k] for k in ("dataset", "input_shape", "normalisation") if k in meta}
+            save(pruned.cpu(), out / MODEL_FILE, {**model_meta(data), **base,
+                                                  "pruning": {"method": config.method, "source": str(ckpt),
+                                                              "metric": result.metric, "target": result.target,
+                                                              "achieved": result.achieved},
+                                                  "metrics": {"test_top1": result.after["top1"]}})
+            atomic_write_text(out / METRICS_FILE, json.dumps(result.to_dict(), indent=2))
+            logging.getLogger("secateurs.prune").info("%s", result.summary())
+        return result
+    finally:
+        if handler is not None:
+            logging.getLogger("secateurs").removeHandler(handler)
+            handler.close()

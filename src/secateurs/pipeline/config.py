@@ -1,0 +1,108 @@
+"""The pruning run's configuration: one dataclass, validated on construction, that a
+recipe file, the CLI flags and the Python keywords all fill in the same way."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from ..errors import ConfigError, unknown_choice
+from .budget import SCOPES
+
+#: Fine-tuning modes; each maps to a training objective in :mod:`secateurs.pipeline.finetune`.
+FINETUNE_MODES = ("tft", "none")
+
+#: Fine-tuning defaults that differ from training from scratch.
+FINETUNE_TRAIN_DEFAULTS: dict[str, Any] = {"lr": 0.01, "schedule": "cosine"}
+
+
+@dataclass
+class PruneConfig:
+    """Everything that decides a pruning run's result.
+
+    Exactly one of ``macs_reduction`` and ``params_reduction`` is the target, a fraction
+    in (0, 1) of the unpruned model's value. ``finetune_epochs`` is the total over all
+    rounds, split as evenly as possible (later rounds get the remainder), so methods with
+    different round counts compare at the same fine-tuning budget.
+    """
+
+    method: str = "l1-capped"
+    macs_reduction: float | None = None
+    params_reduction: float | None = None
+    scope: str = "global"
+    rounds: int | None = None  # None: the method's own schedule
+    min_keep_fraction: float = 0.1
+    finetune: str = "tft"
+    finetune_epochs: int = 3
+    #: TrainConfig fields for fine-tuning (``epochs`` is set per round from ``finetune_epochs``).
+    finetune_train: dict[str, Any] = field(default_factory=dict)
+    method_options: dict[str, Any] = field(default_factory=dict)
+    calib_samples: int = 256
+    seed: int = 0
+    device: str = "auto"
+    latency: bool = True  # measure latency before and after (the slowest part of a report)
+
+    def __post_init__(self) -> None:
+        from ..methods import get_method
+        from ..train import TrainConfig
+
+        method = get_method(self.method)
+        method.make_options(self.method_options)
+        targets = {k: v for k, v in (("macs_reduction", self.macs_reduction),
+                                     ("params_reduction", self.params_reduction)) if v is not None}
+        if len(targets) != 1:
+            raise ConfigError("give exactly one target: macs_reduction or params_reduction (a fraction such as 0.5), "
+                              f"got {targets or 'neither'}")
+        for name, value in targets.items():
+            if not isinstance(value, (int, float)) or not 0 < value < 1:
+                raise ConfigError(f"{name} must be a fraction strictly between 0 and 1, got {value!r}")
+        if self.scope not in SCOPES:
+            raise unknown_choice("scope", self.scope, SCOPES)
+        if self.finetune not in FINETUNE_MODES:
+            raise unknown_choice("finetune mode", self.finetune, FINETUNE_MODES)
+        if self.rounds is not None and (not isinstance(self.rounds, int) or self.rounds < 1):
+            raise ConfigError(f"rounds must be a positive integer, got {self.rounds!r}")
+        if not 0 <= self.min_keep_fraction < 1:
+            raise ConfigError(f"min_keep_fraction must be in [0, 1), got {self.min_keep_fraction!r}")
+        if not isinstance(self.finetune_epochs, int) or self.finetune_epochs < 0:
+            raise ConfigError(f"finetune_epochs must be a non-negative integer, got {self.finetune_epochs!r}")
+        if self.calib_samples < 1:
+            raise ConfigError(f"calib_samples must be positive, got {self.calib_samples!r}")
+        if "epochs" in self.finetune_train:
+            raise ConfigError("finetune_train sets epochs through finetune_epochs; remove 'epochs' from it")
+        self.train_config(1)  # unknown or bad training options fail now, not after pruning
+
+    @property
+    def metric(self) -> str:
+        return "macs" if self.macs_reduction is not None else "params"
+
+    @property
+    def target(self) -> float:
+        return float(self.macs_reduction if self.macs_reduction is not None else self.params_reduction)
+
+    def resolved_rounds(self) -> int:
+        from ..methods import get_method
+
+        return self.rounds if self.rounds is not None else get_method(self.method).rounds
+
+    def epochs_per_round(self) -> list[int]:
+        r = self.resolved_rounds()
+        base, extra = divmod(self.finetune_epochs if self.finetune != "none" else 0, r)
+        return [base + (1 if i >= r - extra else 0) for i in range(r)]
+
+    def train_config(self, epochs: int):
+        from ..train import TrainConfig
+
+        values = {**FINETUNE_TRAIN_DEFAULTS, "seed": self.seed, "device": self.device, **self.finetune_train,
+                  "epochs": max(epochs, 1)}
+        return TrainConfig.from_dict(values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PruneConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown pruning option(s) {unknown}; valid: {sorted(known)}")
+        return cls(**data)

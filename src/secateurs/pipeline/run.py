@@ -1,0 +1,214 @@
+"""``secateurs.prune``: score, solve the budget, cut, fine-tune -- for ``rounds`` rounds.
+
+Every refusal (bad option, unknown method, missing data) happens before the model is
+touched; the model passed in is never modified -- the pruned one is a copy.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.nn as nn
+
+from ..data import ImageDataset, LoaderConfig, make_loader
+from ..errors import ConfigError
+from ..graph import remove_units, trace
+from ..measure import count_macs, count_params, measure
+from ..methods import ScoreContext, get_method
+from ..train import dist_info, evaluate
+from ..train.distributed import resolve_device
+from .budget import CostModel, floors_for, solve
+from .config import PruneConfig
+from .finetune import finetune
+from .scores import unit_scores
+
+log = logging.getLogger("secateurs.prune")
+
+
+@dataclass
+class RoundRecord:
+    round: int
+    target: float  # cumulative reduction aimed at after this round, vs the unpruned model
+    achieved: float
+    channels_removed: int
+    top1_after_pruning: float | None
+    top1_after_finetune: float | None
+    finetune_epochs: int
+    scoring_s: float
+    surgery_s: float
+    finetune_s: float
+    note: str | None = None
+
+
+@dataclass
+class PruneResult:
+    """What a pruning run measured; ``metrics.json`` in the run directory is ``to_dict()``."""
+
+    method: str
+    metric: str
+    target: float
+    achieved: float  # the reduction of ``metric``, measured on the pruned model
+    before: dict[str, Any]
+    after: dict[str, Any]
+    rounds: list[RoundRecord]
+    channels_before: dict[str, int]
+    channels_after: dict[str, int]
+    timing_s: dict[str, float]
+    config: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def within_tolerance(self) -> bool:
+        return abs(self.achieved - self.target) <= 0.01
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["within_tolerance"] = self.within_tolerance
+        return d
+
+    def summary(self) -> str:
+        b, a = self.before, self.after
+        lines = [f"{self.method}: {self.metric} reduction {100 * self.achieved:.2f}% (target {100 * self.target:.1f}%)",
+                 f"  params {b['params']:,} -> {a['params']:,}   MACs {b['macs']:,} -> {a['macs']:,}"]
+        if b.get("top1") is not None:
+            lines.append(f"  top-1 {b['top1']:.2f}% -> {self.rounds[-1].top1_after_pruning:.2f}% right after "
+                         f"pruning -> {a['top1']:.2f}% after fine-tuning")
+        lat_b, lat_a = b.get("latency_ms"), a.get("latency_ms")
+        if lat_b and lat_a:
+            lines.append("  latency " + ", ".join(f"b{k} {lat_b[k]:.2f} -> {lat_a[k]:.2f} ms ({lat_b[k] / lat_a[k]:.2f}x)"
+                                                  for k in lat_b if k in lat_a))
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _channels(model: nn.Module) -> dict[str, int]:
+    return {name: (m.out_channels if hasattr(m, "out_channels") else m.out_features)
+            for name, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))}
+
+
+def _snapshot(model: nn.Module, shape: tuple[int, ...], test_set: ImageDataset | None, latency: bool,
+              device: torch.device) -> dict[str, Any]:
+    out: dict[str, Any] = {"params": count_params(model), "macs": count_macs(model, shape),
+                           "top1": _top1(model, test_set, device)}
+    if latency:
+        m = measure(model, shape, latency=True, device=device)
+        out["latency_ms"] = {str(b): v["median_ms"] for b, v in m.to_dict()["latency"]["batches"].items()}
+    return out
+
+
+def _top1(model: nn.Module, test_set: ImageDataset | None, device: torch.device) -> float | None:
+    if test_set is None:
+        return None
+    loader = make_loader(test_set, LoaderConfig(batch_size=512, train=False, device=device))
+    return evaluate(model, loader, test_set.info.num_classes).top1
+
+
+def calibration_batches(train_set: ImageDataset, samples: int, seed: int, device: torch.device,
+                        batch_size: int = 64):
+    """A fixed, seeded subset of the training set, normalised like training batches."""
+    n = min(samples, len(train_set.labels))
+    idx = torch.randperm(len(train_set.labels), generator=torch.Generator().manual_seed(seed))[:n]
+    subset = ImageDataset(train_set.info, train_set.images[idx], train_set.labels[idx], train_set.split)
+
+    def batches() -> Iterator[torch.Tensor]:
+        for x, _ in make_loader(subset, LoaderConfig(batch_size=batch_size, train=False, device=device)):
+            yield x
+    return batches
+
+
+def prune(model: nn.Module, method: str | None = None, *, config: PruneConfig | None = None,
+          train_set: ImageDataset | None = None, test_set: ImageDataset | None = None,
+          input_shape: tuple[int, ...] | None = None, run_dir: str | Path | None = None,
+          **options: Any) -> tuple[nn.Module, PruneResult]:
+    """Prune a copy of ``model`` to a MACs or params target and return it with its record.
+
+    Args:
+        model: the trained network (left unchanged).
+        method: a registered method name (``secateurs methods``); or set it in ``config``.
+        config: a :class:`PruneConfig`; or give its fields as keywords, e.g.
+            ``prune(model, "l1-capped", macs_reduction=0.5, finetune_epochs=6, ...)``.
+        train_set: for fine-tuning and data-driven criteria.
+        test_set: for the accuracy before, right after pruning and after fine-tuning.
+        input_shape: one sample's ``(C, H, W)``; default from ``train_set`` or ``test_set``.
+        run_dir: fine-tuning runs are written under it (``finetune-<round>``).
+
+    Raises:
+        ConfigError / PruningError: before the model is touched.
+    """
+    if config is None:
+        config = PruneConfig(method=method or "l1-capped", **options)
+    elif method is not None or options:
+        raise ConfigError("give the options either in config or as keywords, not both")
+    spec = get_method(config.method)
+    options_obj = spec.make_options(config.method_options)
+    data = train_set or test_set
+    if input_shape is None:
+        if data is None:
+            raise ConfigError("give input_shape=(C, H, W), or a train_set/test_set to take it from")
+        input_shape = (data.info.in_channels, data.info.image_size, data.info.image_size)
+    epochs = config.epochs_per_round()
+    if any(epochs) and train_set is None:
+        raise ConfigError(f"fine-tuning ({config.finetune}, {config.finetune_epochs} epochs) needs a train_set; "
+                          "give one, or set finetune='none'")
+    if spec.needs_data and train_set is None:
+        raise ConfigError(f"method {spec.name!r} scores channels on calibration samples of the training set: "
+                          "give a train_set")
+    run_dir = Path(run_dir) if run_dir is not None else None
+    device = resolve_device(config.device, dist_info())
+    started = time.perf_counter()
+    shape = tuple(input_shape)
+    reference = model
+    pruned = copy.deepcopy(model).to(device)
+    before = _snapshot(pruned, shape, test_set, config.latency, device)
+    channels_before = _channels(pruned)
+    base = float(before[config.metric])
+    example = torch.zeros((1, *shape), device=device)
+    floors = floors_for(CostModel.of(pruned, example).widths, config.min_keep_fraction)
+    calibration = calibration_batches(train_set, config.calib_samples, config.seed, device) if train_set else None
+    records: list[RoundRecord] = []
+    notes: list[str] = []
+    rounds = len(epochs)
+    for r in range(1, rounds + 1):
+        goal = config.target * r / rounds
+        t0 = time.perf_counter()
+        graph = trace(pruned, example)
+        scores = spec.score(ScoreContext(pruned, graph, options_obj, calibration, config.seed))
+        per_unit = unit_scores(graph, scores, spec.normalise)
+        cost = CostModel.of(pruned, example)
+        plan = solve(graph, per_unit, cost, goal, config.metric, config.scope, floors, reference=base)
+        t1 = time.perf_counter()
+        remove_units(pruned, graph, plan.units, example)
+        t2 = time.perf_counter()
+        value = count_macs(pruned, shape) if config.metric == "macs" else count_params(pruned)
+        achieved = 1 - value / base
+        top1_cut = _top1(pruned, test_set, device)
+        log.info("round %d/%d: removed %d channels, %s reduction %.2f%% (target %.2f%%), top-1 %s",
+                 r, rounds, len(plan.units), config.metric, 100 * achieved, 100 * goal,
+                 "n/a" if top1_cut is None else f"{top1_cut:.2f}%")
+        if plan.note:
+            notes.append(f"round {r}: {plan.note}")
+            log.warning("round %d: %s", r, plan.note)
+        result = None
+        if epochs[r - 1]:
+            sub = run_dir / f"finetune-{r}" if run_dir is not None else None
+            result = finetune(pruned, config.finetune, reference, train_set, test_set,
+                              config.train_config(epochs[r - 1]), sub,
+                              meta={"pruning": {"method": spec.name, "round": r}})
+        t3 = time.perf_counter()
+        top1_ft = result.final.get("test_top1") if result is not None and result.final else None
+        records.append(RoundRecord(r, goal, achieved, len(plan.units), top1_cut, top1_ft, epochs[r - 1],
+                                   t1 - t0, t2 - t1, t3 - t2, plan.note))
+    after = _snapshot(pruned, shape, test_set, config.latency, device)
+    achieved = 1 - after[config.metric] / base
+    if abs(achieved - config.target) > 0.01 and not notes:
+        notes.append(f"achieved {100 * achieved:.2f}% against a target of {100 * config.target:.1f}%")
+    timing = {"scoring": sum(x.scoring_s for x in records), "surgery": sum(x.surgery_s for x in records),
+              "finetune": sum(x.finetune_s for x in records), "total": time.perf_counter() - started}
+    pruned.eval()
+    return pruned, PruneResult(spec.name, config.metric, config.target, achieved, before, after, records,
+                               channels_before, _channels(pruned), timing, config.to_dict(), notes)
