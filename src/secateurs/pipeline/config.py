@@ -40,6 +40,7 @@ class PruneConfig:
     seed: int = 0
     device: str = "auto"
     latency: bool = True  # measure latency before and after (the slowest part of a report)
+    eval_each_epoch: bool = True  # test accuracy after every fine-tuning epoch, not only at the end
 
     def __post_init__(self) -> None:
         from ..methods import get_method

@@ -92,16 +92,18 @@ def _channels(model: nn.Module) -> dict[str, int]:
 
 
 def _snapshot(model: nn.Module, shape: tuple[int, ...], test_set: ImageDataset | None, latency: bool,
-              device: torch.device) -> dict[str, Any]:
-    out: dict[str, Any] = {"params": count_params(model), "macs": count_macs(model, shape),
-                           "top1": _top1(model, test_set, device)}
+              device: torch.device, top1: float | None = None) -> dict[str, Any]:
+    """Params, MACs, test top-1 (``top1`` when it is already known) and latency."""
+    if top1 is None:
+        top1 = top1_accuracy(model, test_set, device)
+    out: dict[str, Any] = {"params": count_params(model), "macs": count_macs(model, shape), "top1": top1}
     if latency:
         m = measure(model, shape, latency=True, device=device)
         out["latency_ms"] = {str(b): v["median_ms"] for b, v in m.to_dict()["latency"]["batches"].items()}
     return out
 
 
-def _top1(model: nn.Module, test_set: ImageDataset | None, device: torch.device) -> float | None:
+def top1_accuracy(model: nn.Module, test_set: ImageDataset | None, device: torch.device) -> float | None:
     if test_set is None:
         return None
     loader = make_loader(test_set, LoaderConfig(batch_size=512, train=False, device=device))
@@ -186,7 +188,7 @@ def prune(model: nn.Module, method: str | None = None, *, config: PruneConfig | 
         t2 = time.perf_counter()
         value = count_macs(pruned, shape) if config.metric == "macs" else count_params(pruned)
         achieved = 1 - value / base
-        top1_cut = _top1(pruned, test_set, device)
+        top1_cut = top1_accuracy(pruned, test_set, device)
         log.info("round %d/%d: removed %d channels, %s reduction %.2f%% (target %.2f%%), top-1 %s",
                  r, rounds, len(plan.units), config.metric, 100 * achieved, 100 * goal,
                  "n/a" if top1_cut is None else f"{top1_cut:.2f}%")
@@ -196,14 +198,19 @@ def prune(model: nn.Module, method: str | None = None, *, config: PruneConfig | 
         result = None
         if epochs[r - 1]:
             sub = run_dir / f"finetune-{r}" if run_dir is not None else None
-            result = finetune(pruned, config.finetune, reference, train_set, test_set,
+            result = finetune(pruned, config.finetune, reference, train_set,
+                              test_set if config.eval_each_epoch else None,
                               config.train_config(epochs[r - 1]), sub,
                               meta={"pruning": {"method": spec.name, "round": r}})
         t3 = time.perf_counter()
         top1_ft = result.final.get("test_top1") if result is not None and result.final else None
+        if result is not None and top1_ft is None:
+            top1_ft = top1_accuracy(pruned, test_set, device)
         records.append(RoundRecord(r, goal, achieved, len(plan.units), top1_cut, top1_ft, epochs[r - 1],
                                    t1 - t0, t2 - t1, t3 - t2, plan.note))
-    after = _snapshot(pruned, shape, test_set, config.latency, device)
+    last = records[-1]
+    after = _snapshot(pruned, shape, test_set, config.latency, device,
+                      last.top1_after_finetune if last.finetune_epochs else last.top1_after_pruning)
     achieved = 1 - after[config.metric] / base
     if abs(achieved - config.target) > 0.01 and not notes:
         notes.append(f"achieved {100 * achieved:.2f}% against a target of {100 * config.target:.1f}%")
