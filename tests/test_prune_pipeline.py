@@ -133,6 +133,14 @@ def test_params_target(data):
     assert result.rounds[0].top1_after_finetune is None
 
 
+def test_accuracy_after_finetuning_without_per_epoch_evaluation(data):
+    train_set, test_set = data
+    pruned, result = prune(fresh_model(), "l1", macs_reduction=0.3, train_set=train_set, test_set=test_set,
+                           finetune_epochs=1, finetune_train=FAST, latency=False, eval_each_epoch=False)
+    assert result.rounds[0].top1_after_finetune == pytest.approx(top1(pruned, test_set))
+    assert result.after["top1"] == pytest.approx(top1(pruned, test_set))
+
+
 def test_input_shape_without_data():
     model = fresh_model()
     pruned, result = prune(model, "fpgm", macs_reduction=0.3, finetune="none", input_shape=SHAPE, latency=False)

@@ -5,6 +5,7 @@ The public API::
     import secateurs
     model = secateurs.create_model("resnet56", num_classes=10, in_channels=1)
     secateurs.measure(model, (1, 32, 32))
+    pruned, report = secateurs.prune(model, "l1-capped", macs_reduction=0.5, train_set=..., test_set=...)
     secateurs.save(model, "model.safetensors", meta={...})
     model = secateurs.load("model.safetensors")
 """
@@ -14,12 +15,15 @@ from .errors import CheckpointError, ConfigError, DatasetError, PruningError, Se
 from .graph import ChannelGraph, prune_channels, trace
 from .io import load, read_meta, save
 from .measure import Measurement, count_macs, count_params, measure
+from .methods import list_methods, register_method
 from .models import create_model, list_models, register_model
+from .pipeline import PruneConfig, PruneResult, prune
 from .train import TrainConfig, evaluate, train
 
 __all__ = [
     "ChannelGraph", "CheckpointError", "ConfigError", "DatasetError", "Measurement", "PruningError", "SecateursError",
-    "TraceError", "TrainConfig", "prune_channels", "trace",
+    "PruneConfig", "PruneResult", "TraceError", "TrainConfig", "list_methods", "prune", "prune_channels",
+    "register_method", "trace",
     "__version__", "count_macs", "count_params", "create_model", "evaluate", "list_datasets", "list_models",
     "load", "load_dataset", "measure", "read_meta", "register_model", "save", "train",
 ]

@@ -126,12 +126,14 @@ def _first_stop(root: torch.Tensor, state: State) -> torch.Tensor:
 
 
 def _unbalanced(units: list[Unit], key: tuple, grouped: dict[str, GroupedConv]) -> list[Unit] | None:
-    """The units marked not prunable if they sit unevenly in the groups of a grouped conv.
+    """The units marked not prunable if no removal from them alone keeps a grouped conv's groups equal.
 
     A removal must take equally many channels from every group of a grouped conv. When
-    this channel group fills those groups unevenly (in ShuffleNetV1 a stream is the pooled
-    input followed by the branch output, and the conv groups straddle the seam), no
-    removal from it alone can do that.
+    this channel group has channels in only some of those groups (in ShuffleNetV1 a stream
+    is the pooled input followed by the branch output, and the pooled part may sit inside
+    one conv group), no removal from it alone can do that. When it has channels in every
+    group, even unevenly, removals of equal counts per conv group are exact; the surgery
+    checks each request for that.
     """
     if not all(u.prunable for u in units):
         return None
@@ -144,7 +146,7 @@ def _unbalanced(units: list[Unit], key: tuple, grouped: dict[str, GroupedConv]) 
             for m in u.members:
                 if m.module == module and m.kind == kind:
                     counts[gc.group_of(kind, m.index)] += 1
-        if len(set(counts)) > 1:
+        if min(counts) == 0:
             side = "input" if kind == "in" else "output"
             width = gc.in_channels if kind == "in" else gc.out_channels
             reason = (f"grouped conv {module!r} ({gc.groups} groups of {width // gc.groups} {side} channels) holds "
