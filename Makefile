@@ -39,9 +39,11 @@ dataset:
 
 bench-quick: $(STAMP) dataset
 	$(PY) benchmarks/baselines.py --profile quick
+	$(PY) benchmarks/prune_filters.py --profile quick
 
 bench-full: $(STAMP) dataset
 	$(PY) benchmarks/baselines.py --profile full
+	$(PY) benchmarks/prune_filters.py --profile full
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -605,6 +605,24 @@ def _shifted(t: _Target, delta: torch.Tensor) -> torch.Tensor:
     return new
 
 
+def fold_refusals(model: nn.Module, example_inputs: Any, channels: list[tuple[str, int]],
+                  graph: ChannelGraph | None = None) -> dict[tuple[str, int], str]:
+    """Why each ``(module, channel)`` could not be folded on its own (absent: it could).
+
+    Checks what :func:`fold_constant_channels` would check, without changing anything, so
+    a method can keep only the channels whose constant reaches every place they live.
+    """
+    graph = graph or trace(model, example_inputs)
+    ctx = _Context.build(model, graph, example_inputs)
+    refused: dict[tuple[str, int], str] = {}
+    for name, channel in channels:
+        try:
+            _plan(ctx, graph, name, channel, 0.0)
+        except PruningError as e:
+            refused[(name, channel)] = str(e)
+    return refused
+
+
 def fold_constant_channels(model: nn.Module, example_inputs: Any, constants: Mapping[str, Mapping[int, float]],
                            graph: ChannelGraph | None = None) -> FoldReport:
     """Remove channels whose output is a known constant, folding the constant into their readers.

@@ -36,6 +36,28 @@ class ScoreContext:
 ScoreFn = Callable[[ScoreContext], LayerScores]
 
 
+@dataclass
+class RoundContext(ScoreContext):
+    """What a method with its own round procedure gets: the pipeline's budget as well."""
+
+    example: torch.Tensor | None = None  # a (1, C, H, W) input on the model's device
+    goal: float | None = None  # the cumulative reduction to reach, relative to ``reference``; None: threshold mode
+    metric: str = "macs"
+    scope: str = "global"
+    floors: dict = field(default_factory=dict)  # fewest channels per producer role
+    reference: float = 0.0  # the unpruned model's MACs or params
+
+
+@dataclass
+class RoundOutcome:
+    removed: int  # channels (units) removed
+    note: str | None = None  # why the goal was not reached, if it was not
+    details: dict[str, Any] = field(default_factory=dict)  # method-specific counts for the report
+
+
+RoundFn = Callable[[RoundContext], RoundOutcome]
+
+
 @dataclass(frozen=True)
 class NoOptions:
     """The method has no options of its own."""
@@ -52,7 +74,12 @@ class Method:
     needs_data: bool = False
     #: Normalise each layer's scores by their mean before units are compared across layers.
     normalise: bool = True
-    defaults: dict[str, Any] = field(default_factory=dict)
+    #: A method with its own round (select, fold, cut) instead of score -> budget -> cut.
+    prune_round: RoundFn | None = None
+    #: Fine-tuning mode when the configuration names none.
+    default_finetune: str = "tft"
+    #: The method can run without a MACs/params target (e.g. a probability threshold).
+    target_optional: bool = False
 
     def make_options(self, values: dict[str, Any] | None = None) -> Any:
         """The options dataclass from ``values``; an unknown key or a bad value names itself."""
@@ -72,12 +99,12 @@ METHODS: dict[str, Method] = {}
 
 
 def register_method(name: str, summary: str, options: type = NoOptions, rounds: int = 1,
-                    needs_data: bool = False, normalise: bool = True) -> Callable[[ScoreFn], ScoreFn]:
-    """Register a scoring function under ``name`` (decorator)."""
+                    needs_data: bool = False, normalise: bool = True, **extra: Any) -> Callable[[ScoreFn], ScoreFn]:
+    """Register a scoring function under ``name`` (decorator); ``extra``: other :class:`Method` fields."""
     def deco(fn: ScoreFn) -> ScoreFn:
         if name in METHODS:
             raise ValueError(f"method {name!r} is registered twice")
-        METHODS[name] = Method(name, summary, fn, options, rounds, needs_data, normalise)
+        METHODS[name] = Method(name, summary, fn, options, rounds, needs_data, normalise, **extra)
         return fn
     return deco
 

@@ -5,7 +5,8 @@ role has lost, layer by layer, so a candidate removal costs a few additions to e
 instead of a forward pass. The solvers then walk units in score order:
 
 * ``global``: one ranking over every group's (normalised) unit scores, lowest first;
-* ``layer``: the same fraction of every group, found by bisection.
+* ``layer``: the same fraction of every group (rounded down to whole steps), found by
+  bisection.
 
 Both keep every producer layer at ``min_keep_fraction`` of its original width (and at
 least one channel), and remove from a group that feeds a grouped conv one channel per
@@ -175,7 +176,7 @@ def floors_for(widths: dict[tuple[str, str], int], min_keep_fraction: float) -> 
 
 def solve(graph: ChannelGraph, unit_scores: dict[int, torch.Tensor], cost: CostModel, target: float,
           metric: str = "macs", scope: str = "global", floors: dict[tuple[str, str], int] | None = None,
-          reference: float | None = None) -> Plan:
+          reference: float | None = None, max_score: float = math.inf) -> Plan:
     """Pick units so that ``metric`` falls to ``(1 - target) * reference``.
 
     Args:
@@ -183,6 +184,7 @@ def solve(graph: ChannelGraph, unit_scores: dict[int, torch.Tensor], cost: CostM
         cost: the current model's :class:`CostModel`.
         target: the reduction wanted, relative to ``reference`` (default: the current model's value).
         floors: fewest channels per producer role (default: 1 each).
+        max_score: removals scoring above it are never taken (a threshold on the scores).
     """
     if metric not in METRICS:
         raise ConfigError(f"metric must be one of {METRICS}, got {metric!r}")
@@ -191,7 +193,8 @@ def solve(graph: ChannelGraph, unit_scores: dict[int, torch.Tensor], cost: CostM
     reference = reference if reference is not None else getattr(cost, metric)
     goal = (1.0 - target) * reference
     floors = floors if floors is not None else floors_for(cost.widths, 0.0)
-    steps = {gi: _steps(graph.groups[gi], s, graph) for gi, s in unit_scores.items()}
+    steps = {gi: [st for st in _steps(graph.groups[gi], s, graph) if st[0] <= max_score]
+             for gi, s in unit_scores.items()}
     if scope == "global":
         chosen, tracker = _greedy(steps, cost, floors, metric, goal)
     else:
@@ -200,8 +203,14 @@ def solve(graph: ChannelGraph, unit_scores: dict[int, torch.Tensor], cost: CostM
     note = None
     if not reached:
         got = 1 - tracker.total[metric] / reference
-        note = (f"reached a {metric} reduction of {100 * got:.1f}% instead of {100 * target:.1f}%: every prunable "
-                f"channel group is at its floor (min_keep_fraction) or fully used; lower the target or the floor")
+        note = f"reached a {metric} reduction of {100 * got:.1f}% instead of {100 * target:.1f}%: "
+        if not any(steps.values()):
+            stuck = [g.reason for g in graph.groups if not g.prunable]
+            note += (f"no channel group can be pruned ({len(graph.groups)} groups, every one kept by the engine, e.g. "
+                     f"{stuck[0] if stuck else 'no scores'})")
+        else:
+            note += ("every prunable channel group is at its floor (min_keep_fraction) or fully used; lower the "
+                     "target or the floor")
     return Plan(chosen, dict(tracker.total), reached, note)
 
 

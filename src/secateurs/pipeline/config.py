@@ -20,7 +20,8 @@ class PruneConfig:
     """Everything that decides a pruning run's result.
 
     Exactly one of ``macs_reduction`` and ``params_reduction`` is the target, a fraction
-    in (0, 1) of the unpruned model's value. ``finetune_epochs`` is the total over all
+    in (0, 1) of the unpruned model's value (a method with its own threshold, such as
+    ``probability``'s ``tau``, may run without one). ``finetune_epochs`` is the total over all
     rounds, split as evenly as possible (later rounds get the remainder), so methods with
     different round counts compare at the same fine-tuning budget.
     """
@@ -31,7 +32,7 @@ class PruneConfig:
     scope: str = "global"
     rounds: int | None = None  # None: the method's own schedule
     min_keep_fraction: float = 0.1
-    finetune: str = "tft"
+    finetune: str | None = None  # None: the method's default (tft; none for probability)
     finetune_epochs: int = 3
     #: TrainConfig fields for fine-tuning (``epochs`` is set per round from ``finetune_epochs``).
     finetune_train: dict[str, Any] = field(default_factory=dict)
@@ -50,7 +51,7 @@ class PruneConfig:
         method.make_options(self.method_options)
         targets = {k: v for k, v in (("macs_reduction", self.macs_reduction),
                                      ("params_reduction", self.params_reduction)) if v is not None}
-        if len(targets) != 1:
+        if len(targets) > 1 or (not targets and not method.target_optional):
             raise ConfigError("give exactly one target: macs_reduction or params_reduction (a fraction such as 0.5), "
                               f"got {targets or 'neither'}")
         for name, value in targets.items():
@@ -58,7 +59,7 @@ class PruneConfig:
                 raise ConfigError(f"{name} must be a fraction strictly between 0 and 1, got {value!r}")
         if self.scope not in SCOPES:
             raise unknown_choice("scope", self.scope, SCOPES)
-        if self.finetune not in FINETUNE_MODES:
+        if self.resolved_finetune() not in FINETUNE_MODES:
             raise unknown_choice("finetune mode", self.finetune, FINETUNE_MODES)
         if self.rounds is not None and (not isinstance(self.rounds, int) or self.rounds < 1):
             raise ConfigError(f"rounds must be a positive integer, got {self.rounds!r}")
@@ -77,8 +78,15 @@ class PruneConfig:
         return "macs" if self.macs_reduction is not None else "params"
 
     @property
-    def target(self) -> float:
-        return float(self.macs_reduction if self.macs_reduction is not None else self.params_reduction)
+    def target(self) -> float | None:
+        """The reduction aimed at; None when the method runs on its own threshold instead."""
+        value = self.macs_reduction if self.macs_reduction is not None else self.params_reduction
+        return None if value is None else float(value)
+
+    def resolved_finetune(self) -> str:
+        from ..methods import get_method
+
+        return self.finetune if self.finetune is not None else get_method(self.method).default_finetune
 
     def resolved_rounds(self) -> int:
         from ..methods import get_method
@@ -87,7 +95,7 @@ class PruneConfig:
 
     def epochs_per_round(self) -> list[int]:
         r = self.resolved_rounds()
-        base, extra = divmod(self.finetune_epochs if self.finetune != "none" else 0, r)
+        base, extra = divmod(self.finetune_epochs if self.resolved_finetune() != "none" else 0, r)
         return [base + (1 if i >= r - extra else 0) for i in range(r)]
 
     def train_config(self, epochs: int):

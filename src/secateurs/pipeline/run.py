@@ -19,7 +19,7 @@ from ..data import ImageDataset, LoaderConfig, make_loader
 from ..errors import ConfigError
 from ..graph import remove_units, trace
 from ..measure import count_macs, count_params, measure
-from ..methods import ScoreContext, get_method
+from ..methods import Method, RoundContext, RoundOutcome, get_method
 from ..train import dist_info, evaluate
 from ..train.distributed import resolve_device
 from .budget import CostModel, floors_for, solve
@@ -43,6 +43,7 @@ class RoundRecord:
     surgery_s: float
     finetune_s: float
     note: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)  # method-specific (e.g. probability's cases)
 
 
 @dataclass
@@ -51,7 +52,7 @@ class PruneResult:
 
     method: str
     metric: str
-    target: float
+    target: float | None  # None: the method ran on its own threshold
     achieved: float  # the reduction of ``metric``, measured on the pruned model
     before: dict[str, Any]
     after: dict[str, Any]
@@ -63,8 +64,8 @@ class PruneResult:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def within_tolerance(self) -> bool:
-        return abs(self.achieved - self.target) <= 0.01
+    def within_tolerance(self) -> bool | None:
+        return None if self.target is None else abs(self.achieved - self.target) <= 0.01
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -73,7 +74,8 @@ class PruneResult:
 
     def summary(self) -> str:
         b, a = self.before, self.after
-        lines = [f"{self.method}: {self.metric} reduction {100 * self.achieved:.2f}% (target {100 * self.target:.1f}%)",
+        aim = "no target" if self.target is None else f"target {100 * self.target:.1f}%"
+        lines = [f"{self.method}: {self.metric} reduction {100 * self.achieved:.2f}% ({aim})",
                  f"  params {b['params']:,} -> {a['params']:,}   MACs {b['macs']:,} -> {a['macs']:,}"]
         if b.get("top1") is not None:
             lines.append(f"  top-1 {b['top1']:.2f}% -> {self.rounds[-1].top1_after_pruning:.2f}% right after "
@@ -123,6 +125,17 @@ def calibration_batches(train_set: ImageDataset, samples: int, seed: int, device
     return batches
 
 
+def _score_and_cut(spec: Method, ctx: RoundContext) -> RoundOutcome:
+    """The default round: score, rank units, solve the budget, remove."""
+    scores = spec.score(ctx)
+    per_unit = unit_scores(ctx.graph, scores, spec.normalise)
+    plan = solve(ctx.graph, per_unit, CostModel.of(ctx.model, ctx.example), ctx.goal, ctx.metric, ctx.scope,
+                 ctx.floors, reference=ctx.reference)
+    scored_at = time.perf_counter()
+    remove_units(ctx.model, ctx.graph, plan.units, ctx.example)
+    return RoundOutcome(len(plan.units), plan.note, {"_scored_at": scored_at})
+
+
 def prune(model: nn.Module, method: str | None = None, *, config: PruneConfig | None = None,
           train_set: ImageDataset | None = None, test_set: ImageDataset | None = None,
           input_shape: tuple[int, ...] | None = None, run_dir: str | Path | None = None,
@@ -143,7 +156,7 @@ def prune(model: nn.Module, method: str | None = None, *, config: PruneConfig | 
         ConfigError / PruningError: before the model is touched.
     """
     if config is None:
-        config = PruneConfig(method=method or "l1-capped", **options)
+        config = PruneConfig.from_dict({"method": method or "l1-capped", **options})
     elif method is not None or options:
         raise ConfigError("give the options either in config or as keywords, not both")
     spec = get_method(config.method)
@@ -176,29 +189,30 @@ def prune(model: nn.Module, method: str | None = None, *, config: PruneConfig | 
     notes: list[str] = []
     rounds = len(epochs)
     for r in range(1, rounds + 1):
-        goal = config.target * r / rounds
+        goal = None if config.target is None else config.target * r / rounds
         t0 = time.perf_counter()
         graph = trace(pruned, example)
-        scores = spec.score(ScoreContext(pruned, graph, options_obj, calibration, config.seed))
-        per_unit = unit_scores(graph, scores, spec.normalise)
-        cost = CostModel.of(pruned, example)
-        plan = solve(graph, per_unit, cost, goal, config.metric, config.scope, floors, reference=base)
-        t1 = time.perf_counter()
-        remove_units(pruned, graph, plan.units, example)
-        t2 = time.perf_counter()
+        ctx = RoundContext(pruned, graph, options_obj, calibration, config.seed, example=example, goal=goal,
+                           metric=config.metric, scope=config.scope, floors=floors, reference=base)
+        if spec.prune_round is not None:  # the method selects and cuts itself
+            outcome = spec.prune_round(ctx)
+            t1 = t2 = time.perf_counter()
+        else:
+            outcome = _score_and_cut(spec, ctx)
+            t1, t2 = outcome.details.pop("_scored_at"), time.perf_counter()
         value = count_macs(pruned, shape) if config.metric == "macs" else count_params(pruned)
         achieved = 1 - value / base
         top1_cut = top1_accuracy(pruned, test_set, device)
-        log.info("round %d/%d: removed %d channels, %s reduction %.2f%% (target %.2f%%), top-1 %s",
-                 r, rounds, len(plan.units), config.metric, 100 * achieved, 100 * goal,
+        log.info("round %d/%d: removed %d channels, %s reduction %.2f%% (target %s), top-1 %s", r, rounds,
+                 outcome.removed, config.metric, 100 * achieved, "none" if goal is None else f"{100 * goal:.2f}%",
                  "n/a" if top1_cut is None else f"{top1_cut:.2f}%")
-        if plan.note:
-            notes.append(f"round {r}: {plan.note}")
-            log.warning("round %d: %s", r, plan.note)
+        if outcome.note:
+            notes.append(f"round {r}: {outcome.note}")
+            log.warning("round %d: %s", r, outcome.note)
         result = None
         if epochs[r - 1]:
             sub = run_dir / f"finetune-{r}" if run_dir is not None else None
-            result = finetune(pruned, config.finetune, reference, train_set,
+            result = finetune(pruned, config.resolved_finetune(), reference, train_set,
                               test_set if config.eval_each_epoch else None,
                               config.train_config(epochs[r - 1]), sub,
                               meta={"pruning": {"method": spec.name, "round": r}})
@@ -206,13 +220,13 @@ def prune(model: nn.Module, method: str | None = None, *, config: PruneConfig | 
         top1_ft = result.final.get("test_top1") if result is not None and result.final else None
         if result is not None and top1_ft is None:
             top1_ft = top1_accuracy(pruned, test_set, device)
-        records.append(RoundRecord(r, goal, achieved, len(plan.units), top1_cut, top1_ft, epochs[r - 1],
-                                   t1 - t0, t2 - t1, t3 - t2, plan.note))
+        records.append(RoundRecord(r, goal, achieved, outcome.removed, top1_cut, top1_ft, epochs[r - 1],
+                                   t1 - t0, t2 - t1, t3 - t2, outcome.note, outcome.details))
     last = records[-1]
     after = _snapshot(pruned, shape, test_set, config.latency, device,
                       last.top1_after_finetune if last.finetune_epochs else last.top1_after_pruning)
     achieved = 1 - after[config.metric] / base
-    if abs(achieved - config.target) > 0.01 and not notes:
+    if config.target is not None and abs(achieved - config.target) > 0.01 and not notes:
         notes.append(f"achieved {100 * achieved:.2f}% against a target of {100 * config.target:.1f}%")
     timing = {"scoring": sum(x.scoring_s for x in records), "surgery": sum(x.surgery_s for x in records),
               "finetune": sum(x.finetune_s for x in records), "total": time.perf_counter() - started}
