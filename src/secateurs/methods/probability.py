@@ -76,11 +76,16 @@ def probability_round(ctx: RoundContext) -> RoundOutcome:
     candidates = [(gi, ui, unit, pts) for gi, group in enumerate(ctx.graph.groups) if group.prunable
                   for ui, unit in enumerate(group.units) if (pts := unit_points(unit, after))]
     # A unit whose constant cannot reach every place it lives (a residual stream: BN ->
-    # act -> ... -> add) is not a channel the expected value can stand in for.
-    refused = fold_refusals(ctx.model, ctx.example, [(p.act, p.index) for *_, pts in candidates for p in pts],
+    # act -> ... -> add) is not a channel the expected value can stand in for. The units
+    # of a group share their layers, so one unit per group and point answers for all.
+    first: dict[tuple[int, tuple[str, ...]], list[Point]] = {}
+    for gi, _, _, pts in candidates:
+        first.setdefault((gi, tuple(p.act for p in pts)), pts)
+    refused = fold_refusals(ctx.model, ctx.example, [(p.act, p.index) for pts in first.values() for p in pts],
                             graph=ctx.graph)
+    bad = {key for key, pts in first.items() if any((p.act, p.index) in refused for p in pts)}
     for gi, ui, unit, pts in candidates:
-        if any((p.act, p.index) in refused for p in pts):
+        if (gi, tuple(p.act for p in pts)) in bad:
             continue
         ps = [float(probs[p.bn][p.index]) for p in pts]
         if gi not in scores:
