@@ -77,7 +77,9 @@ class PruneResult:
         aim = "no target" if self.target is None else f"target {100 * self.target:.1f}%"
         lines = [f"{self.method}: {self.metric} reduction {100 * self.achieved:.2f}% ({aim})",
                  f"  params {b['params']:,} -> {a['params']:,}   MACs {b['macs']:,} -> {a['macs']:,}"]
-        if b.get("top1") is not None:
+        if b.get("top1") is not None and not any(r.finetune_epochs for r in self.rounds):
+            lines.append(f"  top-1 {b['top1']:.2f}% -> {a['top1']:.2f}% (no fine-tuning)")
+        elif b.get("top1") is not None:
             lines.append(f"  top-1 {b['top1']:.2f}% -> {self.rounds[-1].top1_after_pruning:.2f}% right after "
                          f"pruning -> {a['top1']:.2f}% after fine-tuning")
         lat_b, lat_a = b.get("latency_ms"), a.get("latency_ms")

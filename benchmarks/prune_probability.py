@@ -1,0 +1,131 @@
+"""Probability-based channel pruning (paper 3) with no fine-tuning, against `bn-scale` and
+`l1` at the same params reduction with no fine-tuning, with and without shift fusion, and
+a sweep of tau (params reduction against accuracy, plotted).
+
+    .venv/bin/python benchmarks/prune_probability.py --profile quick --models mobilenet_v2 shufflenet_v2
+
+Results: results/prune_probability_PROFILE.{json,md} and prune_probability_PROFILE.png.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import torch
+
+from _common import RESULTS, machine, machine_line, markdown_table, write_results
+from baselines import DATASET, ensure_baseline
+from secateurs import load, read_meta
+from secateurs.pipeline import prune
+from secateurs.pipeline.run import top1_accuracy
+from secateurs.runs import checkpoint_dataset
+
+TAUS = [0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999]
+HEADLINE_TAU = 0.99
+
+
+def _run(model, test_set, method: str, **options: Any) -> dict[str, Any]:
+    pruned, res = prune(model, method, test_set=test_set, finetune="none", latency=False, **options)
+    details = res.rounds[0].details
+    return {"method": method, "options": {k: v for k, v in options.items()}, "top1": res.after["top1"],
+            "params": res.after["params"], "macs": res.after["macs"],
+            "params_reduction": 1 - res.after["params"] / res.before["params"],
+            "macs_reduction": 1 - res.after["macs"] / res.before["macs"],
+            "removed": res.rounds[0].channels_removed, "cases": details.get("cases"), "tau": details.get("tau"),
+            "time_s": res.timing_s["total"]}
+
+
+def bench_model(name: str, profile: str) -> dict[str, Any]:
+    ckpt = ensure_baseline(name, profile)
+    meta = read_meta(ckpt)
+    _, test_set = checkpoint_dataset(ckpt, meta, DATASET, "test", None)
+    model = load(ckpt)
+    base_top1 = top1_accuracy(model, test_set, torch.device("cpu"))
+    out: dict[str, Any] = {"baseline_top1": base_top1, "sweep": [], "compare": []}
+    for tau in TAUS:
+        r = _run(model, test_set, "probability", method_options={"tau": tau})
+        out["sweep"].append(r)
+        print(f"[{name}] tau {tau}: {100 * r['params_reduction']:.1f}% params, top-1 {r['top1']:.2f}%",
+              file=sys.stderr, flush=True)
+    head = next(r for r in out["sweep"] if r["tau"] == HEADLINE_TAU)
+    out["compare"].append(head)
+    out["compare"].append(_run(model, test_set, "probability", method_options={"tau": HEADLINE_TAU, "fuse": False}))
+    if head["params_reduction"] > 0:
+        for method in ("bn-scale", "l1"):
+            out["compare"].append(_run(model, test_set, method, params_reduction=head["params_reduction"]))
+    return out
+
+
+def _plot(results: dict[str, Any], path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, res in results.items():
+        xs = [100 * r["params_reduction"] for r in res["sweep"]]
+        ys = [r["top1"] for r in res["sweep"]]
+        line, = ax.plot(xs, ys, marker="o", label=f"{name} probability (tau sweep)")
+        ax.axhline(res["baseline_top1"], color=line.get_color(), linestyle=":", linewidth=1)
+        for r in res["sweep"]:
+            ax.annotate(f"{r['tau']}", (100 * r["params_reduction"], r["top1"]), fontsize=7)
+        for r in res["compare"]:
+            if r["method"] in ("bn-scale", "l1"):
+                ax.scatter([100 * r["params_reduction"]], [r["top1"]], marker="x", color=line.get_color())
+                ax.annotate(r["method"], (100 * r["params_reduction"], r["top1"]), fontsize=7)
+    ax.set_xlabel("params reduction (%)")
+    ax.set_ylabel("test top-1, no fine-tuning (%)")
+    ax.set_title("Probability pruning on Fashion-MNIST (dotted: unpruned)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", default="quick")
+    p.add_argument("--models", nargs="+", default=["mobilenet_v2", "shufflenet_v2"])
+    args = p.parse_args(argv)
+    results = {name: bench_model(name, args.profile) for name in args.models}
+    command = "python benchmarks/prune_probability.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    png = RESULTS / f"prune_probability_{args.profile}.png"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    _plot(results, png)
+    sections = []
+    for name, res in results.items():
+        rows = [["(unpruned)", "-", "-", "-", f"{res['baseline_top1']:.2f}", "-", "-"]]
+        for r in res["compare"]:
+            label = r["method"]
+            if r["method"] == "probability":
+                label += f" tau={r['tau']:.3g}" + ("" if r["options"]["method_options"].get("fuse", True)
+                                                   else " (no fusion)")
+            rows.append([label, f"{100 * r['params_reduction']:.1f}", f"{100 * r['macs_reduction']:.1f}",
+                         r["removed"], f"{r['top1']:.2f}", f"{r['top1'] - res['baseline_top1']:+.2f}",
+                         ", ".join(f"{k}: {v}" for k, v in (r["cases"] or {}).items()) or "-"])
+        sweep = [[f"{r['tau']}", f"{100 * r['params_reduction']:.1f}", f"{100 * r['macs_reduction']:.1f}",
+                  r["removed"], f"{r['top1']:.2f}"] for r in res["sweep"]]
+        sections.append(f"## {name}\n\nAt tau = {HEADLINE_TAU} and the same params reduction, no fine-tuning:\n\n"
+                        + markdown_table(["method", "params reduction (%)", "MACs reduction (%)", "channels removed",
+                                          "top-1 (%)", "vs unpruned", "cases (BN before / after the DW conv)"], rows)
+                        + "\n\nSweep of tau (probability, fused):\n\n"
+                        + markdown_table(["tau", "params reduction (%)", "MACs reduction (%)", "channels removed",
+                                          "top-1 (%)"], sweep))
+    data = {"machine": machine(), "command": command, "results": results}
+    md = "\n\n".join([
+        f"# Probability pruning on Fashion-MNIST, profile `{args.profile}`",
+        f"Machine: {machine_line(data['machine'])}", f"Command: `{command}`",
+        "No fine-tuning anywhere. `bn-scale` and `l1` are given the params reduction that probability pruning "
+        f"reached at tau = {HEADLINE_TAU} (global ranking). Cases: `single` is a channel with one BN+ReLU point; "
+        "`yes/no` etc. are the flags of the BN before and after a depthwise conv. "
+        f"Plot: `{png.name}`.",
+        *sections,
+    ])
+    write_results(f"prune_probability_{args.profile}", data, md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
