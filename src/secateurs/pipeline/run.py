@@ -229,7 +229,9 @@ def prune(model: nn.Module, method: str | None = None, *, config: PruneConfig | 
                       last.top1_after_finetune if last.finetune_epochs else last.top1_after_pruning)
     achieved = 1 - after[config.metric] / base
     if config.target is not None and abs(achieved - config.target) > 0.01 and not notes:
-        notes.append(f"achieved {100 * achieved:.2f}% against a target of {100 * config.target:.1f}%")
+        notes.append(f"achieved {100 * achieved:.2f}% against a target of {100 * config.target:.1f}%: the solver "
+                     "stops at the first step that reaches the target, and on this model one step (one channel in "
+                     "global scope, one more channel of every group in layer scope) is worth more than a point")
     timing = {"scoring": sum(x.scoring_s for x in records), "surgery": sum(x.surgery_s for x in records),
               "finetune": sum(x.finetune_s for x in records), "total": time.perf_counter() - started}
     pruned.eval()
