@@ -116,7 +116,7 @@ def run_one(ckpt: Path, method: str, target: float, budget: Budget, out: Path) -
         name, extra = VARIANTS.get(method, (method, {}))
         pruned, res = prune(model, name, macs_reduction=target, finetune_epochs=budget.epochs,
                             finetune_train=_train_overrides(budget), train_set=train_set, test_set=test_set,
-                            latency=False, eval_each_epoch=False, **extra)
+                            latency=False, eval_each_epoch=False, evaluate_before=False, **extra)
         record = {"top1_after_pruning": res.rounds[-1].top1_after_pruning, "top1": res.after["top1"],
                   "rounds": len(res.rounds), "prune_s": res.timing_s["scoring"] + res.timing_s["surgery"],
                   "finetune_s": res.timing_s["finetune"], "achieved": res.achieved,

@@ -26,7 +26,8 @@ HEADLINE_TAU = 0.99
 
 
 def _run(model, test_set, method: str, **options: Any) -> dict[str, Any]:
-    pruned, res = prune(model, method, test_set=test_set, finetune="none", latency=False, **options)
+    pruned, res = prune(model, method, test_set=test_set, finetune="none", latency=False, evaluate_before=False,
+                        **options)
     details = res.rounds[0].details
     return {"method": method, "options": {k: v for k, v in options.items()}, "top1": res.after["top1"],
             "params": res.after["params"], "macs": res.after["macs"],

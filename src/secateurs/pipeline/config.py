@@ -42,6 +42,9 @@ class PruneConfig:
     device: str = "auto"
     latency: bool = True  # measure latency before and after (the slowest part of a report)
     eval_each_epoch: bool = True  # test accuracy after every fine-tuning epoch, not only at the end
+    #: Test accuracy of the unpruned model; off when it is known already (a benchmark that
+    #: prunes one checkpoint many times).
+    evaluate_before: bool = True
 
     def __post_init__(self) -> None:
         from ..methods import get_method

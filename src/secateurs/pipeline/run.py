@@ -77,11 +77,12 @@ class PruneResult:
         aim = "no target" if self.target is None else f"target {100 * self.target:.1f}%"
         lines = [f"{self.method}: {self.metric} reduction {100 * self.achieved:.2f}% ({aim})",
                  f"  params {b['params']:,} -> {a['params']:,}   MACs {b['macs']:,} -> {a['macs']:,}"]
-        if b.get("top1") is not None and not any(r.finetune_epochs for r in self.rounds):
-            lines.append(f"  top-1 {b['top1']:.2f}% -> {a['top1']:.2f}% (no fine-tuning)")
-        elif b.get("top1") is not None:
-            lines.append(f"  top-1 {b['top1']:.2f}% -> {self.rounds[-1].top1_after_pruning:.2f}% right after "
-                         f"pruning -> {a['top1']:.2f}% after fine-tuning")
+        start = f"{b['top1']:.2f}% -> " if b.get("top1") is not None else ""
+        if a.get("top1") is not None and not any(r.finetune_epochs for r in self.rounds):
+            lines.append(f"  top-1 {start}{a['top1']:.2f}% (no fine-tuning)")
+        elif a.get("top1") is not None:
+            lines.append(f"  top-1 {start}{self.rounds[-1].top1_after_pruning:.2f}% right after pruning -> "
+                         f"{a['top1']:.2f}% after fine-tuning")
         lat_b, lat_a = b.get("latency_ms"), a.get("latency_ms")
         if lat_b and lat_a:
             lines.append("  latency " + ", ".join(f"b{k} {lat_b[k]:.2f} -> {lat_a[k]:.2f} ms ({lat_b[k] / lat_a[k]:.2f}x)"
@@ -181,7 +182,7 @@ def prune(model: nn.Module, method: str | None = None, *, config: PruneConfig | 
     shape = tuple(input_shape)
     reference = model
     pruned = copy.deepcopy(model).to(device)
-    before = _snapshot(pruned, shape, test_set, config.latency, device)
+    before = _snapshot(pruned, shape, test_set if config.evaluate_before else None, config.latency, device)
     channels_before = _channels(pruned)
     base = float(before[config.metric])
     example = torch.zeros((1, *shape), device=device)
