@@ -195,3 +195,38 @@ def test_zoo_models_prune_and_run(name: str) -> None:
     # non-zero constant; allow that border effect but not more.
     assert torch.isfinite(got).all()
     assert (got - want).abs().max() <= 1e-3 * want.abs().max() + 1e-4 or report.rounds[0].details["approximate_at"]
+
+
+def test_threshold_mode_on_a_grouped_conv_model_never_takes_an_unflagged_unit() -> None:
+    """ShuffleNetV1-style grouped convs make the solver take one unit per conv group at a
+    time; a step must not smuggle in a unit below tau."""
+    net = secateurs.create_model("test_shufflenet_v1", num_classes=4, in_channels=3).eval()
+    g = torch.Generator().manual_seed(3)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data = torch.rand(m.num_features, generator=g)
+            m.bias.data = torch.randn(m.num_features, generator=g) - 1.0
+    _, report = _prune(net, method_options={"tau": 0.95})
+    assert report.rounds[0].details["tau"] == 0.95
+
+
+def test_ghost_module_channels_fold_from_the_primary_branch() -> None:
+    """In a Ghost module a channel lives in the primary half and (through the cheap DW op)
+    in the cheap half of the concat: only a fold from the primary activation reaches both,
+    and a channel dead there is removed."""
+    net = secateurs.create_model("test_ghostnet", num_classes=4, in_channels=3).eval()
+    module = net.stages[0].branch[0]
+    primary_bn = module.primary[1]
+    primary_bn.weight.data[0] = 0.0
+    primary_bn.bias.data[0] = -1.0
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    pruned, report = _prune(net, method_options={"tau": 0.999999})
+    assert report.rounds[0].channels_removed >= 1
+    assert pruned.stages[0].branch[0].primary[0].out_channels == module.primary[0].out_channels - 1
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), net(x), rtol=0, atol=1e-5)
+
+
+def test_tau_and_a_target_together_are_refused() -> None:
+    with pytest.raises(secateurs.ConfigError, match="tau or a reduction target"):
+        _prune(_net(), params_reduction=0.2, method_options={"tau": 0.9})

@@ -111,7 +111,7 @@ def test_a_second_prune_into_the_same_run_is_refused(pruned, trained, capsys):
     assert main(["prune", "--from", str(trained), "--out", str(pruned), "--method", "l1",
                  "--macs-reduction", "0.3", "--finetune-epochs", "0", *FAST]) == 2
     err = capsys.readouterr().err
-    assert "already holds a pruning run" in err and err.count("\n") == 1
+    assert "already holds (part of) a pruning run" in err and err.count("\n") == 1
     assert {p.name: p.read_bytes() for p in pruned.iterdir() if p.is_file()} == files
 
 
@@ -207,3 +207,14 @@ def test_methods_lists_every_registered_method(capsys):
         name = line.split()[0]
         assert METHODS[name].summary in line
     assert {"l1", "l2", "l1-capped", "fpgm", "bn-scale", "feature-l1", "random"} <= set(list_methods())
+
+
+def test_a_run_dir_with_leftover_finetuning_is_refused(trained, tmp_path, capsys):
+    """An interrupted run leaves finetune-<r>/ behind; a new run there would re-cut and then
+    collide with it, so it is refused before anything is loaded."""
+    out = tmp_path / "interrupted"
+    (out / "finetune-1").mkdir(parents=True)
+    assert main(["prune", "--from", str(trained), "--out", str(out), "--method", "l1",
+                 "--macs-reduction", "0.3", "--finetune-epochs", "0", *FAST]) == 2
+    assert "finetune-1" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["finetune-1"]

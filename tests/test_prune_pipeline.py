@@ -167,7 +167,10 @@ def test_l1_capped_with_alpha_one_is_l1():
     ({"method": "l1-capped", "finetune_epochs": 7}, [2, 2, 3]),
     ({"method": "l1-capped", "finetune_epochs": 1}, [0, 0, 1]),
     ({"method": "l1-capped", "finetune_epochs": 6}, [2, 2, 2]),
-    ({"method": "l1-capped", "finetune_epochs": 5, "finetune": "none"}, [0, 0, 0]),
+    ({"method": "l1-capped", "finetune": "none"}, [0, 0, 0]),
+    ({"method": "l1-capped"}, [1, 1, 1]),  # 3 epochs by default
+    ({"method": "probability"}, [0]),  # its default mode is none
+    ({"method": "probability", "finetune_epochs": 2}, [2]),  # asking for epochs asks for fine-tuning
     ({"method": "l1", "finetune_epochs": 3}, [3]),
     ({"method": "l1", "finetune_epochs": 5, "rounds": 2}, [2, 3]),
     ({"method": "l1-capped", "finetune_epochs": 0, "rounds": 4}, [0, 0, 0, 0]),

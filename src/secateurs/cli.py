@@ -227,8 +227,11 @@ def _prune(args: argparse.Namespace) -> None:
     config = load_recipe(args.recipe, **options) if args.recipe else PruneConfig.from_dict(options)
     _logging_to_stderr()
     result = prune_command(args.ckpt, args.out, config, args.dataset, args.data_dir, dict(args.dataset_options))
-    print(result.summary())
-    print(f"wrote {args.out}")
+    from .train import dist_info
+
+    if dist_info().is_main:
+        print(result.summary())
+        print(f"wrote {args.out}")
 
 
 def _logging_to_stderr() -> None:

@@ -126,12 +126,13 @@ class _Context:
     @classmethod
     def build(cls, model: nn.Module, graph: ChannelGraph, example_inputs: Any) -> "_Context":
         outputs = _Outputs(graph.gm)
-        was_training = model.training
+        modes = [(m, m.training) for m in model.modules()]  # per module: a frozen BN stays frozen
         model.eval()
         try:
             outputs.run_meta(example_inputs)
         finally:
-            model.train(was_training)
+            for m, mode in modes:
+                m.train(mode)
         calls = Counter(n.target for n in graph.gm.graph.nodes if n.op == "call_module")
         return cls(graph.gm, dict(model.named_modules()), outputs.out, calls)
 

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn as nn
 
+from .._types import check_field_types
 from ..errors import ConfigError, unknown_choice
 from ..graph import ChannelGraph
 
@@ -53,6 +54,7 @@ class RoundOutcome:
     removed: int  # channels (units) removed
     note: str | None = None  # why the goal was not reached, if it was not
     details: dict[str, Any] = field(default_factory=dict)  # method-specific counts for the report
+    scored_at: float | None = None  # perf_counter() when selection ended and surgery began
 
 
 RoundFn = Callable[[RoundContext], RoundOutcome]
@@ -78,8 +80,9 @@ class Method:
     prune_round: RoundFn | None = None
     #: Fine-tuning mode when the configuration names none.
     default_finetune: str = "tft"
-    #: The method can run without a MACs/params target (e.g. a probability threshold).
-    target_optional: bool = False
+    #: The method can run without a MACs/params target, on this option of its own (e.g.
+    #: probability's ``tau``); giving both is refused.
+    threshold_option: str | None = None
 
     def make_options(self, values: dict[str, Any] | None = None) -> Any:
         """The options dataclass from ``values``; an unknown key or a bad value names itself."""
@@ -90,9 +93,13 @@ class Method:
             valid = ", ".join(sorted(known)) or "none"
             raise ConfigError(f"method {self.name!r} has no option(s) {unknown}; its options are: {valid}")
         try:
-            return self.options(**values)
+            options = self.options(**values)
+        except ConfigError:
+            raise
         except (TypeError, ValueError) as e:
             raise ConfigError(f"bad option for method {self.name!r}: {e}") from e
+        check_field_types(options, f"option of method {self.name!r}")
+        return options
 
 
 METHODS: dict[str, Method] = {}

@@ -6,7 +6,9 @@ from ._layers import batchnorms
 from ._registry import LayerScores, ScoreContext, register_method
 
 
-@register_method("bn-scale", "BatchNorm scale |gamma| (network slimming, Liu et al. 2017)")
+# Network slimming ranks the raw |gamma| of every layer together (its L1 penalty puts them on
+# one scale), so no per-layer normalisation.
+@register_method("bn-scale", "BatchNorm scale |gamma| (network slimming, Liu et al. 2017)", normalise=False)
 def bn_scale(ctx: ScoreContext) -> LayerScores:
     return {(name, "bn"): bn.weight.detach().abs().float() for name, bn in batchnorms(ctx.model, ctx.graph)
             if bn.weight is not None}

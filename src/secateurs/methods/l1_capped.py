@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .._types import check_field_types
 from ._layers import filters
 from ._registry import LayerScores, ScoreContext, register_method
 
@@ -25,6 +26,7 @@ class L1CappedOptions:
     q: float = 0.5  # the cap eps_l is this quantile of the layer's |weights|
 
     def __post_init__(self) -> None:
+        check_field_types(self, "l1-capped option")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha!r}")
         if not 0.0 < self.q <= 1.0:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ._layers import filters, producer_roles
+from ._layers import filters
 from ._registry import LayerScores, ScoreContext, register_method
 
 
@@ -23,5 +23,3 @@ def random(ctx: ScoreContext) -> LayerScores:
     gen = torch.Generator().manual_seed(ctx.seed)
     return {(name, "out"): torch.rand(w.shape[0], generator=gen) for name, w in filters(ctx.model, ctx.graph)}
 
-
-__all__ = ["l1", "l2", "random", "producer_roles"]

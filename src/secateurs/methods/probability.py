@@ -24,39 +24,52 @@ alone, as are the groups the engine marks non-prunable.
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
+from .._types import check_field_types
 from ._gaussian import expected_activation, prob_nonpositive
 from ._points import Point, activation_after_bn, unit_points
 from ._registry import LayerScores, RoundContext, RoundOutcome, ScoreContext, register_method
 
 
+DEFAULT_TAU = 0.99
+
+
 @dataclass(frozen=True)
 class ProbabilityOptions:
-    tau: float = 0.99  # flag a channel when P(y <= 0) >= tau; ignored when a reduction target is given
+    #: Flag a channel when P(y <= 0) >= tau (default 0.99). Not with a reduction target:
+    #: then tau is solved, and the record gives it.
+    tau: float | None = None
     fuse: bool = True  # fold the expected value into the next layer (False: plain removal, the ablation)
+    #: Read gamma = 0 as P = 1 whatever beta is (the channel is exactly constant and the fold
+    #: removes it exactly); False keeps METHODS.md's literal P = 0 for gamma = 0, beta > 0.
+    constant_channels: bool = True
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.tau <= 1.0:
+        check_field_types(self, "probability option")
+        if self.tau is not None and not 0.0 < self.tau <= 1.0:
             raise ValueError(f"tau must be in (0, 1], got {self.tau!r}")
 
 
 def _probabilities(ctx: ScoreContext) -> tuple[dict[str, tuple[str, int]], dict[str, torch.Tensor]]:
+    """The BN -> activation points and ``P(y <= 0)`` per channel of each (BNs without affine
+    parameters are no candidates: their output is a unit Gaussian, P = 0.5)."""
     modules = dict(ctx.model.named_modules())
-    after = activation_after_bn(ctx.model, ctx.graph)
+    after = {bn: v for bn, v in activation_after_bn(ctx.model, ctx.graph).items()
+             if modules[bn].weight is not None and modules[bn].bias is not None}
     probs = {}
     for bn in after:
-        m = modules[bn]
-        if m.weight is None or m.bias is None:
-            raise ConfigError(f"probability pruning reads gamma and beta, but {bn!r} has affine=False")
-        gamma, beta = m.weight.detach().cpu(), m.bias.detach().cpu()
-        # gamma = 0: the channel is exactly the constant act(beta) whatever beta is; the
-        # fold removes it exactly, so it is flagged like a channel that is always zero.
-        probs[bn] = torch.where(gamma == 0, 1.0, prob_nonpositive(gamma, beta))
+        gamma, beta = modules[bn].weight.detach().cpu(), modules[bn].bias.detach().cpu()
+        p = prob_nonpositive(gamma, beta)
+        if ctx.options.constant_channels:
+            # gamma = 0: the channel is exactly the constant act(beta) whatever beta is; the
+            # fold removes it exactly, so it is flagged like a channel that is always zero.
+            p = torch.where(gamma == 0, 1.0, p)
+        probs[bn] = p
     return after, probs
 
 
@@ -71,64 +84,72 @@ def probability_round(ctx: RoundContext) -> RoundOutcome:
     o: ProbabilityOptions = ctx.options
     after, probs = _probabilities(ctx)
     modules = dict(ctx.model.named_modules())
-    scores: dict[int, torch.Tensor] = {}
-    points: dict[int, tuple[list[Point], list[float]]] = {}
     candidates = [(gi, ui, unit, pts) for gi, group in enumerate(ctx.graph.groups) if group.prunable
                   for ui, unit in enumerate(group.units) if (pts := unit_points(unit, after))]
-    # A unit whose constant cannot reach every place it lives (a residual stream: BN ->
-    # act -> ... -> add) is not a channel the expected value can stand in for. The units
-    # of a group share their layers, so one unit per group and point answers for all.
+    # The constant must reach every place the unit lives from the point it is folded at:
+    # from PW1's activation it passes DW, BN2 and the activation into PW2; from a Ghost
+    # module's cheap branch it never reaches the primary half, and from a residual stream
+    # (BN -> act -> ... -> add) nowhere. The units of a group share their layers, so one
+    # unit per group answers for all of it.
     first: dict[tuple[int, tuple[str, ...]], list[Point]] = {}
     for gi, _, _, pts in candidates:
         first.setdefault((gi, tuple(p.act for p in pts)), pts)
     refused = fold_refusals(ctx.model, ctx.example, [(p.act, p.index) for pts in first.values() for p in pts],
                             graph=ctx.graph)
-    bad = {key for key, pts in first.items() if any((p.act, p.index) in refused for p in pts)}
+    foldable = {key: [i for i, p in enumerate(pts) if (p.act, p.index) not in refused] for key, pts in first.items()}
+    tau = o.tau if o.tau is not None else DEFAULT_TAU
+    scores: dict[int, torch.Tensor] = {}
+    points: dict[int, tuple[list[Point], list[float], list[int]]] = {}
     for gi, ui, unit, pts in candidates:
-        if (gi, tuple(p.act for p in pts)) in bad:
+        usable = foldable[(gi, tuple(p.act for p in pts))]
+        if not usable:
             continue
         ps = [float(probs[p.bn][p.index]) for p in pts]
+        best = max(ps[i] for i in usable)
+        if ctx.goal is None and best < tau:
+            continue  # threshold mode: not flagged where it could be folded
         if gi not in scores:
             scores[gi] = torch.full((ctx.graph.groups[gi].size,), math.inf, dtype=torch.float64)
-        scores[gi][ui] = 1 - max(ps)
-        points[id(unit)] = (pts, ps)
+        scores[gi][ui] = 1 - best
+        points[id(unit)] = (pts, ps, usable)
     cost = CostModel.of(ctx.model, ctx.example)
     if ctx.goal is None:  # threshold mode: every flagged unit the floors allow
-        tau = o.tau
         plan = solve(ctx.graph, scores, cost, 1.0, ctx.metric, "global", ctx.floors, ctx.reference,
-                     max_score=1 - tau + 1e-12)
+                     max_score=1.0)
         note = None
     else:
         plan = solve(ctx.graph, scores, cost, ctx.goal, ctx.metric, ctx.scope, ctx.floors, ctx.reference,
                      max_score=1.0)
-        tau = min((max(points[id(u)][1]) for u in plan.units), default=1.0)
+        tau = min((max(points[id(u)][1][i] for i in points[id(u)][2]) for u in plan.units), default=1.0)
         note = plan.note
+    scored_at = time.perf_counter()
     constants: dict[str, dict[int, float]] = {}
     cases: Counter = Counter()
     for unit in plan.units:
-        pts, ps = points[id(unit)]
+        pts, ps, usable = points[id(unit)]
         flags = [p >= tau for p in ps]
-        last = max(i for i, f in enumerate(flags) if f)
-        pt = pts[last]
+        fold_at = max(i for i in usable if flags[i])  # the last flagged point the fold can start from
+        pt = pts[fold_at]
         bn = modules[pt.bn]
         value = expected_activation(modules[pt.act], bn.weight.detach()[pt.index:pt.index + 1].cpu(),
                                     bn.bias.detach()[pt.index:pt.index + 1].cpu())
         constants.setdefault(pt.act, {})[pt.index] = float(value[0])
         cases[_case(flags)] += 1
-    details = {"tau": tau, "cases": dict(cases), "fused": o.fuse, "candidates": len(points),
-               "not_foldable": len(candidates) - len(points)}
+    details: dict = {"tau": tau, "cases": dict(cases), "fused": o.fuse, "candidates": len(candidates),
+                     "not_foldable": sum(1 for gi, _, _, pts in candidates
+                                         if not foldable[(gi, tuple(p.act for p in pts))])}
     if plan.units:
         if o.fuse:
             report = fold_constant_channels(ctx.model, ctx.example, constants, graph=ctx.graph)
             details["approximate_at"] = list(report.approximate_at)
         else:
             remove_units(ctx.model, ctx.graph, plan.units, ctx.example)
-    return RoundOutcome(len(plan.units), note, details)
+    return RoundOutcome(len(plan.units), note, details, scored_at=scored_at)
 
 
 @register_method("probability", "P(BN output <= 0) from BN statistics, expected value folded forward; "
                  "no fine-tuning (paper 3)", options=ProbabilityOptions, normalise=False,
-                 default_finetune="none", target_optional=True, prune_round=probability_round)
+                 default_finetune="none", threshold_option="tau", prune_round=probability_round)
 def probability_scores(ctx: ScoreContext) -> LayerScores:
     """``1 - P`` per BN role with a ReLU-type activation after it (low = prune first)."""
     _, probs = _probabilities(ctx)

@@ -33,8 +33,13 @@ def prune_command(ckpt: Path, out: Path, config: PruneConfig, dataset: str | Non
     from ..train.trainer import model_meta
 
     out = Path(out)
-    if (out / METRICS_FILE).exists() or (out / MODEL_FILE).exists():
-        raise ConfigError(f"{str(out)!r} already holds a pruning run; choose another --out or delete it")
+    leftovers = [p.name for p in (out / METRICS_FILE, out / MODEL_FILE, out / CONFIG_FILE) if p.exists()]
+    leftovers += sorted(p.name for p in out.glob("finetune-*")) if out.is_dir() else []
+    if leftovers:
+        # Pruning runs are not resumable (yet): a new run would re-cut and then collide with
+        # the old fine-tuning folders, so nothing is started.
+        raise ConfigError(f"{str(out)!r} already holds (part of) a pruning run ({', '.join(leftovers)}); choose "
+                          "another --out or delete it")
     meta = read_meta(ckpt)
     spec = get_method(config.method)
     need_train = spec.needs_data or any(config.epochs_per_round())
@@ -43,20 +48,28 @@ def prune_command(ckpt: Path, out: Path, config: PruneConfig, dataset: str | Non
     model = load(ckpt)
     main = dist_info().is_main
     handler = None
+    logger = logging.getLogger("secateurs")
+    level = logger.level
     if main:
         out.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(out / LOG_FILE)
+        handler.setLevel(logging.INFO)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logging.getLogger("secateurs").addHandler(handler)
+        logger.addHandler(handler)
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)
+        epochs = config.epochs_per_round()
+        resolved = {"checkpoint": str(ckpt), "dataset": dataset, "data_dir": data_dir,
+                    "dataset_options": dataset_options or {}, "prune": config.to_dict(),
+                    "finetune": config.resolved_finetune(), "rounds": config.resolved_rounds(),
+                    "epochs_per_round": epochs,
+                    "finetune_train": config.train_config(max(epochs, default=1)).to_dict() if any(epochs) else None,
+                    "method_options": dataclasses.asdict(spec.make_options(config.method_options))}
+        atomic_write_text(out / CONFIG_FILE, json.dumps(resolved, indent=2))
     try:
         logging.getLogger("secateurs.prune").info("pruning %s with %s: %s", ckpt, config.method, config.to_dict())
         pruned, result = prune(model, config=config, train_set=train_set, test_set=test_set, run_dir=out)
         if main:
-            resolved = {"checkpoint": str(ckpt), "dataset": dataset, "data_dir": data_dir,
-                        "dataset_options": dataset_options or {}, "prune": config.to_dict(),
-                        "rounds": config.resolved_rounds(), "epochs_per_round": config.epochs_per_round(),
-                        "method_options": dataclasses.asdict(spec.make_options(config.method_options))}
-            atomic_write_text(out / CONFIG_FILE, json.dumps(resolved, indent=2))
             data = train_set or test_set
             base = {k: meta[k] for k in ("dataset", "input_shape", "normalisation") if k in meta}
             save(pruned.cpu(), out / MODEL_FILE, {**model_meta(data), **base,
@@ -69,5 +82,6 @@ def prune_command(ckpt: Path, out: Path, config: PruneConfig, dataset: str | Non
         return result
     finally:
         if handler is not None:
-            logging.getLogger("secateurs").removeHandler(handler)
+            logger.removeHandler(handler)
+            logger.setLevel(level)
             handler.close()

@@ -32,8 +32,9 @@ class PruneConfig:
     scope: str = "global"
     rounds: int | None = None  # None: the method's own schedule
     min_keep_fraction: float = 0.1
-    finetune: str | None = None  # None: the method's default (tft; none for probability)
-    finetune_epochs: int = 3
+    #: None: the method's default (tft; none for probability), or tft when finetune_epochs is given.
+    finetune: str | None = None
+    finetune_epochs: int | None = None  # None: 3 when fine-tuning
     #: TrainConfig fields for fine-tuning (``epochs`` is set per round from ``finetune_epochs``).
     finetune_train: dict[str, Any] = field(default_factory=dict)
     method_options: dict[str, Any] = field(default_factory=dict)
@@ -47,16 +48,25 @@ class PruneConfig:
     evaluate_before: bool = True
 
     def __post_init__(self) -> None:
+        from .._types import check_field_types
         from ..methods import get_method
-        from ..train import TrainConfig
+
+        check_field_types(self, "pruning option")
 
         method = get_method(self.method)
         method.make_options(self.method_options)
         targets = {k: v for k, v in (("macs_reduction", self.macs_reduction),
                                      ("params_reduction", self.params_reduction)) if v is not None}
-        if len(targets) > 1 or (not targets and not method.target_optional):
+        threshold = method.threshold_option
+        if len(targets) > 1 or (not targets and threshold is None):
             raise ConfigError("give exactly one target: macs_reduction or params_reduction (a fraction such as 0.5), "
                               f"got {targets or 'neither'}")
+        if targets and threshold is not None and self.method_options.get(threshold) is not None:
+            raise ConfigError(f"give {self.method}'s {threshold} or a reduction target, not both: with a target, "
+                              f"{threshold} is solved (the record gives it)")
+        if not targets and self.scope != "global":
+            raise ConfigError(f"scope {self.scope!r} needs a reduction target; {self.method} without one removes "
+                              f"every channel its {threshold} flags")
         for name, value in targets.items():
             if not isinstance(value, (int, float)) or not 0 < value < 1:
                 raise ConfigError(f"{name} must be a fraction strictly between 0 and 1, got {value!r}")
@@ -68,8 +78,10 @@ class PruneConfig:
             raise ConfigError(f"rounds must be a positive integer, got {self.rounds!r}")
         if not 0 <= self.min_keep_fraction < 1:
             raise ConfigError(f"min_keep_fraction must be in [0, 1), got {self.min_keep_fraction!r}")
-        if not isinstance(self.finetune_epochs, int) or self.finetune_epochs < 0:
+        if self.finetune_epochs is not None and self.finetune_epochs < 0:
             raise ConfigError(f"finetune_epochs must be a non-negative integer, got {self.finetune_epochs!r}")
+        if self.finetune == "none" and self.finetune_epochs:
+            raise ConfigError(f"finetune 'none' with finetune_epochs={self.finetune_epochs}: drop one of them")
         if self.calib_samples < 1:
             raise ConfigError(f"calib_samples must be positive, got {self.calib_samples!r}")
         if "epochs" in self.finetune_train:
@@ -89,7 +101,11 @@ class PruneConfig:
     def resolved_finetune(self) -> str:
         from ..methods import get_method
 
-        return self.finetune if self.finetune is not None else get_method(self.method).default_finetune
+        if self.finetune is not None:
+            return self.finetune
+        if self.finetune_epochs:  # asking for epochs is asking for fine-tuning
+            return "tft"
+        return get_method(self.method).default_finetune
 
     def resolved_rounds(self) -> int:
         from ..methods import get_method
@@ -98,7 +114,8 @@ class PruneConfig:
 
     def epochs_per_round(self) -> list[int]:
         r = self.resolved_rounds()
-        base, extra = divmod(self.finetune_epochs if self.resolved_finetune() != "none" else 0, r)
+        total = (3 if self.finetune_epochs is None else self.finetune_epochs) if self.resolved_finetune() != "none" else 0
+        base, extra = divmod(total, r)
         return [base + (1 if i >= r - extra else 0) for i in range(r)]
 
     def train_config(self, epochs: int):

@@ -13,6 +13,8 @@ from ..train.trainer import Objective, TrainResult, cross_entropy
 
 #: mode -> (pruned model, unpruned reference, train config) -> objective (None: no training).
 ObjectiveFactory = Callable[[nn.Module, nn.Module | None, TrainConfig], Objective | None]
+#: Modes whose objective reads the unpruned network: they get a copy of it, never the caller's.
+NEEDS_REFERENCE: set[str] = set()
 FINETUNE_OBJECTIVES: dict[str, ObjectiveFactory] = {
     "tft": lambda model, reference, config: cross_entropy(config.label_smoothing),
     "none": lambda model, reference, config: None,

@@ -21,10 +21,10 @@ from ..graph import remove_units, trace
 from ..measure import count_macs, count_params, measure
 from ..methods import Method, RoundContext, RoundOutcome, get_method
 from ..train import dist_info, evaluate
-from ..train.distributed import resolve_device
+from ..train.distributed import DistInfo, process_group, resolve_device
 from .budget import CostModel, floors_for, solve
 from .config import PruneConfig
-from .finetune import finetune
+from .finetune import NEEDS_REFERENCE, finetune
 from .scores import unit_scores
 
 log = logging.getLogger("secateurs.prune")
@@ -136,7 +136,7 @@ def _score_and_cut(spec: Method, ctx: RoundContext) -> RoundOutcome:
                  ctx.floors, reference=ctx.reference)
     scored_at = time.perf_counter()
     remove_units(ctx.model, ctx.graph, plan.units, ctx.example)
-    return RoundOutcome(len(plan.units), plan.note, {"_scored_at": scored_at})
+    return RoundOutcome(len(plan.units), plan.note, scored_at=scored_at)
 
 
 def prune(model: nn.Module, method: str | None = None, *, config: PruneConfig | None = None,
@@ -156,7 +156,9 @@ def prune(model: nn.Module, method: str | None = None, *, config: PruneConfig | 
         run_dir: fine-tuning runs are written under it (``finetune-<round>``).
 
     Raises:
-        ConfigError / PruningError: before the model is touched.
+        ConfigError: a bad option or missing data, before anything runs.
+        PruningError: the engine refused a removal; the model passed in is unchanged
+            whatever round it happened in (only the copy was being pruned).
     """
     if config is None:
         config = PruneConfig.from_dict({"method": method or "l1-capped", **options})
@@ -171,18 +173,36 @@ def prune(model: nn.Module, method: str | None = None, *, config: PruneConfig | 
         input_shape = (data.info.in_channels, data.info.image_size, data.info.image_size)
     epochs = config.epochs_per_round()
     if any(epochs) and train_set is None:
-        raise ConfigError(f"fine-tuning ({config.finetune}, {config.finetune_epochs} epochs) needs a train_set; "
+        raise ConfigError(f"fine-tuning ({config.resolved_finetune()}, {sum(epochs)} epochs) needs a train_set; "
                           "give one, or set finetune='none'")
     if spec.needs_data and train_set is None:
         raise ConfigError(f"method {spec.name!r} scores channels on calibration samples of the training set: "
                           "give a train_set")
     run_dir = Path(run_dir) if run_dir is not None else None
     device = resolve_device(config.device, dist_info())
+    with process_group(device) as info:  # one group for all rounds (fine-tuning joins it)
+        return _prune(model, spec, options_obj, config, train_set, test_set, tuple(input_shape), run_dir, device,
+                      info)
+
+
+def _sync_from_main(model: nn.Module, info: DistInfo) -> None:
+    """Every rank takes rank 0's weights and buffers, so the next round scores the same model
+    everywhere (BN running statistics can differ per rank after fine-tuning without sync_bn)."""
+    if info.enabled:
+        for t in model.state_dict().values():
+            torch.distributed.broadcast(t, 0)
+
+
+def _prune(model: nn.Module, spec: Method, options_obj: Any, config: PruneConfig, train_set: ImageDataset | None,
+           test_set: ImageDataset | None, shape: tuple[int, ...], run_dir: Path | None, device: torch.device,
+           info: DistInfo) -> tuple[nn.Module, PruneResult]:
     started = time.perf_counter()
-    shape = tuple(input_shape)
-    reference = model
+    epochs = config.epochs_per_round()
+    mode = config.resolved_finetune()
+    reference = copy.deepcopy(model).to(device) if mode in NEEDS_REFERENCE else None
+    latency = config.latency and info.is_main  # one process times; the others would disturb it
     pruned = copy.deepcopy(model).to(device)
-    before = _snapshot(pruned, shape, test_set if config.evaluate_before else None, config.latency, device)
+    before = _snapshot(pruned, shape, test_set if config.evaluate_before else None, latency, device)
     channels_before = _channels(pruned)
     base = float(before[config.metric])
     example = torch.zeros((1, *shape), device=device)
@@ -197,12 +217,9 @@ def prune(model: nn.Module, method: str | None = None, *, config: PruneConfig | 
         graph = trace(pruned, example)
         ctx = RoundContext(pruned, graph, options_obj, calibration, config.seed, example=example, goal=goal,
                            metric=config.metric, scope=config.scope, floors=floors, reference=base)
-        if spec.prune_round is not None:  # the method selects and cuts itself
-            outcome = spec.prune_round(ctx)
-            t1 = t2 = time.perf_counter()
-        else:
-            outcome = _score_and_cut(spec, ctx)
-            t1, t2 = outcome.details.pop("_scored_at"), time.perf_counter()
+        outcome = spec.prune_round(ctx) if spec.prune_round is not None else _score_and_cut(spec, ctx)
+        t2 = time.perf_counter()
+        t1 = outcome.scored_at if outcome.scored_at is not None else t2
         value = count_macs(pruned, shape) if config.metric == "macs" else count_params(pruned)
         achieved = 1 - value / base
         top1_cut = top1_accuracy(pruned, test_set, device)
@@ -215,10 +232,10 @@ def prune(model: nn.Module, method: str | None = None, *, config: PruneConfig | 
         result = None
         if epochs[r - 1]:
             sub = run_dir / f"finetune-{r}" if run_dir is not None else None
-            result = finetune(pruned, config.resolved_finetune(), reference, train_set,
-                              test_set if config.eval_each_epoch else None,
+            result = finetune(pruned, mode, reference, train_set, test_set if config.eval_each_epoch else None,
                               config.train_config(epochs[r - 1]), sub,
                               meta={"pruning": {"method": spec.name, "round": r}})
+            _sync_from_main(pruned, info)
         t3 = time.perf_counter()
         top1_ft = result.final.get("test_top1") if result is not None and result.final else None
         if result is not None and top1_ft is None:
@@ -226,7 +243,7 @@ def prune(model: nn.Module, method: str | None = None, *, config: PruneConfig | 
         records.append(RoundRecord(r, goal, achieved, outcome.removed, top1_cut, top1_ft, epochs[r - 1],
                                    t1 - t0, t2 - t1, t3 - t2, outcome.note, outcome.details))
     last = records[-1]
-    after = _snapshot(pruned, shape, test_set, config.latency, device,
+    after = _snapshot(pruned, shape, test_set, latency, device,
                       last.top1_after_finetune if last.finetune_epochs else last.top1_after_pruning)
     achieved = 1 - after[config.metric] / base
     if config.target is not None and abs(achieved - config.target) > 0.01 and not notes:

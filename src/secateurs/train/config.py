@@ -34,7 +34,10 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None  # cap for smoke tests and the demo
 
     def __post_init__(self) -> None:
+        from .._types import check_field_types
         from .schedule import SCHEDULES
+
+        check_field_types(self, "training option")
 
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
                     "eval_batch_size": self.eval_batch_size}

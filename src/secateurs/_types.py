@@ -1,0 +1,45 @@
+"""Type checks for option dataclasses: a recipe's ``rounds: true`` or ``lr: "x"`` is refused
+with the key named, instead of failing later (or silently doing something else)."""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any
+
+from .errors import ConfigError
+
+_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a text", dict: "a mapping",
+          list: "a list", type(None): "null"}
+
+
+def _fits(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, t) for t in typing.get_args(tp))
+    if origin is not None:
+        tp = origin
+    if tp is Any:
+        return True
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp) if isinstance(tp, type) else True
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(t) for t in typing.get_args(tp))
+    return _NAMES.get(origin or tp, getattr(tp, "__name__", str(tp)))
+
+
+def check_field_types(obj: Any, what: str = "option") -> None:
+    """Raise :class:`ConfigError` naming the first field whose value is not of its annotated type."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        tp = hints.get(f.name, Any)
+        if not _fits(value, tp):
+            raise ConfigError(f"{what} {f.name!r} must be {_describe(tp)}, got {value!r}")
