@@ -29,6 +29,8 @@ from ..graph import ChannelGraph, ChannelGroup, Unit
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 METRICS = ("macs", "params")
+#: How far past the goal the global solver may land before it looks for a cheaper last step.
+SLACK = 0.005
 SCOPES = ("global", "layer")
 
 
@@ -176,7 +178,7 @@ def floors_for(widths: dict[tuple[str, str], int], min_keep_fraction: float) -> 
 
 def solve(graph: ChannelGraph, unit_scores: dict[int, torch.Tensor], cost: CostModel, target: float,
           metric: str = "macs", scope: str = "global", floors: dict[tuple[str, str], int] | None = None,
-          reference: float | None = None, max_score: float = math.inf) -> Plan:
+          reference: float | None = None, max_score: float = math.inf, slack: float = SLACK) -> Plan:
     """Pick units so that ``metric`` falls to ``(1 - target) * reference``.
 
     Args:
@@ -185,6 +187,8 @@ def solve(graph: ChannelGraph, unit_scores: dict[int, torch.Tensor], cost: CostM
         target: the reduction wanted, relative to ``reference`` (default: the current model's value).
         floors: fewest channels per producer role (default: 1 each).
         max_score: removals scoring above it are never taken (a threshold on the scores).
+        slack: in global scope, how far past the goal (a fraction of ``reference``) the last
+            removal may land before a cheaper, later-ranked one is looked for.
     """
     if metric not in METRICS:
         raise ConfigError(f"metric must be one of {METRICS}, got {metric!r}")
@@ -196,7 +200,7 @@ def solve(graph: ChannelGraph, unit_scores: dict[int, torch.Tensor], cost: CostM
     steps = {gi: [st for st in _steps(graph.groups[gi], s, graph) if st[0] <= max_score]
              for gi, s in unit_scores.items()}
     if scope == "global":
-        chosen, tracker = _greedy(steps, cost, floors, metric, goal)
+        chosen, tracker = _greedy(steps, cost, floors, metric, goal, slack=slack * reference)
     else:
         chosen, tracker = _per_layer(steps, cost, floors, metric, goal)
     reached = tracker.total[metric] <= goal + 1e-9
@@ -214,11 +218,21 @@ def solve(graph: ChannelGraph, unit_scores: dict[int, torch.Tensor], cost: CostM
     return Plan(chosen, dict(tracker.total), reached, note)
 
 
-def _greedy(steps: dict[int, list], cost: CostModel, floors: dict, metric: str, goal: float):
+def _greedy(steps: dict[int, list], cost: CostModel, floors: dict, metric: str, goal: float,
+            slack: float = 0.0):
+    """Lowest scores first until ``goal``.
+
+    The step that crosses the goal may overshoot it by a lot (a ResNet-56 residual channel
+    is about 1% of its MACs). If it overshoots by more than ``slack``, it is set aside and
+    the next steps in score order are tried, so that a cheaper one finishes the job; if
+    none can, the set-aside step that overshoots least is taken. Only the removals from
+    the crossing point on can thus differ from the strict score order.
+    """
     tracker = _Tracker(cost, floors)
     heap = [(s[0][0], gi, 0) for gi, s in steps.items() if s]
     heapq.heapify(heap)
     chosen: list[Unit] = []
+    aside: list[tuple[float, list[Unit], Counter]] = []
     while heap and tracker.total[metric] > goal:
         _, gi, k = heapq.heappop(heap)
         units = steps[gi][k][1]
@@ -226,9 +240,17 @@ def _greedy(steps: dict[int, list], cost: CostModel, floors: dict, metric: str, 
         if not tracker.fits(counts):
             continue  # this group is at a floor; later steps of it would remove more
         tracker.apply(counts)
+        if tracker.total[metric] < goal - slack:  # crosses the goal by too much: try cheaper steps first
+            aside.append((tracker.total[metric], units, counts))
+            tracker.apply(counts, sign=-1)
+            continue
         chosen += units
         if k + 1 < len(steps[gi]):
             heapq.heappush(heap, (steps[gi][k + 1][0], gi, k + 1))
+    if tracker.total[metric] > goal and aside:
+        _, units, counts = max(aside, key=lambda a: a[0])  # the one that overshoots least
+        tracker.apply(counts)
+        chosen += units
     return chosen, tracker
 
 
