@@ -255,28 +255,47 @@ def _greedy(steps: dict[int, list], cost: CostModel, floors: dict, metric: str, 
 
 
 def _per_layer(steps: dict[int, list], cost: CostModel, floors: dict, metric: str, goal: float):
+    """The smallest common fraction of every group that reaches ``goal``, by bisection. Whole
+    steps make that fraction coarse (one more channel of every group at once), so the plan
+    is the largest fraction that stays short of the goal, topped up one group at a time in
+    score order -- each group ends within one step of the common fraction."""
     def take(ratio: float):
         tracker = _Tracker(cost, floors)
         chosen: list[Unit] = []
+        taken: dict[int, int] = {}
         for gi, s in steps.items():
-            n = math.floor(ratio * len(s) + 1e-9)
+            n = math.floor(ratio * len(s))
+            taken[gi] = 0
             for _, units in s[:n]:
                 counts = _member_counts(units)
                 if not tracker.fits(counts):
                     break
                 tracker.apply(counts)
                 chosen += units
-        return chosen, tracker
+                taken[gi] += 1
+        return chosen, tracker, taken
 
     lo, hi = 0.0, 1.0
     best = take(hi)
     if best[1].total[metric] > goal:
-        return best
+        return best[:2]
     for _ in range(40):
         mid = (lo + hi) / 2
-        chosen, tracker = take(mid)
-        if tracker.total[metric] <= goal:
-            hi, best = mid, (chosen, tracker)
+        if take(mid)[1].total[metric] <= goal:
+            hi = mid
         else:
             lo = mid
-    return best
+    chosen, tracker, taken = take(lo)
+    # Top up: each group's next step, lowest score first, until the goal is met.
+    nxt = sorted((steps[gi][k][0], gi) for gi, k in taken.items() if k < len(steps[gi]))
+    for _, gi in nxt:
+        if tracker.total[metric] <= goal:
+            break
+        units = steps[gi][taken[gi]][1]
+        counts = _member_counts(units)
+        if tracker.fits(counts):
+            tracker.apply(counts)
+            chosen += units
+    if tracker.total[metric] > goal:  # cannot happen unless floors bite: the bisection's answer
+        return take(hi)[:2]
+    return chosen, tracker
