@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .errors import SecateursError
+from .errors import ConfigError, SecateursError
 
 
 @dataclass(frozen=True)
@@ -174,8 +174,9 @@ def _export(args: argparse.Namespace) -> None:
 # --- prune / methods ----------------------------------------------------------------------
 
 def _prune_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--from", dest="ckpt", required=True, type=Path, help="trained model checkpoint (.safetensors)")
+    p.add_argument("--from", dest="ckpt", type=Path, help="trained model checkpoint (.safetensors)")
     p.add_argument("--out", required=True, type=Path, help="run directory for the pruned model and its report")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out where it stopped")
     p.add_argument("--recipe", type=Path, help="YAML file of pruning options; flags given here override it")
     p.add_argument("--method", help="pruning method (see `secateurs methods`; default l1-capped)")
     _add_dataset_args(p)
@@ -223,10 +224,21 @@ def _prune(args: argparse.Namespace) -> None:
     from .pipeline import PruneConfig, load_recipe
     from .pipeline.command import prune_command
 
+    from .pipeline.command import resume_arguments
+
     options = _prune_options(args)
-    config = load_recipe(args.recipe, **options) if args.recipe else PruneConfig.from_dict(options)
     _logging_to_stderr()
-    result = prune_command(args.ckpt, args.out, config, args.dataset, args.data_dir, dict(args.dataset_options))
+    if args.resume:
+        if args.recipe:
+            raise ConfigError("--resume continues a run with its own configuration; drop --recipe")
+        run = resume_arguments(args.out, args.ckpt, options)
+        result = prune_command(run["ckpt"], args.out, run["config"], run["dataset"], args.data_dir or run["data_dir"],
+                               run["dataset_options"], resume=True)
+    else:
+        if args.ckpt is None:
+            raise ConfigError("secateurs prune needs --from CHECKPOINT (or --resume --out RUN_DIR)")
+        config = load_recipe(args.recipe, **options) if args.recipe else PruneConfig.from_dict(options)
+        result = prune_command(args.ckpt, args.out, config, args.dataset, args.data_dir, dict(args.dataset_options))
     from .train import dist_info
 
     if dist_info().is_main:

@@ -23,9 +23,32 @@ METRICS_FILE = "metrics.json"
 LOG_FILE = "log.txt"
 
 
+def resume_arguments(out: Path, ckpt: Path | None, options: dict[str, Any]) -> dict[str, Any]:
+    """What ``prune --resume --out OUT`` continues with: the run's own checkpoint, dataset and
+    configuration from ``config.json``; of ``options`` only those a resumed run may change."""
+    from .progress import RESUME_FREE
+
+    path = Path(out) / CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(f"cannot resume: {str(path)!r} does not exist; {str(out)!r} is not a pruning run directory")
+    saved = json.loads(path.read_text())
+    if ckpt is not None and Path(ckpt) != Path(saved["checkpoint"]):
+        raise ConfigError(f"--resume continues the run in {str(out)!r}, which prunes {saved['checkpoint']!r}, "
+                          f"not {str(ckpt)!r}")
+    fixed = {k: v for k, v in options.items() if k not in RESUME_FREE and v != saved["prune"].get(k)}
+    if fixed:
+        raise ConfigError(f"--resume continues the run exactly as it was started; these options differ from it: "
+                          f"{sorted(fixed)}. Start a new run to change them.")
+    config = PruneConfig.from_dict({**saved["prune"], **{k: v for k, v in options.items() if k in RESUME_FREE}})
+    return {"ckpt": Path(saved["checkpoint"]), "config": config, "dataset": saved["dataset"],
+            "data_dir": saved["data_dir"], "dataset_options": saved["dataset_options"]}
+
+
 def prune_command(ckpt: Path, out: Path, config: PruneConfig, dataset: str | None = None,
-                  data_dir: str | None = None, dataset_options: dict[str, Any] | None = None) -> PruneResult:
-    """Prune the model in ``ckpt`` as ``config`` says and write the run directory ``out``."""
+                  data_dir: str | None = None, dataset_options: dict[str, Any] | None = None,
+                  resume: bool = False) -> PruneResult:
+    """Prune the model in ``ckpt`` as ``config`` says and write the run directory ``out``
+    (``resume``: continue the interrupted run there; see :func:`resume_arguments`)."""
     from ..io import load, read_meta, save
     from ..methods import get_method
     from ..runs import checkpoint_dataset
@@ -35,11 +58,10 @@ def prune_command(ckpt: Path, out: Path, config: PruneConfig, dataset: str | Non
     out = Path(out)
     leftovers = [p.name for p in (out / METRICS_FILE, out / MODEL_FILE, out / CONFIG_FILE) if p.exists()]
     leftovers += sorted(p.name for p in out.glob("finetune-*")) if out.is_dir() else []
-    if leftovers:
-        # Pruning runs are not resumable (yet): a new run would re-cut and then collide with
-        # the old fine-tuning folders, so nothing is started.
-        raise ConfigError(f"{str(out)!r} already holds (part of) a pruning run ({', '.join(leftovers)}); choose "
-                          "another --out or delete it")
+    if leftovers and not resume:
+        # A new run would re-cut and then collide with the old fine-tuning folders.
+        raise ConfigError(f"{str(out)!r} already holds (part of) a pruning run ({', '.join(leftovers)}); resume "
+                          "it with --resume, choose another --out, or delete it")
     meta = read_meta(ckpt)
     spec = get_method(config.method)
     need_train = spec.needs_data or any(config.epochs_per_round())
@@ -65,10 +87,12 @@ def prune_command(ckpt: Path, out: Path, config: PruneConfig, dataset: str | Non
                     "epochs_per_round": epochs,
                     "finetune_train": config.train_config(max(epochs, default=1)).to_dict() if any(epochs) else None,
                     "method_options": dataclasses.asdict(spec.make_options(config.method_options))}
-        atomic_write_text(out / CONFIG_FILE, json.dumps(resolved, indent=2))
+        if not resume:
+            atomic_write_text(out / CONFIG_FILE, json.dumps(resolved, indent=2))
     try:
         logging.getLogger("secateurs.prune").info("pruning %s with %s: %s", ckpt, config.method, config.to_dict())
-        pruned, result = prune(model, config=config, train_set=train_set, test_set=test_set, run_dir=out)
+        pruned, result = prune(model, config=config, train_set=train_set, test_set=test_set, run_dir=out,
+                               resume=resume)
         if main:
             data = train_set or test_set
             base = {k: meta[k] for k in ("dataset", "input_shape", "normalisation") if k in meta}

@@ -23,9 +23,9 @@ FINETUNE_OBJECTIVES: dict[str, ObjectiveFactory] = {
 
 def finetune(model: nn.Module, mode: str, reference: nn.Module | None, train_set: ImageDataset,
              test_set: ImageDataset | None, config: TrainConfig, run_dir: Path | None,
-             meta: dict[str, Any] | None = None) -> TrainResult | None:
+             meta: dict[str, Any] | None = None, resume: bool = False) -> TrainResult | None:
     """Fine-tune ``model`` in place; ``None`` when the mode trains nothing."""
     objective = FINETUNE_OBJECTIVES[mode](model, reference, config)
     if objective is None:
         return None
-    return train(model, train_set, test_set, config, run_dir=run_dir, objective=objective, meta=meta)
+    return train(model, train_set, test_set, config, run_dir=run_dir, resume=resume, objective=objective, meta=meta)

@@ -24,7 +24,9 @@ from ..train import dist_info, evaluate
 from ..train.distributed import DistInfo, process_group, resolve_device
 from .budget import CostModel, floors_for, solve
 from .config import PruneConfig
+from ..train import STATE_FILE
 from .finetune import NEEDS_REFERENCE, finetune
+from .progress import Progress, load_progress, save_progress
 from .scores import unit_scores
 
 log = logging.getLogger("secateurs.prune")
@@ -141,7 +143,7 @@ def _score_and_cut(spec: Method, ctx: RoundContext) -> RoundOutcome:
 
 def prune(model: nn.Module, method: str | None = None, *, config: PruneConfig | None = None,
           train_set: ImageDataset | None = None, test_set: ImageDataset | None = None,
-          input_shape: tuple[int, ...] | None = None, run_dir: str | Path | None = None,
+          input_shape: tuple[int, ...] | None = None, run_dir: str | Path | None = None, resume: bool = False,
           **options: Any) -> tuple[nn.Module, PruneResult]:
     """Prune a copy of ``model`` to a MACs or params target and return it with its record.
 
@@ -153,7 +155,9 @@ def prune(model: nn.Module, method: str | None = None, *, config: PruneConfig | 
         train_set: for fine-tuning and data-driven criteria.
         test_set: for the accuracy before, right after pruning and after fine-tuning.
         input_shape: one sample's ``(C, H, W)``; default from ``train_set`` or ``test_set``.
-        run_dir: fine-tuning runs are written under it (``finetune-<round>``).
+        run_dir: fine-tuning runs are written under it (``finetune-<round>``), and the state
+            after every cut and every round (``progress.safetensors``).
+        resume: continue the interrupted run in ``run_dir`` with the same configuration.
 
     Raises:
         ConfigError: a bad option or missing data, before anything runs.
@@ -180,9 +184,11 @@ def prune(model: nn.Module, method: str | None = None, *, config: PruneConfig | 
                           "give a train_set")
     run_dir = Path(run_dir) if run_dir is not None else None
     device = resolve_device(config.device, dist_info())
+    if resume and run_dir is None:
+        raise ConfigError("resume=True needs the run_dir of the run to continue")
     with process_group(device) as info:  # one group for all rounds (fine-tuning joins it)
         return _prune(model, spec, options_obj, config, train_set, test_set, tuple(input_shape), run_dir, device,
-                      info)
+                      info, resume)
 
 
 def _sync_from_main(model: nn.Module, info: DistInfo) -> None:
@@ -195,53 +201,69 @@ def _sync_from_main(model: nn.Module, info: DistInfo) -> None:
 
 def _prune(model: nn.Module, spec: Method, options_obj: Any, config: PruneConfig, train_set: ImageDataset | None,
            test_set: ImageDataset | None, shape: tuple[int, ...], run_dir: Path | None, device: torch.device,
-           info: DistInfo) -> tuple[nn.Module, PruneResult]:
+           info: DistInfo, resume: bool = False) -> tuple[nn.Module, PruneResult]:
     started = time.perf_counter()
     epochs = config.epochs_per_round()
     mode = config.resolved_finetune()
     reference = copy.deepcopy(model).to(device) if mode in NEEDS_REFERENCE else None
     latency = config.latency and info.is_main  # one process times; the others would disturb it
-    pruned = copy.deepcopy(model).to(device)
-    before = _snapshot(pruned, shape, test_set if config.evaluate_before else None, latency, device)
-    channels_before = _channels(pruned)
-    base = float(before[config.metric])
     example = torch.zeros((1, *shape), device=device)
-    floors = floors_for(CostModel.of(pruned, example).widths, config.min_keep_fraction)
+    if resume:
+        pruned, progress = load_progress(run_dir, model, config.to_dict())
+        pruned.to(device)
+        floors = {(m, k): n for m, k, n in progress.floors}
+        log.info("resuming after round %d (%s)", progress.round, progress.stage)
+    else:
+        pruned = copy.deepcopy(model).to(device)
+        before = _snapshot(pruned, shape, test_set if config.evaluate_before else None, latency, device)
+        floors = floors_for(CostModel.of(pruned, example).widths, config.min_keep_fraction)
+        progress = Progress(before=before, channels_before=_channels(pruned),
+                            floors=[[m, k, n] for (m, k), n in floors.items()])
+    before = progress.before
+    base = float(before[config.metric])
     calibration = calibration_batches(train_set, config.calib_samples, config.seed, device) if train_set else None
-    records: list[RoundRecord] = []
-    notes: list[str] = []
+    records = [RoundRecord(**r) for r in progress.records]
+    notes = progress.notes
     rounds = len(epochs)
-    for r in range(1, rounds + 1):
+
+    def checkpoint(r: int, stage: str) -> None:
+        progress.round, progress.stage = r, stage
+        progress.records = [asdict(x) for x in records]
+        if run_dir is not None and info.is_main:
+            save_progress(run_dir, pruned, progress, config.to_dict())
+
+    for r in range(len(records) + 1, rounds + 1):
         goal = None if config.target is None else config.target * r / rounds
-        t0 = time.perf_counter()
-        graph = trace(pruned, example)
-        ctx = RoundContext(pruned, graph, options_obj, calibration, config.seed, example=example, goal=goal,
-                           metric=config.metric, scope=config.scope, floors=floors, reference=base)
-        outcome = spec.prune_round(ctx) if spec.prune_round is not None else _score_and_cut(spec, ctx)
-        t2 = time.perf_counter()
-        t1 = outcome.scored_at if outcome.scored_at is not None else t2
-        value = count_macs(pruned, shape) if config.metric == "macs" else count_params(pruned)
-        achieved = 1 - value / base
-        top1_cut = top1_accuracy(pruned, test_set, device)
+        if progress.stage == "cut" and progress.round == r:  # resumed between the cut and its fine-tuning
+            cut = progress.cut
+        else:
+            cut = _cut_round(spec, options_obj, config, pruned, example, shape, goal, floors, base, calibration,
+                             test_set, device)
+            cut["goal"] = goal
+            progress.cut = cut
+            if cut["note"]:
+                notes.append(f"round {r}: {cut['note']}")
+                log.warning("round %d: %s", r, cut["note"])
+            checkpoint(r, "cut")
         log.info("round %d/%d: removed %d channels, %s reduction %.2f%% (target %s), top-1 %s", r, rounds,
-                 outcome.removed, config.metric, 100 * achieved, "none" if goal is None else f"{100 * goal:.2f}%",
-                 "n/a" if top1_cut is None else f"{top1_cut:.2f}%")
-        if outcome.note:
-            notes.append(f"round {r}: {outcome.note}")
-            log.warning("round %d: %s", r, outcome.note)
-        result = None
+                 cut["removed"], config.metric, 100 * cut["achieved"],
+                 "none" if goal is None else f"{100 * goal:.2f}%",
+                 "n/a" if cut["top1"] is None else f"{cut['top1']:.2f}%")
+        t0, result = time.perf_counter(), None
         if epochs[r - 1]:
             sub = run_dir / f"finetune-{r}" if run_dir is not None else None
+            again = sub is not None and (sub / STATE_FILE).is_file()
             result = finetune(pruned, mode, reference, train_set, test_set if config.eval_each_epoch else None,
                               config.train_config(epochs[r - 1]), sub,
-                              meta={"pruning": {"method": spec.name, "round": r}})
+                              meta={"pruning": {"method": spec.name, "round": r}}, resume=again)
             _sync_from_main(pruned, info)
-        t3 = time.perf_counter()
         top1_ft = result.final.get("test_top1") if result is not None and result.final else None
         if result is not None and top1_ft is None:
             top1_ft = top1_accuracy(pruned, test_set, device)
-        records.append(RoundRecord(r, goal, achieved, outcome.removed, top1_cut, top1_ft, epochs[r - 1],
-                                   t1 - t0, t2 - t1, t3 - t2, outcome.note, outcome.details))
+        records.append(RoundRecord(r, goal, cut["achieved"], cut["removed"], cut["top1"], top1_ft, epochs[r - 1],
+                                   cut["scoring_s"], cut["surgery_s"], time.perf_counter() - t0, cut["note"],
+                                   cut["details"]))
+        checkpoint(r, "done")
     last = records[-1]
     after = _snapshot(pruned, shape, test_set, latency, device,
                       last.top1_after_finetune if last.finetune_epochs else last.top1_after_pruning)
@@ -254,4 +276,20 @@ def _prune(model: nn.Module, spec: Method, options_obj: Any, config: PruneConfig
               "finetune": sum(x.finetune_s for x in records), "total": time.perf_counter() - started}
     pruned.eval()
     return pruned, PruneResult(spec.name, config.metric, config.target, achieved, before, after, records,
-                               channels_before, _channels(pruned), timing, config.to_dict(), notes)
+                               progress.channels_before, _channels(pruned), timing, config.to_dict(), notes)
+
+
+def _cut_round(spec: Method, options_obj: Any, config: PruneConfig, pruned: nn.Module, example: torch.Tensor,
+               shape: tuple[int, ...], goal: float | None, floors: dict, base: float, calibration: Any,
+               test_set: ImageDataset | None, device: torch.device) -> dict[str, Any]:
+    """One round's selection and surgery, in place; what it did, JSON-able."""
+    t0 = time.perf_counter()
+    graph = trace(pruned, example)
+    ctx = RoundContext(pruned, graph, options_obj, calibration, config.seed, example=example, goal=goal,
+                       metric=config.metric, scope=config.scope, floors=floors, reference=base)
+    outcome = spec.prune_round(ctx) if spec.prune_round is not None else _score_and_cut(spec, ctx)
+    t2 = time.perf_counter()
+    t1 = outcome.scored_at if outcome.scored_at is not None else t2
+    value = count_macs(pruned, shape) if config.metric == "macs" else count_params(pruned)
+    return {"removed": outcome.removed, "achieved": 1 - value / base, "top1": top1_accuracy(pruned, test_set, device),
+            "note": outcome.note, "details": outcome.details, "scoring_s": t1 - t0, "surgery_s": t2 - t1}
