@@ -201,7 +201,7 @@ def test_l1_capped_prunes_in_three_rounds(data, tmp_path):
     assert abs(result.achieved - 0.5) <= 0.01
     assert result.after["macs"] == count_macs(pruned, SHAPE)
     assert result.config["rounds"] == 3 and result.config["method"] == "l1-capped"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["finetune-2", "finetune-3"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["finetune-2", "finetune-3", "progress.safetensors"]
 
 
 def test_each_round_scores_the_pruned_model():

@@ -15,7 +15,8 @@ from typing import Any
 from .._atomic import atomic_write_text
 from ..errors import ConfigError
 from .config import PruneConfig
-from .run import PruneResult, prune
+from .result import PruneResult
+from .run import prune
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
