@@ -12,6 +12,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .._atomic import atomic_write_text
 from ..errors import ConfigError
 from .config import PruneConfig
@@ -50,19 +52,34 @@ def prune_command(ckpt: Path, out: Path, config: PruneConfig, dataset: str | Non
                   resume: bool = False) -> PruneResult:
     """Prune the model in ``ckpt`` as ``config`` says and write the run directory ``out``
     (``resume``: continue the interrupted run there; see :func:`resume_arguments`)."""
-    from ..io import load, read_meta, save
-    from ..methods import get_method
-    from ..runs import checkpoint_dataset
     from ..train import dist_info
-    from ..train.trainer import model_meta
+    from ..train.distributed import process_group, resolve_device
 
-    out = Path(out)
+    # Under torchrun every rank checks the directory before any rank writes to it.
+    with process_group(resolve_device(config.device, dist_info())) as info:
+        _check_out(Path(out), resume)
+        if info.enabled:
+            torch.distributed.barrier()
+        return _prune_into(Path(ckpt), Path(out), config, dataset, data_dir, dataset_options, resume)
+
+
+def _check_out(out: Path, resume: bool) -> None:
     leftovers = [p.name for p in (out / METRICS_FILE, out / MODEL_FILE, out / CONFIG_FILE) if p.exists()]
     leftovers += sorted(p.name for p in out.glob("finetune-*")) if out.is_dir() else []
     if leftovers and not resume:
         # A new run would re-cut and then collide with the old fine-tuning folders.
         raise ConfigError(f"{str(out)!r} already holds (part of) a pruning run ({', '.join(leftovers)}); resume "
                           "it with --resume, choose another --out, or delete it")
+
+
+def _prune_into(ckpt: Path, out: Path, config: PruneConfig, dataset: str | None, data_dir: str | None,
+                dataset_options: dict[str, Any] | None, resume: bool) -> PruneResult:
+    from ..io import load, read_meta, save
+    from ..methods import get_method
+    from ..runs import checkpoint_dataset
+    from ..train import dist_info
+    from ..train.trainer import model_meta
+
     meta = read_meta(ckpt)
     spec = get_method(config.method)
     need_train = spec.needs_data or any(config.epochs_per_round())
