@@ -10,7 +10,8 @@ import torch.nn as nn
 
 import secateurs
 from secateurs.errors import PruningError
-from secateurs.graph.masks import MASK, apply_kernel_masks, materialize
+from secateurs.graph.masks import MASK, apply_kernel_masks
+from secateurs.graph.materialize import materialize
 from secateurs.io import load_tree
 from secateurs.measure import count_macs, count_params
 

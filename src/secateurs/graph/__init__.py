@@ -6,7 +6,8 @@ from ._layers import SURGEONS
 from ._state import Member
 from .fold import FoldReport, fold_constant_channels, fold_refusals
 from .groups import ChannelGraph, ChannelGroup, Unit
-from .masks import KernelMasks, MaterializeReport, apply_kernel_masks, materialize
+from .masks import KernelMasks, apply_kernel_masks
+from .materialize import MaterializeReport, materialize
 from .surgery import prune_channels, remove_units
 from .trace import symbolic_trace, trace
 
