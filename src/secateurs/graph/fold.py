@@ -32,7 +32,7 @@ from ..errors import PruningError
 from ._fold_rules import _BATCHNORMS, _CONVS, CHANNELWISE_RULES, Context, Walk, rule_for
 from ._state import Member
 from .groups import ChannelGraph, Unit
-from .surgery import remove_units
+from .surgery import removal_problems, remove_units
 from .trace import trace
 
 
@@ -312,6 +312,9 @@ def fold_constant_channels(model: nn.Module, example_inputs: Any, constants: Map
     targets = {consumer: _target(ctx, consumer) for consumer in totals}
     new_values = {consumer: _shifted(targets[consumer], delta) for consumer, delta in totals.items()}
 
+    problems = removal_problems(model, graph, [p.unit for p in plans.values()])
+    if problems:  # checked before any bias is written
+        raise PruningError(next(iter(problems.values())))
     undo: list[tuple[nn.Module, str, Any]] = []
     try:
         for consumer, value in new_values.items():

@@ -3,7 +3,7 @@ removed with their producers ("adjustable input channels"), and filters with no 
 left are folded forward as constants."""
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -15,7 +15,7 @@ from ..measure import count_macs, count_params
 from .fold import FoldReport, fold_constant_channels
 from .groups import ChannelGraph, Unit
 from .masks import _CONVS, MASK, KernelMasks, _check, _take_off, _zero
-from .surgery import remove_units
+from .surgery import removal_problems, remove_units
 from .trace import trace
 
 
@@ -110,25 +110,13 @@ def _unread_units(model: nn.Module, graph: ChannelGraph,
     return list(units.values()), stays
 
 
-def _removable(graph: ChannelGraph, units: list[Unit],
-               widths: dict[str, tuple[int, int]]) -> tuple[list[Unit], dict[int, str]]:
+def _removable(model: nn.Module, graph: ChannelGraph, units: list[Unit]) -> tuple[list[Unit], dict[int, str]]:
     """Set aside units the engine would refuse as a set (emptying a layer, uneven grouped
     convs), so that one of them does not stop the rest."""
     rejected: dict[int, str] = {}
     while True:
         live = [u for u in units if id(u) not in rejected]
-        counts = Counter((m.module, m.kind) for u in live for m in u.members)
-        bad: dict[str, str] = {}
-        for (name, kind), n in counts.items():
-            if kind in ("out", "bn") and name in widths and n >= widths[name][1]:
-                bad[name] = f"removing it would empty {name} ({n} of {widths[name][1]} channels)"
-        for name, gc in graph.grouped_convs.items():
-            for kind, n in (("in", gc.in_channels), ("out", gc.out_channels)):
-                per = n // gc.groups
-                per_group = Counter(m.index // per for u in live for m in u.members
-                                    if (m.module, m.kind) == (name, kind))
-                if len({per_group.get(k, 0) for k in range(gc.groups)}) > 1:
-                    bad[name] = f"{name} is a grouped conv and would lose unequal numbers of {kind}puts per group"
+        bad = removal_problems(model, graph, live)
         if not bad:
             return live, rejected
         for u in live:
@@ -173,7 +161,7 @@ def materialize(model: nn.Module, example_inputs: Any,
     before, widths = _measure(model, shape), _widths(model)
     graph = trace(model, example_inputs)
     units, kept = _unread_units(model, graph, masks)
-    units, rejected = _removable(graph, units, widths)
+    units, rejected = _removable(model, graph, units)
     # Surgery narrows weights, not the buffers: no stale mask may survive it, nor any hook.
     for m in model.modules():
         _take_off(m)

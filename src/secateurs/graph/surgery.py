@@ -82,28 +82,46 @@ def _removals(units: Sequence[Unit]) -> dict[str, dict[str, list[int]]]:
     return {name: {k: sorted(v) for k, v in kinds.items()} for name, kinds in plan.items()}
 
 
-def _validate(model: nn.Module, graph: ChannelGraph, plan: dict[str, dict[str, list[int]]]) -> None:
+def removal_problems(model: nn.Module, graph: ChannelGraph, units: Sequence[Unit]) -> dict[str, str]:
+    """Why the engine would refuse to remove ``units`` together, by module (empty: it would not).
+
+    The check :func:`remove_units` runs before it touches anything, without touching
+    anything: for callers that drop the offending units and retry (``materialize``).
+    """
+    return _problems(model, graph, _removals(units))
+
+
+def _problems(model: nn.Module, graph: ChannelGraph, plan: dict[str, dict[str, list[int]]]) -> dict[str, str]:
     modules = dict(model.named_modules())
+    problems: dict[str, str] = {}
     for name, kinds in plan.items():
         m = modules.get(name)
         if m is None:
-            raise PruningError(f"the graph has a layer {name!r} that the model does not have; trace this model")
+            problems[name] = f"the graph has a layer {name!r} that the model does not have; trace this model"
+            continue
         if surgeon_for(m) is None:
-            raise PruningError(f"{name!r} ({type(m).__name__}) holds these channels but the engine cannot narrow "
-                               "that layer type")
+            problems[name] = (f"{name!r} ({type(m).__name__}) holds these channels but the engine cannot narrow "
+                              "that layer type")
+            continue
         for kind in ("out", "bn"):
             if kind in kinds and len(kinds[kind]) >= _width(m, kind):
-                raise PruningError(f"the request removes all {_width(m, kind)} output channels of {name!r}; "
-                                   "keep at least one")
+                problems[name] = (f"the request removes all {_width(m, kind)} output channels of {name!r}; "
+                                  "keep at least one")
         gc = graph.grouped_convs.get(name)
         if gc is not None:
             for kind, n in (("in", gc.in_channels), ("out", gc.out_channels)):
                 hits = Counter(gc.group_of(kind, i) for i in kinds.get(kind, []))
                 counts = [hits[k] for k in range(gc.groups)]
                 if len(set(counts)) > 1:
-                    raise PruningError(
-                        f"{name!r} is a grouped conv ({gc.groups} groups of {n // gc.groups} {kind}put channels); the "
-                        f"request removes {counts} from its groups, which must be equal")
+                    problems[name] = (f"{name!r} is a grouped conv ({gc.groups} groups of {n // gc.groups} {kind}put "
+                                      f"channels); the request removes {counts} from its groups, which must be equal")
+    return problems
+
+
+def _validate(model: nn.Module, graph: ChannelGraph, plan: dict[str, dict[str, list[int]]]) -> None:
+    problems = _problems(model, graph, plan)
+    if problems:
+        raise PruningError(next(iter(problems.values())))
 
 
 def remove_units(model: nn.Module, graph: ChannelGraph, units: Sequence[Unit],
