@@ -142,11 +142,14 @@ def main(argv=None) -> int:
     p.add_argument("--methods", nargs="+", default=OURS + [TP])
     p.add_argument("--repeats", type=int, default=30, help="latency repeats per model and batch size")
     p.add_argument("--skip-latency", action="store_true", help="phase 1 only (e.g. while the machine is shared)")
+    p.add_argument("--cached-only", action="store_true",
+                   help="report the runs already in the cache, list the others as not run, train nothing")
     args = p.parse_args(argv)
     budget = BUDGETS[args.profile]
     torch.set_num_threads(torch.get_num_threads())
     data: dict[str, Any] = {"machine": machine(), "budget": budget.__dict__, "models": {}}
-    sections = []
+    sections: list[str] = []
+    missing: list[str] = []
     for model in args.models:
         ckpt = ensure_baseline(model, args.profile)
         base_eval = top1_accuracy(load(ckpt), checkpoint_dataset(ckpt, read_meta(ckpt), DATASET, "test", None)[1],
@@ -158,6 +161,9 @@ def main(argv=None) -> int:
                 out = root / f"{method}-{int(round(100 * target))}"
                 if (out / "record.json").exists():
                     rec = json.loads((out / "record.json").read_text())
+                elif args.cached_only:
+                    missing.append(f"{model} {method} at {target:.0%}")
+                    continue
                 else:
                     print(f"[{model}] {method} at {target:.0%} ...", file=sys.stderr, flush=True)
                     rec = run_one(ckpt, method, target, budget, out)
@@ -198,6 +204,7 @@ def main(argv=None) -> int:
         "(L1, global) with its channel ratio bisected to the same MACs target, then the same fine-tuning. "
         "Speed-up: median latency of the unpruned model over the pruned one, CPU, measured back to back.",
         *sections,
+        *([f"Not run (not in the cache): {'; '.join(missing)}."] if missing else []),
     ])
     write_results(f"prune_filters_{args.profile}", data, md)
     print(md)
