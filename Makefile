@@ -38,10 +38,13 @@ dataset:
 	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist; }; }
 
 bench-quick: $(STAMP) dataset
+	$(PIP) -c constraints.txt -e ".[dev,export,bench]"
 	$(PY) benchmarks/baselines.py --profile quick
 	$(PY) benchmarks/prune_filters.py --profile quick
+	$(PY) benchmarks/prune_probability.py --profile quick
 
 bench-full: $(STAMP) dataset
+	$(PIP) -c constraints.txt -e ".[dev,export,bench]"
 	$(PY) benchmarks/baselines.py --profile full
 	$(PY) benchmarks/prune_filters.py --profile full
 
