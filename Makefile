@@ -47,6 +47,7 @@ bench-full: $(STAMP) dataset
 	$(PIP) -c constraints.txt -e ".[dev,export,bench]"
 	$(PY) benchmarks/baselines.py --profile full
 	$(PY) benchmarks/prune_filters.py --profile full
+	$(PY) benchmarks/prune_probability.py --profile full
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
