@@ -9,13 +9,14 @@ Results: results/prune_probability_PROFILE.{json,md} and prune_probability_PROFI
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
 import torch
 
 from _common import RESULTS, machine, machine_line, markdown_table, write_results
-from baselines import DATASET, ensure_baseline
+from baselines import CACHE, DATASET, ensure_baseline
 from secateurs import load, read_meta
 from secateurs.pipeline import prune
 from secateurs.pipeline.run import top1_accuracy
@@ -102,7 +103,15 @@ def main(argv=None) -> int:
     p.add_argument("--profile", default="quick")
     p.add_argument("--models", nargs="+", default=["mobilenet_v2", "shufflenet_v2"])
     args = p.parse_args(argv)
-    results = {name: bench_model(name, args.profile) for name in args.models}
+    results = {}
+    for name in args.models:  # each model's runs are cached, so models can be run one at a time
+        cached = CACHE / "prune_probability" / args.profile / f"{name}.json"
+        if cached.is_file():
+            results[name] = json.loads(cached.read_text())
+            continue
+        results[name] = bench_model(name, args.profile)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_text(json.dumps(results[name], indent=2))
     command = "python benchmarks/prune_probability.py " + " ".join(argv if argv is not None else sys.argv[1:])
     png = RESULTS / f"prune_probability_{args.profile}.png"
     RESULTS.mkdir(parents=True, exist_ok=True)
