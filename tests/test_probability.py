@@ -2,8 +2,6 @@
 each of the four depthwise-separable cases removed without changing the outputs."""
 from __future__ import annotations
 
-import copy
-import math
 
 import numpy as np
 import pytest
@@ -157,13 +155,18 @@ def test_linear_bottleneck_is_left_alone() -> None:
     assert widths["stages.1.conv.6"] == report.channels_before["stages.1.conv.6"]
 
 
-def test_target_mode_solves_tau() -> None:
-    net = secateurs.create_model("test_mobilenet_v2", num_classes=4, in_channels=3).eval()
-    g = torch.Generator().manual_seed(0)
+def _random_bn(net: nn.Module, seed: int) -> None:
+    """gamma in [0, 1), beta ~ N(-1, 1): a spread of P(y <= 0) over (0, 1)."""
+    g = torch.Generator().manual_seed(seed)
     for m in net.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.weight.data = torch.rand(m.num_features, generator=g)
             m.bias.data = torch.randn(m.num_features, generator=g) - 1.0
+
+
+def test_target_mode_solves_tau() -> None:
+    net = secateurs.create_model("test_mobilenet_v2", num_classes=4, in_channels=3).eval()
+    _random_bn(net, seed=0)
     pruned, report = _prune(net, params_reduction=0.3)
     assert abs(report.achieved - 0.3) <= 0.01
     tau = report.rounds[0].details["tau"]
@@ -201,11 +204,7 @@ def test_threshold_mode_on_a_grouped_conv_model_never_takes_an_unflagged_unit() 
     """ShuffleNetV1-style grouped convs make the solver take one unit per conv group at a
     time; a step must not smuggle in a unit below tau."""
     net = secateurs.create_model("test_shufflenet_v1", num_classes=4, in_channels=3).eval()
-    g = torch.Generator().manual_seed(3)
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.weight.data = torch.rand(m.num_features, generator=g)
-            m.bias.data = torch.randn(m.num_features, generator=g) - 1.0
+    _random_bn(net, seed=3)
     _, report = _prune(net, method_options={"tau": 0.95})
     assert report.rounds[0].details["tau"] == 0.95
 

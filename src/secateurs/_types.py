@@ -35,6 +35,16 @@ def _describe(tp: Any) -> str:
     return _NAMES.get(origin or tp, getattr(tp, "__name__", str(tp)))
 
 
+def from_known_fields(cls: type, data: dict[str, Any], what: str) -> Any:
+    """``cls(**data)``, refusing keys that are not fields of ``cls`` by name (a typo must not
+    fall back silently to a default)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what}(s) {unknown}; valid: {sorted(known)}")
+    return cls(**data)
+
+
 def check_field_types(obj: Any, what: str = "option") -> None:
     """Raise :class:`ConfigError` naming the first field whose value is not of its annotated type."""
     hints = typing.get_type_hints(type(obj))

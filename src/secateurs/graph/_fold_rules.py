@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import PruningError
+from ..measure._common import eval_mode
 from ._state import Member
 from .groups import ChannelGraph
 from .trace import MetaInterpreter
@@ -54,13 +55,8 @@ class Context:
     @classmethod
     def build(cls, model: nn.Module, graph: ChannelGraph, example_inputs: Any) -> "Context":
         outputs = Outputs(graph.gm)
-        modes = [(m, m.training) for m in model.modules()]  # per module: a frozen BN stays frozen
-        model.eval()
-        try:
+        with eval_mode(model):  # restores each module's own mode: a frozen BN stays frozen
             outputs.run_meta(example_inputs)
-        finally:
-            for m, mode in modes:
-                m.train(mode)
         calls = Counter(n.target for n in graph.gm.graph.nodes if n.op == "call_module")
         return cls(graph.gm, dict(model.named_modules()), outputs.out, calls)
 

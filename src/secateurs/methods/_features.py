@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..graph import ChannelGraph
+from ..measure._common import eval_mode
 from ._layers import NORMS, producer_roles
 
 ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardswish, nn.SiLU, nn.GELU, nn.ELU, nn.Hardtanh,
@@ -73,12 +74,7 @@ class _Collector(torch.fx.Interpreter):
 def collect(model: nn.Module, graph: ChannelGraph, batches: Iterable[torch.Tensor], reduce: Reducer) -> None:
     """Run every batch through ``graph`` (eval mode) and hand each feature map to ``reduce``."""
     points = feature_points(model, graph)
-    was = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    with eval_mode(model):
         runner = _Collector(model, graph.gm.graph, points, reduce)
         for x in batches:
             runner.run(x)
-    finally:
-        for m, mode in was:
-            m.train(mode)

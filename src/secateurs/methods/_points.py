@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.fx
 import torch.nn as nn
 
 from ..graph import ChannelGraph, Unit

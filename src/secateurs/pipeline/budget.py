@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
+from ..measure._common import eval_mode
 from ..graph import ChannelGraph, ChannelGroup, Unit
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -90,16 +91,12 @@ class CostModel:
         for name, m in model.named_modules():
             if isinstance(m, (*CONVS, nn.Linear, *NORMS)):
                 hooks.append(m.register_forward_hook(hook(name)))
-        modes = [(m, m.training) for m in model.modules()]
-        model.eval()
         try:
-            with torch.no_grad():
+            with eval_mode(model), torch.no_grad():
                 model(example_inputs[:1])
         finally:
             for h in hooks:
                 h.remove()
-            for m, mode in modes:
-                m.train(mode)
         shape = tuple(example_inputs.shape[1:])
         widths = {}
         for name, layer in layers.items():

@@ -2,7 +2,7 @@
 recipe file, the CLI flags and the Python keywords all fill in the same way."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import ConfigError, unknown_choice
@@ -130,8 +130,6 @@ class PruneConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PruneConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown pruning option(s) {unknown}; valid: {sorted(known)}")
-        return cls(**data)
+        from .._types import from_known_fields
+
+        return from_known_fields(cls, data, "pruning option")

@@ -1,7 +1,7 @@
 """Training configuration: one dataclass, validated on construction."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import ConfigError
@@ -62,8 +62,6 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown training option(s) {unknown}; valid: {sorted(known)}")
-        return cls(**data)
+        from .._types import from_known_fields
+
+        return from_known_fields(cls, data, "training option")
