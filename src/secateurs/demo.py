@@ -75,6 +75,7 @@ def run(out: Path, model: str = "resnet20", epochs: int = 2, data_dir: str | Non
     print("  " + m.summary().replace("\n", "\n  "))
     print(f"  checkpoint          : {ckpt}")
     print(f"  wall time           : {summary['wall_time_s']:.0f} s")
-    print("  pruning             : not yet in this version (the methods join the demo as they land)")
+    print(f"  prune it next       : secateurs prune --from {ckpt} --method l1-capped --macs-reduction 0.5 "
+          f"--out {out.parent / 'demo-pruned'}")
     print("=" * 64)
     return summary
