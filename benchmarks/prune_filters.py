@@ -36,7 +36,7 @@ from secateurs.pipeline.finetune import finetune
 from secateurs.pipeline.run import top1_accuracy
 from secateurs.runs import checkpoint_dataset
 
-OURS = ["l1-capped", "l1-capped-1r", "l1", "l2", "fpgm", "bn-scale", "feature-l1", "random"]
+OURS = ["l1-capped", "l1-capped-1r", "l1", "l2", "fpgm", "bn-scale", "feature-l1", "fcs", "random"]
 TP = "tp-magnitude"
 # Benchmark entries that are a method with other options: l1-capped's criterion without its
 # 3-round schedule, to tell the two apart.

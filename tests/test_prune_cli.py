@@ -184,7 +184,8 @@ def test_a_missing_recipe_is_named(trained, tmp_path, capsys):
     (["--method", "l1-caped", "--macs-reduction", "0.5"], "'l1-capped'"),
     (["--method", "l1"], "exactly one target"),
     (["--method", "l1", "--macs-reduction", "1.5"], "macs_reduction"),
-    (["--method", "l1", "--macs-reduction", "0.5", "--finetune", "kd"], "'kd'"),
+    (["--method", "l1", "--macs-reduction", "0.5", "--finetune", "distil"], "'distil'"),
+    (["--method", "l1", "--macs-reduction", "0.5", "--finetune", "kd", "--finetune-option", "T=2"], "temperature"),
     (["--method", "l1", "--macs-reduction", "0.5", "--method-option", "alpha=0.5"], "alpha"),
 ])
 def test_bad_flags_are_one_clear_line(trained, tmp_path, capsys, argv, needle):

@@ -7,18 +7,20 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from secateurs.io import load
 
 DATA = ["--dataset", "synthetic", "--dataset-option", "num_samples=256", "--dataset-option", "num_classes=4"]
 RECIPE = """\
-method: feature-l1
+method: {method}
 macs_reduction: 0.4
 rounds: 2
+finetune: {finetune}
 finetune_epochs: 2
 latency: false
-finetune_train: {batch_size: 64, lr: 0.05, augment: false, progress: false}
+finetune_train: {{batch_size: 64, lr: 0.05, augment: false, progress: false}}
 """
 
 
@@ -27,12 +29,14 @@ def _run(cmd: list[str], env: dict[str, str]) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-def test_torchrun_prune_matches_one_process(tmp_path):
+@pytest.mark.parametrize("method, finetune", [("feature-l1", "tft"), ("fcs", "mlft")])
+def test_torchrun_prune_matches_one_process(tmp_path, method, finetune):
+    """mlft trains a peer next to the pruned model: both are DDP-wrapped and BN-synced."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cli = [sys.executable, "-m", "secateurs.cli"]
     _run([*cli, "train", "--model", "test_resnet", *DATA, "--epochs", "1", "--batch-size", "64", "--no-progress",
           "--out", str(tmp_path / "base")], env)
-    (tmp_path / "recipe.yaml").write_text(RECIPE)
+    (tmp_path / "recipe.yaml").write_text(RECIPE.format(method=method, finetune=finetune))
     args = ["prune", "--from", str(tmp_path / "base" / "model.safetensors"), "--recipe", str(tmp_path / "recipe.yaml"),
             *DATA]
     _run([*cli, *args, "--out", str(tmp_path / "one")], env)

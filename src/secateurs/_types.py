@@ -53,3 +53,21 @@ def check_field_types(obj: Any, what: str = "option") -> None:
         tp = hints.get(f.name, Any)
         if not _fits(value, tp):
             raise ConfigError(f"{what} {f.name!r} must be {_describe(tp)}, got {value!r}")
+
+
+def build_options(cls: type, values: dict[str, Any] | None, owner: str) -> Any:
+    """An options dataclass ``cls`` of ``owner`` (e.g. "method 'fcs'") from ``values``: an unknown
+    key names the valid ones, and a bad value or type names the option."""
+    values = dict(values or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{owner} has no option(s) {unknown}; its options are: {', '.join(sorted(known)) or 'none'}")
+    try:
+        options = cls(**values)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"bad option for {owner}: {e}") from e
+    check_field_types(options, f"option of {owner}")
+    return options

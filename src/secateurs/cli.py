@@ -187,8 +187,12 @@ def _prune_args(p: argparse.ArgumentParser) -> None:
                                                                   "in every layer (default global)")
     p.add_argument("--rounds", type=int, help="pruning rounds, each followed by fine-tuning (default: the method's)")
     p.add_argument("--min-keep-fraction", type=float, help="every layer keeps at least this share (default 0.1)")
-    p.add_argument("--finetune", help="fine-tuning mode: tft (cross-entropy) or none (default: the method's; tft, "
-                                      "none for probability)")
+    p.add_argument("--finetune", help="fine-tuning mode: tft (cross-entropy), kd (distillation from the frozen "
+                                      "unpruned network), mlft (mutual learning with a peer) or none (default: the "
+                                      "method's; tft, none for probability)")
+    p.add_argument("--finetune-option", dest="finetune_options", action="append", type=_key_value, default=[],
+                   metavar="KEY=VALUE", help="an option of the fine-tuning mode: temperature, weight (kd, mlft); "
+                                             "peer=unpruned|pruned, peer_noise (mlft) (repeatable)")
     p.add_argument("--tau", type=float, help="probability: prune where P(BN output <= 0) >= tau (default 0.99); "
                                              "with a reduction target, tau is solved instead")
     p.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs in total, over all rounds (default 3)")
@@ -214,6 +218,8 @@ def _prune_options(args: argparse.Namespace) -> dict[str, Any]:
         options["finetune_train"] = train
     if args.method_options:
         options["method_options"] = dict(args.method_options)
+    if args.finetune_options:
+        options["finetune_options"] = dict(args.finetune_options)
     if args.tau is not None:
         options.setdefault("method_options", {})["tau"] = args.tau
     return options

@@ -2,10 +2,10 @@
 
 Importing this package registers the built-in ones.
 """
-from . import bn_scale, feature_l1, fpgm, l1_capped, norms, probability  # noqa: F401  (registration)
+from . import bn_scale, fcs, feature_l1, fpgm, hnsi, l1_capped, norms, probability  # noqa: F401  (registration)
 from ._registry import (METHODS, LayerScores, Method, RoundContext, RoundOutcome, ScoreContext, get_method, list_methods,
-                        register_method)
+                        register_method, UnitScores)
 from .l1_capped import L1CappedOptions, l1_capped_scores
 
 __all__ = ["L1CappedOptions", "LayerScores", "METHODS", "Method", "RoundContext", "RoundOutcome", "ScoreContext", "get_method", "l1_capped_scores",
-           "list_methods", "register_method"]
+           "list_methods", "register_method", "UnitScores"]

@@ -10,6 +10,7 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from ..graph import ChannelGraph
 from ..measure._common import eval_mode
 from ._layers import NORMS, producer_roles
@@ -78,3 +79,23 @@ def collect(model: nn.Module, graph: ChannelGraph, batches: Iterable[torch.Tenso
         runner = _Collector(model, graph.gm.graph, points, reduce)
         for x in batches:
             runner.run(x)
+
+
+def collect_calibration(ctx: Any, reduce: Reducer, method: str) -> int:
+    """:func:`collect` over ``ctx.calibration`` (a :class:`ScoreContext`'s); the number of samples seen."""
+    if ctx.calibration is None:
+        raise ConfigError(f"method {method!r} needs calibration data: give a train_set (--dataset)")
+    count = 0
+
+    def batches() -> Iterable[torch.Tensor]:
+        nonlocal count
+        for x in ctx.calibration():
+            count += x.shape[0]
+            yield x
+
+    collect(ctx.model, ctx.graph, batches(), reduce)
+    return count
+
+
+def accumulate(sums: dict, key: Any, value: torch.Tensor) -> None:
+    sums[key] = sums[key] + value if key in sums else value

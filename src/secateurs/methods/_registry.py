@@ -6,20 +6,22 @@ scores, solves the budget and does the surgery, so a new criterion is one functi
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn as nn
 
-from .._types import check_field_types
-from ..errors import ConfigError, unknown_choice
+from .._types import build_options
+from ..errors import unknown_choice
 from ..graph import ChannelGraph
 
 #: ``(module name, kind)`` -> one score per channel of that role; ``kind`` is ``out``
 #: (a Conv/Linear's filters) or ``bn`` (a BatchNorm's channels).
 LayerScores = dict[tuple[str, str], torch.Tensor]
+#: Index of a group in ``graph.groups`` -> one score per unit, for criteria defined on whole
+#: units (``fcs`` compares a unit's feature maps with its group-mates').
+UnitScores = dict[int, torch.Tensor]
 
 
 @dataclass
@@ -34,7 +36,7 @@ class ScoreContext:
     seed: int = 0
 
 
-ScoreFn = Callable[[ScoreContext], LayerScores]
+ScoreFn = Callable[[ScoreContext], "LayerScores | UnitScores"]
 
 
 @dataclass
@@ -47,6 +49,8 @@ class RoundContext(ScoreContext):
     scope: str = "global"
     floors: dict = field(default_factory=dict)  # fewest channels per producer role
     reference: float = 0.0  # the unpruned model's MACs or params
+    round: int = 1  # this round's number, from 1
+    rounds: int = 1  # the run's number of rounds
 
 
 @dataclass
@@ -83,23 +87,25 @@ class Method:
     #: The method can run without a MACs/params target, on this option of its own (e.g.
     #: probability's ``tau``); giving both is refused.
     threshold_option: str | None = None
+    #: ``score`` returns :data:`UnitScores` itself instead of layer scores to be combined per unit.
+    unit_scores: bool = False
+    #: The method masks kernels (``apply_kernel_masks``): the target and the achieved reduction
+    #: are on kernel-sparse MACs (a params target is refused), and the rounds' masks stay on
+    #: the model, held through fine-tuning.
+    kernel_level: bool = False
+    #: Puts back on a model loaded to resume a run what its checkpoint does not hold (kernel masks).
+    restore: Callable[[nn.Module], None] | None = None
+    #: Called on the pruned model, in place, after the last round's fine-tuning (hnsi:
+    #: materialisation); what it returns (JSON-able) is the result's ``finalized``.
+    finalize: Callable[[nn.Module, torch.Tensor], dict[str, Any]] | None = None
+    #: ``(options, total fine-tuning epochs, rounds asked or None)`` -> ``[(share of the target
+    #: reached by the end of the round, its fine-tuning epochs)]``, one per round; None: the
+    #: even split of ``PruneConfig.epochs_per_round`` and equal steps towards the target.
+    schedule: Callable[[Any, int, int | None], list[tuple[float, int]]] | None = None
 
     def make_options(self, values: dict[str, Any] | None = None) -> Any:
         """The options dataclass from ``values``; an unknown key or a bad value names itself."""
-        values = dict(values or {})
-        known = {f.name: f for f in dataclasses.fields(self.options)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            valid = ", ".join(sorted(known)) or "none"
-            raise ConfigError(f"method {self.name!r} has no option(s) {unknown}; its options are: {valid}")
-        try:
-            options = self.options(**values)
-        except ConfigError:
-            raise
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"bad option for method {self.name!r}: {e}") from e
-        check_field_types(options, f"option of method {self.name!r}")
-        return options
+        return build_options(self.options, values, f"method {self.name!r}")
 
 
 METHODS: dict[str, Method] = {}

@@ -8,9 +8,6 @@ from typing import Any
 from ..errors import ConfigError, unknown_choice
 from .budget import SCOPES
 
-#: Fine-tuning modes; each maps to a training objective in :mod:`secateurs.pipeline.finetune`.
-FINETUNE_MODES = ("tft", "none")
-
 #: Fine-tuning defaults that differ from training from scratch.
 FINETUNE_TRAIN_DEFAULTS: dict[str, Any] = {"lr": 0.01, "schedule": "cosine"}
 
@@ -35,6 +32,8 @@ class PruneConfig:
     #: None: the method's default (tft; none for probability), or tft when finetune_epochs is given.
     finetune: str | None = None
     finetune_epochs: int | None = None  # None: 3 when fine-tuning
+    #: The fine-tuning mode's own options, e.g. ``{"temperature": 4.0}`` for kd/mlft.
+    finetune_options: dict[str, Any] = field(default_factory=dict)
     #: TrainConfig fields for fine-tuning (``epochs`` is set per round from ``finetune_epochs``).
     finetune_train: dict[str, Any] = field(default_factory=dict)
     method_options: dict[str, Any] = field(default_factory=dict)
@@ -50,6 +49,7 @@ class PruneConfig:
     def __post_init__(self) -> None:
         from .._types import check_field_types
         from ..methods import get_method
+        from .finetune import get_finetune_mode
 
         check_field_types(self, "pruning option")
 
@@ -72,8 +72,7 @@ class PruneConfig:
                 raise ConfigError(f"{name} must be a fraction strictly between 0 and 1, got {value!r}")
         if self.scope not in SCOPES:
             raise unknown_choice("scope", self.scope, SCOPES)
-        if self.resolved_finetune() not in FINETUNE_MODES:
-            raise unknown_choice("finetune mode", self.finetune, FINETUNE_MODES)
+        get_finetune_mode(self.resolved_finetune()).make_options(self.finetune_options)
         if self.rounds is not None and (not isinstance(self.rounds, int) or self.rounds < 1):
             raise ConfigError(f"rounds must be a positive integer, got {self.rounds!r}")
         if not 0 <= self.min_keep_fraction < 1:
@@ -108,15 +107,26 @@ class PruneConfig:
         return get_method(self.method).default_finetune
 
     def resolved_rounds(self) -> int:
-        from ..methods import get_method
-
-        return self.rounds if self.rounds is not None else get_method(self.method).rounds
+        return len(self.schedule())
 
     def epochs_per_round(self) -> list[int]:
-        r = self.resolved_rounds()
+        return [epochs for _, epochs in self.schedule()]
+
+    def schedule(self) -> list[tuple[float, int]]:
+        """Per round: the share of the target reached by its end, and its fine-tuning epochs.
+
+        Equal steps and an even split (later rounds get the remainder), unless the method
+        has a schedule of its own (hnsi: its stages).
+        """
+        from ..methods import get_method
+
+        method = get_method(self.method)
         total = (3 if self.finetune_epochs is None else self.finetune_epochs) if self.resolved_finetune() != "none" else 0
+        if method.schedule is not None:
+            return method.schedule(method.make_options(self.method_options), total, self.rounds)
+        r = self.rounds if self.rounds is not None else method.rounds
         base, extra = divmod(total, r)
-        return [base + (1 if i >= r - extra else 0) for i in range(r)]
+        return [((i + 1) / r, base + (1 if i >= r - extra else 0)) for i in range(r)]
 
     def train_config(self, epochs: int):
         from ..train import TrainConfig

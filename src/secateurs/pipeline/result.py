@@ -37,6 +37,9 @@ class PruneResult:
     timing_s: dict[str, float]
     config: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    #: What the method's finalize step did (hnsi: the materialisation: dense and kernel-sparse
+    #: MACs before/after it, input channels removed per layer, filters folded, exactness).
+    finalized: dict[str, Any] = field(default_factory=dict)
 
     @property
     def within_tolerance(self) -> bool | None:
@@ -52,6 +55,9 @@ class PruneResult:
         aim = "no target" if self.target is None else f"target {100 * self.target:.1f}%"
         lines = [f"{self.method}: {self.metric} reduction {100 * self.achieved:.2f}% ({aim})",
                  f"  params {b['params']:,} -> {a['params']:,}   MACs {b['macs']:,} -> {a['macs']:,}"]
+        if "sparse_macs" in a:
+            lines.append(f"  kernel-sparse MACs {b['sparse_macs']:,} -> {a['sparse_macs']:,} (MACs above: dense, "
+                         "after materialisation)")
         start = f"{b['top1']:.2f}% -> " if b.get("top1") is not None else ""
         if a.get("top1") is not None and not any(r.finetune_epochs for r in self.rounds):
             lines.append(f"  top-1 {start}{a['top1']:.2f}% (no fine-tuning)")

@@ -24,7 +24,7 @@ from ..train import STATE_FILE, dist_info, evaluate
 from ..train.distributed import DistInfo, process_group, resolve_device
 from .budget import CostModel, floors_for, solve
 from .config import PruneConfig
-from .finetune import NEEDS_REFERENCE, finetune
+from .finetune import finetune, get_finetune_mode
 from .progress import Progress, load_progress, save_progress
 from .result import PruneResult, RoundRecord
 from .scores import unit_scores
@@ -38,11 +38,14 @@ def _channels(model: nn.Module) -> dict[str, int]:
 
 
 def _snapshot(model: nn.Module, shape: tuple[int, ...], test_set: ImageDataset | None, latency: bool,
-              device: torch.device, top1: float | None = None) -> dict[str, Any]:
-    """Params, MACs, test top-1 (``top1`` when it is already known) and latency."""
+              device: torch.device, top1: float | None = None, sparse: bool = False) -> dict[str, Any]:
+    """Params, MACs (and kernel-sparse MACs if ``sparse``), test top-1 (``top1`` when it is
+    already known) and latency."""
     if top1 is None:
         top1 = top1_accuracy(model, test_set, device)
     out: dict[str, Any] = {"params": count_params(model), "macs": count_macs(model, shape), "top1": top1}
+    if sparse:
+        out["sparse_macs"] = count_macs(model, shape, sparse=True)
     if latency:
         m = measure(model, shape, latency=True, device=device)
         out["latency_ms"] = {str(b): v["median_ms"] for b, v in m.to_dict()["latency"]["batches"].items()}
@@ -72,7 +75,7 @@ def calibration_batches(train_set: ImageDataset, samples: int, seed: int, device
 def _score_and_cut(spec: Method, ctx: RoundContext) -> RoundOutcome:
     """The default round: score, rank units, solve the budget, remove."""
     scores = spec.score(ctx)
-    per_unit = unit_scores(ctx.graph, scores, spec.normalise)
+    per_unit = scores if spec.unit_scores else unit_scores(ctx.graph, scores, spec.normalise)
     plan = solve(ctx.graph, per_unit, CostModel.of(ctx.model, ctx.example), ctx.goal, ctx.metric, ctx.scope,
                  ctx.floors, reference=ctx.reference)
     scored_at = time.perf_counter()
@@ -109,6 +112,10 @@ def prune(model: nn.Module, method: str | None = None, *, config: PruneConfig | 
         raise ConfigError("give the options either in config or as keywords, not both")
     spec = get_method(config.method)
     options_obj = spec.make_options(config.method_options)
+    if spec.kernel_level and (config.metric != "macs" or config.scope != "global"):
+        raise ConfigError(f"method {spec.name!r} prunes kernels, and its target is on kernel-sparse MACs: give "
+                          "macs_reduction instead of params_reduction, and no scope (it has its own: groups, then "
+                          f"layers), got {config.metric} reduction and scope {config.scope!r}")
     data = train_set or test_set
     if input_shape is None:
         if data is None:
@@ -144,17 +151,20 @@ def _prune(model: nn.Module, spec: Method, options_obj: Any, config: PruneConfig
     started = time.perf_counter()
     epochs = config.epochs_per_round()
     mode = config.resolved_finetune()
-    reference = copy.deepcopy(model).to(device) if mode in NEEDS_REFERENCE else None
+    reference = copy.deepcopy(model).to(device) if get_finetune_mode(mode).needs_reference else None
     latency = config.latency and info.is_main  # one process times; the others would disturb it
     example = torch.zeros((1, *shape), device=device)
     if resume:
         pruned, progress = load_progress(run_dir, model, config.to_dict())
         pruned.to(device)
+        if spec.restore is not None:
+            spec.restore(pruned)
         floors = {(m, k): n for m, k, n in progress.floors}
         log.info("resuming after round %d (%s)", progress.round, progress.stage)
     else:
         pruned = copy.deepcopy(model).to(device)
-        before = _snapshot(pruned, shape, test_set if config.evaluate_before else None, latency, device)
+        before = _snapshot(pruned, shape, test_set if config.evaluate_before else None, latency, device,
+                           sparse=spec.kernel_level)
         floors = floors_for(CostModel.of(pruned, example).widths, config.min_keep_fraction)
         progress = Progress(before=before, channels_before=_channels(pruned),
                             floors=[[m, k, n] for (m, k), n in floors.items()])
@@ -164,6 +174,7 @@ def _prune(model: nn.Module, spec: Method, options_obj: Any, config: PruneConfig
     records = [RoundRecord(**r) for r in progress.records]
     notes = progress.notes
     rounds = len(epochs)
+    shares = [share for share, _ in config.schedule()]
 
     def checkpoint(r: int, stage: str) -> None:
         progress.round, progress.stage = r, stage
@@ -172,12 +183,12 @@ def _prune(model: nn.Module, spec: Method, options_obj: Any, config: PruneConfig
             save_progress(run_dir, pruned, progress, config.to_dict())
 
     for r in range(len(records) + 1, rounds + 1):
-        goal = None if config.target is None else config.target * r / rounds
+        goal = None if config.target is None else config.target * shares[r - 1]
         if progress.stage == "cut" and progress.round == r:  # resumed between the cut and its fine-tuning
             cut = progress.cut
         else:
             cut = _cut_round(spec, options_obj, config, pruned, example, shape, goal, floors, base, calibration,
-                             test_set, device)
+                             test_set, device, (r, rounds))
             cut["goal"] = goal
             progress.cut = cut
             if cut["note"]:
@@ -194,7 +205,8 @@ def _prune(model: nn.Module, spec: Method, options_obj: Any, config: PruneConfig
             again = sub is not None and (sub / STATE_FILE).is_file()
             result = finetune(pruned, mode, reference, train_set, test_set if config.eval_each_epoch else None,
                               config.train_config(epochs[r - 1]), sub,
-                              meta={"pruning": {"method": spec.name, "round": r}}, resume=again)
+                              meta={"pruning": {"method": spec.name, "round": r}}, resume=again,
+                              options=config.finetune_options)
             _sync_from_main(pruned, info)
         top1_ft = result.final.get("test_top1") if result is not None and result.final else None
         if result is not None and top1_ft is None:
@@ -204,9 +216,19 @@ def _prune(model: nn.Module, spec: Method, options_obj: Any, config: PruneConfig
                                    cut["details"]))
         checkpoint(r, "done")
     last = records[-1]
-    after = _snapshot(pruned, shape, test_set, latency, device,
-                      last.top1_after_finetune if last.finetune_epochs else last.top1_after_pruning)
-    achieved = 1 - after[config.metric] / base
+    finalized = {}
+    if spec.finalize is not None:  # it changes the model: measure again
+        finalized = spec.finalize(pruned, example)
+        top1 = None
+    else:
+        top1 = last.top1_after_finetune if last.finetune_epochs else last.top1_after_pruning
+    after = _snapshot(pruned, shape, test_set, latency, device, top1, sparse=spec.kernel_level)
+    achieved = 1 - after["sparse_macs" if spec.kernel_level else config.metric] / base
+    if config.target is not None and abs(achieved - config.target) > 0.01 and not notes and spec.kernel_level:
+        notes.append(f"achieved {100 * achieved:.2f}% kernel-sparse MACs reduction against a target of "
+                     f"{100 * config.target:.1f}% (the masked model: {100 * last.achieved:.2f}%): finalizing removed "
+                     "the filters no kernel read any more and folded those left constant, with the kernels that "
+                     "produced or read them")
     if config.target is not None and abs(achieved - config.target) > 0.01 and not notes:
         notes.append(f"achieved {100 * achieved:.2f}% against a target of {100 * config.target:.1f}%: the solver "
                      "stops at the first step that reaches the target, and on this model one step (one channel in "
@@ -215,20 +237,23 @@ def _prune(model: nn.Module, spec: Method, options_obj: Any, config: PruneConfig
               "finetune": sum(x.finetune_s for x in records), "total": time.perf_counter() - started}
     pruned.eval()
     return pruned, PruneResult(spec.name, config.metric, config.target, achieved, before, after, records,
-                               progress.channels_before, _channels(pruned), timing, config.to_dict(), notes)
+                               progress.channels_before, _channels(pruned), timing, config.to_dict(), notes,
+                               finalized)
 
 
 def _cut_round(spec: Method, options_obj: Any, config: PruneConfig, pruned: nn.Module, example: torch.Tensor,
                shape: tuple[int, ...], goal: float | None, floors: dict, base: float, calibration: Any,
-               test_set: ImageDataset | None, device: torch.device) -> dict[str, Any]:
+               test_set: ImageDataset | None, device: torch.device, round_of: tuple[int, int] = (1, 1)
+               ) -> dict[str, Any]:
     """One round's selection and surgery, in place; what it did, JSON-able."""
     t0 = time.perf_counter()
     graph = trace(pruned, example)
     ctx = RoundContext(pruned, graph, options_obj, calibration, config.seed, example=example, goal=goal,
-                       metric=config.metric, scope=config.scope, floors=floors, reference=base)
+                       metric=config.metric, scope=config.scope, floors=floors, reference=base,
+                       round=round_of[0], rounds=round_of[1])
     outcome = spec.prune_round(ctx) if spec.prune_round is not None else _score_and_cut(spec, ctx)
     t2 = time.perf_counter()
     t1 = outcome.scored_at if outcome.scored_at is not None else t2
-    value = count_macs(pruned, shape) if config.metric == "macs" else count_params(pruned)
+    value = count_macs(pruned, shape, sparse=spec.kernel_level) if config.metric == "macs" else count_params(pruned)
     return {"removed": outcome.removed, "achieved": 1 - value / base, "top1": top1_accuracy(pruned, test_set, device),
             "note": outcome.note, "details": outcome.details, "scoring_s": t1 - t0, "surgery_s": t2 - t1}

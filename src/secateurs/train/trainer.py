@@ -29,8 +29,10 @@ from .distributed import all_reduce_sum, dist_info, process_group, resolve_devic
 from .evaluate import evaluate
 from .schedule import SCHEDULES
 
-#: (model, inputs, targets) -> (loss, logits). Fine-tuning methods swap in their own.
-Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+#: (model, inputs, targets, **companions) -> (loss, logits of the model). Fine-tuning methods
+#: swap in their own; one that trains other networks with the model (mutual learning's peer)
+#: receives them, DDP-wrapped when distributed, as keyword arguments.
+Objective = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 STATE_FILE = "state.safetensors"
 MODEL_FILE = "model.safetensors"
@@ -76,14 +78,20 @@ def check_run_dir(run_dir: Path | None, resume: bool) -> None:
 
 
 def _restore(state: dict[str, Any], config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-             scaler: torch.amp.GradScaler) -> None:
+             scaler: torch.amp.GradScaler, companions: dict[str, nn.Module]) -> None:
     saved = {k: v for k, v in state["config"].items() if k not in RESUME_FREE}
     now = {k: v for k, v in config.to_dict().items() if k not in RESUME_FREE}
     diff = {k: (saved.get(k), now.get(k)) for k in saved.keys() | now.keys() if saved.get(k) != now.get(k)}
     if diff:
         raise ConfigError(f"cannot resume with a different configuration: {diff} (saved, now); "
                           "resume with the run's own options, or start a new run")
+    saved_companions = state.get("companions") or {}
+    if sorted(saved_companions) != sorted(companions):
+        raise ConfigError(f"cannot resume: the run trained companions {sorted(saved_companions)}, this one "
+                          f"{sorted(companions)}; resume with the run's own fine-tuning mode")
     model.load_state_dict(state["model"])
+    for name, module in companions.items():
+        module.load_state_dict(saved_companions[name])
     optimizer.load_state_dict(state["optimizer"])
     if state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
@@ -92,7 +100,8 @@ def _restore(state: dict[str, Any], config: TrainConfig, model: nn.Module, optim
 def train(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset | None, config: TrainConfig,
           run_dir: str | Path | None = None, resume: bool = False, meta: dict[str, Any] | None = None,
           objective: Objective | None = None,
-          after_step: Callable[[nn.Module], None] | None = None) -> TrainResult:
+          after_step: Callable[[nn.Module], None] | None = None,
+          companions: dict[str, nn.Module] | None = None) -> TrainResult:
     """Train ``model`` in place; under ``torchrun`` every process calls this the same way.
 
     Args:
@@ -106,18 +115,25 @@ def train(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset | No
         meta: extra metadata stored in ``model.safetensors``.
         objective: loss function, default cross-entropy with the configured smoothing.
         after_step: called with the bare model after every optimizer step (e.g. to hold masks).
+        companions: other networks trained with the model by the same optimizer (a mutual-
+            learning peer), handed to ``objective`` as keywords; their weights are in the
+            state file, so resume restores them, but only ``model`` is evaluated and saved.
     """
     run_dir = Path(run_dir) if run_dir is not None else None
     check_run_dir(run_dir, resume)
     device = resolve_device(config.device, dist_info())
     objective = objective or cross_entropy(config.label_smoothing)
+    companions = dict(companions or {})
+    trained = [model, *companions.values()]
     with process_group(device) as info:
         if config.batch_size % info.world_size:
             raise ConfigError(f"batch_size {config.batch_size} is not divisible by the {info.world_size} processes")
-        model.to(device)
-        if info.enabled and config.sync_bn:
-            set_global_batchnorm(model, True)
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+        for m in trained:
+            m.to(device)
+            if info.enabled and config.sync_bn:
+                set_global_batchnorm(m, True)
+        params = [p for m in trained for p in m.parameters()]
+        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                     nesterov=config.nesterov and config.momentum > 0,
                                     weight_decay=config.weight_decay)
         amp_dtype = _amp_dtype(device, config.amp)
@@ -125,11 +141,13 @@ def train(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset | No
         start_epoch, step, history = 0, 0, []
         if resume:
             state = load_tree(run_dir / STATE_FILE)
-            _restore(state, config, model, optimizer, scaler)
+            _restore(state, config, model, optimizer, scaler, companions)
             start_epoch, step, history = state["epoch"], state["step"], state["history"]
-        net = model
-        if info.enabled:
-            net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        def wrap(m: nn.Module) -> nn.Module:
+            if not info.enabled:
+                return m
+            return nn.parallel.DistributedDataParallel(m, device_ids=[device.index] if device.type == "cuda" else None)
+        net, peers = wrap(model), {name: wrap(m) for name, m in companions.items()}
         loader = make_loader(train_set, LoaderConfig(batch_size=config.batch_size // info.world_size, train=True,
                                                      augment=config.augment, seed=config.seed, device=device),
                              rank=info.rank, world_size=info.world_size)
@@ -147,6 +165,8 @@ def train(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset | No
                 # what the uninterrupted one drew and every process draws its own.
                 torch.manual_seed((config.seed * 1_000_003 + epoch) * 1_009 + info.rank)
                 net.train()
+                for m in peers.values():
+                    m.train()
                 t0 = time.perf_counter()
                 sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*n, correct, n
                 bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
@@ -159,7 +179,7 @@ def train(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset | No
                     for group in optimizer.param_groups:
                         group["lr"] = lr
                     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                        loss, logits = objective(net, x, y)
+                        loss, logits = objective(net, x, y, **peers)
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     scaler.step(optimizer)
@@ -187,12 +207,14 @@ def train(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset | No
                     record.update({f"test_{k}": v for k, v in ev.to_dict().items() if k != "samples"})
                 history.append(record)
                 if info.is_main and run_dir is not None:
-                    _write_epoch(run_dir, model, optimizer, scaler, config, epoch + 1, step, history, train_set, meta)
+                    _write_epoch(run_dir, model, optimizer, scaler, config, epoch + 1, step, history, train_set, meta,
+                                 companions)
                 if info.is_main and config.progress:
                     tqdm.write(_format_record(record))
         finally:
             if info.enabled and config.sync_bn:
-                set_global_batchnorm(model, False)
+                for m in trained:
+                    set_global_batchnorm(m, False)
         return TrainResult(history=history, wall_time_s=time.perf_counter() - started, run_dir=run_dir,
                            final=history[-1] if history else {})
 
@@ -226,13 +248,13 @@ def model_meta(train_set: ImageDataset, config: TrainConfig | None = None,
 def _write_epoch(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                  scaler: torch.amp.GradScaler, config: TrainConfig,
                  epoch: int, step: int, history: list[dict[str, Any]], train_set: ImageDataset,
-                 meta: dict[str, Any] | None) -> None:
+                 meta: dict[str, Any] | None, companions: dict[str, nn.Module]) -> None:
     bare = unwrap(model)
     # State first: if the process dies before the model file, resume still has everything.
     save_tree(run_dir / STATE_FILE, {
         "model": bare.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
         "history": history, "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-        "config": config.to_dict(),
+        "config": config.to_dict(), "companions": {name: unwrap(m).state_dict() for name, m in companions.items()},
     })
     save(bare, run_dir / MODEL_FILE, model_meta(train_set, config, history[-1], meta))
     atomic_write_text(run_dir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in history))

@@ -1,0 +1,176 @@
+"""Fine-tuning modes compared on one fcs-pruned model: plain cross-entropy (tft), mutual
+learning with the unpruned network as a trained peer (mlft, paper 4) and distillation from
+the frozen unpruned network (kd), each for E/4, E/2 and E epochs, with the wall time of each.
+
+Paper 4's claim under test: mlft reaches tft's accuracy after E epochs in at most E/2 epochs.
+Every run starts from the same pruned checkpoint (fcs, no fine-tuning, cached) with the same
+optimiser settings as prune_filters.py; only the objective and the epoch count change.
+
+    .venv/bin/python benchmarks/finetune_modes.py --profile quick --models resnet56
+
+Runs are cached in ``cache/finetune_modes/PROFILE/MODEL/``; results go to
+results/finetune_modes_PROFILE.{json,md}. Also times fcs scoring with 256 samples.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from _common import machine, machine_line, markdown_table, write_results
+from baselines import CACHE, DATASET, ensure_baseline
+from prune_filters import BUDGETS, Budget, _train_overrides
+from secateurs import load, read_meta, save, trace
+from secateurs.methods import ScoreContext, get_method
+from secateurs.pipeline import PruneConfig, prune
+from secateurs.pipeline.finetune import finetune
+from secateurs.pipeline.run import calibration_batches, top1_accuracy
+from secateurs.runs import checkpoint_dataset
+
+MODES = ("tft", "mlft", "kd")
+METHOD = "fcs"
+
+
+def _data(ckpt: Path):
+    meta = read_meta(ckpt)
+    return (checkpoint_dataset(ckpt, meta, DATASET, "train", None)[1],
+            checkpoint_dataset(ckpt, meta, DATASET, "test", None)[1], meta)
+
+
+def pruned_checkpoint(ckpt: Path, target: float, root: Path) -> tuple[Path, dict[str, Any]]:
+    """The baseline pruned by fcs to ``target`` MACs reduction, without fine-tuning (cached)."""
+    out = root / f"{METHOD}-{int(round(100 * target))}"
+    path, rec_path = out / "pruned.safetensors", out / "pruned.json"
+    if rec_path.exists():
+        return path, json.loads(rec_path.read_text())
+    train_set, test_set, meta = _data(ckpt)
+    pruned, res = prune(load(ckpt), METHOD, macs_reduction=target, finetune="none", train_set=train_set,
+                        test_set=test_set, latency=False, evaluate_before=False)
+    out.mkdir(parents=True, exist_ok=True)
+    save(pruned, path, {k: meta[k] for k in ("dataset", "input_shape", "normalisation")})
+    rec = {"achieved": res.achieved, "top1_after_pruning": res.after["top1"], "macs": res.after["macs"],
+           "params": res.after["params"], "scoring_s": res.timing_s["scoring"]}
+    rec_path.write_text(json.dumps(rec, indent=2))
+    return path, rec
+
+
+def run_mode(ckpt: Path, pruned_path: Path, mode: str, epochs: int, budget: Budget, out: Path) -> dict[str, Any]:
+    """Fine-tune the pruned checkpoint; the wall time is the training's (the test set is evaluated after it)."""
+    train_set, test_set, _ = _data(ckpt)
+    model, reference = load(pruned_path), load(ckpt)
+    config = PruneConfig(method=METHOD, macs_reduction=0.5, finetune=mode, finetune_epochs=epochs,
+                         finetune_train=_train_overrides(budget))
+    result = finetune(model, mode, reference, train_set, None, config.train_config(epochs), None)
+    rec = {"mode": mode, "epochs": epochs, "top1": top1_accuracy(model, test_set, torch.device("cpu")),
+           "wall_s": result.wall_time_s, "train_loss": [h["train_loss"] for h in result.history]}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "record.json").write_text(json.dumps(rec, indent=2))
+    return rec
+
+
+def scoring_time(ckpt: Path, samples: int, threads: int) -> float:
+    """Seconds for fcs to score the baseline on ``samples`` calibration samples (median of 3)."""
+    train_set, _, meta = _data(ckpt)
+    model = load(ckpt)
+    graph = trace(model, torch.zeros(1, *meta["input_shape"]))
+    method = get_method(METHOD)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        times = []
+        for _ in range(3):
+            ctx = ScoreContext(model, graph, method.make_options(),
+                               calibration_batches(train_set, samples, 0, torch.device("cpu")))
+            t0 = time.perf_counter()
+            method.score(ctx)
+            times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(before)
+    return sorted(times)[1]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", choices=sorted(BUDGETS), default="quick")
+    p.add_argument("--models", nargs="+", default=["resnet56"])
+    p.add_argument("--reduction", type=float, default=0.5)
+    p.add_argument("--epochs", type=int, help="E (default: 4 for quick, the profile's epochs for full)")
+    p.add_argument("--steps-per-epoch", type=int,
+                   help="cap on steps per epoch (default: 30 for quick, so E = 4 epochs train as much as "
+                        "prune_filters' 2; none for full)")
+    p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    p.add_argument("--cached-only", action="store_true", help="report cached runs only, train nothing")
+    p.add_argument("--score-threads", type=int, default=2, help="torch threads for the fcs scoring time")
+    args = p.parse_args(argv)
+    budget = BUDGETS[args.profile]
+    steps = args.steps_per_epoch or (30 if args.profile == "quick" else budget.max_steps_per_epoch)
+    budget = Budget(budget.epochs, steps, budget.lr, budget.batch_size)
+    full = args.epochs or (4 if args.profile == "quick" else budget.epochs)
+    counts = sorted({max(1, full // 4), max(1, full // 2), full})
+    data: dict[str, Any] = {"machine": machine(), "budget": budget.__dict__, "epochs": full, "models": {}}
+    sections, missing = [], []
+    for name in args.models:
+        ckpt = ensure_baseline(name, args.profile)
+        root = CACHE / "finetune_modes" / args.profile / name
+        pruned_path, pruned = pruned_checkpoint(ckpt, args.reduction, root)
+        runs = []
+        for mode in args.modes:
+            for e in counts:
+                out = root / f"{METHOD}-{int(round(100 * args.reduction))}" / f"steps-{steps}" / f"{mode}-{e}"
+                if (out / "record.json").exists():
+                    runs.append(json.loads((out / "record.json").read_text()))
+                elif args.cached_only:
+                    missing.append(f"{name} {mode} {e} epochs")
+                else:
+                    print(f"[{name}] {mode}, {e} epochs ...", file=sys.stderr, flush=True)
+                    runs.append(run_mode(ckpt, pruned_path, mode, e, budget, out))
+                    print(f"[{name}] {mode}, {e} epochs: top-1 {runs[-1]['top1']:.2f}% ({runs[-1]['wall_s']:.0f}s)",
+                          file=sys.stderr, flush=True)
+        score_s = scoring_time(ckpt, 256, args.score_threads)
+        data["models"][name] = {"pruned": pruned, "runs": runs, "fcs_scoring_s_256": score_s,
+                                "score_threads": args.score_threads}
+        tft = next((r for r in runs if r["mode"] == "tft" and r["epochs"] == full), None)
+        rows = [[r["mode"], r["epochs"], f"{r['top1']:.2f}", f"{r['train_loss'][-1]:.3f}", f"{r['wall_s']:.0f}",
+                 f"{r['wall_s'] / r['epochs']:.0f}"] for r in runs]
+        verdict = []
+        if tft is not None:
+            for mode in ("mlft", "kd"):
+                reach = [r["epochs"] for r in runs if r["mode"] == mode and r["top1"] >= tft["top1"]]
+                first = min(reach) if reach else None
+                verdict.append(f"{mode} reaches tft's {full}-epoch top-1 ({tft['top1']:.2f}%) "
+                               + (f"with {first} epochs" if first else f"in none of {counts} epochs")
+                               + f": goal (at most {full // 2}) {'met' if first and first <= full // 2 else 'missed'}.")
+        sections.append(
+            f"## {name}\n\nPruned by fcs to {100 * pruned['achieved']:.1f}% fewer MACs "
+            f"({pruned['macs'] / 1e6:.1f} M MACs, {pruned['params'] / 1e6:.3f} M params), top-1 "
+            f"{pruned['top1_after_pruning']:.2f}% before fine-tuning. fcs scoring with 256 samples: "
+            f"{score_s:.2f} s ({args.score_threads} torch threads, median of 3).\n\n"
+            + markdown_table(["mode", "epochs", "test top-1 (%)", "last epoch's train loss", "training wall (s)",
+                              "s / epoch"], rows)
+            + ("\n\n" + "\n".join(f"- {v}" for v in verdict) if verdict else ""))
+    command = "python benchmarks/finetune_modes.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    data["command"] = command
+    md = "\n\n".join([
+        f"# Fine-tuning modes after fcs pruning, Fashion-MNIST, profile `{args.profile}`",
+        f"Machine: {machine_line(data['machine'])}", f"Command: `{command}`",
+        f"Every run starts from the same pruned model; SGD lr {budget.lr} cosine over the run's own epochs, batch "
+        f"{budget.batch_size}" + (f", at most {budget.max_steps_per_epoch} steps per epoch" if budget.max_steps_per_epoch
+                                  else "")
+        + ". mlft trains the unpruned network as the peer (both updated), kd distils from it frozen; T = 1, "
+        "weight 1. Wall time: the training alone (the test set is evaluated once, after it). The mlft/kd train "
+        "loss includes the distillation term (mlft: both peers' losses).",
+        *sections,
+        *([f"Not run (not in the cache): {'; '.join(missing)}."] if missing else []),
+    ])
+    write_results(f"finetune_modes_{args.profile}", data, md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

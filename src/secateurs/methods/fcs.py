@@ -1,0 +1,181 @@
+"""Feature-channel similarity (paper 4): a channel whose feature map another channel of
+similar strength already carries is redundant, whatever its own magnitude.
+
+Per prunable channel group, on ``calib_samples`` seeded training samples:
+
+1. the group's feature maps F, where the network uses them (after the producer's BN and
+   activation; for a residual stream, every producer that adds into it);
+2. ``a_c``: the mean over samples of ``||F[:, c]||_1``, binned by 1-D K-means into
+   ``K = max(2, round(C / channels_per_bin))`` bins (seeded, so the bins are reproducible);
+3. within a bin, the cosine similarity of channels' flattened maps over all samples;
+4. greedy removal: the channel most similar to another kept channel of its bin goes first
+   (ties: the weaker ``a_c``), similarities recomputed over the channels still kept.
+
+The maps are never stored: one pass accumulates each producer's Gram matrix ``F F^T`` and
+its L1 sums batch by batch, so memory is ``C x C`` per layer whatever the sample count.
+
+The removal order becomes unit scores the budget solver ranks across groups: the k-th
+removal of a group scores ``1 - min(sim_1..sim_k)`` (monotone along the greedy order, and
+comparable across groups because cosine similarity is scale-free). A bin's last channel
+has no one to be similar to, so similarity never empties a bin; when a target needs more
+channels than similarity offers, the rest follow in increasing ``a_c`` and score above every
+similarity removal (``3 + a_c / mean(a)``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..graph import ChannelGroup
+from ._features import accumulate, collect_calibration
+from ._registry import ScoreContext, UnitScores, register_method
+
+#: Added per greedy step so that ties keep the greedy order through the solver's sort.
+_STEP = 1e-9
+#: Above every similarity score (1 - cosine <= 2): channels taken only when the bins are down to one each.
+_FALLBACK = 3.0
+
+
+@dataclass(frozen=True)
+class FCSOptions:
+    """``bins``: K-means bins per group (None: ``max(2, round(C / channels_per_bin))``)."""
+
+    bins: int | None = None
+    channels_per_bin: int = 8
+    kmeans_restarts: int = 4
+
+    def __post_init__(self) -> None:
+        if self.bins is not None and self.bins < 1:
+            raise ConfigError(f"fcs option bins must be a positive integer or null, got {self.bins!r}")
+        if self.channels_per_bin < 1:
+            raise ConfigError(f"fcs option channels_per_bin must be a positive integer, got {self.channels_per_bin!r}")
+        if self.kmeans_restarts < 1:
+            raise ConfigError(f"fcs option kmeans_restarts must be a positive integer, got {self.kmeans_restarts!r}")
+
+    def bin_count(self, channels: int) -> int:
+        return self.bins if self.bins is not None else max(2, round(channels / self.channels_per_bin))
+
+
+@dataclass
+class FeatureStats:
+    """Per producer role: the Gram matrix of its channels' flattened maps, their L1 sums, the sample count."""
+
+    gram: dict[tuple[str, str], torch.Tensor]
+    l1: dict[tuple[str, str], torch.Tensor]
+    samples: int
+
+
+def feature_stats(ctx: ScoreContext) -> FeatureStats:
+    """One pass over the calibration batches; nothing larger than one batch is kept."""
+    gram: dict[tuple[str, str], torch.Tensor] = {}
+    l1: dict[tuple[str, str], torch.Tensor] = {}
+
+    def reduce(role: tuple[str, str], x: torch.Tensor) -> None:
+        f = x.detach().float().transpose(0, 1).reshape(x.shape[1], -1)  # C x (N * positions)
+        accumulate(gram, role, (f @ f.T).double().cpu())
+        accumulate(l1, role, f.abs().sum(1).double().cpu())
+
+    return FeatureStats(gram, l1, collect_calibration(ctx, reduce, "fcs"))
+
+
+
+def group_features(group: ChannelGroup, stats: FeatureStats) -> tuple[torch.Tensor, torch.Tensor]:
+    """The group's units' Gram matrix and ``a`` (mean L1 per sample), over every collected role.
+
+    A unit's map is the concatenation of its maps in every collected role; a unit with no
+    collected map has ``a = nan``.
+    """
+    n = group.size
+    gram = torch.zeros(n, n, dtype=torch.float64)
+    a = torch.zeros(n, dtype=torch.float64)
+    seen = torch.zeros(n, dtype=torch.bool)
+    by_role: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
+    for ui, unit in enumerate(group.units):
+        for m in unit.members:
+            role = (m.module, m.kind)
+            if role in stats.gram:
+                units, channels = by_role.setdefault(role, ([], []))
+                units.append(ui)
+                channels.append(m.index)
+    for role, (units, channels) in by_role.items():
+        u, c = torch.tensor(units), torch.tensor(channels)
+        gram[u[:, None], u[None, :]] += stats.gram[role][c[:, None], c[None, :]]
+        a[u] += stats.l1[role][c] / max(stats.samples, 1)
+        seen[u] = True
+    a[~seen] = float("nan")
+    return gram, a
+
+
+def kmeans_bins(values: np.ndarray, bins: int, seed: int, restarts: int = 4) -> np.ndarray:
+    """1-D K-means labels; at most as many bins as distinct values, deterministic for ``seed``."""
+    from sklearn.cluster import KMeans
+
+    k = min(bins, len(np.unique(values)))
+    if k <= 1:
+        return np.zeros(len(values), dtype=np.int64)
+    km = KMeans(n_clusters=k, n_init=restarts, random_state=seed).fit(values.reshape(-1, 1))
+    return km.labels_.astype(np.int64)
+
+
+def cosine(gram: torch.Tensor) -> torch.Tensor:
+    norms = gram.diagonal().clamp_min(0).sqrt()
+    return gram / (norms[:, None] * norms[None, :]).clamp_min(torch.finfo(torch.float64).tiny)
+
+
+def greedy_order(similarity: torch.Tensor, bins: torch.Tensor, a: torch.Tensor) -> tuple[list[int], list[float]]:
+    """Removal order by similarity, and each removal's similarity to its closest kept bin-mate.
+
+    Stops when every bin is down to one channel: those are never removed by similarity.
+    """
+    n = similarity.shape[0]
+    s = similarity.clone()
+    s[bins[:, None] != bins[None, :]] = -torch.inf
+    s.fill_diagonal_(-torch.inf)
+    alive = torch.ones(n, dtype=torch.bool)
+    order: list[int] = []
+    sims: list[float] = []
+    while True:
+        best = s.max(1).values
+        best[~alive] = -torch.inf
+        top = best.max()
+        if top == -torch.inf:  # no kept channel has a kept bin-mate
+            return order, sims
+        tied = (best == top).nonzero().flatten()
+        i = int(tied[torch.argmin(a[tied])])  # argmin takes the first (lowest index) of equal a
+        order.append(i)
+        sims.append(float(top))
+        alive[i] = False
+        s[i, :] = -torch.inf
+        s[:, i] = -torch.inf
+
+
+def fcs_group_scores(gram: torch.Tensor, a: torch.Tensor, options: FCSOptions, seed: int) -> torch.Tensor:
+    """One score per unit of a group, lowest first to go (see the module docstring)."""
+    n = gram.shape[0]
+    scores = torch.full((n,), float("inf"), dtype=torch.float64)
+    known = (~torch.isnan(a)).nonzero().flatten()
+    if len(known) == 0:
+        return scores
+    g, av = gram[known[:, None], known[None, :]], a[known]
+    bins = torch.from_numpy(kmeans_bins(av.numpy(), options.bin_count(len(known)), seed, options.kmeans_restarts))
+    order, sims = greedy_order(cosine(g), bins, av)
+    running = np.minimum.accumulate(np.asarray(sims)) if sims else np.zeros(0)
+    for k, (i, m) in enumerate(zip(order, running)):
+        scores[known[i]] = 1.0 - m + k * _STEP
+    rest = sorted(set(range(len(known))) - set(order), key=lambda i: (float(av[i]), i))
+    mean = float(av.mean()) or 1.0
+    for k, i in enumerate(rest):
+        scores[known[i]] = _FALLBACK + float(av[i]) / mean + k * _STEP
+    return scores
+
+
+@register_method("fcs", "feature-channel similarity: cosine-similar channels within K-means bins of feature L1 go "
+                 "first", options=FCSOptions, needs_data=True, unit_scores=True)
+def fcs(ctx: ScoreContext) -> UnitScores:
+    stats = feature_stats(ctx)
+    return {gi: fcs_group_scores(*group_features(group, stats), ctx.options, ctx.seed + gi)
+            for gi, group in enumerate(ctx.graph.groups) if group.prunable}
+

@@ -1,0 +1,184 @@
+"""Feature-channel similarity (fcs) against hand computations: the statistics it streams,
+the K-means bins, the greedy order, and planted duplicate channels."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import secateurs
+from secateurs.methods import ScoreContext, get_method
+from secateurs.methods.fcs import (FCSOptions, cosine, fcs_group_scores, feature_stats, greedy_order, group_features,
+                                   kmeans_bins)
+from secateurs.pipeline import prune
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+EXAMPLE = torch.zeros(1, 2, 8, 8)
+
+
+def dup_net(seed: int = 0) -> nn.Sequential:
+    """conv(2->8) BN ReLU conv(8->3) BN ReLU pool linear; in the first conv, channels 5 and 7
+    are exact copies of channels 1 and 2 (filter and BN)."""
+    g = torch.Generator().manual_seed(seed)
+    m = nn.Sequential(nn.Conv2d(2, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                      nn.Conv2d(8, 3, 1), nn.BatchNorm2d(3), nn.ReLU(),
+                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 5))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+        for bn in (m[1], m[4]):
+            bn.running_mean.copy_(torch.randn(bn.num_features, generator=g) * 0.3)
+            bn.running_var.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
+            bn.bias.abs_()  # most channels active after the ReLU
+        for copy_of, original in ((5, 1), (7, 2)):
+            m[0].weight[copy_of] = m[0].weight[original]
+            for t in (m[1].weight, m[1].bias, m[1].running_mean, m[1].running_var):
+                t[copy_of] = t[original]
+    return m
+
+
+def batches(seed: int = 3) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(5, 2, 8, 8, generator=g), torch.randn(4, 2, 8, 8, generator=g)]
+
+
+def context(model: nn.Module, options: dict | None = None, seed: int = 0) -> ScoreContext:
+    method = get_method("fcs")
+    data = batches()
+    return ScoreContext(model, secateurs.trace(model, EXAMPLE), method.make_options(options), lambda: iter(data),
+                        seed)
+
+
+def group_of(ctx: ScoreContext, module: str) -> int:
+    return next(gi for gi, g in enumerate(ctx.graph.groups) if (module, "out") in g.layers)
+
+
+# --- the streamed statistics --------------------------------------------------------------
+
+def test_gram_and_mean_l1_match_the_maps_by_hand():
+    m = dup_net()
+    ctx = context(m)
+    gi = group_of(ctx, "0")
+    gram, a = group_features(ctx.graph.groups[gi], feature_stats(ctx))
+    m.eval()
+    with torch.no_grad():
+        maps = torch.cat([F.relu(m[1](m[0](x))) for x in batches()])  # N x C x H x W, after BN and ReLU
+    flat = [[float(v) for v in maps[:, c].flatten().tolist()] for c in range(8)]
+    for i in range(8):
+        assert float(a[i]) == pytest.approx(sum(abs(v) for v in flat[i]) / maps.shape[0], rel=1e-5)
+        for j in range(8):
+            dot = sum(p * q for p, q in zip(flat[i], flat[j]))
+            assert float(gram[i, j]) == pytest.approx(dot, rel=1e-4, abs=1e-4)
+    cos = cosine(gram)
+    norm = [math.sqrt(sum(v * v for v in f)) for f in flat]
+    assert float(cos[0, 3]) == pytest.approx(sum(p * q for p, q in zip(flat[0], flat[3])) / (norm[0] * norm[3]),
+                                             rel=1e-4)
+    assert float(cos[1, 5]) == pytest.approx(1.0, abs=1e-6)
+
+
+# --- binning and the greedy order ------------------------------------------------------------
+
+def test_kmeans_bins_are_deterministic_and_one_dimensional():
+    values = np.array([0.1, 0.12, 0.11, 5.0, 5.2, 9.9, 10.0, 0.13])
+    first = kmeans_bins(values, 3, seed=4)
+    assert np.array_equal(first, kmeans_bins(values, 3, seed=4))
+    groups = {tuple(np.flatnonzero(first == b)) for b in set(first)}
+    assert groups == {(0, 1, 2, 7), (3, 4), (5, 6)}
+    assert kmeans_bins(np.array([2.0, 2.0, 2.0]), 2, seed=0).tolist() == [0, 0, 0]  # one distinct value: one bin
+
+
+def test_greedy_order_on_a_literal_similarity_matrix():
+    """Bins {0, 1, 2} and {3, 4}, {5} alone. By hand: 1 and 2 are the most similar pair (0.9);
+    the tie goes to the weaker a (channel 2). Then 0-1 (0.5) beats 3-4 (0.4); of 0 and 1 the
+    weaker, 1. Then 3-4: 4 is weaker. Left: one per bin; 5 never goes by similarity."""
+    s = torch.tensor([[1.0, 0.5, 0.2, 0.0, 0.0, 0.9],
+                      [0.5, 1.0, 0.9, 0.0, 0.0, 0.0],
+                      [0.2, 0.9, 1.0, 0.0, 0.0, 0.0],
+                      [0.0, 0.0, 0.0, 1.0, 0.4, 0.0],
+                      [0.0, 0.0, 0.0, 0.4, 1.0, 0.0],
+                      [0.9, 0.0, 0.0, 0.0, 0.0, 1.0]], dtype=torch.float64)
+    bins = torch.tensor([0, 0, 0, 1, 1, 2])
+    a = torch.tensor([1.0, 0.9, 0.8, 2.0, 1.5, 0.1], dtype=torch.float64)
+    order, sims = greedy_order(s, bins, a)
+    assert order == [2, 1, 4]
+    assert sims == pytest.approx([0.9, 0.5, 0.4])
+
+
+def test_single_channel_bins_are_never_emptied_by_similarity():
+    g = torch.Generator().manual_seed(1)
+    f = torch.randn(7, 30, generator=g).abs()
+    gram = (f @ f.T).double()
+    a = torch.tensor([0.1, 0.11, 0.12, 3.0, 7.0, 7.1, 20.0], dtype=torch.float64)
+    scores = fcs_group_scores(gram, a, FCSOptions(bins=4), seed=0)
+    bins = kmeans_bins(a.numpy(), 4, seed=0)
+    singles = [i for i in range(7) if (bins == bins[i]).sum() == 1]
+    assert singles == [3, 6]
+    order, _ = greedy_order(cosine(gram), torch.from_numpy(bins), a)
+    assert len(order) == 7 - 4 and not set(order) & set(singles)
+    # similarity removals first (scores < 3), then one channel per bin by increasing a
+    fallback = sorted(range(7), key=lambda i: float(scores[i]))[3:]
+    assert all(float(scores[i]) < 3 for i in order) and all(float(scores[i]) >= 3 for i in fallback)
+    assert [float(a[i]) for i in fallback] == sorted(float(a[i]) for i in fallback)
+    # along the greedy order the scores rise, so any prefix the solver takes follows the order
+    assert [float(scores[i]) for i in order] == sorted(float(scores[i]) for i in order)
+
+
+def test_scores_are_reproducible_for_a_seed():
+    m = dup_net(1)
+    first = get_method("fcs").score(context(m, seed=5))
+    again = get_method("fcs").score(context(m, seed=5))
+    assert first.keys() == again.keys()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+
+
+# --- planted duplicates ------------------------------------------------------------------------
+
+def test_one_of_each_duplicate_pair_goes_first():
+    m = dup_net()
+    ctx = context(m)
+    scores = get_method("fcs").score(ctx)[group_of(ctx, "0")]
+    first_two = set(torch.argsort(scores)[:2].tolist())
+    assert len(first_two & {1, 5}) == 1 and len(first_two & {2, 7}) == 1
+
+
+def test_pruning_two_channels_removes_a_copy_and_keeps_the_outputs():
+    """With one of each pair removed and its reader's columns added onto the twin's, the
+    network computes the same function: the removed channels were exact copies."""
+    m = dup_net().eval()
+    x = torch.cat(batches())
+    want = m(x)
+    data = secateurs.load_dataset("synthetic", "train", num_samples=16, image_size=8, in_channels=2)
+    # the floors (70%) leave the first conv two channels to lose and the second none
+    pruned, result = prune(m, "fcs", params_reduction=0.3, finetune="none", train_set=data, latency=False,
+                           evaluate_before=False, min_keep_fraction=0.7)
+    assert pruned[0].out_channels == 6 and pruned[3].in_channels == 6
+    # each distinct filter is still there exactly once: one of each identical pair went
+    where = {i: [k for k in range(6) if torch.equal(pruned[0].weight[k], m[0].weight[i])] for i in (0, 1, 2, 3, 4, 6)}
+    assert all(len(ks) == 1 for ks in where.values()), where
+    with torch.no_grad():  # the survivor of a pair reads for both: its column is the sum of the pair's
+        for i, twin in ((1, 5), (2, 7)):
+            pruned[3].weight[:, where[i][0]] = m[3].weight[:, i] + m[3].weight[:, twin]
+    assert torch.allclose(pruned.eval()(x), want, atol=1e-5)
+
+
+# --- whole models ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["test_resnet", "test_mobilenet_v2"])
+def test_every_prunable_group_is_scored_and_the_target_is_met(name):
+    torch.manual_seed(0)
+    model = secateurs.create_model(name, num_classes=10, in_channels=3)
+    data = secateurs.load_dataset("synthetic", "train", num_samples=32)
+    graph = secateurs.trace(model, torch.zeros(1, 3, 32, 32))
+    method = get_method("fcs")
+    ctx = ScoreContext(model, graph, method.make_options(), lambda: iter([data.images[:16].float() / 255]), 0)
+    scores = method.score(ctx)
+    assert set(scores) == {gi for gi, g in enumerate(graph.groups) if g.prunable}
+    assert all(torch.isfinite(s).all() for s in scores.values())
+    _, result = prune(model, "fcs", macs_reduction=0.3, finetune="none", train_set=data, latency=False,
+                      evaluate_before=False, calib_samples=32)
+    assert abs(result.achieved - 0.3) <= 0.01
