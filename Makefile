@@ -42,12 +42,16 @@ bench-quick: $(STAMP) dataset
 	$(PY) benchmarks/baselines.py --profile quick
 	$(PY) benchmarks/prune_filters.py --profile quick
 	$(PY) benchmarks/prune_probability.py --profile quick
+	$(PY) benchmarks/prune_kernels.py --profile quick
+	$(PY) benchmarks/finetune_modes.py --profile quick
 
 bench-full: $(STAMP) dataset
 	$(PIP) -c constraints.txt -e ".[dev,export,bench]"
 	$(PY) benchmarks/baselines.py --profile full
 	$(PY) benchmarks/prune_filters.py --profile full
 	$(PY) benchmarks/prune_probability.py --profile full
+	$(PY) benchmarks/prune_kernels.py --profile full
+	$(PY) benchmarks/finetune_modes.py --profile full
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
