@@ -58,3 +58,16 @@ def write_results(name: str, data: dict[str, Any], markdown: str) -> tuple[Path,
     js.write_text(json.dumps(data, indent=2) + "\n")
     md.write_text(markdown.rstrip() + "\n")
     return js, md
+
+
+def write_report(name: str, data: dict[str, Any], title: str, intro: str, sections: Sequence[str],
+                 missing: Sequence[str] = ()) -> str:
+    """The markdown report (title, machine, command, intro, sections, runs not in the cache),
+    written with ``data`` as ``results/NAME.{md,json}`` and printed."""
+    md = "\n\n".join([
+        f"# {title}", f"Machine: {machine_line(data['machine'])}", f"Command: `{data['command']}`", intro,
+        *sections, *([f"Not run (not in the cache): {'; '.join(missing)}."] if missing else []),
+    ])
+    write_results(name, data, md)
+    print(md)
+    return md

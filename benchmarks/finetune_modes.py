@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from _common import machine, machine_line, markdown_table, write_results
+from _common import machine, markdown_table, write_report
 from baselines import CACHE, DATASET, ensure_baseline
 from prune_filters import BUDGETS, Budget, _train_overrides
 from secateurs import load, read_meta, save, trace
@@ -155,20 +155,15 @@ def main(argv=None) -> int:
             + ("\n\n" + "\n".join(f"- {v}" for v in verdict) if verdict else ""))
     command = "python benchmarks/finetune_modes.py " + " ".join(argv if argv is not None else sys.argv[1:])
     data["command"] = command
-    md = "\n\n".join([
-        f"# Fine-tuning modes after fcs pruning, Fashion-MNIST, profile `{args.profile}`",
-        f"Machine: {machine_line(data['machine'])}", f"Command: `{command}`",
-        f"Every run starts from the same pruned model; SGD lr {budget.lr} cosine over the run's own epochs, batch "
-        f"{budget.batch_size}" + (f", at most {budget.max_steps_per_epoch} steps per epoch" if budget.max_steps_per_epoch
-                                  else "")
-        + ". mlft trains the unpruned network as the peer (both updated), kd distils from it frozen; T = 1, "
-        "weight 1. Wall time: the training alone (the test set is evaluated once, after it). The mlft/kd train "
-        "loss includes the distillation term (mlft: both peers' losses).",
-        *sections,
-        *([f"Not run (not in the cache): {'; '.join(missing)}."] if missing else []),
-    ])
-    write_results(f"finetune_modes_{args.profile}", data, md)
-    print(md)
+    intro = (f"Every run starts from the same pruned model; SGD lr {budget.lr} cosine over the run's own epochs, "
+             f"batch {budget.batch_size}"
+             + (f", at most {budget.max_steps_per_epoch} steps per epoch" if budget.max_steps_per_epoch else "")
+             + ". mlft trains the unpruned network as the peer (both updated), kd distils from it frozen; T = 1, "
+             "weight 1. Wall time: the training alone (the test set is evaluated once, after it). The mlft/kd train "
+             "loss includes the distillation term (mlft: both peers' losses).")
+    write_report(f"finetune_modes_{args.profile}", data,
+                 f"Fine-tuning modes after fcs pruning, Fashion-MNIST, profile `{args.profile}`", intro, sections,
+                 missing)
     return 0
 
 

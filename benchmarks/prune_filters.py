@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from _common import machine, machine_line, markdown_table, write_results
+from _common import machine, markdown_table, write_report
 from baselines import CACHE, DATASET, ensure_baseline
 from secateurs import count_macs, count_params, load, measure, read_meta, save
 from secateurs.pipeline import PruneConfig, prune
@@ -194,20 +194,15 @@ def main(argv=None) -> int:
              "top-1 after fine-tuning (%)", "speed-up b1", "speed-up b64", "scoring + surgery (s)"], rows))
     command = "python benchmarks/prune_filters.py " + " ".join(argv if argv is not None else sys.argv[1:])
     data["command"] = command
-    md = "\n\n".join([
-        f"# Filter pruning on Fashion-MNIST, profile `{args.profile}`",
-        f"Machine: {machine_line(data['machine'])}", f"Command: `{command}`",
-        f"Fine-tuning, the same for every method: {budget.epochs} epochs in total"
-        + (f" of at most {budget.max_steps_per_epoch} steps" if budget.max_steps_per_epoch else "")
-        + f", batch {budget.batch_size}, SGD lr {budget.lr} cosine (per round for multi-round methods: "
-        "l1-capped runs 3 rounds of 1 epoch; `l1-capped-1r` is its criterion in one round). `tp-magnitude` is Torch-Pruning's MagnitudePruner "
-        "(L1, global) with its channel ratio bisected to the same MACs target, then the same fine-tuning. "
-        "Speed-up: median latency of the unpruned model over the pruned one, CPU, measured back to back.",
-        *sections,
-        *([f"Not run (not in the cache): {'; '.join(missing)}."] if missing else []),
-    ])
-    write_results(f"prune_filters_{args.profile}", data, md)
-    print(md)
+    intro = (f"Fine-tuning, the same for every method: {budget.epochs} epochs in total"
+             + (f" of at most {budget.max_steps_per_epoch} steps" if budget.max_steps_per_epoch else "")
+             + f", batch {budget.batch_size}, SGD lr {budget.lr} cosine (per round for multi-round methods: "
+             "l1-capped runs 3 rounds of 1 epoch; `l1-capped-1r` is its criterion in one round). `tp-magnitude` is "
+             "Torch-Pruning's MagnitudePruner (L1, global) with its channel ratio bisected to the same MACs target, "
+             "then the same fine-tuning. Speed-up: median latency of the unpruned model over the pruned one, CPU, "
+             "measured back to back.")
+    write_report(f"prune_filters_{args.profile}", data, f"Filter pruning on Fashion-MNIST, profile `{args.profile}`",
+                 intro, sections, missing)
     return 0
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from _common import machine, machine_line, markdown_table, write_results
+from _common import machine, markdown_table, write_report
 from baselines import CACHE, DATASET, ensure_baseline
 from prune_filters import BUDGETS, VARIANTS, Budget, _latency, run_one
 from secateurs import count_macs, count_params, load, read_meta
@@ -129,22 +129,17 @@ def main(argv=None) -> int:
              "params (M)", "top-1 after fine-tuning (%)", "speed-up b1", "speed-up b64", "rounds"], rows))
     command = "python benchmarks/prune_kernels.py " + " ".join(argv if argv is not None else sys.argv[1:])
     data["command"] = command
-    md = "\n\n".join([
-        f"# Kernel pruning on Fashion-MNIST, profile `{args.profile}`" + (" (smoke test)" if args.smoke else ""),
-        f"Machine: {machine_line(data['machine'])}", f"Command: `{command}`",
-        f"Fine-tuning, the same for every method: {budget.epochs} epochs in total"
-        + (f" of at most {budget.max_steps_per_epoch} steps" if budget.max_steps_per_epoch else "")
-        + f", batch {budget.batch_size}, SGD lr {budget.lr} cosine; hnsi gives stage 1 half of it (rounded down) and "
-        "stage 2 the rest, l1-capped runs 3 rounds. The target is the kernel-sparse MACs reduction (kernels "
-        "kept); for filter pruning it equals the dense one. Dense MACs and params are of the materialised model; "
-        "input channels removed: summed over the convs and linear layers of the model. Speed-up: median latency "
-        "of the unpruned model over the pruned one, CPU, dense kernels (a kernel-sparse one would need sparse "
-        "convolution kernels), measured back to back. Per-layer input channels removed are in the JSON.",
-        *sections,
-        *([f"Not run (not in the cache): {'; '.join(missing)}."] if missing else []),
-    ])
-    write_results(name, data, md)
-    print(md)
+    intro = (f"Fine-tuning, the same for every method: {budget.epochs} epochs in total"
+             + (f" of at most {budget.max_steps_per_epoch} steps" if budget.max_steps_per_epoch else "")
+             + f", batch {budget.batch_size}, SGD lr {budget.lr} cosine; hnsi gives stage 1 half of it (rounded "
+             "down) and stage 2 the rest, l1-capped runs 3 rounds. The target is the kernel-sparse MACs reduction "
+             "(kernels kept); for filter pruning it equals the dense one. Dense MACs and params are of the "
+             "materialised model; input channels removed: summed over the convs and linear layers of the model. "
+             "Speed-up: median latency of the unpruned model over the pruned one, CPU, dense kernels (a "
+             "kernel-sparse one would need sparse convolution kernels), measured back to back. Per-layer input "
+             "channels removed are in the JSON.")
+    title = f"Kernel pruning on Fashion-MNIST, profile `{args.profile}`" + (" (smoke test)" if args.smoke else "")
+    write_report(name, data, title, intro, sections, missing)
     return 0
 
 

@@ -12,6 +12,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def randomise(model: nn.Module, seed: int) -> torch.Generator:
+    """Seeded normal parameters, and BN running statistics away from (0, 1), in place; the
+    generator is returned for the caller's further draws."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+            bn.running_mean.copy_(torch.randn(bn.num_features, generator=g) * 0.3)
+            bn.running_var.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
+    return g
+
+
 def conv_bn(cin: int, cout: int, k: int = 3, groups: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout),
                          nn.ReLU())

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import secateurs
+from engine_models import randomise
 from secateurs import ConfigError
 from secateurs.methods import METHODS, ScoreContext, get_method, list_methods
 from secateurs.pipeline import unit_scores
@@ -63,16 +64,10 @@ def scores_of(name: str, model: nn.Module, options: dict | None = None, example:
 def small_net(seed: int = 0) -> nn.Sequential:
     """conv(2->4) BN ReLU conv(4->3) BN ReLU pool flatten linear(3->5): two prunable convs
     ("0" and "3"); the head's outputs are the network output and are not scored."""
-    g = torch.Generator().manual_seed(seed)
     m = nn.Sequential(nn.Conv2d(2, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
                       nn.Conv2d(4, 3, 1), nn.BatchNorm2d(3), nn.ReLU(),
                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 5))
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn(p.shape, generator=g))
-        for bn in (m[1], m[4]):
-            bn.running_mean.copy_(torch.randn(bn.num_features, generator=g) * 0.3)
-            bn.running_var.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
+    randomise(m, seed)
     return m
 
 

@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import secateurs
+from engine_models import randomise
 from secateurs.methods import ScoreContext, get_method
 from secateurs.methods.fcs import (FCSOptions, cosine, fcs_group_scores, feature_stats, greedy_order, group_features,
                                    kmeans_bins)
@@ -24,16 +25,12 @@ EXAMPLE = torch.zeros(1, 2, 8, 8)
 def dup_net(seed: int = 0) -> nn.Sequential:
     """conv(2->8) BN ReLU conv(8->3) BN ReLU pool linear; in the first conv, channels 5 and 7
     are exact copies of channels 1 and 2 (filter and BN)."""
-    g = torch.Generator().manual_seed(seed)
     m = nn.Sequential(nn.Conv2d(2, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
                       nn.Conv2d(8, 3, 1), nn.BatchNorm2d(3), nn.ReLU(),
                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 5))
+    randomise(m, seed)
     with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn(p.shape, generator=g))
         for bn in (m[1], m[4]):
-            bn.running_mean.copy_(torch.randn(bn.num_features, generator=g) * 0.3)
-            bn.running_var.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
             bn.bias.abs_()  # most channels active after the ReLU
         for copy_of, original in ((5, 1), (7, 2)):
             m[0].weight[copy_of] = m[0].weight[original]
