@@ -133,6 +133,28 @@ def test_scores_are_reproducible_for_a_seed():
     assert all(torch.equal(first[k], again[k]) for k in first)
 
 
+def test_a_dead_channel_goes_before_any_similar_one():
+    """A channel whose map is zero on every sample is exactly redundant: it scores below
+    every similarity removal, even alone in its bin."""
+    g = torch.Generator().manual_seed(2)
+    f = torch.randn(6, 40, generator=g).abs()
+    f[4] = 0
+    f[5] = f[0]  # an exact duplicate pair too
+    gram = (f @ f.T).double()
+    a = torch.tensor([1.0, 1.1, 5.0, 5.1, 0.0, 1.0], dtype=torch.float64)
+    scores = fcs_group_scores(gram, a, FCSOptions(bins=3), seed=0)
+    order = torch.argsort(scores).tolist()
+    assert order[0] == 4 and set(order[1:2]) <= {0, 5}
+    assert float(scores[4]) < 0 <= float(scores[order[1]])
+
+
+def test_non_finite_features_are_refused():
+    gram = torch.eye(3, dtype=torch.float64)
+    gram[1, 1] = float("nan")
+    with pytest.raises(secateurs.ConfigError, match="non-finite"):
+        fcs_group_scores(gram, torch.ones(3, dtype=torch.float64), FCSOptions(), seed=0)
+
+
 # --- planted duplicates ------------------------------------------------------------------------
 
 def test_one_of_each_duplicate_pair_goes_first():

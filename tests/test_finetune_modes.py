@@ -155,15 +155,31 @@ def test_a_resumed_mlft_run_restores_the_peer(data, tmp_path):
 
 # --- through prune -----------------------------------------------------------------------
 
+def test_a_mode_that_reads_the_unpruned_network_refuses_to_run_without_it(data):
+    for mode in ("kd", "mlft"):
+        with pytest.raises(secateurs.ConfigError, match="reference"):
+            finetune(net(0, 4), mode, None, data[0], None, TrainConfig(**TRAIN), None)
+
+
+def _prune(model, data, mode):
+    return prune(model, "l1", macs_reduction=0.3, finetune=mode, finetune_epochs=1,
+                 finetune_options={"temperature": 2.0} if mode != "tft" else {},
+                 finetune_train={"batch_size": 32, "progress": False, "max_steps_per_epoch": 2},
+                 train_set=data[0], test_set=data[1], latency=False)
+
+
 @pytest.mark.parametrize("mode", ["kd", "mlft"])
 def test_prune_fine_tunes_in_every_mode(data, mode):
+    torch.manual_seed(0)
     model = secateurs.create_model("test_resnet", num_classes=4, in_channels=3)
     before = state(model)
-    pruned, result = prune(model, "l1", macs_reduction=0.3, finetune=mode, finetune_epochs=1,
-                           finetune_options={"temperature": 2.0}, finetune_train={"batch_size": 32, "progress": False,
-                                                                                  "max_steps_per_epoch": 2},
-                           train_set=data[0], test_set=data[1], latency=False)
+    pruned, result = _prune(model, data, mode)
+    plain, _ = _prune(model, data, "tft")
     assert result.config["finetune"] == mode and result.config["finetune_options"] == {"temperature": 2.0}
     assert result.rounds[-1].finetune_epochs == 1 and result.rounds[-1].top1_after_finetune is not None
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the caller's model: untouched
     assert secateurs.count_macs(pruned, SHAPE) < secateurs.count_macs(copy.deepcopy(model), SHAPE)
+    # the same cut, the same data order: only the objective differs, and it shows
+    assert plain.state_dict().keys() == pruned.state_dict().keys()
+    assert any(not torch.equal(v, pruned.state_dict()[k]) for k, v in plain.state_dict().items()
+               if v.is_floating_point())

@@ -253,6 +253,8 @@ REFUSALS = [
                  id="finetune-option-value"),
     pytest.param({"macs_reduction": 0.5, "finetune": "kd", "finetune_options": {"temperature": 0}}, "temperature",
                  id="finetune-option-range"),
+    pytest.param({"macs_reduction": 0.5, "finetune": "mlft", "finetune_options": {"weight": "a"}}, "'weight'",
+                 id="finetune-option-type"),
     pytest.param({"macs_reduction": 0.5, "finetune_train": {"batch_sise": 64}}, "batch_sise", id="train-key"),
     pytest.param({"macs_reduction": 0.5, "finetune_train": {"lr": -1.0}}, "lr", id="train-value"),
     pytest.param({"macs_reduction": 0.5, "finetune_train": {"epochs": 3}}, "finetune_epochs", id="train-epochs"),

@@ -63,6 +63,10 @@ def build_options(cls: type, values: dict[str, Any] | None, owner: str) -> Any:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{owner} has no option(s) {unknown}; its options are: {', '.join(sorted(known)) or 'none'}")
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():  # before construction, whose own checks may trip on a wrong type
+        if not _fits(value, hints.get(key, Any)):
+            raise ConfigError(f"option of {owner} {key!r} must be {_describe(hints[key])}, got {value!r}")
     try:
         options = cls(**values)
     except ConfigError:

@@ -3,8 +3,8 @@ similar strength already carries is redundant, whatever its own magnitude.
 
 Per prunable channel group, on ``calib_samples`` seeded training samples:
 
-1. the group's feature maps F, where the network uses them (after the producer's BN and
-   activation; for a residual stream, every producer that adds into it);
+1. the group's feature maps F, after the producer's BN and activation (for a residual
+   stream: every producer's map as it goes into the add, concatenated);
 2. ``a_c``: the mean over samples of ``||F[:, c]||_1``, binned by 1-D K-means into
    ``K = max(2, round(C / channels_per_bin))`` bins (seeded, so the bins are reproducible);
 3. within a bin, the cosine similarity of channels' flattened maps over all samples;
@@ -19,7 +19,11 @@ removal of a group scores ``1 - min(sim_1..sim_k)`` (monotone along the greedy o
 comparable across groups because cosine similarity is scale-free). A bin's last channel
 has no one to be similar to, so similarity never empties a bin; when a target needs more
 channels than similarity offers, the rest follow in increasing ``a_c`` and score above every
-similarity removal (``3 + a_c / mean(a)``).
+similarity removal (``3 + a_c / mean(a)``). A channel whose map is zero on every sample is
+exactly redundant and goes before all of them.
+
+Where a group is a residual stream, its maps are the producers' outputs where they are
+read before the add (after their BN); the stream after the add's activation is not used.
 """
 from __future__ import annotations
 
@@ -37,6 +41,8 @@ from ._registry import ScoreContext, UnitScores, register_method
 _STEP = 1e-9
 #: Above every similarity score (1 - cosine <= 2): channels taken only when the bins are down to one each.
 _FALLBACK = 3.0
+#: Below every similarity score (1 - cosine >= 0): channels whose maps are all zero.
+_DEAD = -1.0
 
 
 @dataclass(frozen=True)
@@ -113,10 +119,15 @@ def kmeans_bins(values: np.ndarray, bins: int, seed: int, restarts: int = 4) -> 
     """1-D K-means labels; at most as many bins as distinct values, deterministic for ``seed``."""
     from sklearn.cluster import KMeans
 
+    from threadpoolctl import threadpool_limits
+
     k = min(bins, len(np.unique(values)))
     if k <= 1:
         return np.zeros(len(values), dtype=np.int64)
-    km = KMeans(n_clusters=k, n_init=restarts, random_state=seed).fit(values.reshape(-1, 1))
+    # One thread: sklearn's multi-threaded Lloyd step sums partial results in whatever order
+    # the threads finish, which can move a bin boundary between runs (or between DDP ranks).
+    with threadpool_limits(1):
+        km = KMeans(n_clusters=k, n_init=restarts, random_state=seed).fit(values.reshape(-1, 1))
     return km.labels_.astype(np.int64)
 
 
@@ -156,7 +167,16 @@ def fcs_group_scores(gram: torch.Tensor, a: torch.Tensor, options: FCSOptions, s
     """One score per unit of a group, lowest first to go (see the module docstring)."""
     n = gram.shape[0]
     scores = torch.full((n,), float("inf"), dtype=torch.float64)
-    known = (~torch.isnan(a)).nonzero().flatten()
+    if not (torch.isfinite(gram).all() and torch.isfinite(a[~torch.isnan(a)]).all()):
+        raise ConfigError("fcs: the calibration feature maps hold non-finite values (nan or inf); check the model "
+                          "and the data's normalisation")
+    seen = (~torch.isnan(a)).nonzero().flatten()
+    # A channel whose map is zero on every sample is exactly redundant: it goes first, below
+    # every similarity score (its cosine with anything would read 0, i.e. "unlike all").
+    dead = seen[gram.diagonal()[seen] <= 0]
+    for k, i in enumerate(dead.tolist()):
+        scores[i] = _DEAD + k * _STEP
+    known = seen[gram.diagonal()[seen] > 0]
     if len(known) == 0:
         return scores
     g, av = gram[known[:, None], known[None, :]], a[known]

@@ -13,6 +13,7 @@ gradient on the scale of the cross-entropy's whatever the temperature.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -58,10 +59,10 @@ class DistillOptions:
     weight: float = 1.0
 
     def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ConfigError(f"temperature must be positive, got {self.temperature!r}")
-        if self.weight < 0:
-            raise ConfigError(f"weight must be >= 0, got {self.weight!r}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ConfigError(f"temperature must be a positive finite number, got {self.temperature!r}")
+        if not (math.isfinite(self.weight) and self.weight >= 0):
+            raise ConfigError(f"weight must be a finite number >= 0, got {self.weight!r}")
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,8 @@ class MutualOptions(DistillOptions):
         super().__post_init__()
         if self.peer not in PEERS:
             raise unknown_choice("mlft peer", self.peer, PEERS)
-        if self.peer_noise < 0:
-            raise ConfigError(f"peer_noise must be >= 0, got {self.peer_noise!r}")
+        if not (math.isfinite(self.peer_noise) and self.peer_noise >= 0):
+            raise ConfigError(f"peer_noise must be a finite number >= 0, got {self.peer_noise!r}")
 
 
 #: What a mode builds for one fine-tuning run: the objective (None: no training) and the
@@ -121,6 +122,8 @@ def _kd(model: nn.Module, reference: nn.Module | None, config: TrainConfig, o: D
     teacher = copy.deepcopy(reference).eval().requires_grad_(False)
 
     def objective(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if next(teacher.parameters()).device != x.device:  # the trainer moves only what it trains
+            teacher.to(x.device)
         with torch.no_grad():
             target = teacher(x)
         logits = net(x)
@@ -171,6 +174,8 @@ def finetune(model: nn.Module, mode: str, reference: nn.Module | None, train_set
     freezes it works on its own copy.
     """
     spec = get_finetune_mode(mode)
+    if spec.needs_reference and reference is None:
+        raise ConfigError(f"fine-tuning mode {mode!r} reads the unpruned network: pass it as reference")
     objective, companions = spec.build(model, reference, config, spec.make_options(options))
     if objective is None:
         return None

@@ -72,10 +72,26 @@ def calibration_batches(train_set: ImageDataset, samples: int, seed: int, device
     return batches
 
 
+def _agree(per_unit: dict[int, torch.Tensor], device: torch.device) -> dict[int, torch.Tensor]:
+    """Under DDP every rank takes rank 0's unit scores. A data-driven criterion computed on
+    each rank's device can differ in the last bits, and a tie or a K-means boundary that
+    falls differently must not cut different channels on different ranks."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()
+            and torch.distributed.get_world_size() > 1):
+        return per_unit
+    out = {}
+    for gi in sorted(per_unit):  # the same keys everywhere: every rank traced the same model
+        t = per_unit[gi].to(device=device, dtype=torch.float64).contiguous()
+        torch.distributed.broadcast(t, 0)
+        out[gi] = t.cpu()
+    return out
+
+
 def _score_and_cut(spec: Method, ctx: RoundContext) -> RoundOutcome:
     """The default round: score, rank units, solve the budget, remove."""
     scores = spec.score(ctx)
-    per_unit = scores if spec.unit_scores else unit_scores(ctx.graph, scores, spec.normalise)
+    per_unit = _agree(scores if spec.unit_scores else unit_scores(ctx.graph, scores, spec.normalise),
+                      ctx.example.device)
     plan = solve(ctx.graph, per_unit, CostModel.of(ctx.model, ctx.example), ctx.goal, ctx.metric, ctx.scope,
                  ctx.floors, reference=ctx.reference)
     scored_at = time.perf_counter()
