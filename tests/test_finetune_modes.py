@@ -125,6 +125,11 @@ def test_without_the_distillation_term_both_modes_are_tft(data, mode):
         assert torch.allclose(v, b.state_dict()[k], atol=1e-6), k
 
 
+def test_a_companion_named_like_an_objective_argument_is_refused(data):
+    with pytest.raises(secateurs.ConfigError, match="'x'"):
+        train(net(0, 4), data[0], None, TrainConfig(**TRAIN), companions={"x": net(1)})
+
+
 def test_a_resumed_mlft_run_restores_the_peer(data, tmp_path):
     """Killed after the first epoch and resumed: the same model and peer as one uninterrupted run."""
     config = TrainConfig(**{**TRAIN, "epochs": 2})

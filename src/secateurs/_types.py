@@ -35,38 +35,43 @@ def _describe(tp: Any) -> str:
     return _NAMES.get(origin or tp, getattr(tp, "__name__", str(tp)))
 
 
+def _unknown_keys(cls: type, data: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(keys of ``data`` that are not fields of ``cls``, the field names), both sorted."""
+    known = sorted(f.name for f in dataclasses.fields(cls))
+    return sorted(set(data) - set(known)), known
+
+
+def _check_types(values: dict[str, Any], hints: dict[str, Any], what: str) -> None:
+    for name, value in values.items():
+        tp = hints.get(name, Any)
+        if not _fits(value, tp):
+            raise ConfigError(f"{what} {name!r} must be {_describe(tp)}, got {value!r}")
+
+
 def from_known_fields(cls: type, data: dict[str, Any], what: str) -> Any:
     """``cls(**data)``, refusing keys that are not fields of ``cls`` by name (a typo must not
     fall back silently to a default)."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
+    unknown, known = _unknown_keys(cls, data)
     if unknown:
-        raise ConfigError(f"unknown {what}(s) {unknown}; valid: {sorted(known)}")
+        raise ConfigError(f"unknown {what}(s) {unknown}; valid: {known}")
     return cls(**data)
 
 
 def check_field_types(obj: Any, what: str = "option") -> None:
     """Raise :class:`ConfigError` naming the first field whose value is not of its annotated type."""
-    hints = typing.get_type_hints(type(obj))
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        tp = hints.get(f.name, Any)
-        if not _fits(value, tp):
-            raise ConfigError(f"{what} {f.name!r} must be {_describe(tp)}, got {value!r}")
+    _check_types({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}, typing.get_type_hints(type(obj)),
+                 what)
 
 
 def build_options(cls: type, values: dict[str, Any] | None, owner: str) -> Any:
     """An options dataclass ``cls`` of ``owner`` (e.g. "method 'fcs'") from ``values``: an unknown
     key names the valid ones, and a bad value or type names the option."""
     values = dict(values or {})
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
+    unknown, known = _unknown_keys(cls, values)
     if unknown:
-        raise ConfigError(f"{owner} has no option(s) {unknown}; its options are: {', '.join(sorted(known)) or 'none'}")
-    hints = typing.get_type_hints(cls)
-    for key, value in values.items():  # before construction, whose own checks may trip on a wrong type
-        if not _fits(value, hints.get(key, Any)):
-            raise ConfigError(f"option of {owner} {key!r} must be {_describe(hints[key])}, got {value!r}")
+        raise ConfigError(f"{owner} has no option(s) {unknown}; its options are: {', '.join(known) or 'none'}")
+    # Types first: the class's own checks in __post_init__ may trip over a wrong type unhelpfully.
+    _check_types(values, typing.get_type_hints(cls), f"option of {owner}")
     try:
         options = cls(**values)
     except ConfigError:

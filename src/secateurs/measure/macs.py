@@ -20,6 +20,11 @@ from ._common import eval_mode, forward_errors_as_config, model_device_dtype, sa
 MacsFn = Callable[[nn.Module, tuple, torch.Tensor, bool], int]
 
 
+def nonzero_kernels(weight: torch.Tensor) -> torch.Tensor:
+    """One boolean per kernel ``weight[j, i]`` (shape ``weight.shape[:2]``): True where any of its elements is non-zero."""
+    return weight.detach().flatten(2).ne(0).any(-1)
+
+
 def _nonzero_kernels(module: nn.Module) -> int:
     """Kernels ``weight[j, i]`` that do any work: the ``kernel_mask`` if set, else non-zero ones.
 
@@ -29,7 +34,7 @@ def _nonzero_kernels(module: nn.Module) -> int:
     weight = module.weight
     mask = getattr(module, "kernel_mask", None)
     if mask is None:
-        return int(weight.detach().flatten(2).ne(0).any(-1).sum())
+        return int(nonzero_kernels(weight).sum())
     if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(weight.shape[:2]):
         got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
         raise SecateursError(

@@ -13,8 +13,16 @@ import torch.nn as nn
 from ..graph import KernelMasks, MaterializeReport, apply_kernel_masks, materialize
 from ..graph.masks import MASK
 from ..measure._common import eval_mode
+from ..measure.macs import nonzero_kernels
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def multi_kernel(m: nn.Module) -> bool:
+    """A conv whose filters have several kernels: what kernel pruning works on. Depthwise
+    convs and convs with one input channel per group have one kernel per filter; removing it
+    is filter pruning, left to the channel methods."""
+    return isinstance(m, CONVS) and m.weight.shape[1] > 1
 
 
 @dataclass
@@ -27,14 +35,10 @@ class KernelLayer:
 
 
 def kernel_layers(model: nn.Module, example: torch.Tensor) -> list[KernelLayer]:
-    """Convs whose filters have several kernels, in the order of their first call.
-
-    Depthwise convs and convs with one input channel per group have one kernel per
-    filter: removing it is filter pruning, left to the channel methods. Convs the forward
-    does not reach have no cost and are left alone too.
-    """
+    """The :func:`multi_kernel` convs, in the order of their first call. Convs the forward
+    does not reach have no cost and are left alone."""
     positions: dict[str, int] = {}
-    names = {m: n for n, m in model.named_modules() if isinstance(m, CONVS) and m.weight.shape[1] > 1}
+    names = {m: n for n, m in model.named_modules() if multi_kernel(m)}
 
     def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         name = names[module]
@@ -56,7 +60,7 @@ def alive_kernels(conv: nn.Module) -> torch.Tensor:
     mask = conv._buffers.get(MASK)
     if mask is not None:
         return mask.detach().cpu().clone()
-    return conv.weight.detach().flatten(2).ne(0).any(-1).cpu()
+    return nonzero_kernels(conv.weight).cpu()
 
 
 def held_masks(model: nn.Module) -> KernelMasks:
@@ -71,8 +75,8 @@ def restore_masks(model: nn.Module) -> None:
     trained weights never are, would be held too)."""
     masks = {}
     for name, m in model.named_modules():
-        if isinstance(m, CONVS) and m.weight.shape[1] > 1 and m._buffers.get(MASK) is None:
-            alive = m.weight.detach().flatten(2).ne(0).any(-1)
+        if multi_kernel(m) and m._buffers.get(MASK) is None:
+            alive = nonzero_kernels(m.weight)
             if not alive.all():
                 masks[name] = alive
     if masks:

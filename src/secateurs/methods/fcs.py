@@ -87,7 +87,6 @@ def feature_stats(ctx: ScoreContext) -> FeatureStats:
     return FeatureStats(gram, l1, collect_calibration(ctx, reduce, "fcs"))
 
 
-
 def group_features(group: ChannelGroup, stats: FeatureStats) -> tuple[torch.Tensor, torch.Tensor]:
     """The group's units' Gram matrix and ``a`` (mean L1 per sample), over every collected role.
 
@@ -118,7 +117,6 @@ def group_features(group: ChannelGroup, stats: FeatureStats) -> tuple[torch.Tens
 def kmeans_bins(values: np.ndarray, bins: int, seed: int, restarts: int = 4) -> np.ndarray:
     """1-D K-means labels; at most as many bins as distinct values, deterministic for ``seed``."""
     from sklearn.cluster import KMeans
-
     from threadpoolctl import threadpool_limits
 
     k = min(bins, len(np.unique(values)))
@@ -140,17 +138,16 @@ def greedy_order(similarity: torch.Tensor, bins: torch.Tensor, a: torch.Tensor) 
     """Removal order by similarity, and each removal's similarity to its closest kept bin-mate.
 
     Stops when every bin is down to one channel: those are never removed by similarity.
+    Each removal recomputes only the rows whose closest bin-mate it was, so a group of C
+    channels costs O(C^2) per removal at worst, not always.
     """
-    n = similarity.shape[0]
     s = similarity.clone()
     s[bins[:, None] != bins[None, :]] = -torch.inf
     s.fill_diagonal_(-torch.inf)
-    alive = torch.ones(n, dtype=torch.bool)
+    best, partner = s.max(1)  # each channel's closest kept bin-mate
     order: list[int] = []
     sims: list[float] = []
     while True:
-        best = s.max(1).values
-        best[~alive] = -torch.inf
         top = best.max()
         if top == -torch.inf:  # no kept channel has a kept bin-mate
             return order, sims
@@ -158,9 +155,13 @@ def greedy_order(similarity: torch.Tensor, bins: torch.Tensor, a: torch.Tensor) 
         i = int(tied[torch.argmin(a[tied])])  # argmin takes the first (lowest index) of equal a
         order.append(i)
         sims.append(float(top))
-        alive[i] = False
         s[i, :] = -torch.inf
         s[:, i] = -torch.inf
+        best[i] = -torch.inf
+        stale = (partner == i).nonzero().flatten()
+        stale = stale[best[stale] > -torch.inf]  # removed channels stay out
+        if len(stale):
+            best[stale], partner[stale] = s[stale].max(1)
 
 
 def fcs_group_scores(gram: torch.Tensor, a: torch.Tensor, options: FCSOptions, seed: int) -> torch.Tensor:

@@ -34,7 +34,7 @@ from ..graph import apply_kernel_masks
 from ..measure import count_macs
 from ._hnsi import effective_count, keep_counts, solve_strength, top_k_mask
 from ._kernels import (KernelLayer, alive_kernels, held_masks, kernel_layers, materialize_record,
-                       materialized_sparse_macs, restore_masks)
+                       materialized_sparse_macs, multi_kernel, restore_masks)
 from ._registry import LayerScores, RoundContext, RoundOutcome, ScoreContext, register_method
 
 NORMS = ("l1", "l2")
@@ -286,4 +286,4 @@ def hnsi_scores(ctx: ScoreContext) -> LayerScores:
     o: HNSIOptions = ctx.options
     return {(name, "out"): kernel_saliency(conv.weight, o.norm).sum(1).float()
             for name, conv in ctx.model.named_modules()
-            if isinstance(conv, torch.nn.Conv2d) and conv.weight.shape[1] > 1}
+            if multi_kernel(conv)}

@@ -165,7 +165,8 @@ def _prune(model: nn.Module, spec: Method, options_obj: Any, config: PruneConfig
            test_set: ImageDataset | None, shape: tuple[int, ...], run_dir: Path | None, device: torch.device,
            info: DistInfo, resume: bool = False) -> tuple[nn.Module, PruneResult]:
     started = time.perf_counter()
-    epochs = config.epochs_per_round()
+    schedule = config.schedule()
+    shares, epochs = [share for share, _ in schedule], [e for _, e in schedule]
     mode = config.resolved_finetune()
     reference = copy.deepcopy(model).to(device) if get_finetune_mode(mode).needs_reference else None
     latency = config.latency and info.is_main  # one process times; the others would disturb it
@@ -190,7 +191,6 @@ def _prune(model: nn.Module, spec: Method, options_obj: Any, config: PruneConfig
     records = [RoundRecord(**r) for r in progress.records]
     notes = progress.notes
     rounds = len(epochs)
-    shares = [share for share, _ in config.schedule()]
 
     def checkpoint(r: int, stage: str) -> None:
         progress.round, progress.stage = r, stage
@@ -240,15 +240,16 @@ def _prune(model: nn.Module, spec: Method, options_obj: Any, config: PruneConfig
         top1 = last.top1_after_finetune if last.finetune_epochs else last.top1_after_pruning
     after = _snapshot(pruned, shape, test_set, latency, device, top1, sparse=spec.kernel_level)
     achieved = 1 - after["sparse_macs" if spec.kernel_level else config.metric] / base
-    if config.target is not None and abs(achieved - config.target) > 0.01 and not notes and spec.kernel_level:
-        notes.append(f"achieved {100 * achieved:.2f}% kernel-sparse MACs reduction against a target of "
-                     f"{100 * config.target:.1f}% (the masked model: {100 * last.achieved:.2f}%): finalizing removed "
-                     "the filters no kernel read any more and folded those left constant, with the kernels that "
-                     "produced or read them")
     if config.target is not None and abs(achieved - config.target) > 0.01 and not notes:
-        notes.append(f"achieved {100 * achieved:.2f}% against a target of {100 * config.target:.1f}%: the solver "
-                     "stops at the first step that reaches the target, and on this model one step (one channel in "
-                     "global scope, one more channel of every group in layer scope) is worth more than a point")
+        if spec.kernel_level:
+            notes.append(f"achieved {100 * achieved:.2f}% kernel-sparse MACs reduction against a target of "
+                         f"{100 * config.target:.1f}% (the masked model: {100 * last.achieved:.2f}%): finalizing "
+                         "removed the filters no kernel read any more and folded those left constant, with the "
+                         "kernels that produced or read them")
+        else:
+            notes.append(f"achieved {100 * achieved:.2f}% against a target of {100 * config.target:.1f}%: the solver "
+                         "stops at the first step that reaches the target, and on this model one step (one channel "
+                         "in global scope, one more channel of every group in layer scope) is worth more than a point")
     timing = {"scoring": sum(x.scoring_s for x in records), "surgery": sum(x.surgery_s for x in records),
               "finetune": sum(x.finetune_s for x in records), "total": time.perf_counter() - started}
     pruned.eval()

@@ -124,6 +124,10 @@ def train(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset | No
     device = resolve_device(config.device, dist_info())
     objective = objective or cross_entropy(config.label_smoothing)
     companions = dict(companions or {})
+    clash = sorted(set(companions) & {"net", "x", "y"})
+    if clash:
+        raise ConfigError(f"companion name(s) {clash} would collide with the objective's own arguments "
+                          "(net, x, y); name them otherwise")
     trained = [model, *companions.values()]
     with process_group(device) as info:
         if config.batch_size % info.world_size:
@@ -164,8 +168,7 @@ def train(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset | No
                 # Dropout masks: a pure function of (seed, epoch, rank), so a resumed run draws
                 # what the uninterrupted one drew and every process draws its own.
                 torch.manual_seed((config.seed * 1_000_003 + epoch) * 1_009 + info.rank)
-                net.train()
-                for m in peers.values():
+                for m in (net, *peers.values()):
                     m.train()
                 t0 = time.perf_counter()
                 sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*n, correct, n
