@@ -233,7 +233,7 @@ def test_materialized_outputs_equal_the_masked_outputs(kernel):
         model.c.weight[:, [2, 6]] *= 1e-3  # groups of the high-level c: dropped, so b's filters 2, 6 are unread
         model.b.weight[5] *= 1e-3  # b's filter 5: emptied, its constant folded into c
     shape = (1, 8, 8)
-    run_stage(model, 0.5, 2, shape, low_layers=["b"], last=True)
+    run_stage(model, 0.5, 2, shape, low_layers=["b"], last=True, high_level="kernels")
     masks = masks_of(model)
     x = torch.randn(4, *shape, dtype=torch.float64)
     model.eval()
@@ -262,6 +262,45 @@ def test_materialized_outputs_equal_the_masked_outputs(kernel):
         inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))
         torch.testing.assert_close(out[inner], ref[inner], rtol=0, atol=1e-12)
     assert not any(MASK in m._buffers for m in model.modules())
+
+
+def test_high_level_convs_keep_whole_groups_ranked_by_their_norms():
+    """Stage 2's default in high-level convs: each group is kept whole or dropped whole, the
+    dropped ones are the weakest by norm, and low-level convs keep every input channel."""
+    model = plant(fresh_model(), HIGH_PLANT)
+    outcome, base = run_stage(model, 0.5, 2, low_layers=",".join(LOW))
+    masks = masks_of(model)
+    for name, m in masks.items():
+        per_group = by_input(m, model.get_submodule(name).groups)
+        if name in LOW:
+            assert per_group.any(1).all(), name
+        else:
+            assert (per_group.all(1) | ~per_group.any(1)).all(), name  # whole groups only
+    for name, cols in HIGH_PLANT.items():
+        dropped = set((~masks[name].any(0)).nonzero().flatten().tolist())
+        assert set(cols) <= dropped, name
+    assert 0.5 <= sparse_reduction(model, base) <= 0.51
+
+
+def test_groups_dropped_in_high_level_convs_are_removed_exactly():
+    """In a chain, channels the high-level conv stops reading go with their producer: the dense
+    MACs fall, and the materialised model gives the masked one's outputs."""
+    torch.manual_seed(0)
+    model = random_bn(chain(1)).double()
+    with torch.no_grad():
+        model.c.weight[:, [2, 6]] *= 1e-3
+    shape = (1, 8, 8)
+    run_stage(model, 0.5, 2, shape, low_layers=["b"], last=True)
+    unread = rows(masks_of(model)["c"], 0)
+    x = torch.randn(4, *shape, dtype=torch.float64)
+    model.eval()
+    with torch.no_grad():
+        ref = model(x)
+    record = materialize_record(model, x[:1])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref, rtol=0, atol=1e-12)
+    assert {2, 6} <= unread and record["inputs_removed"]["c"] >= len(unread)
+    assert record["dense_macs"][0] - record["dense_macs"][1] >= 64 * (9 * 6 + 5) * len(unread)
 
 
 # --- the pipeline ---------------------------------------------------------------------------
