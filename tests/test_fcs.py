@@ -78,6 +78,41 @@ def test_gram_and_mean_l1_match_the_maps_by_hand():
     assert float(cos[1, 5]) == pytest.approx(1.0, abs=1e-6)
 
 
+class ResBlockNet(nn.Module):
+    """stem conv-BN-ReLU -> [conv-BN-ReLU -> conv-BN] + identity -> ReLU -> pool -> linear: one
+    residual stream (the stem's channels and the block's second BN, tied by the add)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(2, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU())
+        self.branch = nn.Sequential(nn.Conv2d(6, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+                                    nn.Conv2d(4, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.stem(x)
+        return self.head(F.relu(s + self.branch(s)))
+
+
+@pytest.mark.parametrize("stream", ["after_add", "before_add"])
+def test_residual_stream_maps_are_the_ones_the_next_layers_read(stream):
+    """after_add: the stream's maps are the stem's output and the add's output after its ReLU
+    (what the head reads); before_add: the block's BN output as it enters the add."""
+    m = ResBlockNet()
+    randomise(m, 2)
+    ctx = context(m, {"stream": stream})
+    gi = group_of(ctx, "stem.0")
+    gram, a = group_features(ctx.graph.groups[gi], feature_stats(ctx))
+    m.eval()
+    with torch.no_grad():
+        stem = torch.cat([m.stem(x) for x in batches()])
+        out = torch.cat([m.branch(m.stem(x)) for x in batches()])
+        second = F.relu(stem + out) if stream == "after_add" else out
+    maps = torch.cat([stem.transpose(0, 1).flatten(1), second.transpose(0, 1).flatten(1)], 1).double()
+    torch.testing.assert_close(gram, maps @ maps.T, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(a, maps.abs().sum(1) / stem.shape[0], rtol=1e-5, atol=1e-5)
+
+
 # --- binning and the greedy order ------------------------------------------------------------
 
 def test_kmeans_bins_are_deterministic_and_one_dimensional():

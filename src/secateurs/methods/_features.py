@@ -3,6 +3,7 @@ producer's BatchNorm and activation. One pass of the traced graph per calibratio
 each map is reduced as soon as it is computed, so memory stays bounded by one batch."""
 from __future__ import annotations
 
+import operator
 from typing import Any, Callable, Iterable
 
 import torch
@@ -20,6 +21,8 @@ ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardswish, nn.SiLU, nn
 ACTIVATION_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.hardswish, F.silu, F.gelu, F.leaky_relu, F.elu,
                         F.hardtanh, F.mish, torch.relu_}
 ACTIVATION_METHODS = {"relu", "relu_"}
+ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
+ADD_METHODS = {"add", "add_"}
 
 #: ``(role, output of the point node)`` -> None; called once per batch and point.
 Reducer = Callable[[tuple[str, str], torch.Tensor], None]
@@ -33,11 +36,24 @@ def _is_activation(node: torch.fx.Node, modules: dict[str, nn.Module]) -> bool:
     return node.op == "call_method" and node.target in ACTIVATION_METHODS
 
 
-def feature_points(model: nn.Module, graph: ChannelGraph) -> dict[torch.fx.Node, tuple[str, str]]:
+def _is_add(node: torch.fx.Node) -> bool:
+    """A sum of two tensors: a residual stream's merge, whose output channels align with each operand's."""
+    tensors = [a for a in node.args if isinstance(a, torch.fx.Node)]
+    if node.op == "call_function":
+        return node.target in ADD_FUNCTIONS and len(tensors) == 2
+    return node.op == "call_method" and node.target in ADD_METHODS and len(tensors) == 2
+
+
+def feature_points(model: nn.Module, graph: ChannelGraph, through_adds: bool = False
+                   ) -> dict[torch.fx.Node, tuple[str, str]]:
     """For each producer role of a prunable group, the node whose output is its feature map.
 
     From the producer's node, follow its only user while that is the BatchNorm after a
     conv or an activation. A conv and its BN reach the same node; the BN's role is kept.
+    With ``through_adds``, a map whose only reader is a residual add is followed through the
+    add and the activation after it: the stream the next layers read, not the branch output.
+    Both operands of an add then reach the same node, and the first role found is kept (the
+    operands' channel ``c`` and the sum's channel ``c`` are one unit of the stream's group).
     """
     modules = dict(model.named_modules())
     roles = [(m, "bn") for m in producer_roles(graph, "bn")] + [(m, "out") for m in producer_roles(graph, "out")]
@@ -50,7 +66,7 @@ def feature_points(model: nn.Module, graph: ChannelGraph) -> dict[torch.fx.Node,
         while len(node.users) == 1:
             (user,) = node.users
             is_bn = user.op == "call_module" and isinstance(modules.get(user.target), NORMS)
-            if not (_is_activation(user, modules) or (kind == "out" and is_bn)):
+            if not (_is_activation(user, modules) or (kind == "out" and is_bn) or (through_adds and _is_add(user))):
                 break
             node = user
         points.setdefault(node, (module, kind))
@@ -72,16 +88,17 @@ class _Collector(torch.fx.Interpreter):
 
 
 @torch.no_grad()
-def collect(model: nn.Module, graph: ChannelGraph, batches: Iterable[torch.Tensor], reduce: Reducer) -> None:
+def collect(model: nn.Module, graph: ChannelGraph, batches: Iterable[torch.Tensor], reduce: Reducer,
+            through_adds: bool = False) -> None:
     """Run every batch through ``graph`` (eval mode) and hand each feature map to ``reduce``."""
-    points = feature_points(model, graph)
+    points = feature_points(model, graph, through_adds)
     with eval_mode(model):
         runner = _Collector(model, graph.gm.graph, points, reduce)
         for x in batches:
             runner.run(x)
 
 
-def collect_calibration(ctx: Any, reduce: Reducer, method: str) -> int:
+def collect_calibration(ctx: Any, reduce: Reducer, method: str, through_adds: bool = False) -> int:
     """:func:`collect` over ``ctx.calibration`` (a :class:`ScoreContext`'s); the number of samples seen."""
     if ctx.calibration is None:
         raise ConfigError(f"method {method!r} needs calibration data: give a train_set (--dataset)")
@@ -93,7 +110,7 @@ def collect_calibration(ctx: Any, reduce: Reducer, method: str) -> int:
             count += x.shape[0]
             yield x
 
-    collect(ctx.model, ctx.graph, batches(), reduce)
+    collect(ctx.model, ctx.graph, batches(), reduce, through_adds)
     return count
 
 

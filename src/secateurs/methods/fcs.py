@@ -22,8 +22,11 @@ channels than similarity offers, the rest follow in increasing ``a_c`` and score
 similarity removal (``3 + a_c / mean(a)``). A channel whose map is zero on every sample is
 exactly redundant and goes before all of them.
 
-Where a group is a residual stream, its maps are the producers' outputs where they are
-read before the add (after their BN); the stream after the add's activation is not used.
+Where a group is a residual stream, its maps are the stream as the next layers read it:
+each add's output after the activation that follows it (option ``stream=after_add``). A
+branch's output before the add is never read by anyone but the add, so judging the stream's
+channels by it scores what the network does not use; ``stream=before_add`` keeps that
+reading for comparison.
 """
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ _STEP = 1e-9
 _FALLBACK = 3.0
 #: Below every similarity score (1 - cosine >= 0): channels whose maps are all zero.
 _DEAD = -1.0
+STREAMS = ("after_add", "before_add")
 
 
 @dataclass(frozen=True)
@@ -52,12 +56,18 @@ class FCSOptions:
     bins: int | None = None
     channels_per_bin: int = 8
     kmeans_restarts: int = 4
+    #: Where a residual stream's maps are taken: "after_add", the stream the next layers read
+    #: (after each add and its activation), or "before_add", each branch's output as it enters
+    #: the add (the first version's reading, kept for comparison).
+    stream: str = "after_add"
 
     def __post_init__(self) -> None:
         if self.bins is not None and self.bins < 1:
             raise ConfigError(f"fcs option bins must be a positive integer or null, got {self.bins!r}")
         if self.channels_per_bin < 1:
             raise ConfigError(f"fcs option channels_per_bin must be a positive integer, got {self.channels_per_bin!r}")
+        if self.stream not in STREAMS:
+            raise ConfigError(f"fcs option stream must be one of {', '.join(STREAMS)}, got {self.stream!r}")
         if self.kmeans_restarts < 1:
             raise ConfigError(f"fcs option kmeans_restarts must be a positive integer, got {self.kmeans_restarts!r}")
 
@@ -84,7 +94,8 @@ def feature_stats(ctx: ScoreContext) -> FeatureStats:
         accumulate(gram, role, (f @ f.T).double().cpu())
         accumulate(l1, role, f.abs().sum(1).double().cpu())
 
-    return FeatureStats(gram, l1, collect_calibration(ctx, reduce, "fcs"))
+    through_adds = ctx.options.stream == "after_add"
+    return FeatureStats(gram, l1, collect_calibration(ctx, reduce, "fcs", through_adds))
 
 
 def group_features(group: ChannelGroup, stats: FeatureStats) -> tuple[torch.Tensor, torch.Tensor]:
