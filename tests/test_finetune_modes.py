@@ -158,6 +158,59 @@ def test_a_resumed_mlft_run_restores_the_peer(data, tmp_path):
     assert all(torch.equal(saved[k], v) for k, v in whole_peer.state_dict().items())
 
 
+def test_a_peer_learning_every_third_step_changes_only_on_those_steps(data):
+    """peer_every=3: the peer's weights move on steps 1 and 4 and stay put on steps 2, 3, 5, 6
+    (its BN statistics still follow the batches), while the pruned model moves on every step."""
+    model = net(0, 4)
+    objective, companions = _build("mlft", model, net(1), peer_every=3)
+    peer = companions["peer"]
+    moved: list[tuple[bool, bool]] = []
+
+    def weights(m):
+        return {k: v.detach().clone() for k, v in m.named_parameters()}
+    before = [weights(model), weights(peer)]
+
+    def after_step(_):
+        now = [weights(model), weights(peer)]
+        moved.append(tuple(any(not torch.equal(v, b[k]) for k, v in n.items()) for n, b in zip(now, before)))
+        before[:] = now
+    config = TrainConfig(**{**TRAIN, "epochs": 2, "max_steps_per_epoch": 3, "momentum": 0.0, "weight_decay": 0.0})
+    train(model, data[0], None, config, objective=objective, companions=companions, after_step=after_step)
+    assert moved == [(True, True), (True, False), (True, False)] * 2
+
+
+def test_a_resumed_mlft_run_with_a_sparse_peer_takes_the_same_peer_steps(data, tmp_path):
+    """The peer's step counter is saved with the run: killed mid-run with peer_every=2 (odd
+    steps per epoch) and resumed, model and peer equal one uninterrupted run."""
+    config = TrainConfig(**{**TRAIN, "epochs": 2, "max_steps_per_epoch": 3})
+
+    def run(run_dir, resume=False, stop_at=None):
+        model = net(0, 4)
+        objective, companions = _build("mlft", model, net(1), peer_every=2)
+        steps = [0]
+
+        def after_step(_):
+            steps[0] += 1
+            if steps[0] == stop_at:
+                raise KeyboardInterrupt
+        train(model, data[0], None, config, run_dir=run_dir, resume=resume, objective=objective,
+              companions=companions, after_step=after_step)
+        return model, companions["peer"]
+
+    whole = run(tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut", stop_at=4)  # the first step of epoch 2
+    resumed = run(tmp_path / "cut", resume=True)
+    for got, want in zip(resumed, whole):
+        for k, v in want.state_dict().items():
+            assert torch.equal(got.state_dict()[k], v), k
+
+
+def test_peer_every_below_one_is_refused():
+    with pytest.raises(secateurs.ConfigError, match="peer_every"):
+        FINETUNE_MODES["mlft"].make_options({"peer_every": 0})
+
+
 # --- through prune -----------------------------------------------------------------------
 
 def test_a_mode_that_reads_the_unpruned_network_refuses_to_run_without_it(data):

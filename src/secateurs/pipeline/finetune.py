@@ -74,9 +74,17 @@ class MutualOptions(DistillOptions):
 
     peer: str = "unpruned"
     peer_noise: float = 0.01
+    #: The peer learns on every ``peer_every``-th step only; on the others its prediction comes
+    #: from a forward pass without gradients. An unpruned peer's backward pass is the largest
+    #: part of mlft's cost (about 2.5-2.8x tft per step with ``peer_every=1``, the paper's
+    #: setting, in benchmarks/results/finetune_modes_quick.md); a larger value moves the
+    #: cost towards kd's while the peer still adapts.
+    peer_every: int = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.peer_every < 1:
+            raise ConfigError(f"peer_every must be a positive integer, got {self.peer_every!r}")
         if self.peer not in PEERS:
             raise unknown_choice("mlft peer", self.peer, PEERS)
         if not (math.isfinite(self.peer_noise) and self.peer_noise >= 0):
@@ -141,16 +149,31 @@ def _perturbed_copy(model: nn.Module, noise: float, seed: int) -> nn.Module:
     return peer
 
 
+#: The peer's step counter, a buffer of the peer, so that it is saved with the run's state
+#: and a resumed run takes the peer's steps where the uninterrupted one would.
+PEER_STEP = "mlft_step"
+
+
 def _mlft(model: nn.Module, reference: nn.Module | None, config: TrainConfig, o: MutualOptions) -> Built:
     peer = copy.deepcopy(reference) if o.peer == "unpruned" else _perturbed_copy(model, o.peer_noise, config.seed)
     peer.requires_grad_(True)
+    if o.peer_every > 1:
+        peer.register_buffer(PEER_STEP, torch.zeros((), dtype=torch.int64))
 
     def objective(net: nn.Module, x: torch.Tensor, y: torch.Tensor, peer: nn.Module
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-        mine, theirs = net(x), peer(x)
+        learns = True
+        if o.peer_every > 1:
+            step = getattr(getattr(peer, "module", peer), PEER_STEP)  # under DDP the peer comes wrapped
+            learns = int(step) % o.peer_every == 0
+            step += 1
+        mine = net(x)
+        with torch.set_grad_enabled(learns):
+            theirs = peer(x)
         # Each term's gradient reaches only its own peer: the other's logits are detached.
-        loss = (mutual_loss(mine, theirs, y, o.temperature, o.weight, config.label_smoothing)
-                + mutual_loss(theirs, mine, y, o.temperature, o.weight, config.label_smoothing))
+        loss = mutual_loss(mine, theirs, y, o.temperature, o.weight, config.label_smoothing)
+        if learns:
+            loss = loss + mutual_loss(theirs, mine, y, o.temperature, o.weight, config.label_smoothing)
         return loss, mine
     return objective, {"peer": peer}
 
