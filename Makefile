@@ -15,7 +15,7 @@ PYTEST_WORKERS ?= 2
 # on a machine whose default index would serve the CUDA build.
 TORCH_PIP_ARGS ?=
 
-.PHONY: demo test dataset install bench-quick bench-full clean
+.PHONY: demo test dataset install bench-quick bench-full bench-matrix bench-gpu clean
 
 demo: $(STAMP) dataset
 	$(VENV)/bin/secateurs demo
@@ -28,7 +28,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) $(TORCH_PIP_ARGS) -c constraints.txt torch==2.13.0
-	$(PIP) -c constraints.txt -e ".[dev,export]"
+	$(PIP) -c constraints.txt -e ".[dev,export,plots]"
 	touch $@
 
 dataset:
@@ -52,6 +52,20 @@ bench-full: $(STAMP) dataset
 	$(PY) benchmarks/prune_probability.py --profile full
 	$(PY) benchmarks/prune_kernels.py --profile full
 	$(PY) benchmarks/finetune_modes.py --profile full
+
+# The benchmark matrix (benchmarks/README.md): the CPU protocol from the committed converged
+# baselines, resumable over sittings, and the same protocol at full scale on one large GPU
+# (install torch with CUDA there, e.g. TORCH_PIP_ARGS naming a CUDA index). MATRIX_ARGS adds
+# filters or --jobs K, e.g. MATRIX_ARGS="--models resnet20 --seeds 0".
+MATRIX_ARGS ?=
+
+bench-matrix: $(STAMP) dataset
+	$(PIP) -c constraints.txt -e ".[dev,export,bench]"
+	$(PY) benchmarks/matrix.py --profile converged $(MATRIX_ARGS)
+
+bench-gpu: $(STAMP) dataset
+	$(PIP) -c constraints.txt -e ".[dev,export,bench]"
+	$(PY) benchmarks/matrix.py --profile gpu $(MATRIX_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

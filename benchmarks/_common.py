@@ -11,6 +11,8 @@ from typing import Any, Sequence
 
 import torch
 
+from secateurs.measure import LoadMonitor, LoadWindow
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -43,6 +45,20 @@ def machine_line(m: dict[str, Any]) -> str:
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
     return (f"{m['cpu']} ({m['cpu_count']} cores, torch threads {m['torch_threads']}, "
             f"{m.get('memory_gib', '?')} GiB){gpu}; torch {m['torch']}, Python {m['python']}; {m['date']}")
+
+
+def timing_watch() -> LoadMonitor:
+    """Watch the rest of the machine while a benchmark times something, with the rule the
+    library's latency verdict uses (:mod:`secateurs.measure.load`): ``with timing_watch() as
+    w: ...``, then :func:`busy_note` of ``w.window`` for the report."""
+    return LoadMonitor(torch.get_num_threads())
+
+
+def busy_note(window: LoadWindow) -> str | None:
+    """A sentence for the report when the timings ran on a busy machine; None when it was quiet."""
+    reason = window.reason()
+    return None if reason is None else (f"**Timings unreliable**: {reason} (over the {window.seconds:.0f} s of "
+                                        "timing); rerun on an idle machine before quoting them.")
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from _common import machine, machine_line, markdown_table, write_results
@@ -23,6 +23,11 @@ from secateurs.train import MODEL_FILE, STATE_FILE
 
 DATASET = "fashion-mnist"
 CACHE = Path(__file__).resolve().parent / "cache"
+#: Profiles whose runs live in a fixed, committed folder instead of the cache, so a fresh clone
+#: starts every method benchmark from them without retraining.
+FIXED_ROOTS = {"converged": Path(__file__).resolve().parent / "checkpoints" / DATASET}
+#: Issue 12's convergence rule: the last 3 epochs gain less than 0.1 point of test top-1 on average.
+CONVERGENCE_WINDOW, CONVERGENCE_GAIN = 3, 0.1
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,8 @@ class Baseline:
     batch_size: int = 128
     lr: float = 0.1
     schedule: str = "onecycle"
+    dataset: str = DATASET
+    dataset_options: dict = field(default_factory=dict)
 
 
 # The quick profile is sized for 2 CPU cores in about half an hour in total; its short
@@ -52,11 +59,32 @@ PROFILES: dict[str, list[Baseline]] = {
         Baseline("mobilenet_v2", epochs=40),
         Baseline("shufflenet_v2", epochs=40),
     ],
+    # Converged on 2 CPU cores (issue 12): committed under checkpoints/, one job per core.
+    "converged": [
+        Baseline("resnet20", epochs=30),
+        Baseline("resnet56", epochs=30),
+        Baseline("mobilenet_v2", epochs=30),
+    ],
+    # A seconds-long smoke baseline on synthetic data, for the benchmark harness's tests.
+    "tiny": [
+        Baseline("test_resnet", epochs=2, max_steps_per_epoch=8, batch_size=32, dataset="synthetic",
+                 dataset_options={"num_samples": 256}),
+    ],
 }
 
 
+def convergence(history: list[dict]) -> dict:
+    """The average test top-1 gain per epoch over the last :data:`CONVERGENCE_WINDOW` epochs,
+    and whether it is under :data:`CONVERGENCE_GAIN` point (None: too few epochs to say)."""
+    top1 = [h["test_top1"] for h in history if h.get("test_top1") is not None]
+    if len(top1) <= CONVERGENCE_WINDOW:
+        return {"last_gain": None, "converged": None}
+    gain = (top1[-1] - top1[-1 - CONVERGENCE_WINDOW]) / CONVERGENCE_WINDOW
+    return {"last_gain": gain, "converged": gain < CONVERGENCE_GAIN}
+
+
 def run_dir(model: str, profile: str, cache: Path = CACHE) -> Path:
-    return cache / profile / model
+    return FIXED_ROOTS[profile] / model if profile in FIXED_ROOTS else cache / profile / model
 
 
 def _recipe(spec: Baseline, progress: bool = True) -> dict:
@@ -68,11 +96,12 @@ def _recipe(spec: Baseline, progress: bool = True) -> dict:
 
 
 def ensure_baseline(model: str, profile: str = "quick", cache: Path = CACHE, data_dir: str | None = None,
-                    progress: bool = True) -> Path:
+                    progress: bool = True, train: bool = True) -> Path:
     """The baseline checkpoint of ``model`` for ``profile``, training (or resuming) it first if needed.
 
     A cached run trained with another recipe than the profile's is refused, so a table never
-    reports epochs that did not run.
+    reports epochs that did not run. With ``train=False`` an unfinished run is refused instead
+    of trained (a caller that must not start a long training, or one that may be running).
     """
     spec = {b.model: b for b in PROFILES[profile]}.get(model)
     if spec is None:
@@ -86,8 +115,12 @@ def ensure_baseline(model: str, profile: str = "quick", cache: Path = CACHE, dat
             raise SystemExit(f"{out} was trained with another recipe (saved, profile): {differs}; delete it to retrain")
     metrics = out / "metrics.jsonl"
     if not (metrics.exists() and len(metrics.read_text().splitlines()) >= spec.epochs):
-        runs.train_command(out, resume=(out / STATE_FILE).exists(), model=model, dataset=DATASET,
-                           data_dir=data_dir, overrides=recipe)
+        if not train:
+            done = len(metrics.read_text().splitlines()) if metrics.exists() else 0
+            raise SystemExit(f"the {model} baseline in {out} has {done} of {spec.epochs} epochs; finish it first: "
+                             f"python benchmarks/baselines.py --profile {profile} --models {model}")
+        runs.train_command(out, resume=(out / STATE_FILE).exists(), model=model, dataset=spec.dataset,
+                           data_dir=data_dir, overrides=recipe, dataset_options=spec.dataset_options or None)
     return out / MODEL_FILE
 
 
@@ -103,16 +136,19 @@ def main(argv=None) -> int:
     for spec in specs:
         ckpt = ensure_baseline(spec.model, args.profile, args.cache, args.data_dir)
         history = [json.loads(l) for l in (ckpt.parent / "metrics.jsonl").read_text().splitlines()]
-        ev = runs.evaluate_checkpoint(ckpt, DATASET, args.data_dir)
+        ev = runs.evaluate_checkpoint(ckpt, spec.dataset, args.data_dir, dataset_options=spec.dataset_options)
         m = runs.measure_checkpoint(ckpt, repeats=30)
         train_s = sum(h["epoch_time_s"] for h in history)
+        conv = convergence(history)
         results.append({"baseline": asdict(spec), "eval": ev, "measure": m.to_dict(), "train_time_s": train_s,
-                        "history": history})
+                        "convergence": conv, "history": history})
         lat = m.to_dict()["latency"]["batches"] if m.latency else {}
         rows.append([spec.model, spec.epochs, spec.max_steps_per_epoch or "all", f"{ev['top1']:.2f}",
                      f"{m.params / 1e6:.3f}", f"{m.macs / 1e6:.1f}",
                      *(f"{lat[str(b)]['median_ms']:.2f}" if str(b) in lat else "-" for b in (1, 64)),
-                     f"{train_s / 60:.1f}"])
+                     f"{train_s / 60:.1f}",
+                     "-" if conv["converged"] is None else
+                     f"{'yes' if conv['converged'] else 'no'} ({conv['last_gain']:+.2f})"])
         print(rows[-1], file=sys.stderr)
     m = machine()
     command = f"python benchmarks/baselines.py --profile {args.profile}"
@@ -122,15 +158,18 @@ def main(argv=None) -> int:
         f"# Fashion-MNIST baselines, profile `{args.profile}`",
         f"Machine: {machine_line(m)}", f"Command: `{command}`",
         markdown_table(["model", "epochs", "steps/epoch", "test top-1 (%)", "params (M)", "MACs (M)",
-                        "latency b1 (ms)", "latency b64 (ms)", "train time (min)"], rows),
+                        "latency b1 (ms)", "latency b64 (ms)", "train time (min)",
+                        f"converged (gain/epoch, last {CONVERGENCE_WINDOW})"], rows),
         "Recipes: " + "; ".join(f"{s.model}: batch {s.batch_size}, lr {s.lr}, {s.schedule}" for s in specs) + ". "
         "SGD momentum 0.9 nesterov, weight decay 5e-4, random crop (pad 4) + flip. Latency: median of 30 runs after 5 warm-up runs, CPU, the thread count above. MACs: conv and "
-        "linear multiply-accumulates for one 1x32x32 image.",
+        "linear multiply-accumulates for one 1x32x32 image. Converged: the last "
+        f"{CONVERGENCE_WINDOW} epochs gained less than {CONVERGENCE_GAIN} point of test top-1 per epoch on average.",
     ])
     missing = [b.model for b in PROFILES[args.profile] if b.model not in {s.model for s in specs}]
     if missing:
         md += f"\n\nNot run in this invocation: {', '.join(missing)} (see the command)."
-    write_results(f"baselines_{args.profile}", {"machine": m, "command": command, "dataset": DATASET,
+    write_results(f"baselines_{args.profile}", {"machine": m, "command": command,
+                                                 "dataset": ", ".join(sorted({s.dataset for s in specs})),
                                                  "results": results}, md)
     print(md)
     return 0

@@ -15,6 +15,8 @@ For each model (32x32 input, batch 1), in the same process and alternating per r
 Each figure is the median of ``--repeats`` runs after one untimed warm-up. Afterwards the
 two pruned models must have the same parameters, MACs, layer shapes and outputs; any
 disagreement is reported in the table, not hidden. Goal: ours at most 1.0x theirs.
+The CPU time other processes took while each model was timed is recorded (``load`` in the
+JSON; the rule of ``secateurs.measure.load``), and a busy machine is named in the report.
 
     .venv/bin/python benchmarks/engine_timing.py [--models resnet56 vgg16 mobilenet_v2] [--repeats 5]
 """
@@ -36,7 +38,7 @@ import torch.nn as nn
 import torch_pruning as tp
 
 import secateurs
-from _common import machine, machine_line, markdown_table, write_results
+from _common import busy_note, machine, machine_line, markdown_table, timing_watch, write_results
 from secateurs.graph import ChannelGraph, Unit, remove_units
 from secateurs.measure import count_macs, count_params
 
@@ -142,9 +144,12 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", default=["resnet56", "vgg16", "mobilenet_v2"])
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args(argv)
-    results, rows = [], []
+    results, rows, windows = [], [], {}
     for name in args.models:
-        res = run_model(name, args.repeats)
+        with timing_watch() as watch:  # was the machine quiet while this model was timed?
+            res = run_model(name, args.repeats)
+        windows[name] = watch.window
+        res["load"] = watch.window.to_dict()
         med = res["median_ms"]
         res["trace_ratio"] = med["ours_trace"] / med["tp_build"]
         res["surgery_ratio"] = med["ours_surgery"] / med["tp_prune"]
@@ -161,7 +166,8 @@ def main(argv=None) -> int:
     command = "python benchmarks/engine_timing.py " + " ".join(argv if argv is not None else sys.argv[1:])
     missed = [f"{r['model']} {k}" for r in results for k, ok in r["goal_met"].items() if not ok]
     disagree = [r["model"] for r in results if not r["pruned_models_agree"]]
-    notes = [
+    busy = [f"{name}: {note}" for name, window in windows.items() if (note := busy_note(window))]
+    notes = [*busy,
         f"**Goal: ours at most {GOAL:.1f}x theirs** (ratio = ours / Torch-Pruning, medians). "
         + (f"Missed: {', '.join(missed)}." if missed else "Met for every model and both steps."),
         "After the 50% request the two pruned models "

@@ -1,5 +1,5 @@
 """Fine-tuning modes compared on one fcs-pruned model: plain cross-entropy (tft), mutual
-learning with the unpruned network as a trained peer (mlft, paper 4) and distillation from
+learning with the unpruned network as a trained peer (mlft, Yang & Xiao, Appl. Intell. 2022) and distillation from
 the frozen unpruned network (kd), each for E/4, E/2 and E epochs, with the wall time of each.
 
 Paper 4's claim under test: mlft reaches tft's accuracy after E epochs in at most E/2 epochs.

@@ -1,4 +1,4 @@
-"""Filter pruning compared: l1-capped (paper 2), every baseline criterion, and
+"""Filter pruning compared: l1-capped (Kumar et al., Appl. Intell. 2021), every baseline criterion, and
 Torch-Pruning's magnitude pruner, at equal MACs and equal fine-tuning.
 
 For each model (a cached Fashion-MNIST baseline, see baselines.py) and MACs reduction,

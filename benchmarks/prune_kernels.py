@@ -1,4 +1,4 @@
-"""Kernel pruning compared: HNSI (paper 1) and its three ablations against `l1` and
+"""Kernel pruning compared: HNSI (Zhu & Pei, Appl. Intell. 2022) and its three ablations against `l1` and
 `l1-capped` filter pruning, at the same MACs and the same fine-tuning.
 
 For each model (a cached Fashion-MNIST baseline, see baselines.py) and MACs reduction:

@@ -1,6 +1,6 @@
-"""Probability-based channel pruning (paper 3) with no fine-tuning, against `bn-scale` and
-`l1` at the same params reduction with no fine-tuning, with and without shift fusion, and
-a sweep of tau (params reduction against accuracy, plotted).
+"""Probability-based channel pruning (Zhao et al., J. Comput. Sci. Technol. 2022) with no
+fine-tuning, against `bn-scale` and `l1` at the same params reduction with no fine-tuning,
+with and without shift fusion, and a sweep of tau (params reduction against accuracy, plotted).
 
     .venv/bin/python benchmarks/prune_probability.py --profile quick --models mobilenet_v2 shufflenet_v2
 

@@ -234,8 +234,8 @@ class LeafBlock(nn.Module):
 
 
 class ChunkNet(nn.Module):
-    """``x.chunk(2, dim=1)`` of a conv output: a split at fixed channel positions, so the
-    conv's channels are kept."""
+    """``x.chunk(2, dim=1)`` of a conv output: equal halves, so channel ``c`` of the conv is
+    removed with channel ``c + 4`` (the halves stay equal and in step)."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -70,7 +70,7 @@ def test_resume_of_a_finished_run_adds_nothing(run_dir):
     (["export", "--from", "{ckpt}", "--format", "tflite", "--out", "{tmp}/m"], "tflite"),
     (["train", "--resume", "--out", "{tmp}/never"], "never finished an epoch"),
     (["train", "--resume", "--out", "{ckpt_dir}", "--lr", "0.5"], "differ from it"),
-    (["demo", "--out", "{ckpt_dir}"], "not a resnet20 demo run"),
+    (["demo", "--out", "{ckpt_dir}"], "is not a demo run"),
 ])
 def test_bad_input_is_one_clear_line(argv, needle, run_dir, tmp_path, capsys):
     argv = [a.format(tmp=tmp_path, ckpt=run_dir / "model.safetensors", ckpt_dir=run_dir) for a in argv]

@@ -46,7 +46,7 @@ def quantile(values: list[float], q: float) -> float:
 
 
 def capped_reference(filters: list[list[float]], alpha: float, q: float) -> list[float]:
-    """METHODS.md section 2 with eps the q-quantile of the layer's |weights|."""
+    """The l1-capped score of docs/methods.md with eps the q-quantile of the layer's |weights|."""
     eps = quantile([abs(v) for f in filters for v in f], q)
     l1 = [sum(abs(v) for v in f) for f in filters]
     cap = [sum(min(abs(v), eps) for v in f) for f in filters]

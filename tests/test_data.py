@@ -326,7 +326,7 @@ def write_folder(root: Path, splits: tuple[str, ...] = ("train", "val")) -> None
 
 def test_imagefolder_decodes_resizes_and_labels_by_sorted_class(tmp_path: Path) -> None:
     write_folder(tmp_path)
-    train = load_dataset("imagefolder", "train", data_dir=tmp_path, image_size=16)
+    train = load_dataset("imagefolder", "train", data_dir=tmp_path, image_size=16, in_memory=True)
     assert train.images.shape == (6, 3, 16, 16) and train.classes == ["ant", "bee", "cat"]
     assert train.labels.tolist() == [0, 0, 1, 1, 2, 2]
     for image, label in zip(train.images, train.labels):
@@ -340,7 +340,7 @@ def test_imagefolder_decodes_resizes_and_labels_by_sorted_class(tmp_path: Path) 
 def test_imagefolder_refuses_too_large_for_memory(tmp_path: Path) -> None:
     write_folder(tmp_path, ("train",))
     with pytest.raises(DatasetError, match="max_memory_gb"):
-        load_dataset("imagefolder", data_dir=tmp_path, image_size=4096, max_memory_gb=0.1)
+        load_dataset("imagefolder", data_dir=tmp_path, image_size=4096, in_memory=True, max_memory_gb=0.1)
 
 
 def test_imagefolder_names_undecodable_file(tmp_path: Path) -> None:

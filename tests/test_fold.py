@@ -93,7 +93,8 @@ class FlattenLinearNet(nn.Module):
 
 
 class DepthwiseSeparableNet(nn.Module):
-    """PW1 -> BN1 -> ReLU -> DW3x3 (padding 1) -> BN2 -> ReLU -> PW2 (1x1): METHODS.md method 3's block."""
+    """PW1 -> BN1 -> ReLU -> DW3x3 (padding 1) -> BN2 -> ReLU -> PW2 (1x1): the block of
+    probability pruning (docs/methods.md)."""
 
     def __init__(self):
         super().__init__()
@@ -215,7 +216,7 @@ def test_folds_into_linear_after_flatten():
 
 def test_constant_folds_through_depthwise_and_bn2_into_pw2():
     model = _randomize(DepthwiseSeparableNet())
-    _dead_bn_channel(model.bn1, 5, 0.9)  # method 3, case "BN1 yes, BN2 no"
+    _dead_bn_channel(model.bn1, 5, 0.9)  # probability's case "BN1 yes, BN2 no"
     with torch.no_grad():
         before = model(X)
         report = fold_constant_channels(model, X, {"bn1": {5: 0.9}})

@@ -1,4 +1,4 @@
-"""HNSI kernel pruning (paper 1): the index and ``keep`` against hand-computed values, the
+"""HNSI kernel pruning (Zhu & Pei, Appl. Intell. 2022): the index and ``keep`` against hand-computed values, the
 bisection against ``count_macs``, the at-least-one-kernel rule per stage, materialisation
 against the masked model's outputs, and the whole run through the pipeline and the CLI."""
 from __future__ import annotations

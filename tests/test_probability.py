@@ -1,5 +1,5 @@
-"""Probability pruning (paper 3): the statistics against SciPy, and planted channels in
-each of the four depthwise-separable cases removed without changing the outputs."""
+"""Probability pruning (Zhao et al., J. Comput. Sci. Technol. 2022): the statistics against
+SciPy, and planted channels in each of the four depthwise-separable cases removed without changing the outputs."""
 from __future__ import annotations
 
 

@@ -8,9 +8,14 @@ The public API::
     pruned, report = secateurs.prune(model, "l1-capped", macs_reduction=0.5, train_set=..., test_set=...)
     secateurs.save(model, "model.safetensors", meta={...})
     model = secateurs.load("model.safetensors")
+
+    # Any traceable nn.Module, any Dataset of (image, label) or DataLoader:
+    pruned, report = secateurs.prune(net, "l1", macs_reduction=0.5, train_set=my_dataset,
+                                     example_inputs=torch.randn(1, 3, 224, 224))
+    net = secateurs.load("pruned.safetensors", arch=build_net)   # its factory; no pickle
 """
 from ._version import __version__
-from .data import list_datasets, load_dataset
+from .data import as_loader, list_datasets, load_dataset
 from .errors import CheckpointError, ConfigError, DatasetError, PruningError, SecateursError, TraceError
 from .graph import ChannelGraph, prune_channels, trace
 from .io import load, read_meta, save
@@ -24,6 +29,6 @@ __all__ = [
     "ChannelGraph", "CheckpointError", "ConfigError", "DatasetError", "Measurement", "PruningError", "SecateursError",
     "PruneConfig", "PruneResult", "TraceError", "TrainConfig", "list_methods", "prune", "prune_channels",
     "register_method", "trace",
-    "__version__", "count_macs", "count_params", "create_model", "evaluate", "list_datasets", "list_models",
+    "__version__", "as_loader", "count_macs", "count_params", "create_model", "evaluate", "list_datasets", "list_models",
     "load", "load_dataset", "measure", "read_meta", "register_model", "save", "train",
 ]

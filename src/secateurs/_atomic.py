@@ -6,6 +6,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from .errors import FileSystemError
+
 
 def _read_umask() -> int:
     umask = os.umask(0)  # the only way to read it; done once, at import
@@ -34,9 +36,23 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, fsync it, then rename.
 
     The rename is atomic on POSIX and Windows when both names are on one file system,
-    which is why the temporary file lives in the destination folder.
+    which is why the temporary file lives in the destination folder. A failure (a full
+    disk, a read-only folder) leaves ``path`` as it was and no temporary file behind.
+
+    Raises:
+        FileSystemError: the operating system refused; the message names ``path`` and the cause.
     """
     path = Path(path)
+    try:
+        return _write_via_temp(path, write)
+    except FileSystemError:
+        raise
+    except OSError as e:
+        # Name the destination, not the temporary file, and say the cause in words.
+        raise FileSystemError.wrap(e, "cannot write", path) from e
+
+
+def _write_via_temp(path: Path, write: Callable[[Path], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

@@ -2,18 +2,22 @@
 
 A batch is one index into the uint8 images (one gather when augmenting), one conversion to
 float and one normalisation, so the data path costs a small fraction of a training step.
+Data that does not fit in memory (a user's ``Dataset``, a streamed image folder) takes the
+general path of :mod:`._torch_loader`; :func:`as_loader` chooses between the two.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Callable, Iterator, Union
 
 import torch
+from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from ..errors import ConfigError
 from .augment import CropFlipParams, crop_flip, draw_crop_flip, pad_images
+from ._torch_loader import TorchLoader, check_loader, dataset_loader, is_map_dataset
 from .info import DatasetInfo, ImageDataset
 
 #: On CUDA the whole uint8 dataset (padded) is kept on the GPU when it takes at most this
@@ -35,6 +39,8 @@ class LoaderConfig:
         drop_last: drop the incomplete last batch, and the samples that do not divide evenly
             among ranks.
         device: where the batches are delivered.
+        num_workers: worker processes decoding the samples of a torch ``Dataset`` (see
+            :func:`as_loader`); the in-memory path has nothing to decode and ignores it.
     """
 
     batch_size: int = 128
@@ -45,6 +51,7 @@ class LoaderConfig:
     seed: int = 0
     drop_last: bool = False
     device: str | torch.device = "cpu"
+    num_workers: int = 0
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -166,6 +173,10 @@ class BatchLoader:
             yield x.float().sub_(self._shift).mul_(self._scale), y
 
 
+#: What :func:`as_loader` returns: iterables of ``(x, y)`` on the device, with ``set_epoch`` and ``len``.
+Batches = Union["BatchLoader", TorchLoader]
+
+
 def make_loader(dataset: ImageDataset, config: LoaderConfig, rank: int = 0, world_size: int = 1) -> BatchLoader:
     """Build the batch iterator of one rank.
 
@@ -176,3 +187,42 @@ def make_loader(dataset: ImageDataset, config: LoaderConfig, rank: int = 0, worl
         world_size: number of processes sharing each global batch.
     """
     return BatchLoader(dataset, config, rank=rank, world_size=world_size)
+
+
+def _user_loader(loader: DataLoader, device: str | torch.device, world_size: int) -> TorchLoader:
+    check_loader(loader, world_size)
+    return TorchLoader(loader, device)
+
+
+#: What :func:`as_loader` accepts, tried in order: (what it is, how it becomes batches).
+_SOURCES: list[tuple[Callable[[Any], bool], Callable[..., Batches]]] = [
+    (lambda d: isinstance(d, (BatchLoader, TorchLoader)), lambda d, c, r, w: d),
+    (lambda d: isinstance(d, ImageDataset), make_loader),
+    (lambda d: isinstance(d, DataLoader), lambda d, c, r, w: _user_loader(d, c.device, w)),
+    (is_map_dataset, lambda d, c, r, w: dataset_loader(d, c.batch_size, c.train, c.seed, c.drop_last,
+                                                        c.num_workers, torch.device(c.device), r, w)),
+]
+
+
+def as_loader(data: Any, config: LoaderConfig, rank: int = 0, world_size: int = 1) -> Batches:
+    """The one place data becomes batches: every command that reads data goes through it.
+
+    Args:
+        data: an in-memory :class:`ImageDataset` (the fast path: ``config`` decides
+            everything, augmentation included); any map-style ``Dataset`` whose samples are
+            ``(image_tensor, label)``, already transformed and normalised (batched by a seeded
+            DistributedSampler with ``config.num_workers`` workers); a ``DataLoader``, used as
+            it is (its own batch size, order and workers; under several processes it must
+            have a DistributedSampler); or a loader this function returned.
+        config: batch size, shuffling, seed, device (and augmentation, for the fast path).
+        rank: this process's rank in ``[0, world_size)``.
+        world_size: number of processes sharing each global batch.
+
+    Raises:
+        ConfigError: ``data`` is none of those, or a DataLoader would not shard under torchrun.
+    """
+    for accepts, build in _SOURCES:
+        if accepts(data):
+            return build(data, config, rank, world_size)
+    raise ConfigError(f"cannot read batches from a {type(data).__name__}: give an ImageDataset (load_dataset), a "
+                      "map-style torch Dataset whose samples are (image_tensor, label), or a DataLoader of them")

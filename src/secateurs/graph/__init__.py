@@ -1,7 +1,7 @@
 """The pruning engine: torch.fx tracing, channel groups, exact physical surgery, kernel
 masks and constant folding."""
 from ..errors import PruningError, TraceError
-from ._handlers import FUNCTION_HANDLERS, METHOD_HANDLERS, MODULE_HANDLERS
+from ._handlers import FUNCTION_HANDLERS, METHOD_HANDLERS, MODULE_HANDLERS, NAMED_FUNCTION_HANDLERS
 from ._layers import SURGEONS
 from ._state import Member
 from .fold import FoldReport, fold_constant_channels, fold_refusals
@@ -12,6 +12,6 @@ from .surgery import prune_channels, remove_units
 from .trace import symbolic_trace, trace
 
 __all__ = ["ChannelGraph", "ChannelGroup", "FUNCTION_HANDLERS", "FoldReport", "KernelMasks", "METHOD_HANDLERS",
-           "MODULE_HANDLERS", "MaterializeReport", "Member", "PruningError", "SURGEONS", "TraceError", "Unit",
-           "apply_kernel_masks", "fold_constant_channels", "fold_refusals", "materialize", "prune_channels", "remove_units",
+           "MODULE_HANDLERS", "NAMED_FUNCTION_HANDLERS", "MaterializeReport", "Member", "PruningError", "SURGEONS",
+           "TraceError", "Unit", "apply_kernel_masks", "fold_constant_channels", "fold_refusals", "materialize", "prune_channels", "remove_units",
            "symbolic_trace", "trace"]

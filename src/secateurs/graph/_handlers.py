@@ -15,7 +15,7 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import _ids
+from . import _ids, _shuffle
 from ._state import GroupedConv, State
 
 Handler = Callable[[State, torch.fx.Node, Any, tuple, dict], Any]
@@ -90,6 +90,8 @@ def channelwise(state: State, node, out, args, kwargs):
     if not isinstance(out, torch.Tensor):
         return unknown(state, node, out, args, kwargs)
     if x.shape == out.shape:
+        if _shuffle.is_marked(state, node.args[0] if node.args else None):
+            state.split_nodes.add(node.name)  # e.g. the .contiguous() inside a shuffle
         return x
     cids = _ids.along(x, 1)
     if cids is None or out.dim() < 2 or out.shape[1] != cids.numel():
@@ -136,10 +138,11 @@ def _tie_everywhere(state: State, tensors: list[torch.Tensor], out: torch.Tensor
 
 
 def _replay(node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
-    """Run the node's own op on the id tensors."""
+    """Run the node's own op on the id tensors (``view`` as ``reshape``: id tensors are often
+    broadcast views, which ``view`` cannot always reshape)."""
     if node.op == "call_method":
         self_, *rest = args
-        return getattr(self_, node.target)(*rest, **kwargs)
+        return getattr(self_, "reshape" if node.target == "view" else node.target)(*rest, **kwargs)
     return node.target(*args, **kwargs)
 
 
@@ -176,7 +179,13 @@ def reshape_like(state: State, node, out, args, kwargs):
     """view/reshape/flatten/squeeze/unsqueeze: fine unless the channel dim is split or moved,
     or its size is written into the code (it would be wrong once channels are removed)."""
     x = args[0]
+    if _shuffle.is_marked(state, node.args[0]) and _literal_width(node) is None:
+        merged = _shuffle.merge(state, node, x, out)
+        if merged is not None:
+            return merged
     ids = _replay(node, args, kwargs)
+    if _shuffle.split(state, node, x, ids):
+        return ids
     if not (_ids.keeps_channel_dim(x.shape, ids.shape) or _ids.is_flatten_of_channels(x.shape, ids.shape)):
         reason = (f"{describe(node)} reshapes the channel dimension {tuple(x.shape)} -> {tuple(ids.shape)} "
                   "(e.g. a channel shuffle): removing a channel would change which channels meet downstream")
@@ -194,16 +203,20 @@ def transpose_like(state: State, node, out, args, kwargs):
     x = args[0]
     ids = _replay(node, args, kwargs)
     before, after = _ids.along(x, 1), _ids.along(ids, 1)
-    if before is not None and after is not None and torch.equal(before, after):
+    if (before is not None and after is not None and torch.equal(before, after)) or _shuffle.swap(state, node, x, ids):
         return ids
     return stop_all(state, out, x, f"{describe(node)} moves the channel dimension")
 
 
 def split_like(state: State, node, out, args, kwargs):
-    """chunk/split along channels cut at fixed positions: removing a channel moves the cut."""
+    """chunk/split along channels cut at fixed positions: removing a channel moves the cut,
+    unless the parts are equal chunks that lose the same positions (see ``_shuffle``)."""
     x = args[0]
     dim = _dim_arg(args, kwargs, 2, 0)
     if isinstance(dim, int) and x.dim() >= 2 and dim % x.dim() == 1:
+        parts = kwargs.get("chunks", args[1] if len(args) > 1 else None)
+        if node.target in ("chunk", torch.chunk) and isinstance(parts, int) and _shuffle.equal_chunks(state, node, x, parts):
+            return _replay(node, args, kwargs)
         reason = (f"{describe(node)} splits the channel dimension at fixed positions: removing a channel would "
                   "move channels from one part to the other")
         return stop_all(state, out, x, reason)
@@ -332,6 +345,22 @@ FUNCTION_HANDLERS: dict[Any, Handler] = {
     operator.getitem: getitem,
     torch.mean: reduction, torch.sum: reduction, torch.amax: reduction,
 }
+
+#: Functions of optional packages, by ``module.qualname``, so the engine imports none of them.
+NAMED_FUNCTION_HANDLERS: dict[str, Handler] = {
+    # Identity in eval; in training one random factor per sample (or per batch): never mixes channels.
+    "torchvision.ops.stochastic_depth.stochastic_depth": channelwise,
+}
+
+
+def function_handler(target: Any) -> Handler:
+    """The handler of a called function: by identity, else by qualified name, else ``unknown``."""
+    handler = FUNCTION_HANDLERS.get(target)
+    if handler is None:
+        name = f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', '')}"
+        handler = NAMED_FUNCTION_HANDLERS.get(name, unknown)
+    return handler
+
 
 METHOD_HANDLERS: dict[str, Handler] = {
     **{m: channelwise for m in ("relu", "relu_", "sigmoid", "sigmoid_", "tanh", "clamp", "clamp_", "contiguous",

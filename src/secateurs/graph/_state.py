@@ -48,6 +48,8 @@ class State:
     #: ``(module, kind) -> ids``: id of each channel of that layer role, by index.
     slots: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
     grouped: dict[str, GroupedConv] = field(default_factory=dict)
+    #: Nodes whose output is a channel dim split in two by an exact shuffle (see ``_shuffle``).
+    split_nodes: set[str] = field(default_factory=set)
 
     def new(self, n: int) -> torch.Tensor:
         ids = torch.arange(self.count, self.count + n)

@@ -6,8 +6,8 @@ through channel-wise ops (BatchNorm in eval mode, activations, pooling, depthwis
 until it reaches layers that mix channels (convs, linears). There it is a fixed
 contribution ``delta_o = v * sum_k W[o, c, k]`` to every output ``o``: it goes into the
 consumer's bias, or, for a bias-free conv feeding a BatchNorm, out of that BN's running
-mean. The channel's unit is then removed by the engine's surgery (METHODS.md, the shift
-fusion of methods 1 and 3). Anything else on the way (an add with a live tensor, a
+mean. The channel's unit is then removed by the engine's surgery (the shift fusion of
+probability and hnsi, see docs/methods.md). Anything else on the way (an add with a live tensor, a
 shuffle, an op without a rule) refuses the request before the model is touched.
 
     >>> report = fold_constant_channels(model, torch.randn(1, 3, 32, 32), {"layer1.0.bn1": {5: 0.12}})

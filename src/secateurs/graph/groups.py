@@ -1,7 +1,7 @@
 """Channel groups: what :func:`trace` finds, and how a request maps onto it."""
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from itertools import repeat
 
@@ -102,13 +102,17 @@ def build_graph(gm: torch.fx.GraphModule, state: State, model: nn.Module) -> Cha
         reason = state.stops[k][1] if k < len(state.stops) else None
         if reason is None and not any(m.kind in PRODUCER_KINDS for m in mems):
             reason = "no layer produces these channels"
-        by_key[tuple(dict.fromkeys(m[:2] for m in mems))].append((rr, Unit(tuple(mems), reason)))
+        straddles = _straddles(mems, state.grouped) if state.grouped else None
+        key = tuple(dict.fromkeys(m[:2] for m in mems))
+        # Straddling units form a group of their own, so that the rest stays prunable.
+        by_key[key + (("straddles", ""),) if straddles else key].append((rr, Unit(tuple(mems), reason or straddles)))
     groups: list[ChannelGroup] = []
     at: dict[int, tuple[int, int]] = {}
     for key, entries in sorted(by_key.items(), key=lambda kv: _first_position(kv[1][0][1], order)):
         entries.sort(key=lambda e: e[1].members[0].index)
         units = [u for _, u in entries]
-        units = _unbalanced(units, key, state.grouped) or units
+        key = tuple(k for k in key if k[0] != "straddles")
+        units = _unbalanced(units, key, state.grouped) or _all_or_nothing(units, state) or units
         producer = next((m.module for m in units[0].members if m.kind in PRODUCER_KINDS), units[0].members[0].module)
         at.update((rr, (len(groups), ui)) for ui, (rr, _) in enumerate(entries))
         groups.append(ChannelGroup(producer, units, key))
@@ -123,6 +127,26 @@ def _first_stop(root: torch.Tensor, state: State) -> torch.Tensor:
         which = torch.cat([torch.full((ids.numel(),), k) for k, (ids, _) in enumerate(state.stops)])
         first.scatter_reduce_(0, where, which, reduce="amin")
     return first
+
+
+def _straddles(members: list[Member], grouped: dict[str, GroupedConv]) -> str | None:
+    """Why a unit cannot be removed: it holds unequal numbers of channels in two or more
+    groups of a grouped conv (e.g. a ShuffleNetV1 shuffle position whose ``g`` channels
+    straddle the boundary of two conv groups), so removing it on its own, or with units
+    that each sit in one group, can never leave the conv's groups equal. None when it can."""
+    counts: dict[tuple[str, str], Counter] = defaultdict(Counter)
+    for m in members:
+        gc = grouped.get(m.module)
+        if gc is not None and m.kind in ("in", "out"):
+            counts[(m.module, m.kind)][gc.group_of(m.kind, m.index)] += 1
+    for (module, kind), per_group in counts.items():
+        gc = grouped[module]
+        if len(per_group) > 1 and not (len(per_group) == gc.groups and len(set(per_group.values())) == 1):
+            side = "input" if kind == "in" else "output"
+            return (f"these channels fall in {len(per_group)} of the {gc.groups} groups of grouped conv {module!r} "
+                    f"({dict(sorted(per_group.items()))} {side} channels by conv group), so no removal keeps its "
+                    "groups equal")
+    return None
 
 
 def _unbalanced(units: list[Unit], key: tuple, grouped: dict[str, GroupedConv]) -> list[Unit] | None:
@@ -153,6 +177,21 @@ def _unbalanced(units: list[Unit], key: tuple, grouped: dict[str, GroupedConv]) 
                       f"{counts} of these channels per group: no removal from them alone keeps its groups equal")
             return [Unit(u.members, reason) for u in units]
     return None
+
+
+def _all_or_nothing(units: list[Unit], state: State) -> list[Unit] | None:
+    """The one unit of a group marked not prunable if it holds every channel of a producer:
+    its only removal would empty that layer (ShuffleNetV2 streams whose shuffles and chunks
+    tie all their channels together end so)."""
+    if len(units) != 1 or not units[0].prunable:
+        return None
+    held = Counter(m[:2] for m in units[0].members if m.kind in PRODUCER_KINDS)
+    full = next((role for role, n in held.items() if n == state.slots[role].numel()), None)
+    if full is None:
+        return None
+    reason = (f"shuffles, equal chunks or adds tie all {held[full]} channels of {full[0]!r} into one unit: removing "
+              "it would empty the layer")
+    return [Unit(units[0].members, reason)]
 
 
 def _first_position(unit: Unit, order: dict[str, int]) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""Kernel masks (method 1, HNSI): hold pruned kernels at exactly zero during training.
+"""Kernel masks (for hnsi, see docs/methods.md): hold pruned kernels at exactly zero during training.
 
 A mask is one boolean per kernel ``weight[j, i]`` of a conv, shape ``weight.shape[:2]``
 (out, in/groups), True where the kernel is kept. It lives on the conv as the

@@ -105,7 +105,7 @@ class MetaInterpreter(torch.fx.Interpreter):
         if n.op == "call_module":
             return type(self.fetch_attr(n.target)) not in H.MODULE_HANDLERS
         if n.op == "call_function":
-            return n.target not in H.FUNCTION_HANDLERS
+            return H.function_handler(n.target) is H.unknown
         return n.op == "call_method" and n.target not in H.METHOD_HANDLERS
 
     def run_meta(self, example_inputs: Any) -> Any:
@@ -132,7 +132,7 @@ class _ChannelPass(MetaInterpreter):
         if node.op == "call_module":
             return H.MODULE_HANDLERS.get(type(self.module.get_submodule(node.target)), H.unknown)
         if node.op == "call_function":
-            return H.FUNCTION_HANDLERS.get(node.target, H.unknown)
+            return H.function_handler(node.target)
         if node.op == "call_method":
             return H.METHOD_HANDLERS.get(node.target, H.unknown)
         return {"placeholder": H.placeholder, "get_attr": H.get_attr}.get(node.op, H.unknown)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import torch
 import torch.nn as nn
 
 from ..errors import CheckpointError
@@ -99,3 +100,28 @@ def apply_layer_specs(model: nn.Module, specs: dict[str, dict[str, Any]]) -> int
         model.set_submodule(name, layer)
         replaced += 1
     return replaced
+
+
+def apply_tensor_shapes(model: nn.Module, tensors: dict[str, torch.Tensor]) -> int:
+    """Give every loose parameter or buffer the checkpoint's shape; returns how many changed.
+
+    The layers of the table are rebuilt by :func:`apply_layer_specs`; what pruning narrows
+    outside them (a layer-scale vector, a user module's own ``nn.Parameter``) is held by no
+    constructor, so it is replaced by an empty tensor of the stored shape, which
+    ``load_state_dict`` then fills. Names the model lacks are left to its strict check.
+    """
+    changed = 0
+    for name, value in tensors.items():
+        owner_name, _, attr = name.rpartition(".")
+        try:
+            owner = model.get_submodule(owner_name)
+        except AttributeError:
+            continue
+        for table in (owner._parameters, owner._buffers):
+            live = table.get(attr)
+            if live is None or live.shape == value.shape:
+                continue
+            fresh = torch.empty(value.shape, dtype=live.dtype, device=live.device)
+            table[attr] = nn.Parameter(fresh, requires_grad=live.requires_grad) if table is owner._parameters else fresh
+            changed += 1
+    return changed

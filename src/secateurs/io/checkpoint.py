@@ -15,9 +15,11 @@ import torch.nn as nn
 from .._version import __version__
 from ..errors import CheckpointError
 from . import _safefile
-from ._layer_specs import apply_layer_specs, layer_specs
+from ._factory import Factory, build_from_factory
+from ._layer_specs import apply_layer_specs, apply_tensor_shapes, layer_specs
 
 KIND = "model"
+MODEL_FILE = "model.safetensors"  # the model of a train or prune run directory
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -58,7 +60,23 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     return read_header(path)["meta"]
 
 
+def resolve(path: str | os.PathLike) -> Path:
+    """The checkpoint ``path`` names: the file itself, or the model of a run directory.
+
+    Every command that reads a model takes either, since ``train`` and ``prune`` print and
+    users pass the run directory they were given.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    if (path / MODEL_FILE).is_file():
+        return path / MODEL_FILE
+    raise CheckpointError(f"{str(path)!r} is a directory without a {MODEL_FILE}; pass a checkpoint file, or the "
+                          "run directory of a train or prune run")
+
+
 def _read(path: str | os.PathLike):
+    path = resolve(path)
     tensors, header = _safefile.read(path)
     if header.get("kind") != KIND:
         raise CheckpointError(f"{str(path)!r} holds a {header.get('kind')!r} file, not a model checkpoint; "
@@ -66,29 +84,45 @@ def _read(path: str | os.PathLike):
     return tensors, header
 
 
-def load(path: str | os.PathLike, model: nn.Module | None = None, strict: bool = True) -> nn.Module:
-    """Rebuild a model from a checkpoint written by :func:`save`.
+def load(path: str | os.PathLike, model: nn.Module | None = None, strict: bool = True, *,
+         arch: str | Factory | None = None, arch_options: dict[str, Any] | None = None) -> nn.Module:
+    """Rebuild a model from a checkpoint written by :func:`save`, without unpickling anything.
+
+    A model not built by :func:`secateurs.create_model` (a torchvision or user network) comes
+    back from its architecture factory: the factory builds the unpruned network, every layer
+    the checkpoint records at another shape (pruned convs, norms, linears; loose parameters)
+    is replaced at the recorded shape, then the weights go in.
 
     Args:
         path: the checkpoint.
-        model: a freshly built instance of the architecture, required for models not
-            built by :func:`secateurs.create_model`. Layers the checkpoint narrowed are
-            replaced in it; it is modified in place and returned.
+        model: a freshly built instance of the architecture. Layers the checkpoint narrowed
+            are replaced in it; it is modified in place and returned.
         strict: require that the checkpoint and the model have exactly the same keys.
+        arch: instead of ``model``, the factory that builds it: a callable, or its name
+            ``"module:function"`` (as ``--arch`` takes it).
+        arch_options: keyword arguments for ``arch``.
     """
     from ..models import ARCH_ATTR, create_model
 
     tensors, header = _read(path)
-    arch = header.get("arch")
+    arch_record = header.get("arch")
+    if model is not None and arch is not None:
+        raise CheckpointError("give the architecture once: model=... or arch=..., not both")
+    if arch is not None:
+        model = build_from_factory(arch, arch_options)
     if model is None:
-        if not arch:
+        if not arch_record:
+            factory = header.get("meta", {}).get("architecture", {}).get("factory")
+            hint = f" (it was pruned from --arch {factory})" if factory else ""
             raise CheckpointError(
                 f"{str(path)!r} was saved from a model not built by secateurs.create_model, so its "
-                "architecture is unknown; pass a fresh instance: load(path, model=MyNet())")
-        model = create_model(arch["name"], **arch.get("kwargs", {}))
-    elif arch and not hasattr(model, ARCH_ATTR):
-        setattr(model, ARCH_ATTR, arch)
+                f"architecture is unknown{hint}; pass its factory: load(path, arch=build_net) or --arch "
+                "MODULE:FUNCTION")
+        model = create_model(arch_record["name"], **arch_record.get("kwargs", {}))
+    elif arch_record and not hasattr(model, ARCH_ATTR):
+        setattr(model, ARCH_ATTR, arch_record)
     apply_layer_specs(model, header.get("layers", {}))
+    apply_tensor_shapes(model, tensors)
     try:
         model.load_state_dict(tensors, strict=strict)
     except RuntimeError as e:

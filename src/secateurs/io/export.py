@@ -7,21 +7,27 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import os
 import warnings
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
 
 from .._atomic import atomic_write
+from .._version import __version__
 from ..errors import ConfigError, SecateursError, unknown_choice
 from ..measure._common import eval_mode, model_device_dtype, sample_shape
 
-#: ``fn(model, example_input, tmp_path, opset)`` writes one format to ``tmp_path``.
-Exporter = Callable[[nn.Module, torch.Tensor, Path, int], None]
+#: ``fn(model, example_input, tmp_path, opset, metadata)`` writes one format to ``tmp_path``,
+#: with the string pairs of ``metadata`` where a deployment tool can read them.
+Exporter = Callable[[nn.Module, torch.Tensor, Path, int, dict[str, str]], None]
+
+#: The name of the metadata inside a TorchScript archive.
+METADATA_FILE = "secateurs.json"
 
 
 def _require(package: str) -> ModuleType:
@@ -35,7 +41,7 @@ def _require(package: str) -> ModuleType:
         ) from e
 
 
-def _export_onnx(model: nn.Module, x: torch.Tensor, tmp: Path, opset: int) -> None:
+def _export_onnx(model: nn.Module, x: torch.Tensor, tmp: Path, opset: int, metadata: dict[str, str]) -> None:
     onnx = _require("onnx")
     # The TorchScript-based exporter (dynamo=False) is chosen on purpose: it handles plain
     # CNNs with a dynamic batch through dynamic_axes and needs no onnxscript at runtime.
@@ -54,17 +60,22 @@ def _export_onnx(model: nn.Module, x: torch.Tensor, tmp: Path, opset: int) -> No
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
             opset_version=opset,
         )
+    if metadata:  # the model's metadata_props, which onnxruntime and netron show
+        proto = onnx.load(str(tmp))
+        onnx.helper.set_model_props(proto, metadata)
+        onnx.save(proto, str(tmp))
     # Check the temporary file, so a model the checker rejects never reaches the target.
     onnx.checker.check_model(str(tmp))
 
 
-def _export_torchscript(model: nn.Module, x: torch.Tensor, tmp: Path, opset: int) -> None:
+def _export_torchscript(model: nn.Module, x: torch.Tensor, tmp: Path, opset: int, metadata: dict[str, str]) -> None:
     # Tracing suffices for CNNs (no data-dependent control flow) and, unlike scripting,
-    # accepts any Python in forward. ``opset`` is ONNX-only and ignored here.
+    # accepts any Python in forward. ``opset`` is ONNX-only and ignored here. The metadata
+    # travels as an extra file, read back with torch.jit.load(path, _extra_files=...).
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         traced = torch.jit.trace(model, x)
-        torch.jit.save(traced, str(tmp))
+        torch.jit.save(traced, str(tmp), _extra_files={METADATA_FILE: json.dumps(metadata, sort_keys=True)})
 
 
 #: Format name -> exporter. Add a format here.
@@ -86,6 +97,7 @@ def export_model(
     format: str,
     input_shape: Sequence[int],
     opset: int = 17,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Write ``model`` in eval mode to ``path`` in ``format``; its modes are restored after.
 
@@ -95,6 +107,8 @@ def export_model(
         format: a key of :data:`EXPORT_FORMATS` (``"onnx"``, ``"torchscript"``).
         input_shape: one sample, e.g. ``(3, 32, 32)``; ONNX keeps the batch dim dynamic.
         opset: ONNX opset version.
+        metadata: string pairs stored in the file (ONNX ``metadata_props``, a TorchScript
+            extra file), such as :func:`export_metadata` builds from a checkpoint.
 
     Returns:
         The path written.
@@ -107,7 +121,35 @@ def export_model(
     exporter = EXPORT_FORMATS[format]
     x = _example_input(model, input_shape)
     with eval_mode(model):
-        return atomic_write(path, lambda tmp: exporter(model, x, tmp, opset))
+        return atomic_write(path, lambda tmp: exporter(model, x, tmp, opset, dict(metadata or {})))
+
+
+def export_metadata(header: dict[str, Any], input_shape: Sequence[int]) -> dict[str, str]:
+    """What whoever deploys an exported model must know, from a checkpoint's header.
+
+    Values are strings (ONNX metadata is string pairs); lists and dicts are JSON.
+    ``normalisation`` says how to turn pixels into the model's input; ``class_names``
+    and ``pruning`` appear only when the checkpoint records them.
+    """
+    meta = header.get("meta", {})
+    dataset = meta.get("dataset", {})
+    out = {"secateurs_version": __version__, "input_shape": json.dumps(list(input_shape)),
+           "input_layout": "NCHW, batch dimension dynamic", "output": "logits"}
+    norm = meta.get("normalisation")
+    if norm:
+        out.update(mean=json.dumps(norm["mean"]), std=json.dumps(norm["std"]),
+                   normalisation="input = (pixel / 255 - mean) / std, per channel")
+    names = meta.get("class_names", dataset.get("class_names"))
+    if names:
+        out["class_names"] = json.dumps(list(names))
+    for key in ("name", "num_classes"):
+        if key in dataset:
+            out[f"dataset_{key}"] = str(dataset[key])
+    if meta.get("pruning"):
+        out["pruning"] = json.dumps(meta["pruning"], sort_keys=True)
+    if meta.get("metrics", {}).get("test_top1") is not None:
+        out["test_top1"] = f"{meta['metrics']['test_top1']:.2f}"
+    return out
 
 
 def verify_onnx(

@@ -24,19 +24,23 @@ def _check_counts(batch_sizes: Sequence[int], warmup: int, repeats: int, threads
     return sizes
 
 
+def call_ms(model: nn.Module, x: torch.Tensor) -> float:
+    """Milliseconds of one ``model(x)``, device work included."""
+    cuda = x.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(x.device)  # do not bill queued work to this call
+    start = time.perf_counter()
+    model(x)
+    if cuda:
+        torch.cuda.synchronize(x.device)  # kernels are asynchronous: wait for them
+    return (time.perf_counter() - start) * 1e3
+
+
 def _time_forward(model: nn.Module, x: torch.Tensor, warmup: int, repeats: int) -> dict[str, float]:
     """Median, p10 and p90 milliseconds of ``model(x)`` after ``warmup`` untimed calls."""
-    cuda = x.device.type == "cuda"
-    times = []
-    for i in range(warmup + repeats):
-        if cuda:
-            torch.cuda.synchronize(x.device)  # do not bill queued work to this call
-        start = time.perf_counter()
-        model(x)
-        if cuda:
-            torch.cuda.synchronize(x.device)  # kernels are asynchronous: wait for them
-        if i >= warmup:
-            times.append((time.perf_counter() - start) * 1e3)
+    for _ in range(warmup):
+        call_ms(model, x)
+    times = [call_ms(model, x) for _ in range(repeats)]
     p10, median, p90 = np.percentile(times, [10, 50, 90])
     return {"median_ms": float(median), "p10_ms": float(p10), "p90_ms": float(p90)}
 

@@ -44,6 +44,13 @@ def _nonzero_kernels(module: nn.Module) -> int:
     return int(mask.ne(0).sum())
 
 
+def kernels_per_layer(model: nn.Module) -> dict[str, int]:
+    """Kernels that do any work in each conv, by module name (see :func:`_nonzero_kernels`):
+    what a kernel-pruning run records per layer, before and after, for its report."""
+    return {name: _nonzero_kernels(m) for name, m in model.named_modules()
+            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))}
+
+
 def _conv(module: nn.Module, inputs: tuple, output: torch.Tensor, sparse: bool) -> int:
     kernel = math.prod(module.kernel_size)
     if not sparse:

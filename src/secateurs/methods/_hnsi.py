@@ -1,4 +1,4 @@
-"""The arithmetic of HNSI kernel pruning (METHODS.md, method 1), apart from any model.
+"""The arithmetic of HNSI kernel pruning (docs/methods.md, hnsi), apart from any model.
 
 For a non-negative vector ``v`` of ``n`` kernel saliencies:
 

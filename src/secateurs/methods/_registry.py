@@ -48,6 +48,7 @@ class RoundContext(ScoreContext):
     metric: str = "macs"
     scope: str = "global"
     floors: dict = field(default_factory=dict)  # fewest channels per producer role
+    round_to: int = 1  # every layer a round narrows keeps a width that is a multiple of it
     reference: float = 0.0  # the unpruned model's MACs or params
     round: int = 1  # this round's number, from 1
     rounds: int = 1  # the run's number of rounds
@@ -84,6 +85,9 @@ class Method:
     prune_round: RoundFn | None = None
     #: Fine-tuning mode when the configuration names none.
     default_finetune: str = "tft"
+    #: BN statistics are re-estimated on training batches after each cut unless asked not to;
+    #: False for a method whose point is to need no data (probability).
+    recalibrate_by_default: bool = True
     #: The method can run without a MACs/params target, on this option of its own (e.g.
     #: probability's ``tau``); giving both is refused.
     threshold_option: str | None = None

@@ -1,5 +1,6 @@
-"""Feature-channel similarity (paper 4): a channel whose feature map another channel of
-similar strength already carries is redundant, whatever its own magnitude.
+"""Feature-channel similarity (Yang & Xiao, Appl. Intell. 2022; see docs/methods.md): a
+channel whose feature map another channel of similar strength already carries is
+redundant, whatever its own magnitude.
 
 Per prunable channel group, on ``calib_samples`` seeded training samples:
 
@@ -205,7 +206,7 @@ def fcs_group_scores(gram: torch.Tensor, a: torch.Tensor, options: FCSOptions, s
 
 
 @register_method("fcs", "feature-channel similarity: cosine-similar channels within K-means bins of feature L1 go "
-                 "first", options=FCSOptions, needs_data=True, unit_scores=True)
+                 "first (Yang & Xiao, Appl. Intell. 2022)", options=FCSOptions, needs_data=True, unit_scores=True)
 def fcs(ctx: ScoreContext) -> UnitScores:
     stats = feature_stats(ctx)
     return {gi: fcs_group_scores(*group_features(group, stats), ctx.options, ctx.seed + gi)

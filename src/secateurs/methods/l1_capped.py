@@ -1,4 +1,4 @@
-"""L1-norm plus capped L1-norm filter scores (paper 2; METHODS.md, method 2).
+"""L1-norm plus capped L1-norm filter scores (Kumar et al., Appl. Intell. 2021; see docs/methods.md).
 
     L1(j)    = sum |W[j]|
     capL1(j) = sum min(|W[j]|, eps_l),   eps_l = quantile q of |W_l|
@@ -44,7 +44,8 @@ def l1_capped_scores(weight: torch.Tensor, alpha: float = 0.5, q: float = 0.5) -
     return (alpha * l1 / l1.mean().clamp_min(tiny) + (1 - alpha) * cap / cap.mean().clamp_min(tiny)).float()
 
 
-@register_method("l1-capped", "L1 + capped-L1 filter norm, pruned over 3 rounds with fine-tuning (paper 2)",
+@register_method("l1-capped", "L1 + capped-L1 filter norm, pruned over 3 rounds with fine-tuning "
+                 "(Kumar et al., Appl. Intell. 2021)",
                  options=L1CappedOptions, rounds=3)
 def l1_capped(ctx: ScoreContext) -> LayerScores:
     o: L1CappedOptions = ctx.options

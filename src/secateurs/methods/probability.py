@@ -1,5 +1,6 @@
 """Probability-based channel pruning from BatchNorm statistics, with shift-factor fusion
-(paper 3; METHODS.md, method 3). No data and, by default, no fine-tuning.
+(Zhao et al., J. Comput. Sci. Technol. 2022; see docs/methods.md). No data and, by default,
+no fine-tuning.
 
 A BN channel ``y = gamma * xhat + beta`` followed by a ReLU-type activation is zero after
 it with probability ``P = Phi(-beta / |gamma|)``. A unit (one removable channel) is
@@ -8,7 +9,7 @@ post-activation output by the constant ``E[act(y)]`` taken at the *last* flagged
 which :func:`secateurs.graph.fold_constant_channels` carries through what follows
 (a depthwise conv, its BN and activation) into the next mixing layer's bias or BN mean.
 In a depthwise separable block ``PW1 -> BN1 -> act -> DW -> BN2 -> act -> PW2`` this gives
-METHODS.md's four cases:
+the paper's four cases:
 
 * BN1 and BN2 flag c, or only BN2: fold BN2's expected output into PW2;
 * only BN1: the DW input is about constant, so the fold carries ``E[act(BN1)]`` through
@@ -23,6 +24,7 @@ alone, as are the groups the engine marks non-prunable.
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import Counter
@@ -37,6 +39,7 @@ from ._registry import LayerScores, RoundContext, RoundOutcome, ScoreContext, re
 
 
 DEFAULT_TAU = 0.99
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ class ProbabilityOptions:
     tau: float | None = None
     fuse: bool = True  # fold the expected value into the next layer (False: plain removal, the ablation)
     #: Read gamma = 0 as P = 1 whatever beta is (the channel is exactly constant and the fold
-    #: removes it exactly); False keeps METHODS.md's literal P = 0 for gamma = 0, beta > 0.
+    #: removes it exactly); False keeps the formula's literal P = 0 for gamma = 0, beta > 0.
     constant_channels: bool = True
 
     def __post_init__(self) -> None:
@@ -71,6 +74,33 @@ def _probabilities(ctx: ScoreContext) -> tuple[dict[str, tuple[str, int]], dict[
             p = torch.where(gamma == 0, 1.0, p)
         probs[bn] = p
     return after, probs
+
+
+def _solved_tau(units: list, points: dict[int, tuple[list[Point], list[float], list[int]]]) -> float:
+    """The tau a reduction target amounts to: the lowest P among the units removed (logged)."""
+    tau = min((max(points[id(u)][1][i] for i in points[id(u)][2]) for u in units), default=1.0)
+    log.info("probability: solved tau = %.6g (%d channel(s) with P >= tau removed)", tau, len(units))
+    return tau
+
+
+def _threshold_message(tau: float, seen: list[float], removed: int) -> str | None:
+    """Log how many units reached ``tau``; when none is removed, the reason, as the round's note
+    (a silent zero reads like a bug)."""
+    reached = sum(p >= tau for p in seen)
+    highest = max(seen, default=None)
+    log.info("probability: %d of %d foldable channel(s) reached P >= tau = %g (highest P %s), %d removed",
+             reached, len(seen), tau, "n/a" if highest is None else f"{highest:.4f}", removed)
+    if removed:
+        return None
+    if highest is None:
+        return ("no channel removed: no channel has a BatchNorm followed by a ReLU-type activation whose "
+                "constant output could be folded forward, so probability has nothing to prune in this model")
+    if reached:
+        return (f"no channel removed: {reached} channel(s) reached P >= tau = {tau:g}, but min_keep_fraction "
+                "keeps them all; lower --min-keep-fraction")
+    return (f"no channel removed: none of the {len(seen)} foldable channel(s) reached P >= tau = {tau:g} (the "
+            f"highest P is {highest:.4f}); give --tau below that, or a --macs-reduction / --params-reduction "
+            "target and tau is solved")
 
 
 def _case(flags: list[bool]) -> str:
@@ -100,12 +130,14 @@ def probability_round(ctx: RoundContext) -> RoundOutcome:
     tau = o.tau if o.tau is not None else DEFAULT_TAU
     scores: dict[int, torch.Tensor] = {}
     points: dict[int, tuple[list[Point], list[float], list[int]]] = {}
+    seen: list[float] = []  # the highest P of every foldable unit, for the messages
     for gi, ui, unit, pts in candidates:
         usable = foldable[(gi, tuple(p.act for p in pts))]
         if not usable:
             continue
         ps = [float(probs[p.bn][p.index]) for p in pts]
         best = max(ps[i] for i in usable)
+        seen.append(best)
         if ctx.goal is None and best < tau:
             continue  # threshold mode: not flagged where it could be folded
         if gi not in scores:
@@ -115,13 +147,12 @@ def probability_round(ctx: RoundContext) -> RoundOutcome:
     cost = CostModel.of(ctx.model, ctx.example)
     if ctx.goal is None:  # threshold mode: every flagged unit the floors allow
         plan = solve(ctx.graph, scores, cost, 1.0, ctx.metric, "global", ctx.floors, ctx.reference,
-                     max_score=1.0)
-        note = None
+                     max_score=1.0, round_to=ctx.round_to)
+        note = _threshold_message(tau, seen, len(plan.units))
     else:
         plan = solve(ctx.graph, scores, cost, ctx.goal, ctx.metric, ctx.scope, ctx.floors, ctx.reference,
-                     max_score=1.0)
-        tau = min((max(points[id(u)][1][i] for i in points[id(u)][2]) for u in plan.units), default=1.0)
-        note = plan.note
+                     max_score=1.0, round_to=ctx.round_to)
+        tau, note = _solved_tau(plan.units, points), plan.note
     scored_at = time.perf_counter()
     constants: dict[str, dict[int, float]] = {}
     cases: Counter = Counter()
@@ -148,8 +179,9 @@ def probability_round(ctx: RoundContext) -> RoundOutcome:
 
 
 @register_method("probability", "P(BN output <= 0) from BN statistics, expected value folded forward; "
-                 "no fine-tuning (paper 3)", options=ProbabilityOptions, normalise=False,
-                 default_finetune="none", threshold_option="tau", prune_round=probability_round)
+                 "no fine-tuning (Zhao et al., J. Comput. Sci. Technol. 2022)", options=ProbabilityOptions,
+                 normalise=False, default_finetune="none", threshold_option="tau", prune_round=probability_round,
+                 recalibrate_by_default=False)
 def probability_scores(ctx: ScoreContext) -> LayerScores:
     """``1 - P`` per BN role with a ReLU-type activation after it (low = prune first)."""
     _, probs = _probabilities(ctx)

@@ -10,98 +10,29 @@ instead of a forward pass. The solvers then walk units in score order:
 
 Both keep every producer layer at ``min_keep_fraction`` of its original width (and at
 least one channel), and remove from a group that feeds a grouped conv one channel per
-conv group at a time, which keeps the conv's groups equal.
+conv group at a time, which keeps the conv's groups equal. With ``round_to=N`` a group's
+removals come in steps after each of which every layer it narrows has a width that is a
+multiple of N (hardware runs such widths faster); a layer the plan leaves alone keeps its
+width, whatever it is.
 """
 from __future__ import annotations
 
 import heapq
 import math
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torch.nn as nn
 
 from ..errors import ConfigError
-from ..measure._common import eval_mode
 from ..graph import ChannelGraph, ChannelGroup, Unit
+from ._cost import CostModel
 
-CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 METRICS = ("macs", "params")
 #: How far past the goal the global solver may land before it looks for a cheaper last step.
 SLACK = 0.005
 SCOPES = ("global", "layer")
-
-
-@dataclass
-class _Layer:
-    kind: str  # conv / linear / bn
-    in_ch: int = 0
-    out_ch: int = 0
-    groups: int = 1
-    depthwise: bool = False
-    kernel: int = 1  # kernel elements per (in, out) pair
-    positions: int = 0  # output positions per sample (per output feature for Linear)
-    bias: bool = False
-
-    def cost(self, r_in: int, r_out: int) -> tuple[float, float]:
-        """(MACs, params) with ``r_in`` input and ``r_out`` output channels removed."""
-        out = self.out_ch - r_out
-        if self.kind == "bn":
-            return 0.0, 2.0 * out
-        if self.kind == "linear":
-            w = out * (self.in_ch - r_in)
-            return float(w * self.positions), float(w + (out if self.bias else 0))
-        per_group_in = 1 if self.depthwise else (self.in_ch - r_in) / self.groups
-        w = out * per_group_in * self.kernel
-        return float(w * self.positions), float(w + (out if self.bias else 0))
-
-
-@dataclass
-class CostModel:
-    """MACs and params of a model as functions of the channels removed per layer role."""
-
-    layers: dict[str, _Layer]
-    macs: float  # of the model as measured
-    params: float
-    widths: dict[tuple[str, str], int] = field(default_factory=dict)  # producer roles' widths
-
-    @classmethod
-    def of(cls, model: nn.Module, example_inputs: torch.Tensor) -> "CostModel":
-        from ..measure import count_macs, count_params
-
-        layers: dict[str, _Layer] = {}
-        hooks = []
-
-        def hook(name: str):
-            def fn(m: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-                if isinstance(m, CONVS):
-                    layers[name] = _Layer("conv", m.in_channels, m.out_channels, m.groups,
-                                          m.groups == m.in_channels and m.groups > 1,
-                                          math.prod(m.kernel_size), output[0, 0].numel(), m.bias is not None)
-                elif isinstance(m, nn.Linear):
-                    layers[name] = _Layer("linear", m.in_features, m.out_features,
-                                          positions=output[0].numel() // m.out_features, bias=m.bias is not None)
-                elif m.affine:
-                    layers[name] = _Layer("bn", out_ch=m.num_features)
-            return fn
-
-        for name, m in model.named_modules():
-            if isinstance(m, (*CONVS, nn.Linear, *NORMS)):
-                hooks.append(m.register_forward_hook(hook(name)))
-        try:
-            with eval_mode(model), torch.no_grad():
-                model(example_inputs[:1])
-        finally:
-            for h in hooks:
-                h.remove()
-        shape = tuple(example_inputs.shape[1:])
-        widths = {}
-        for name, layer in layers.items():
-            widths[(name, "bn" if layer.kind == "bn" else "out")] = layer.out_ch
-        return cls(layers, float(count_macs(model, shape)), float(count_params(model)), widths)
 
 
 @dataclass
@@ -168,14 +99,40 @@ def _steps(group: ChannelGroup, scores: torch.Tensor, graph: ChannelGraph) -> li
     return steps
 
 
+def _rounded(steps: list[tuple[float, list[Unit]]], widths: dict[tuple[str, str], int],
+             round_to: int) -> list[tuple[float, list[Unit]]]:
+    """``steps`` merged so that each ends where every producer layer they narrow has a width
+    that is a multiple of ``round_to``; the merged step scores the mean of its parts. Steps
+    past the last such point are dropped (that group cannot reach a multiple)."""
+    if round_to == 1:
+        return steps
+    merged: list[tuple[float, list[Unit]]] = []
+    pending: list[tuple[float, list[Unit]]] = []
+    removed: Counter = Counter()
+    for step in steps:
+        pending.append(step)
+        removed.update(_member_counts(step[1]))
+        if all((widths[role] - n) % round_to == 0 for role, n in removed.items() if role in widths):
+            merged.append((sum(s for s, _ in pending) / len(pending), [u for _, units in pending for u in units]))
+            pending = []
+    return merged
+
+
 def floors_for(widths: dict[tuple[str, str], int], min_keep_fraction: float) -> dict[tuple[str, str], int]:
     """Per producer role, the fewest channels it may keep."""
     return {role: max(1, math.ceil(min_keep_fraction * w)) for role, w in widths.items()}
 
 
+def check_round_to(round_to: object) -> None:
+    """A ConfigError unless ``round_to`` is a positive integer."""
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+        raise ConfigError(f"round_to must be a positive integer (1: any width; 8: multiples of 8), got {round_to!r}")
+
+
 def solve(graph: ChannelGraph, unit_scores: dict[int, torch.Tensor], cost: CostModel, target: float,
           metric: str = "macs", scope: str = "global", floors: dict[tuple[str, str], int] | None = None,
-          reference: float | None = None, max_score: float = math.inf, slack: float = SLACK) -> Plan:
+          reference: float | None = None, max_score: float = math.inf, slack: float = SLACK,
+          round_to: int = 1) -> Plan:
     """Pick units so that ``metric`` falls to ``(1 - target) * reference``.
 
     Args:
@@ -186,15 +143,18 @@ def solve(graph: ChannelGraph, unit_scores: dict[int, torch.Tensor], cost: CostM
         max_score: removals scoring above it are never taken (a threshold on the scores).
         slack: in global scope, how far past the goal (a fraction of ``reference``) the last
             removal may land before a cheaper, later-ranked one is looked for.
+        round_to: every layer the plan narrows ends with a width that is a multiple of it.
     """
     if metric not in METRICS:
         raise ConfigError(f"metric must be one of {METRICS}, got {metric!r}")
     if scope not in SCOPES:
         raise ConfigError(f"scope must be one of {SCOPES}, got {scope!r}")
+    check_round_to(round_to)
     reference = reference if reference is not None else getattr(cost, metric)
     goal = (1.0 - target) * reference
     floors = floors if floors is not None else floors_for(cost.widths, 0.0)
-    steps = {gi: [st for st in _steps(graph.groups[gi], s, graph) if st[0] <= max_score]
+    steps = {gi: _rounded([st for st in _steps(graph.groups[gi], s, graph) if st[0] <= max_score], cost.widths,
+                          round_to)
              for gi, s in unit_scores.items()}
     if scope == "global":
         chosen, tracker = _greedy(steps, cost, floors, metric, goal, slack=slack * reference)

@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import ConfigError, unknown_choice
-from .budget import SCOPES
+from .budget import SCOPES, check_round_to
+from .recalibration import DEFAULT_BN_RECALIBRATION
 
 #: Fine-tuning defaults that differ from training from scratch.
 FINETUNE_TRAIN_DEFAULTS: dict[str, Any] = {"lr": 0.01, "schedule": "cosine"}
@@ -29,6 +30,8 @@ class PruneConfig:
     scope: str = "global"
     rounds: int | None = None  # None: the method's own schedule
     min_keep_fraction: float = 0.1
+    #: Every layer the run narrows keeps a width that is a multiple of this (1: any width).
+    round_to: int = 1
     #: None: the method's default (tft; none for probability), or tft when finetune_epochs is given.
     finetune: str | None = None
     finetune_epochs: int | None = None  # None: 3 when fine-tuning
@@ -38,6 +41,11 @@ class PruneConfig:
     finetune_train: dict[str, Any] = field(default_factory=dict)
     method_options: dict[str, Any] = field(default_factory=dict)
     calib_samples: int = 256
+    #: Batches of 128 training samples on which every BN's statistics are re-estimated after
+    #: each cut (:mod:`.recalibration`). None: the method's default (on, with
+    #: ``DEFAULT_BN_RECALIBRATION`` batches, when a training set is given; off for probability);
+    #: 0: off.
+    bn_recalibration: int | None = None
     seed: int = 0
     device: str = "auto"
     latency: bool = True  # measure latency before and after (the slowest part of a report)
@@ -75,12 +83,15 @@ class PruneConfig:
         get_finetune_mode(self.resolved_finetune()).make_options(self.finetune_options)
         if self.rounds is not None and (not isinstance(self.rounds, int) or self.rounds < 1):
             raise ConfigError(f"rounds must be a positive integer, got {self.rounds!r}")
+        check_round_to(self.round_to)
         if not 0 <= self.min_keep_fraction < 1:
             raise ConfigError(f"min_keep_fraction must be in [0, 1), got {self.min_keep_fraction!r}")
         if self.finetune_epochs is not None and self.finetune_epochs < 0:
             raise ConfigError(f"finetune_epochs must be a non-negative integer, got {self.finetune_epochs!r}")
         if self.finetune == "none" and self.finetune_epochs:
             raise ConfigError(f"finetune 'none' with finetune_epochs={self.finetune_epochs}: drop one of them")
+        if self.bn_recalibration is not None and self.bn_recalibration < 0:
+            raise ConfigError(f"bn_recalibration must be a number of batches >= 0 (0: off), got {self.bn_recalibration!r}")
         if self.calib_samples < 1:
             raise ConfigError(f"calib_samples must be positive, got {self.calib_samples!r}")
         if "epochs" in self.finetune_train:
@@ -105,6 +116,15 @@ class PruneConfig:
         if self.finetune_epochs:  # asking for epochs is asking for fine-tuning
             return "tft"
         return get_method(self.method).default_finetune
+
+    def resolved_bn_recalibration(self, has_train_set: bool) -> int:
+        """Batches to recalibrate on after each cut: the explicit value, else the default when
+        there is a training set to draw them from and the method does not need to go without."""
+        from ..methods import get_method
+
+        if self.bn_recalibration is not None:
+            return self.bn_recalibration
+        return DEFAULT_BN_RECALIBRATION if has_train_set and get_method(self.method).recalibrate_by_default else 0
 
     def resolved_rounds(self) -> int:
         return len(self.schedule())

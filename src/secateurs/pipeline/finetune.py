@@ -3,8 +3,9 @@ atomic checkpoints and resume come with it). Modes are registered by name:
 
 * ``tft``: plain cross-entropy;
 * ``kd``: cross-entropy plus distillation from the frozen unpruned network;
-* ``mlft``: deep mutual learning (paper 4): the pruned network and a peer are trained
-  together, each on cross-entropy plus the KL divergence towards the other's prediction;
+* ``mlft``: deep mutual learning (Yang & Xiao, Appl. Intell. 2022; docs/methods.md): the
+  pruned network and a peer are trained together, each on cross-entropy plus the KL
+  divergence towards the other's prediction;
 * ``none``: no training.
 
 The distillation term is ``weight * T^2 * KL(p_other/T || p_self/T)``; ``T^2`` keeps its

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..measure.compare import speedup_text
+
 
 @dataclass
 class RoundRecord:
@@ -19,6 +21,12 @@ class RoundRecord:
     finetune_s: float
     note: str | None = None
     details: dict[str, Any] = field(default_factory=dict)  # method-specific (e.g. probability's cases)
+    #: Test top-1 right after the cut, and after the BN recalibration that follows it (None when
+    #: off); ``top1_after_pruning`` is the latter when on: the model fine-tuning starts from.
+    top1_after_cut: float | None = None
+    top1_after_recalibration: float | None = None
+    recalibration_s: float = 0.0
+    recalibration_batches: int = 0  # over all ranks; 0: off
 
 
 @dataclass
@@ -40,6 +48,9 @@ class PruneResult:
     #: What the method's finalize step did (hnsi: the materialisation: dense and kernel-sparse
     #: MACs before/after it, input channels removed per layer, filters folded, exactness).
     finalized: dict[str, Any] = field(default_factory=dict)
+    #: Before and after timed interleaved (``LatencyComparison.to_dict()``: medians, spreads,
+    #: ratios and whether they can be trusted), or None when latency was not measured.
+    latency: dict[str, Any] | None = None
 
     @property
     def within_tolerance(self) -> bool | None:
@@ -64,9 +75,20 @@ class PruneResult:
         elif a.get("top1") is not None:
             lines.append(f"  top-1 {start}{self.rounds[-1].top1_after_pruning:.2f}% right after pruning -> "
                          f"{a['top1']:.2f}% after fine-tuning")
-        lat_b, lat_a = b.get("latency_ms"), a.get("latency_ms")
-        if lat_b and lat_a:
-            lines.append("  latency " + ", ".join(f"b{k} {lat_b[k]:.2f} -> {lat_a[k]:.2f} ms ({lat_b[k] / lat_a[k]:.2f}x)"
-                                                  for k in lat_b if k in lat_a))
+        taus = [f"{r.details['tau']:.6g}" for r in self.rounds if "tau" in r.details]
+        if taus:  # probability's threshold: solved when there is a target, else the one given
+            lines.append(f"  tau {', '.join(taus)} ({'solved for the target' if self.target is not None else 'given'})")
+        if self.latency:
+            lines += ["  latency " + line for line in latency_lines(self.latency)]
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def latency_lines(c: dict[str, Any]) -> list[str]:
+    """The interleaved comparison in words; a speed-up the comparison does not trust is
+    printed with the reasons, never bare."""
+    lines = [f"batch {n}: {b['a']['median_ms']:.2f} -> {b['b']['median_ms']:.2f} ms, "
+             + speedup_text(b["ratio"], tuple(b["ratio_ci"]), c["reliable"]) for n, b in c["batches"].items()]
+    lines.append(f"(medians, interleaved, {c['threads']} thread(s) on {c['device']}) "
+                 + ("" if c["reliable"] else "UNRELIABLE: " + "; ".join(c["reasons"])))
+    return lines

@@ -3,8 +3,9 @@
 A unit (one removable channel) lives in several layers -- a ResNet stage's residual
 channel is an output of every conv that adds into the stream. Its score is the mean of
 its members' scores, each layer's scores first divided by their mean so that layers of
-different scale rank together (the normalisation paper 2 uses). A method that ranks raw scores
-across layers on purpose (bn-scale, random, probability) registers with ``normalise=False``.
+different scale rank together (as l1-capped does, Kumar et al., Appl. Intell. 2021). A
+method that ranks raw scores across layers on purpose (bn-scale, random, probability)
+registers with ``normalise=False``.
 """
 from __future__ import annotations
 

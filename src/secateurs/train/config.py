@@ -32,6 +32,9 @@ class TrainConfig:
     device: str = "auto"
     progress: bool = True
     max_steps_per_epoch: int | None = None  # cap for smoke tests and the demo
+    #: DataLoader worker processes for a torch Dataset (a streamed image folder decodes in
+    #: them); the in-memory datasets need none. Changes where samples are made, not which.
+    num_workers: int = 0
 
     def __post_init__(self) -> None:
         from .._types import check_field_types
@@ -54,6 +57,8 @@ class TrainConfig:
             from ..errors import unknown_choice
 
             raise unknown_choice("schedule", self.schedule, SCHEDULES)
+        if self.num_workers < 0:
+            raise ConfigError(f"num_workers must be >= 0, got {self.num_workers!r}")
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch <= 0:
             raise ConfigError(f"max_steps_per_epoch must be positive or None, got {self.max_steps_per_epoch!r}")
 

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .._atomic import atomic_write_text
-from ..data import ImageDataset, LoaderConfig, make_loader
+from .._progress import progress
+from ..data import LoaderConfig, as_loader, dataset_info
 from ..errors import ConfigError
 from ..io import load_tree, save, save_tree
 from .config import TrainConfig
@@ -39,7 +40,9 @@ MODEL_FILE = "model.safetensors"
 METRICS_FILE = "metrics.jsonl"
 # Options a resumed run may change: they do not change what is computed (a different
 # device changes only the floating-point rounding of the remaining epochs).
-RESUME_FREE = {"progress", "device", "eval_batch_size"}
+RESUME_FREE = {"progress", "device", "eval_batch_size", "num_workers"}
+#: Options a resumed run may raise, to extend a run (see :func:`train`).
+EXTENDABLE = {"epochs"}
 
 
 def cross_entropy(label_smoothing: float = 0.0) -> Objective:
@@ -79,8 +82,12 @@ def check_run_dir(run_dir: Path | None, resume: bool) -> None:
 
 def _restore(state: dict[str, Any], config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
              scaler: torch.amp.GradScaler, companions: dict[str, nn.Module]) -> None:
-    saved = {k: v for k, v in state["config"].items() if k not in RESUME_FREE}
-    now = {k: v for k, v in config.to_dict().items() if k not in RESUME_FREE}
+    saved_epochs = state["config"]["epochs"]
+    if config.epochs < saved_epochs:
+        raise ConfigError(f"cannot resume with epochs={config.epochs}: the run has {saved_epochs} epochs; give "
+                          f"--epochs {saved_epochs} or more (more extends it), or start a new run")
+    saved = {k: v for k, v in state["config"].items() if k not in RESUME_FREE | EXTENDABLE}
+    now = {k: v for k, v in config.to_dict().items() if k not in RESUME_FREE | EXTENDABLE}
     diff = {k: (saved.get(k), now.get(k)) for k in saved.keys() | now.keys() if saved.get(k) != now.get(k)}
     if diff:
         raise ConfigError(f"cannot resume with a different configuration: {diff} (saved, now); "
@@ -97,7 +104,7 @@ def _restore(state: dict[str, Any], config: TrainConfig, model: nn.Module, optim
         scaler.load_state_dict(state["scaler"])
 
 
-def train(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset | None, config: TrainConfig,
+def train(model: nn.Module, train_set: Any, test_set: Any | None, config: TrainConfig,
           run_dir: str | Path | None = None, resume: bool = False, meta: dict[str, Any] | None = None,
           objective: Objective | None = None,
           after_step: Callable[[nn.Module], None] | None = None,
@@ -106,12 +113,20 @@ def train(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset | No
 
     Args:
         model: the network (built identically on every process).
-        train_set / test_set: in-memory datasets; ``test_set`` may be None (no evaluation).
+        train_set / test_set: what :func:`secateurs.data.as_loader` reads: an in-memory
+            ``ImageDataset`` (augmented as ``config`` says), a torch ``Dataset`` of ``(image,
+            label)`` (batched by a seeded DistributedSampler, ``config.num_workers`` workers) or
+            a ``DataLoader`` (used as it is); ``test_set`` may be None (no evaluation).
         config: see :class:`TrainConfig`.
         run_dir: where rank 0 writes ``metrics.jsonl``, ``model.safetensors`` (model +
             metadata, what ``secateurs eval/measure/export`` read) and ``state.safetensors``
             (everything needed to resume), each atomically at the end of every epoch.
-        resume: continue the run in ``run_dir`` from its last finished epoch.
+        resume: continue the run in ``run_dir`` from its last finished epoch. With
+            ``config.epochs`` larger than the run's, a run (finished or not) is extended: the
+            learning-rate schedule is recomputed for the new number of epochs and followed
+            from the saved step, so with ``cosine`` a finished run's rate rises again from
+            about zero to where the longer curve stands at that step (a warm restart), then
+            decays to zero at the new end. Every other option must be the run's own.
         meta: extra metadata stored in ``model.safetensors``.
         objective: loss function, default cross-entropy with the configured smoothing.
         after_step: called with the bare model after every optimizer step (e.g. to hold masks).
@@ -147,16 +162,20 @@ def train(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset | No
             state = load_tree(run_dir / STATE_FILE)
             _restore(state, config, model, optimizer, scaler, companions)
             start_epoch, step, history = state["epoch"], state["step"], state["history"]
+            if info.is_main and config.progress:
+                tqdm.write(_resume_line(run_dir, start_epoch, state["config"]["epochs"], config.epochs))
         def wrap(m: nn.Module) -> nn.Module:
             if not info.enabled:
                 return m
             return nn.parallel.DistributedDataParallel(m, device_ids=[device.index] if device.type == "cuda" else None)
         net, peers = wrap(model), {name: wrap(m) for name, m in companions.items()}
-        loader = make_loader(train_set, LoaderConfig(batch_size=config.batch_size // info.world_size, train=True,
-                                                     augment=config.augment, seed=config.seed, device=device),
-                             rank=info.rank, world_size=info.world_size)
-        test_loader = None if test_set is None else make_loader(
-            test_set, LoaderConfig(batch_size=config.eval_batch_size, train=False, device=device))
+        loader = as_loader(train_set, LoaderConfig(batch_size=config.batch_size // info.world_size, train=True,
+                                                   augment=config.augment, seed=config.seed, device=device,
+                                                   num_workers=config.num_workers),
+                           rank=info.rank, world_size=info.world_size)
+        test_loader = None if test_set is None else as_loader(
+            test_set, LoaderConfig(batch_size=config.eval_batch_size, train=False, device=device,
+                                   num_workers=config.num_workers))
         steps_per_epoch = min(len(loader), config.max_steps_per_epoch or len(loader))
         total_steps = steps_per_epoch * config.epochs
         warmup = int(config.warmup_epochs * steps_per_epoch)
@@ -172,9 +191,9 @@ def train(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset | No
                     m.train()
                 t0 = time.perf_counter()
                 sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*n, correct, n
-                bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-                           # None: tqdm draws only on a terminal, so logs and CI stay readable.
-                           disable=None if config.progress and info.is_main else True, dynamic_ncols=True)
+                # A bar on a terminal, a line every half minute in a log (see secateurs._progress).
+                bar = progress(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
+                               enabled=config.progress and info.is_main)
                 for i, (x, y) in enumerate(loader):
                     if i >= steps_per_epoch:
                         break
@@ -206,7 +225,8 @@ def train(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset | No
                     "train_samples_per_s": float(sums[2]) / seconds, "world_size": info.world_size,
                 }
                 if test_loader is not None:
-                    ev = evaluate(model, test_loader, test_set.info.num_classes, amp_dtype)
+                    ev = evaluate(model, test_loader, _num_classes(test_set), amp_dtype,
+                                  progress=config.progress and info.is_main)
                     record.update({f"test_{k}": v for k, v in ev.to_dict().items() if k != "samples"})
                 history.append(record)
                 if info.is_main and run_dir is not None:
@@ -222,6 +242,17 @@ def train(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset | No
                            final=history[-1] if history else {})
 
 
+def _resume_line(run_dir: Path, done: int, saved_epochs: int, epochs: int) -> str:
+    """What a resumed run continues from, or that there is nothing left to do."""
+    if epochs > saved_epochs:
+        return (f"extending {run_dir} from {saved_epochs} to {epochs} epochs, after epoch {done} (the learning-rate "
+                f"schedule is recomputed for {epochs} epochs from there)")
+    if done >= epochs:
+        return (f"{run_dir} finished all {epochs} epochs already; nothing to do (to train longer: --resume "
+                f"--epochs N, N > {epochs})")
+    return f"resuming {run_dir} after epoch {done} of {epochs}"
+
+
 def _format_record(r: dict[str, Any]) -> str:
     text = f"epoch {r['epoch']}: train loss {r['train_loss']:.4f} top1 {r['train_top1']:.2f}%"
     if "test_top1" in r:
@@ -231,11 +262,17 @@ def _format_record(r: dict[str, Any]) -> str:
     return text + f" | {r['epoch_time_s']:.1f}s, {r['train_samples_per_s']:.0f} samples/s"
 
 
-def model_meta(train_set: ImageDataset, config: TrainConfig | None = None,
+def _num_classes(data: Any) -> int | None:
+    info = dataset_info(data)
+    return info.num_classes if info is not None else None  # None: evaluate reads the model's output width
+
+
+def model_meta(train_set: Any, config: TrainConfig | None = None,
                metrics: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The metadata every secateurs model checkpoint carries."""
-    info = train_set.info
-    meta: dict[str, Any] = {
+    """The metadata every secateurs model checkpoint carries; a user's dataset without a
+    :class:`DatasetInfo` (``.info``) contributes none, and the caller adds ``input_shape``."""
+    info = dataset_info(train_set)
+    meta: dict[str, Any] = {} if info is None else {
         "dataset": info.to_dict(),
         "input_shape": [info.in_channels, info.image_size, info.image_size],
         "normalisation": {"mean": list(info.mean), "std": list(info.std)},
@@ -250,7 +287,7 @@ def model_meta(train_set: ImageDataset, config: TrainConfig | None = None,
 
 def _write_epoch(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                  scaler: torch.amp.GradScaler, config: TrainConfig,
-                 epoch: int, step: int, history: list[dict[str, Any]], train_set: ImageDataset,
+                 epoch: int, step: int, history: list[dict[str, Any]], train_set: Any,
                  meta: dict[str, Any] | None, companions: dict[str, nn.Module]) -> None:
     bare = unwrap(model)
     # State first: if the process dies before the model file, resume still has everything.

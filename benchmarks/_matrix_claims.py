@@ -1,0 +1,128 @@
+"""Statistics over seeds and the papers' central claims, decided from the matrix's results.
+
+A difference is significant only when it is larger than twice the combined standard error
+``sqrt(s_a^2 / n_a + s_b^2 / n_b)`` (sample standard deviations, ``n - 1``): about a 95%
+interval for the difference of two means. With fewer than two seeds on either side there is
+no standard error, and the difference is never called significant.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Sequence
+
+from _matrix_spec import TP
+
+MET, NOT_MET, NOT_SIGNIFICANT, NOT_RUN = "met", "not met", "not significant", "not run yet"
+
+
+@dataclass(frozen=True)
+class Stat:
+    mean: float
+    std: float | None  # None with one value
+    n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float | None]) -> "Stat | None":
+        xs = [float(v) for v in values if v is not None]
+        if not xs:
+            return None
+        return cls(statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else None, len(xs))
+
+    def text(self, digits: int = 2) -> str:
+        return f"{self.mean:.{digits}f}" + ("" if self.std is None else f" ± {self.std:.{digits}f}")
+
+
+@dataclass(frozen=True)
+class Difference:
+    diff: float  # mean of a minus mean of b
+    se: float | None  # combined standard error; None below two seeds on a side
+    significant: bool
+
+    def text(self) -> str:
+        mark = "*" if self.significant else ""
+        se = "" if self.se is None else f" (2SE {2 * self.se:.2f})"
+        return f"{self.diff:+.2f}{mark}{se}"
+
+
+def difference(a: Stat, b: Stat) -> Difference:
+    if a.std is None or b.std is None:
+        return Difference(a.mean - b.mean, None, False)
+    se = math.sqrt(a.std ** 2 / a.n + b.std ** 2 / b.n)
+    return Difference(a.mean - b.mean, se, abs(a.mean - b.mean) > 2 * se)
+
+
+def verdict(d: Difference) -> str:
+    """For a claim that ``a`` is at least as good as (or better than) ``b``."""
+    if not d.significant:
+        return NOT_SIGNIFICANT
+    return MET if d.diff > 0 else NOT_MET
+
+
+@dataclass(frozen=True)
+class Claim:
+    paper: str
+    text: str
+    a: str  # the variant claimed better (or at least as good)
+    b: str
+
+
+CLAIMS = (
+    Claim("paper 2 (l1-capped)", "its default schedule is at least as accurate as l1", "l1-capped", "l1"),
+    Claim("paper 2 (l1-capped)", "its default schedule is at least as accurate as Torch-Pruning", "l1-capped", TP),
+    Claim("paper 1 (hnsi)", "two stages are at least as accurate as one stage", "hnsi", "hnsi-single-stage"),
+    Claim("paper 1 (hnsi)", "more accurate than l1 filter pruning at equal kernel-sparse MACs", "hnsi", "l1"),
+    Claim("paper 4 (fcs)", "at least as accurate as l1", "fcs", "l1"),
+    Claim("paper 4 (fcs)", "at least as accurate as feature-l1", "fcs", "feature-l1"),
+    Claim("paper 4 (mlft)", "mlft for E/2 epochs reaches tft's accuracy at E epochs", "fcs-mlft-half", "fcs"),
+)
+PROBABILITY = "probability-tau0.99"  # paper 3's default tau
+MIN_PARAMS_CUT, MAX_DROP = 15.0, 0.5  # its claim: >= 15% fewer params, <= 0.5 point lost, no fine-tuning
+
+
+def pair_claim_rows(groups: dict, planned: set[tuple[str, str, str]]) -> list[list[str]]:
+    """One row per claim and (model, target) where both variants ran or are planned.
+
+    ``groups``: ``(model, target, variant)`` -> the list of result records."""
+    rows, keys = [], planned | set(groups)
+    for c in CLAIMS:
+        places = sorted({(m, t) for m, t, _ in keys if (m, t, c.a) in keys and (m, t, c.b) in keys})
+        for model, target in places:
+            a = Stat.of([r["top1"] for r in groups.get((model, target, c.a), [])])
+            b = Stat.of([r["top1"] for r in groups.get((model, target, c.b), [])])
+            where = f"{model}, {target}"
+            if a is None or b is None:
+                rows.append([c.paper, f"{c.a} vs {c.b}: {c.text}", where, "-", NOT_RUN])
+                continue
+            d = difference(a, b)
+            numbers = f"{a.text()} (n={a.n}) vs {b.text()} (n={b.n}): {d.text()}"
+            if c.a == "fcs-mlft-half":
+                wall = [Stat.of([r["wall_s"] for r in groups[(model, target, v)]]) for v in (c.a, c.b)]
+                numbers += f"; wall {wall[0].mean:.0f}s vs {wall[1].mean:.0f}s per run"
+            rows.append([c.paper, f"{c.a} vs {c.b}: {c.text}", where, numbers, verdict(d)])
+    return rows
+
+
+def probability_claim_rows(groups: dict, planned: set[tuple[str, str, str]]) -> list[list[str]]:
+    """Paper 3: at its default tau, without fine-tuning, at least 15% fewer params for at most
+    0.5 point of top-1 lost (without recalibration: the paper uses no data; with it, beside)."""
+    rows = []
+    models = sorted({m for m, t, v in planned | set(groups) if v == PROBABILITY})
+    for model in models:
+        runs = [r for (m, t, v), rs in groups.items() if m == model and v == PROBABILITY for r in rs]
+        text = f"tau 0.99 removes >= {MIN_PARAMS_CUT:.0f}% params with <= {MAX_DROP} point lost, no fine-tuning"
+        if not runs:
+            rows.append(["paper 3 (probability)", text, model, "-", NOT_RUN])
+            continue
+        cut = Stat.of([100 * (1 - r["params"] / r["baseline"]["params"]) for r in runs])
+        drop = Stat.of([r["baseline"]["top1"] - r["top1_cut_raw"] for r in runs if r["top1_cut_raw"] is not None])
+        recal = Stat.of([r["baseline"]["top1"] - r["top1_cut"] for r in runs if r["top1_cut"] is not None])
+        if drop is None:
+            rows.append(["paper 3 (probability)", text, model, "top-1 after the cut not recorded", NOT_RUN])
+            continue
+        numbers = (f"params -{cut.text(1)}%, top-1 lost {drop.text()} point"
+                   + ("" if recal is None else f" ({recal.text()} with BN recalibration)") + f", n={cut.n}")
+        ok = cut.mean >= MIN_PARAMS_CUT and drop.mean <= MAX_DROP
+        rows.append(["paper 3 (probability)", text, model, numbers, MET if ok else NOT_MET])
+    return rows

@@ -1,0 +1,184 @@
+"""The benchmark matrix (issue 12's protocol): every (model, variant, target, seed) cell is
+one prune + fine-tune run from the same baseline with the same fine-tuning budget, written
+as one small JSON as soon as it finishes; the report is rebuilt from those files only.
+
+    .venv/bin/python benchmarks/matrix.py --profile converged --jobs 2          # CPU, fills over sittings
+    .venv/bin/python benchmarks/matrix.py --profile converged --models resnet20 --budgets 50 --seeds 0
+    .venv/bin/python benchmarks/matrix.py --profile gpu                         # one large GPU
+    .venv/bin/python benchmarks/matrix.py --profile converged --list            # what is done, what is not
+    .venv/bin/python benchmarks/report.py --profile converged                   # the report alone
+
+A finished cell is never run again (delete its JSON to rerun it), so an interrupted matrix
+loses at most the runs in flight. ``--jobs K`` runs K cells at once, each in its own process
+(with one torch thread on the CPU; sharing the GPU in the gpu profile). Results go to
+``results/matrix/PROFILE/``, the report to ``results/REPORT.md`` (``REPORT_PROFILE.md`` for the
+other profiles).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from _matrix_spec import PROFILES, Profile, cells, select
+from baselines import CACHE, FIXED_ROOTS, PROFILES as BASELINES, convergence, ensure_baseline, run_dir
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "matrix"
+
+
+def baseline_facts(profile: Profile, model: str, cache: Path) -> dict[str, Any]:
+    """What every cell records of its starting point, read from the finished baseline run."""
+    from secateurs import count_macs, count_params, load, read_meta
+
+    ckpt = ensure_baseline(model, profile.baselines, cache, progress=False, train=False)
+    history = [json.loads(line) for line in (ckpt.parent / "metrics.jsonl").read_text().splitlines()]
+    net, shape = load(ckpt), tuple(read_meta(ckpt)["input_shape"])
+    spec = {b.model: b for b in BASELINES[profile.baselines]}[model]
+    return {"path": str(ckpt), "profile": profile.baselines, "epochs": len(history),
+            "top1": history[-1].get("test_top1"), "params": count_params(net), "macs": count_macs(net, shape),
+            "dataset": spec.dataset, "dataset_options": spec.dataset_options, **convergence(history)}
+
+
+def _one_thread_env() -> dict[str, str]:
+    """One torch CPU thread per process: K concurrent runs on K cores do not fight over them
+    (on the GPU too, where the CPU only feeds batches and 16 processes share 16 cores)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def run_jobs(argvs: list[list[str]], jobs: int, env: dict[str, str], label: str) -> list[str]:
+    """Run each argv as a process, ``jobs`` at a time; the labels of those that failed."""
+    pending, running, failed = list(argvs), [], []
+    while pending or running:
+        while pending and len(running) < jobs:
+            argv = pending.pop(0)
+            running.append((argv, subprocess.Popen(argv, env=env), time.perf_counter()))
+        time.sleep(0.2)
+        for item in list(running):
+            argv, proc, t0 = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            name = argv[-1]
+            ok = proc.returncode == 0
+            print(f"[{label}] {name}: {'done' if ok else f'FAILED (exit {proc.returncode})'} "
+                  f"in {time.perf_counter() - t0:.0f}s; {len(pending)} waiting, {len(running)} running",
+                  file=sys.stderr, flush=True)
+            if not ok:
+                failed.append(name)
+    return failed
+
+
+def _train_baselines(profile: Profile, models: list[str], cache: Path, jobs: int, env: dict[str, str]) -> None:
+    """Train the profile's missing baselines, ``jobs`` at a time. Committed ones (the converged
+    baselines) are left to baselines.py: hours of training, possibly running already, are never
+    started behind the user's back (the cells then stop on the unfinished baseline)."""
+    todo = []
+    for model in models:
+        metrics = run_dir(model, profile.baselines, cache) / "metrics.jsonl"
+        spec = {b.model: b for b in BASELINES[profile.baselines]}[model]
+        if not (metrics.exists() and len(metrics.read_text().splitlines()) >= spec.epochs):
+            todo.append(model)
+    if not todo or profile.baselines in FIXED_ROOTS:
+        return
+    script = str(Path(__file__).resolve())  # ensure_baseline only: no tables written, no timing
+    argvs = [[sys.executable, script, "--profile", profile.name, "--cache", str(cache), "--train-baseline", m]
+             for m in todo]
+    failed = run_jobs(argvs, jobs, env, "baseline")
+    if failed:
+        raise SystemExit(f"baseline training failed for {', '.join(failed)}; see the log above")
+
+
+def _run_one(args: argparse.Namespace, profile: Profile) -> int:
+    """``--run-cell NAME``: the worker process of one cell."""
+    from _matrix_run import run_cell
+
+    found = [c for c in cells(profile) if c.name == args.run_cell]
+    if not found:
+        raise SystemExit(f"--run-cell {args.run_cell!r} is not a cell of profile {profile.name!r} (see --list)")
+    cell = found[0]
+    facts = baseline_facts(profile, cell.model, args.cache)
+    out = args.results / profile.name / f"{cell.name}.json"
+    result = run_cell(cell, profile, Path(facts["path"]), facts, out)
+    print(f"{cell.name}: top-1 {result.top1}, cut {result.top1_cut_raw} -> {result.top1_cut} (recalibrated), "
+          f"{100 * result.achieved:.1f}% reduction, {result.wall_s:.0f}s", file=sys.stderr)
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", choices=sorted(PROFILES), default="converged")
+    p.add_argument("--cells", nargs="+", help="cell names or shell patterns, e.g. 'resnet20__l1__*'")
+    p.add_argument("--models", nargs="+")
+    p.add_argument("--methods", nargs="+", help="variants, e.g. l1 tp-magnitude hnsi-single-stage")
+    p.add_argument("--seeds", nargs="+", type=int)
+    p.add_argument("--budgets", nargs="+", help="targets: 50 (= macs50), macs75, params15, own")
+    p.add_argument("--jobs", type=int, help="concurrent runs (default: the profile's)")
+    p.add_argument("--results", type=Path, default=RESULTS, help="results root (PROFILE/ below it)")
+    p.add_argument("--report", type=Path, help="default: results/REPORT.md (converged), REPORT_PROFILE.md")
+    p.add_argument("--cache", type=Path, default=CACHE, help="where baselines not committed are trained")
+    p.add_argument("--list", action="store_true", help="list the selected cells, done or not, and stop")
+    p.add_argument("--no-report", action="store_true")
+    p.add_argument("--run-cell", help=argparse.SUPPRESS)
+    p.add_argument("--train-baseline", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.jobs is not None and args.jobs < 1:
+        p.error(f"--jobs must be at least 1, got {args.jobs}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    profile = PROFILES[args.profile]
+    if args.run_cell:
+        return _run_one(args, profile)
+    if args.train_baseline:
+        ensure_baseline(args.train_baseline, profile.baselines, args.cache, progress=False)
+        return 0
+    chosen = select(list(cells(profile)), args.cells, args.models, args.methods, args.seeds, args.budgets)
+    folder = args.results / profile.name
+    todo = [c for c in chosen if not (folder / f"{c.name}.json").exists()]
+    if args.list:
+        for c in chosen:
+            print(f"{'done   ' if c not in todo else 'not run'}  {c.name}")
+        print(f"{len(chosen) - len(todo)} of {len(chosen)} selected cells done")
+        return 0
+    if profile.device == "cuda" and todo:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit(f"profile {profile.name!r} runs on a CUDA GPU, and torch {torch.__version__} sees none; "
+                             "on the CPU use --profile converged (or tiny, to try the harness)")
+    jobs = args.jobs or profile.jobs
+    env = _one_thread_env()
+    print(f"profile {profile.name}: {len(chosen)} cells selected, {len(chosen) - len(todo)} done, "
+          f"{len(todo)} to run, {jobs} at a time", file=sys.stderr)
+    failed: list[str] = []
+    if todo:
+        models = sorted({c.model for c in todo})
+        _train_baselines(profile, models, args.cache, jobs, env)
+        for model in models:  # an unfinished baseline stops here, not in every worker
+            baseline_facts(profile, model, args.cache)
+        script = str(Path(__file__).resolve())
+        common = ["--profile", profile.name, "--results", str(args.results), "--cache", str(args.cache)]
+        failed = run_jobs([[sys.executable, script, *common, "--run-cell", c.name] for c in todo], jobs, env, "cell")
+    if not args.no_report:
+        from report import build_report, default_report
+
+        report = args.report or default_report(profile.name)
+        build_report(profile, args.results, report)
+        print(f"report: {report}", file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} cells failed (their logs are above; rerun to retry): {' '.join(failed)}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""REPORT.md, rebuilt from the matrix's result files only (nothing is rerun or reopened):
+per model and target, accuracy mean ± std over seeds right after the cut (before and after
+BN recalibration) and after fine-tuning, params, MACs, b64 speed-up, the difference from
+``l1`` with its significance; a plot of accuracy against MACs reduction; the papers' claims.
+
+    .venv/bin/python benchmarks/report.py --profile converged
+
+A cell of the profile with no result file is shown as "not run", never filled in. Beside the
+markdown, ``REPORT.json`` holds the same statistics for programs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from _common import machine_line, markdown_table
+from _matrix_claims import Stat, difference, pair_claim_rows, probability_claim_rows
+from _matrix_spec import PROFILES, VARIANTS, Profile, cells
+from secateurs._atomic import atomic_write
+
+HERE = Path(__file__).resolve().parent
+HEADERS = ["variant", "seeds", "reduction (%)", "params (M)", "MACs (M)", "top-1 cut, raw (%)",
+           "top-1 cut, BN recal. (%)", "top-1 final (%)", "vs reference", "b64 speed-up", "FT epochs"]
+
+
+def default_report(profile: str) -> Path:
+    """REPORT.md for the CPU protocol; the other profiles' reports sit beside it."""
+    return HERE / "results" / ("REPORT.md" if profile == "converged" else f"REPORT_{profile}.md")
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it (a report names no outside file)."""
+    try:
+        return str(path.resolve().relative_to(HERE.parent))
+    except ValueError:
+        return path.name
+
+
+def load_results(folder: Path) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    """``(model, target, variant)`` -> the records of its seeds (sorted by seed)."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for path in sorted(folder.glob("*.json")):
+        r = json.loads(path.read_text())
+        groups[(r["model"], r["target"], r["variant"])].append(r)
+    return {k: sorted(v, key=lambda r: r["seed"]) for k, v in groups.items()}
+
+
+def _stat_text(runs: list[dict], key: str, scale: float = 1.0, digits: int = 2) -> str:
+    s = Stat.of([None if r.get(key) is None else r[key] * scale for r in runs])
+    return "n/a" if s is None else s.text(digits)
+
+
+def _row(variant: str, runs: list[dict], reference: list[dict] | None) -> tuple[list[str], dict[str, Any]]:
+    """A table row and its figures for REPORT.json."""
+    top1, ref = Stat.of([r["top1"] for r in runs]), Stat.of([r["top1"] for r in reference or []])
+    diff = difference(top1, ref) if top1 and ref and reference is not runs else None
+    row = [variant, str(len(runs)), _stat_text(runs, "achieved", 100, 1), _stat_text(runs, "params", 1e-6, 3),
+           _stat_text(runs, "macs", 1e-6, 1), _stat_text(runs, "top1_cut_raw"), _stat_text(runs, "top1_cut"),
+           _stat_text(runs, "top1"), "-" if diff is None else diff.text(), _stat_text(runs, "speedup_b64"),
+           str(runs[0]["finetune_epochs"])]
+    figures = {"seeds": [r["seed"] for r in runs], "top1": top1.__dict__ if top1 else None,
+               "diff_vs_reference": None if diff is None else diff.__dict__}
+    return row, figures
+
+
+def model_tables(profile: Profile, groups: dict) -> tuple[list[str], dict[str, Any], list[str]]:
+    """The markdown sections per (model, target), their figures, and the cells not run."""
+    order: dict[tuple[str, str], list[str]] = {}
+    planned: dict[tuple[str, str, str], list[int]] = defaultdict(list)
+    for c in cells(profile):
+        order.setdefault((c.model, c.target), [])
+        if c.variant not in order[(c.model, c.target)]:
+            order[(c.model, c.target)].append(c.variant)
+        planned[(c.model, c.target, c.variant)].append(c.seed)
+    for m, t, v in groups:  # results of cells no longer in the profile are still shown
+        order.setdefault((m, t), [])
+        if v not in order[(m, t)]:
+            order[(m, t)].append(v)
+    sections, figures, missing = [], {}, []
+    for (model, target), variants in order.items():
+        runs_of = {v: groups.get((model, target, v), []) for v in variants}
+        ref_name = next((v for v in ("l1", "l1-noft") if runs_of.get(v)), None)
+        reference = runs_of.get(ref_name) if ref_name else None
+        any_run = next((rs[0] for rs in runs_of.values() if rs), None)
+        rows = []
+        if any_run:
+            b = any_run["baseline"]
+            rows.append(["(unpruned)", "-", "-", f"{b['params'] / 1e6:.3f}", f"{b['macs'] / 1e6:.1f}", "-", "-",
+                         f"{b['top1']:.2f}", "-", "1.00", "-"])
+        for v in variants:
+            done = {r["seed"] for r in runs_of[v]}
+            missing += [f"{model} {v} {target} seed {s}" for s in planned.get((model, target, v), []) if s not in done]
+            if not runs_of[v]:
+                rows.append([v, "0", "not run", *["-"] * (len(HEADERS) - 3)])
+                continue
+            row, fig = _row(v, runs_of[v], reference)
+            rows.append(row)
+            figures[f"{model}/{target}/{v}"] = fig
+        command = f"python benchmarks/matrix.py --profile {profile.name} --models {model} --budgets {target}"
+        sections.append(f"### {model}, {target}\n\nCommand: `{command}`; reference for the difference: "
+                        f"`{ref_name or 'none run'}`\n\n" + markdown_table(HEADERS, rows))
+    return sections, figures, missing
+
+
+def plot(groups: dict, path: Path) -> str:
+    """Final top-1 against MACs reduction (mean ± std over seeds), one panel per model; the
+    markdown that shows it, or says why there is none."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "Plot not drawn: matplotlib is not installed (`pip install -e '.[bench]'`)."
+    models = sorted({m for m, t, _ in groups if t.startswith("macs")})
+    if not models:
+        return "Plot not drawn: no MACs-target run yet."
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
+    colours = plt.get_cmap("tab20").colors  # more variants than the default cycle's 10 colours
+    for ax, model in zip(axes[0], models):
+        for i, v in enumerate(sorted({v for m, t, v in groups if m == model and t.startswith("macs")})):
+            pts = sorted(((Stat.of([100 * r["achieved"] for r in rs]), Stat.of([r["top1"] for r in rs]))
+                          for (m, t, vv), rs in groups.items() if m == model and vv == v and t.startswith("macs")),
+                         key=lambda p: p[0].mean)
+            ax.errorbar([x.mean for x, _ in pts], [y.mean for _, y in pts], yerr=[y.std or 0 for _, y in pts],
+                        marker="osD^v<>"[i % 7], color=colours[i % len(colours)], capsize=3, label=v)
+        ax.set(title=model, xlabel="MACs reduction (%; kernel-sparse for hnsi)",
+               ylabel="test top-1 after fine-tuning (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+    return f"![top-1 against MACs reduction]({path.name})"
+
+
+def _header(profile: Profile, groups: dict, folder: Path) -> list[str]:
+    runs = [r for rs in groups.values() for r in rs]
+    machines = sorted({machine_line(r["machine"]).rsplit(";", 1)[0] for r in runs})
+    cpu_h, wall_h = sum(r["cpu_s"] for r in runs) / 3600, sum(r["wall_s"] for r in runs) / 3600
+    seeds = sorted({r["seed"] for r in runs})
+    recal = sorted({str(r["bn_recalibration"]) for r in runs})
+    bases = {r["model"]: r["baseline"] for r in runs}
+    conv = {None: "not enough epochs to tell", True: "converged", False: "NOT converged"}
+    base_text = "; ".join(f"{m}: {b.get('epochs', '?')} epochs, top-1 {b['top1']:.2f}%, "
+                          f"{conv[b.get('converged')]}" + ("" if b.get("last_gain") is None else
+                                                           f" (last 3 epochs {b['last_gain']:+.2f} point/epoch)")
+                          for m, b in sorted(bases.items()))
+    variants = sorted({r["variant"] for r in runs})
+    return [
+        f"Profile `{profile.name}`: {profile.summary}. {len(runs)} runs in "
+        f"`{_shown(folder)}/`; seeds {seeds or 'none yet'}.",
+        f"Fine-tuning, the same for every variant (a variant's share is in its FT epochs): "
+        f"{profile.budget.describe()}. BN recalibration batches recorded: {', '.join(recal) or '-'}.",
+        f"Baselines: {base_text or 'none yet'}.",
+        f"Total CPU time of the runs: {cpu_h:.2f} h (wall, summed over runs: {wall_h:.2f} h).",
+        "Machines: " + ("; ".join(machines) if machines else "none yet"),
+        "Variants: " + "; ".join(f"`{v}`: {VARIANTS[v].summary}" for v in variants if v in VARIANTS),
+        "Columns: mean ± std over seeds (sample std). *raw*: right after the last cut, before BN "
+        "recalibration; *BN recal.*: after it (n/a: not recorded). *final*: after fine-tuning (after the cut "
+        "for FT epochs 0). *vs reference*: difference of the final means; `*` marks it significant (larger than "
+        "twice the combined standard error, shown as 2SE). Reduction: of the target's metric (kernel-sparse "
+        "MACs for hnsi; params for a method's own threshold, `own`). Speed-up: b64 latency of the baseline "
+        "over the pruned model, timed alternately in the same run.",
+    ]
+
+
+def build_report(profile: Profile, results: Path, out: Path) -> str:
+    """Write ``out`` (markdown), its plot and ``out``.json from ``results/PROFILE/*.json``."""
+    groups = load_results(results / profile.name)
+    sections, figures, missing = model_tables(profile, groups)
+    planned = {(c.model, c.target, c.variant) for c in cells(profile)}
+    claims = pair_claim_rows(groups, planned) + probability_claim_rows(groups, planned)
+    claim_md = markdown_table(["paper", "claim", "where", "our numbers (top-1 %)", "status"], claims)
+    picture = plot(groups, out.parent / f"matrix_{profile.name}.png")
+    md = "\n\n".join([
+        f"# Which pruning method? The matrix, profile `{profile.name}`",
+        *_header(profile, groups, results / profile.name),
+        f"Rebuild this report: `python benchmarks/report.py --profile {profile.name}`; fill the matrix: "
+        f"`python benchmarks/matrix.py --profile {profile.name}`.",
+        "## Claims", "Status from the runs above: *met* / *not met* when the difference is significant, "
+        "*not significant* when it is within twice the combined standard error (or one seed only), "
+        "*not run yet* when a side has no run.", claim_md,
+        "## Accuracy against MACs reduction", picture, "## Tables", *sections,
+        "## Not run", ("; ".join(missing) + ".") if missing else "Every cell of the profile has a result."])
+    atomic_write(out, lambda tmp: tmp.write_text(md + "\n"))
+    data = {"profile": profile.name, "figures": figures, "claims": claims, "missing": missing}
+    atomic_write(out.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(data, indent=1) + "\n"))
+    return md
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", choices=sorted(PROFILES), default="converged")
+    p.add_argument("--results", type=Path, default=HERE / "results" / "matrix")
+    p.add_argument("--report", type=Path, help="default: results/REPORT.md (converged), REPORT_PROFILE.md")
+    args = p.parse_args(argv)
+    report = args.report or default_report(args.profile)
+    build_report(PROFILES[args.profile], args.results, report)
+    print(f"report: {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""The selection plans of HNSI's two stages (:mod:`.hnsi`): for a strength ``c``, what the
+kept kernels cost and which they are. Kept apart from the round so each plan can be tested
+against ``count_macs`` on its own (tests/test_hnsi.py).
+
+Kernels of a conv are viewed by input channel (:func:`by_input`): row ``i`` holds every
+kernel that reads input channel ``i`` -- the "group" of that channel.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ._hnsi import effective_count, keep_counts, top_k_mask
+from ._kernels import KernelLayer
+
+
+def by_input(t: torch.Tensor, groups: int) -> torch.Tensor:
+    """``[out, in/groups]`` -> ``[in, out/groups]``: row ``i`` holds the kernels that read input channel ``i``."""
+    o, i = t.shape
+    return t.reshape(groups, o // groups, i).transpose(1, 2).reshape(groups * i, o // groups)
+
+
+def from_input(t: torch.Tensor, groups: int) -> torch.Tensor:
+    """The inverse of :func:`by_input`."""
+    ins, per_out = t.shape
+    return t.reshape(groups, ins // groups, per_out).transpose(1, 2).reshape(groups * per_out, ins // groups)
+
+
+@dataclass
+class StagePlan:
+    """A stage at strength ``c``: the kernel-sparse MACs of the pruned convs, and the masks."""
+
+    cost: Callable[[float], float]
+    select: Callable[[float], dict[str, torch.Tensor]]
+    c_max: float  # keeps every kernel
+
+
+def _c_max(effective: torch.Tensor, n: torch.Tensor) -> float:
+    live = effective > 0
+    return float((n[live] / effective[live]).max()) * (1 + 1e-9) if live.any() else 1.0
+
+
+def in_groups(layers: list[KernelLayer], alive: dict[str, torch.Tensor], saliency: dict[str, torch.Tensor],
+              lo: int = 1) -> StagePlan:
+    """Stage 1: ``keep`` per input-channel group of every conv."""
+    sets = []
+    for layer in layers:
+        g = layer.conv.groups
+        a = by_input(alive[layer.name], g)
+        s = by_input(saliency[layer.name], g) * a
+        n = a.sum(1)
+        sets.append((layer, a, s, n, effective_count(s.sum(1), s.square().sum(1), n)))
+    e = torch.cat([x[4] for x in sets])
+    n = torch.cat([x[3] for x in sets])
+    w = torch.cat([torch.full_like(x[3], x[0].cost) for x in sets])
+
+    def cost(c: float) -> float:
+        return float((keep_counts(e, n, c, lo) * w).sum())
+
+    def select(c: float) -> dict[str, torch.Tensor]:
+        return {layer.name: from_input(top_k_mask(s, a, keep_counts(ef, k, c, lo)), layer.conv.groups)
+                for layer, a, s, k, ef in sets}
+
+    return StagePlan(cost, select, _c_max(e, n))
+
+
+@dataclass
+class GroupRow:
+    """A conv of stage 2 that keeps whole input-channel groups: ``keep`` over the groups' norms."""
+
+    layer: KernelLayer
+    alive: torch.Tensor  # [out, in/groups]
+    order: torch.Tensor  # live groups (input channels), strongest first
+    kernels: torch.Tensor  # cumulative kernels of the first k groups of ``order``, k = 0..n
+    n: torch.Tensor
+    effective: torch.Tensor
+
+    @classmethod
+    def of(cls, layer: KernelLayer, alive: torch.Tensor, saliency: torch.Tensor) -> "GroupRow":
+        g = layer.conv.groups
+        a = by_input(alive, g)
+        norms = (by_input(saliency, g) * a).sum(1)  # a group's norm: the saliencies of its live kernels
+        live = a.any(1)
+        order = torch.sort(norms.masked_fill(~live, -math.inf), descending=True, stable=True).indices[:int(live.sum())]
+        kernels = torch.cat([torch.zeros(1, dtype=torch.int64), a.sum(1)[order].cumsum(0)])
+        n = live.sum()
+        return cls(layer, alive, order, kernels, n, effective_count(norms[order].sum(), norms[order].square().sum(), n))
+
+    def mask(self, k: int) -> torch.Tensor:
+        g = self.layer.conv.groups
+        keep = torch.zeros(self.alive.shape[1] * g, dtype=torch.bool)
+        keep[self.order[:k]] = True
+        return from_input(by_input(self.alive, g) & keep.unsqueeze(1), g)
+
+
+def in_layers(layers: list[KernelLayer], alive: dict[str, torch.Tensor], saliency: dict[str, torch.Tensor],
+              lo: int = 1, restore: frozenset[str] = frozenset(), whole_groups: frozenset[str] = frozenset()) -> StagePlan:
+    """Stage 2: ``keep`` over all remaining kernels of every conv; in the ``restore`` convs a
+    group left empty gets its strongest kernel back. The ``whole_groups`` convs (high-level
+    ones, by default) instead keep ``keep`` of their input-channel groups, ranked by the
+    groups' norms, each kept group whole: the layer stops reading the others."""
+    groups = [GroupRow.of(x, alive[x.name], saliency[x.name]) for x in layers if x.name in whole_groups]
+    kernel_plan = _kernels_in_layers([x for x in layers if x.name not in whole_groups], alive, saliency, lo, restore)
+    if not groups:
+        return kernel_plan
+    e = torch.stack([r.effective for r in groups])
+    n = torch.stack([r.n for r in groups])
+
+    def cost(c: float) -> float:
+        ks = keep_counts(e, n, c, lo).tolist()
+        return kernel_plan.cost(c) + float(sum(int(r.kernels[k]) * r.layer.cost for k, r in zip(ks, groups)))
+
+    def select(c: float) -> dict[str, torch.Tensor]:
+        ks = keep_counts(e, n, c, lo).tolist()
+        return {**kernel_plan.select(c), **{r.layer.name: r.mask(k) for k, r in zip(ks, groups)}}
+
+    return StagePlan(cost, select, max(kernel_plan.c_max, _c_max(e, n)))
+
+
+def _kernels_in_layers(layers: list[KernelLayer], alive: dict[str, torch.Tensor], saliency: dict[str, torch.Tensor],
+                       lo: int, restore: frozenset[str]) -> StagePlan:
+    """``keep`` over all remaining kernels of every conv (the ``restore`` ones give an emptied group its strongest back)."""
+    rows = []
+    for layer in layers:
+        a, s = alive[layer.name], saliency[layer.name] * alive[layer.name]
+        ranked = s.flatten().masked_fill(~a.flatten(), -math.inf)
+        rank = torch.empty(a.numel(), dtype=torch.int64)
+        rank[torch.sort(ranked, descending=True, stable=True).indices] = torch.arange(a.numel())
+        rank = rank.view(a.shape)
+        g = layer.conv.groups
+        rank_in = by_input(rank, g).masked_fill(~by_input(a, g), a.numel())
+        best = rank_in.min(1).values  # the rank of each group's strongest kernel
+        live = by_input(a, g).any(1)
+        firsts = torch.sort(best[live]).values if layer.name in restore else torch.empty(0, dtype=torch.int64)
+        n = a.sum()
+        rows.append((layer, a, rank, rank_in, live, firsts, n, effective_count(s.sum(), s.square().sum(), n)))
+    if not rows:
+        return StagePlan(lambda c: 0.0, lambda c: {}, 0.0)
+    e = torch.stack([r[7] for r in rows])
+    n = torch.stack([r[6] for r in rows])
+
+    def kept(c: float) -> list[tuple[int, int]]:
+        """(kernels by rank, groups given back) per conv."""
+        ks = keep_counts(e, n, c, lo).tolist()
+        return [(k, len(r[5]) - int(torch.searchsorted(r[5], k))) for k, r in zip(ks, rows)]
+
+    def cost(c: float) -> float:
+        return float(sum((k + back) * r[0].cost for (k, back), r in zip(kept(c), rows)))
+
+    def select(c: float) -> dict[str, torch.Tensor]:
+        out = {}
+        for (k, _), (layer, a, rank, rank_in, live, firsts, _, _) in zip(kept(c), rows):
+            mask = (rank < k) & a
+            if len(firsts):
+                g = layer.conv.groups
+                m_in = by_input(mask, g)
+                empty = live & ~m_in.any(1)
+                m_in[empty, rank_in[empty].argmin(1)] = True
+                mask = from_input(m_in, g)
+            out[layer.name] = mask
+        return out
+
+    return StagePlan(cost, select, _c_max(e, n))

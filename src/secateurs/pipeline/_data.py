@@ -1,0 +1,70 @@
+"""What the pruning run reads from its data and its example input, in one place.
+
+The data may be anything :func:`secateurs.data.as_loader` reads (an in-memory split, a
+streamed image folder, a user's ``Dataset`` or ``DataLoader``); the input shape comes from
+an explicit argument, an example input, or the data's :class:`DatasetInfo` when it has one.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.nn as nn
+
+from ..data import ImageDataset, LoaderConfig, as_loader, dataset_info, length_of, subset_of
+from ..errors import ConfigError
+from ..train import evaluate
+
+#: ``(samples, seed, batch_size) -> batches``, see :func:`calibration_batches`.
+CalibrationSource = Callable[..., Callable[[], Iterator[torch.Tensor]]]
+
+
+def input_shape_of(input_shape: tuple[int, ...] | None, example_inputs: torch.Tensor | None,
+                   data: Any) -> tuple[int, ...]:
+    """One sample's shape: ``input_shape``, else ``example_inputs`` without its batch dimension,
+    else the data's ``info``; both given must agree."""
+    if example_inputs is not None:
+        if not isinstance(example_inputs, torch.Tensor) or example_inputs.dim() < 2:
+            got = tuple(example_inputs.shape) if isinstance(example_inputs, torch.Tensor) else type(example_inputs)
+            raise ConfigError(f"example_inputs must be one tensor with a batch dimension, such as "
+                              f"torch.randn(1, 3, 224, 224), got {got}")
+        shape = tuple(example_inputs.shape[1:])
+        if input_shape is not None and tuple(input_shape) != shape:
+            raise ConfigError(f"input_shape {tuple(input_shape)} and example_inputs {tuple(example_inputs.shape)} "
+                              "disagree; give one of them")
+        return shape
+    if input_shape is not None:
+        return tuple(input_shape)
+    info = dataset_info(data) if data is not None else None
+    if info is None:
+        what = "no train_set/test_set" if data is None else f"a {type(data).__name__} without .info"
+        raise ConfigError(f"the input shape is unknown ({what}): give input_shape=(C, H, W) or "
+                          "example_inputs=torch.randn(1, C, H, W)")
+    return info.in_channels, info.image_size, info.image_size
+
+
+def top1_accuracy(model: nn.Module, test_set: Any | None, device: torch.device) -> float | None:
+    if test_set is None:
+        return None
+    loader = as_loader(test_set, LoaderConfig(batch_size=512, train=False, device=device))
+    info = dataset_info(test_set)
+    return evaluate(model, loader, info.num_classes if info is not None else None).top1
+
+
+def calibration_batches(train_set: Any, samples: int, seed: int, device: torch.device,
+                        batch_size: int = 64) -> Callable[[], Iterator[torch.Tensor]]:
+    """A fixed, seeded subset of the training set, prepared like training batches (the
+    in-memory path normalises; a Dataset's samples come as its ``__getitem__`` makes them)."""
+    total = length_of(train_set)
+    n = min(samples, total)
+    idx = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n]
+    if isinstance(train_set, ImageDataset):
+        subset: Any = ImageDataset(train_set.info, train_set.images[idx], train_set.labels[idx], train_set.split)
+    else:
+        subset = subset_of(train_set, idx, batch_size)
+    config = LoaderConfig(batch_size=batch_size, train=False, device=device)
+
+    def batches() -> Iterator[torch.Tensor]:
+        for x, _ in as_loader(subset, config):
+            yield x
+    return batches

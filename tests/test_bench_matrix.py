@@ -1,0 +1,138 @@
+"""The benchmark matrix harness (benchmarks/matrix.py, report.py), run as the user runs it:
+as scripts, in a subprocess, on the ``tiny`` profile (synthetic data, ``test_resnet``).
+
+What is checked against an independent reference: the tables' mean ± std against
+``statistics`` over the result files, and the significance mark and claim statuses against
+figures computed by hand below.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _script(name: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(BENCH / name), *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+def _paths(tmp: Path) -> list[str]:
+    return ["--results", str(tmp / "results"), "--cache", str(tmp / "cache")]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Two methods, two seeds, 50% MACs, two runs at a time: four result files and a report."""
+    tmp = tmp_path_factory.mktemp("matrix")
+    args = ["--profile", "tiny", "--methods", "l1", "random", "--seeds", "0", "1", "--budgets", "50",
+            "--jobs", "2", *_paths(tmp), "--report", str(tmp / "REPORT.md")]
+    done = _script("matrix.py", *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not (BENCH / "results" / "baselines_tiny.md").exists()  # nothing written into the repository
+    return tmp, args
+
+
+@pytest.mark.slow
+def test_tiny_matrix_writes_one_result_per_cell(tiny_run):
+    tmp, _ = tiny_run
+    files = sorted(p.name for p in (tmp / "results" / "tiny").glob("*.json"))
+    assert files == [f"test_resnet__{v}__macs50__s{s}.json" for v in ("l1", "random") for s in (0, 1)]
+    for name in files:
+        r = json.loads((tmp / "results" / "tiny" / name).read_text())
+        assert abs(r["achieved"] - 0.5) < 0.02  # the target, in MACs, of the pruned model
+        assert r["macs"] < r["baseline"]["macs"] and r["params"] < r["baseline"]["params"]
+        assert r["finetune_epochs"] == 2 and r["budget"]["epochs"] == 2  # the budget travels with the result
+        assert 0 <= r["top1"] <= 100 and r["speedup_b64"] > 0 and r["cpu_s"] > 0
+
+
+@pytest.mark.slow
+def test_tiny_report_tables_are_mean_and_std_over_seeds(tiny_run):
+    tmp, _ = tiny_run
+    runs = {v: [json.loads((tmp / "results" / "tiny" / f"test_resnet__{v}__macs50__s{s}.json").read_text())["top1"]
+                for s in (0, 1)] for v in ("l1", "random")}
+    md = (tmp / "REPORT.md").read_text()
+    data = json.loads((tmp / "REPORT.json").read_text())
+    for v, xs in runs.items():
+        fig = data["figures"][f"test_resnet/macs50/{v}"]["top1"]
+        assert fig["mean"] == pytest.approx(statistics.fmean(xs)) and fig["n"] == 2
+        assert fig["std"] == pytest.approx(statistics.stdev(xs))
+        row = next(line for line in md.splitlines() if line.startswith(f"| {v} |"))
+        assert f"{statistics.fmean(xs):.2f} ± {statistics.stdev(xs):.2f}" in row
+    assert "| tp-magnitude | 0 | not run |" in md  # planned, not run: shown, never filled in
+    assert "Total CPU time of the runs" in md and "python benchmarks/matrix.py --profile tiny" in md
+    assert ("![top-1 against MACs reduction](matrix_tiny.png)" in md) == (tmp / "matrix_tiny.png").exists()
+
+
+@pytest.mark.slow
+def test_resumed_matrix_skips_finished_cells(tiny_run):
+    tmp, args = tiny_run
+    folder = tmp / "results" / "tiny"
+    stamps = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json")}
+    again = _script("matrix.py", *args, timeout=120)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "4 done, 0 to run" in again.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json")} == stamps
+
+
+def _record(variant: str, seed: int, top1: float, params: int = 800, cut: float | None = None,
+            target: str = "macs50") -> dict:
+    """A result file as the runner writes it, with chosen figures."""
+    return {"cell": f"test_resnet__{variant}__{target}__s{seed}", "profile": "tiny", "model": "test_resnet",
+            "variant": variant, "method": variant, "target": target, "seed": seed,
+            "budget": {"epochs": 2}, "finetune": "tft", "finetune_epochs": 2, "bn_recalibration": 20,
+            "baseline": {"top1": 92.0, "params": 1000, "macs": 2000}, "achieved": 0.5, "params": params,
+            "macs": 1000, "sparse_macs": 1000, "top1_cut_raw": cut, "top1_cut": cut, "top1": top1, "rounds": 1,
+            "latency_b64_ms": {"baseline": 2.0, "pruned": 1.0}, "speedup_b64": 2.0, "wall_s": 10.0, "cpu_s": 9.0,
+            "finetune_s": 5.0, "notes": [], "details": {},
+            "machine": {"cpu": "test", "cpu_count": 2, "torch_threads": 1, "platform": "-", "python": "3",
+                        "torch": "2", "gpu": None, "date": "-"}}
+
+
+def test_significance_and_claims_match_a_hand_computation(tmp_path):
+    """l1 = 90.0/90.2/90.4 (mean 90.2, sd 0.2). l1-capped = +0.8 on each seed: the difference
+    0.80 against 2SE = 2 sqrt(0.04/3 + 0.04/3) = 0.33, significant, claim met. fcs =
+    90.1/90.5/90.9 (sd 0.4): 0.30 against 2SE = 2 sqrt(0.04/3 + 0.16/3) = 0.52, not significant.
+    Torch-Pruning one seed only: no standard error, never significant. probability: 20% fewer
+    params, 0.30 point lost: met."""
+    folder = tmp_path / "results" / "tiny"
+    folder.mkdir(parents=True)
+    values = {"l1": [90.0, 90.2, 90.4], "l1-capped": [90.8, 91.0, 91.2], "fcs": [90.1, 90.5, 90.9],
+              "tp-magnitude": [80.0]}
+    records = [_record(v, s, x) for v, xs in values.items() for s, x in enumerate(xs)]
+    records += [_record("probability-tau0.99", s, 91.7, params=800, cut=91.7, target="own") for s in range(2)]
+    records += [_record("l1", s, 85.0, target="macs75") for s in range(2)]  # a second point on l1's curve
+    for r in records:
+        (folder / f"{r['cell']}.json").write_text(json.dumps(r))
+    done = _script("report.py", "--profile", "tiny", "--results", str(tmp_path / "results"),
+                   "--report", str(tmp_path / "REPORT.md"), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    md = (tmp_path / "REPORT.md").read_text()
+    section = md.split("### test_resnet, macs50")[1].split("###")[0]
+    rows = {line.split(" | ")[0][2:]: line for line in section.splitlines() if line.startswith("| ")}
+    assert "| +0.80* (2SE 0.33) |" in rows["l1-capped"]
+    assert "| +0.30 (2SE 0.52) |" in rows["fcs"]
+    assert "| -10.20 |" in rows["tp-magnitude"]  # one seed: a difference, no mark
+    claims = {(c[1].split(":")[0], c[2]): c[4] for c in json.loads((tmp_path / "REPORT.json").read_text())["claims"]}
+    assert claims[("l1-capped vs l1", "test_resnet, macs50")] == "met"
+    assert claims[("fcs vs l1", "test_resnet, macs50")] == "not significant"
+    assert claims[("l1-capped vs tp-magnitude", "test_resnet, macs50")] == "not significant"
+    assert claims[("hnsi vs l1", "test_resnet, macs50")] == "not run yet"
+    assert ("![top-1 against MACs reduction](matrix_tiny.png)" in md) == (tmp_path / "matrix_tiny.png").exists()
+    prob = next(c for c in json.loads((tmp_path / "REPORT.json").read_text())["claims"] if c[0].startswith("paper 3"))
+    assert prob[4] == "met" and "params -20.0" in prob[3] and "lost 0.30" in prob[3]
+
+
+def test_unknown_filter_is_refused_with_the_choices(tmp_path):
+    done = _script("matrix.py", "--profile", "tiny", "--methods", "l9", "--list", *_paths(tmp_path), timeout=120)
+    assert done.returncode != 0
+    assert "--methods l9: not in this profile" in done.stderr and "random" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "results").exists()
