@@ -44,7 +44,8 @@ def _recalibrated_top1(model: nn.Module, train_set, test_set, n: int, seed: int)
     batches = calibration_batches(train_set, n * BATCH_SIZE, recalibration_seed(seed, 1), CPU, BATCH_SIZE)
     t0 = time.perf_counter()
     recalibrate_bn(net, batches())
-    return top1_accuracy(net, test_set, CPU), time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    return top1_accuracy(net, test_set, CPU), seconds
 
 
 def _test_subset(test_set: ImageDataset, samples: int | None) -> ImageDataset:
@@ -64,7 +65,7 @@ def measure(ckpt: Path, method: str, reduction: float, ns: list[int], seeds: lis
     model = load(ckpt)
     cut, res = prune(model, method, macs_reduction=reduction, train_set=train_set, test_set=test_set,
                      finetune="none", latency=False, bn_recalibration=0)
-    out: dict[str, Any] = {"checkpoint": str(ckpt), "model": meta.get("model"), "method": method,
+    out: dict[str, Any] = {"checkpoint": str(ckpt), "model": meta.get("run", {}).get("model"), "method": method,
                            "test_samples": len(test_set.labels), "trained_top1": meta.get("metrics", {}).get("test_top1"),
                            "macs_reduction": res.achieved, "top1_unpruned": res.before["top1"],
                            "top1_after_cut": res.rounds[0].top1_after_cut, "rows": []}
@@ -89,7 +90,8 @@ def _markdown(data: dict[str, Any]) -> str:
     return "\n\n".join([
         "# BN recalibration: top-1 right after the cut against the number of batches",
         f"Machine: {machine_line(data['machine'])}", f"Command: `{data['command']}`",
-        f"{r['model']} ({r['checkpoint']}), {r['method']} cut to {100 * r['macs_reduction']:.2f}% MACs reduction, "
+        f"{r['model']} ({r['checkpoint']}, trained top-1 {r['trained_top1']}% on the whole test split), "
+        f"{r['method']} cut to {100 * r['macs_reduction']:.2f}% MACs reduction, "
         f"no fine-tuning. Test top-1 on {r['test_samples']} test images (a seeded subset): unpruned "
         f"{r['top1_unpruned']:.2f}%, right after the cut "
         f"{r['top1_after_cut']:.2f}%. Each N: recalibration on N training batches of {BATCH_SIZE}, "

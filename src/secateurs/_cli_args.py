@@ -134,8 +134,8 @@ def add_arch_args(p: argparse.ArgumentParser) -> None:
                         "from a mymodels.py in the current folder or on PYTHONPATH); it builds the unpruned network, "
                         "and the checkpoint's pruned layer shapes and weights are applied to it")
     p.add_argument("--arch-option", dest="arch_options", action="append", type=key_value, default=[],
-                   metavar="KEY=VALUE", help="a keyword argument of the --arch factory, e.g. num_classes=10 "
-                                             "(repeatable)")
+                   metavar="KEY=VALUE", help="a keyword argument of the --arch factory, e.g. num_classes=10; "
+                                             "repeatable (default: none)")
 
 
 #: --from of every command that reads a model.

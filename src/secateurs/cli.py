@@ -180,7 +180,8 @@ def _export(args: argparse.Namespace) -> None:
 def _prune(args: argparse.Namespace) -> None:
     from .io.outdir import claim
     from .pipeline import PruneConfig, load_recipe
-    from .pipeline.command import CONFIG_FILE, LOG_FILE, METRICS_FILE, MODEL_FILE, prune_command, resume_arguments
+    from .pipeline.command import (CONFIG_FILE, LOG_FILE, METRICS_FILE, MODEL_FILE, check_out, prune_command,
+                                   resume_arguments)
     from .pipeline.progress import PROGRESS_FILE
     from .report import report_files
 
@@ -200,6 +201,7 @@ def _prune(args: argparse.Namespace) -> None:
         # an old one beside a new one would read as a single run.
         outputs = [args.out / n for n in (MODEL_FILE, CONFIG_FILE, METRICS_FILE, LOG_FILE, PROGRESS_FILE)]
         outputs += [args.out / n for n in report_files()]  # report.md and its figures
+        check_out(args.out, resume=False)  # an earlier pruning run there: say so, and offer --resume
         claim(outputs, source=args.ckpt, overwrite_flag=None,
               other_way=" (or pass --resume, if it is an interrupted pruning run to continue)")
         result = prune_command(args.ckpt, args.out, config, args.dataset, args.data_dir, dict(args.dataset_options),

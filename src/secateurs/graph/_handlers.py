@@ -177,7 +177,9 @@ def _literal_width(node: torch.fx.Node) -> int | None:
 
 def reshape_like(state: State, node, out, args, kwargs):
     """view/reshape/flatten/squeeze/unsqueeze: fine unless the channel dim is split or moved,
-    or its size is written into the code (it would be wrong once channels are removed)."""
+    or its size is written into the code (it would be wrong once channels are removed). A
+    split into a written and a computed size, and its merge back, are a shuffle's halves:
+    ``_shuffle`` maps them exactly."""
     x = args[0]
     if _shuffle.is_marked(state, node.args[0]) and _literal_width(node) is None:
         merged = _shuffle.merge(state, node, x, out)

@@ -34,6 +34,9 @@ def import_factory(spec: str) -> Factory:
     except ImportError as e:
         raise ConfigError(f"--arch {spec!r}: cannot import {module_name!r} ({e}); run from the folder that holds "
                           "it, or add that folder to PYTHONPATH") from e
+    except Exception as e:  # the module's own code failed: say so in one line, with its error
+        raise ConfigError(f"--arch {spec!r}: importing {module_name!r} raised {type(e).__name__}: {e}; fix or "
+                          "install that module (python -c 'import " + module_name + "' shows the traceback)") from e
     target: Any = module
     for part in attr.split("."):
         if not hasattr(target, part):

@@ -116,8 +116,8 @@ def load(path: str | os.PathLike, model: nn.Module | None = None, strict: bool =
             hint = f" (it was pruned from --arch {factory})" if factory else ""
             raise CheckpointError(
                 f"{str(path)!r} was saved from a model not built by secateurs.create_model, so its "
-                f"architecture is unknown{hint}; pass its factory: load(path, arch=build_net) or --arch "
-                "MODULE:FUNCTION")
+                f"architecture is unknown{hint}; pass its factory, load(path, arch=build_net), or a fresh instance, "
+                "load(path, model=MyNet()); on the command line, --arch MODULE:FUNCTION")
         model = create_model(arch_record["name"], **arch_record.get("kwargs", {}))
     elif arch_record and not hasattr(model, ARCH_ATTR):
         setattr(model, ARCH_ATTR, arch_record)

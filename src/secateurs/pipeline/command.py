@@ -62,13 +62,14 @@ def prune_command(ckpt: Path, out: Path, config: PruneConfig, dataset: str | Non
 
     # Under torchrun every rank checks the directory before any rank writes to it.
     with process_group(resolve_device(config.device, dist_info())) as info:
-        _check_out(Path(out), resume)
+        check_out(Path(out), resume)
         if info.enabled:
             torch.distributed.barrier()
         return _prune_into(Path(ckpt), Path(out), config, dataset, data_dir, dataset_options, resume, arch)
 
 
-def _check_out(out: Path, resume: bool) -> None:
+def check_out(out: Path, resume: bool) -> None:
+    """Refuse a new run into a folder that holds (part of) an earlier pruning run."""
     leftovers = [p.name for p in (out / METRICS_FILE, out / MODEL_FILE, out / CONFIG_FILE) if p.exists()]
     leftovers += sorted(p.name for p in out.glob("finetune-*")) if out.is_dir() else []
     if leftovers and not resume:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from itertools import islice
 from typing import Iterable, Sequence
 
 import torch
@@ -110,9 +111,7 @@ def _passes(model: nn.Module, bns: list[_BatchNorm], batches: Iterable, limit: i
             m.__class__ = LOCAL_EQUIVALENT.get(type(m), type(m))
             m.track_running_stats = False  # train mode on batch statistics, the buffers left alone
             m.train()
-        for batch in tracked(batches, "BN recalibration", total=limit, enabled=progress):
-            if limit is not None and count >= limit:
-                break
+        for batch in tracked(islice(batches, limit), "BN recalibration", total=limit, enabled=progress):
             x = _inputs(batch)
             model(x)
             count, samples = count + 1, samples + x.shape[0]
