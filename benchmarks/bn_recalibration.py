@@ -66,7 +66,8 @@ def measure(ckpt: Path, method: str, reduction: float, ns: list[int], seeds: lis
     cut, res = prune(model, method, macs_reduction=reduction, train_set=train_set, test_set=test_set,
                      finetune="none", latency=False, bn_recalibration=0)
     out: dict[str, Any] = {"checkpoint": str(ckpt), "model": meta.get("run", {}).get("model"), "method": method,
-                           "test_samples": len(test_set.labels), "trained_top1": meta.get("metrics", {}).get("test_top1"),
+                           "test_samples": len(test_set.labels),
+                           "trained_top1": meta.get("metrics", {}).get("test_top1"),
                            "macs_reduction": res.achieved, "top1_unpruned": res.before["top1"],
                            "top1_after_cut": res.rounds[0].top1_after_cut, "rows": []}
     for n in ns:

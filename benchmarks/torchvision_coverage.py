@@ -213,7 +213,7 @@ def report(rows: list[dict], data: dict) -> str:
     for r in rows:
         for g in r.get("not_prunable", []):
             if g["reason"] not in ("network input", "network output"):
-                reasons.append(f"- {r['model']}: `{g['group']}` ({g['size']} channels): {g['reason']}")
+                reasons.append(f"- {r['model']}: `{g['group']}` ({g['size']} units): {g['reason']}")
     sections = [
         "Groups: prunable / all (every model also keeps its input and output channels). Exact: groups whose removal "
         "(one unit per conv group) equals zeroing in float64 within 1e-9 of the output scale, of the groups tried "

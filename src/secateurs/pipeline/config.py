@@ -91,7 +91,8 @@ class PruneConfig:
         if self.finetune == "none" and self.finetune_epochs:
             raise ConfigError(f"finetune 'none' with finetune_epochs={self.finetune_epochs}: drop one of them")
         if self.bn_recalibration is not None and self.bn_recalibration < 0:
-            raise ConfigError(f"bn_recalibration must be a number of batches >= 0 (0: off), got {self.bn_recalibration!r}")
+            raise ConfigError(f"bn_recalibration must be a number of batches >= 0 (0: off), "
+                              f"got {self.bn_recalibration!r}")
         if self.calib_samples < 1:
             raise ConfigError(f"calib_samples must be positive, got {self.calib_samples!r}")
         if "epochs" in self.finetune_train:
