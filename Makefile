@@ -21,6 +21,7 @@ demo: $(STAMP) dataset
 	$(VENV)/bin/secateurs demo
 
 test: $(STAMP) dataset
+	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS)
 
 install: $(STAMP)

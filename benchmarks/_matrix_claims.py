@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from _matrix_spec import TP
 
@@ -24,7 +24,7 @@ class Stat:
     n: int
 
     @classmethod
-    def of(cls, values: Sequence[float | None]) -> "Stat | None":
+    def of(cls, values: Sequence[float | None]) -> Stat | None:
         xs = [float(v) for v in values if v is not None]
         if not xs:
             return None

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from _common import machine
 from _matrix_spec import KERNEL_LEVEL, RECAL_BATCHES, TP, VARIANTS, Cell, Profile
 from prune_filters import _tp_prune
+
 from secateurs import PruneConfig, count_macs, count_params, load, prune, read_meta
 from secateurs._atomic import atomic_write
 from secateurs.data import ImageDataset
@@ -92,7 +92,6 @@ def _tp_run(model: torch.nn.Module, config: PruneConfig, train_set: ImageDataset
     none; the cut is recorded before and after it), then the same fine-tuning."""
     from secateurs.train import recalibrate_bn
 
-    t0 = time.perf_counter()
     pruned = _tp_prune(model, shape, config.target).to(device)
     raw = top1_accuracy(pruned, test_set, device)
     batches = calibration_batches(train_set, RECAL_BATCHES * 128, config.seed, device, batch_size=128)

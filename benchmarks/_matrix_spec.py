@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 TP = "tp-magnitude"  # Torch-Pruning's MagnitudePruner, ratio bisected to the MACs target
 #: BN recalibration batches (of 128 training samples) where the harness recalibrates itself

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from _common import machine, machine_line, markdown_table, write_results
+
 from secateurs import runs
 from secateurs.train import MODEL_FILE, STATE_FILE
 

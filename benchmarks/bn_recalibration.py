@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-
 from _common import machine, machine_line, markdown_table, write_results
+
 from secateurs import load, read_meta
 from secateurs.data import ImageDataset
 from secateurs.pipeline import prune

@@ -14,8 +14,8 @@ import sys
 import time
 
 import torch
-
 from _common import machine, machine_line, markdown_table, write_results
+
 from secateurs.data import LoaderConfig, load_dataset, make_loader
 from secateurs.models import create_model
 from secateurs.train import TrainConfig, dist_info, train

@@ -30,15 +30,16 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch_pruning as tp
+from _common import busy_note, machine, machine_line, markdown_table, timing_watch, write_results
 
 import secateurs
-from _common import busy_note, machine, machine_line, markdown_table, timing_watch, write_results
 from secateurs.graph import ChannelGraph, Unit, remove_units
 from secateurs.measure import count_macs, count_params
 

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from _common import machine, markdown_table, write_report
 from baselines import CACHE, DATASET, ensure_baseline
 from prune_filters import BUDGETS, Budget, _train_overrides
+
 from secateurs import load, read_meta, save, trace
 from secateurs.methods import ScoreContext, get_method
 from secateurs.pipeline import PruneConfig, prune

@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _common import machine, machine_line, markdown_table, write_results
 
 CLASSES = 10

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from _matrix_spec import PROFILES, Profile, cells, select
-from baselines import CACHE, FIXED_ROOTS, PROFILES as BASELINES, convergence, ensure_baseline, run_dir
+from baselines import CACHE, FIXED_ROOTS, convergence, ensure_baseline, run_dir
+from baselines import PROFILES as BASELINES
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "matrix"

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from _common import machine, markdown_table, write_report
 from baselines import CACHE, DATASET, ensure_baseline
+
 from secateurs import count_macs, count_params, load, measure, read_meta, save
 from secateurs.pipeline import PruneConfig, prune
 from secateurs.pipeline.finetune import finetune

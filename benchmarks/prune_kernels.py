@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from _common import machine, markdown_table, write_report
 from baselines import CACHE, DATASET, ensure_baseline
 from prune_filters import BUDGETS, VARIANTS, Budget, _latency, run_one
+
 from secateurs import count_macs, count_params, load, read_meta
 from secateurs.pipeline.run import top1_accuracy
 from secateurs.runs import checkpoint_dataset

@@ -14,9 +14,9 @@ import sys
 from typing import Any
 
 import torch
-
 from _common import RESULTS, machine, machine_line, markdown_table, write_results
 from baselines import CACHE, DATASET, ensure_baseline
+
 from secateurs import load, read_meta
 from secateurs.pipeline import prune
 from secateurs.pipeline.run import top1_accuracy

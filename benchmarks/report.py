@@ -20,6 +20,7 @@ from typing import Any
 from _common import machine_line, markdown_table
 from _matrix_claims import Stat, difference, pair_claim_rows, probability_claim_rows
 from _matrix_spec import PROFILES, VARIANTS, Profile, cells
+
 from secateurs._atomic import atomic_write
 
 HERE = Path(__file__).resolve().parent

@@ -34,9 +34,9 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from _common import machine, machine_line, markdown_table, write_results
 
 import secateurs
-from _common import machine, machine_line, markdown_table, write_results
 from secateurs.graph import ChannelGraph, Unit, prune_channels, trace
 from secateurs.models._torchvision import import_torchvision
 
@@ -223,7 +223,7 @@ def report(rows: list[dict], data: dict) -> str:
         markdown_table(["model", "traced", "groups prunable", "exact", "secateurs", "Torch-Pruning"], table),
         "## Groups kept, other than each network's input and output\n\n" + ("\n".join(reasons) or "none"),
     ]
-    return "\n\n".join([f"# torchvision classification CNNs: coverage, exactness, time",
+    return "\n\n".join(["# torchvision classification CNNs: coverage, exactness, time",
                         f"Machine: {machine_line(data['machine'])}", f"Command: `{data['command']}`", *sections])
 
 

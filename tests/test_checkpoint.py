@@ -1,7 +1,6 @@
 """save/load: safetensors + JSON, no pickle, rebuilds narrowed layers, refuses damaged files."""
 from __future__ import annotations
 
-import json
 import struct
 
 import pytest

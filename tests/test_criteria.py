@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from engine_models import randomise
 
 import secateurs
-from engine_models import randomise
 from secateurs import ConfigError
 from secateurs.methods import METHODS, ScoreContext, get_method, list_methods
 from secateurs.pipeline import unit_scores

@@ -22,5 +22,5 @@ def test_cli_page_names_every_command_and_prune_flag():
     for name, command in sub.choices.items():
         assert f"## `secateurs {name}`" in page
         for action in command._actions:
-            for flag in action.option_strings:
+            for flag in action.option_strings if action.dest != "help" else ():
                 assert f"`{flag}`" in page, (name, flag)

@@ -20,9 +20,9 @@ import pytest
 import torch
 import torch.fx
 import torch.nn as nn
+from engine_models import TOYS, DataDependent
 
 import secateurs
-from engine_models import TOYS, DataDependent
 from secateurs.errors import PruningError, TraceError
 from secateurs.graph import SURGEONS, ChannelGraph, ChannelGroup, Unit, prune_channels, remove_units, trace
 from secateurs.models import create_model, list_models

@@ -14,12 +14,12 @@ import re
 import pytest
 import torch
 import torch.nn as nn
-
 from engine_models import ChunkNet, Head, conv_bn
+from test_engine import _randomise, _seed, check_removal_equals_zeroing
+
 from secateurs.errors import PruningError
 from secateurs.graph import ChannelGraph, prune_channels, trace
 from secateurs.models import create_model
-from test_engine import _randomise, _seed, check_removal_equals_zeroing
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,12 +9,19 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from engine_models import randomise
 
 import secateurs
-from engine_models import randomise
 from secateurs.methods import ScoreContext, get_method
-from secateurs.methods.fcs import (FCSOptions, cosine, fcs_group_scores, feature_stats, greedy_order, group_features,
-                                   kmeans_bins)
+from secateurs.methods.fcs import (
+    FCSOptions,
+    cosine,
+    fcs_group_scores,
+    feature_stats,
+    greedy_order,
+    group_features,
+    kmeans_bins,
+)
 from secateurs.pipeline import prune
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -13,15 +13,15 @@ import pytest
 import torch
 import torch.nn as nn
 
-from secateurs.measure import latency as latency_module
-from secateurs.measure import load as load_module
-from secateurs.pipeline import run as run_module
 from secateurs import prune
 from secateurs.cli import main
 from secateurs.errors import ConfigError
 from secateurs.io import save
 from secateurs.measure import LoadWindow, compare_latency
+from secateurs.measure import latency as latency_module
+from secateurs.measure import load as load_module
 from secateurs.models import create_model
+from secateurs.pipeline import run as run_module
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -2,7 +2,6 @@
 SciPy, and planted channels in each of the four depthwise-separable cases removed without changing the outputs."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
@@ -10,7 +9,7 @@ import torch.nn as nn
 from scipy import integrate, stats
 
 import secateurs
-from secateurs.methods._gaussian import (expected_activation, expected_relu, expected_relu6, prob_nonpositive)
+from secateurs.methods._gaussian import expected_activation, expected_relu, expected_relu6, prob_nonpositive
 
 GAMMAS = [0.0, 0.05, 0.5, 1.0, 3.0, -0.7]
 BETAS = [-4.0, -1.0, -0.1, 0.0, 0.2, 1.5, 5.0, 7.5]

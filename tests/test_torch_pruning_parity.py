@@ -21,7 +21,7 @@ Left out, because Torch-Pruning 1.6.1 does not handle them (checked by hand):
 from __future__ import annotations
 
 import copy
-from functools import lru_cache
+from functools import cache
 
 import pytest
 import torch
@@ -85,7 +85,7 @@ def _trained_looking(name: str) -> nn.Module:
     return model.eval()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pruned(name: str, layer: str, indices: tuple[int, ...]) -> tuple[nn.Module, nn.Module, nn.Module]:
     """(original, pruned by secateurs, pruned by Torch-Pruning); cached across the tests."""
     model = _trained_looking(name)

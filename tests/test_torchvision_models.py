@@ -21,9 +21,9 @@ import random
 import pytest
 import torch
 import torch.nn as nn
+from test_engine import _randomise, _seed, conv_group_classes, request_for, zeroed
 
 from secateurs.graph import ChannelGraph, prune_channels, trace
-from test_engine import _randomise, _seed, conv_group_classes, request_for, zeroed
 
 try:
     from secateurs.models._torchvision import import_torchvision

@@ -12,7 +12,6 @@ from secateurs.io import load, save
 from secateurs.io.export import export_model, verify_onnx
 from secateurs.models import create_model, list_models
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

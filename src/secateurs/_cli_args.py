@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 
 def int_list(text: str) -> list[int]:
@@ -180,7 +181,4 @@ EXAMPLES: dict[str, str] = {
   secateurs demo                                 # baseline, fcs and l1 at 50% MACs, comparison in runs/demo
   secateurs demo --method l1-capped --out runs/demo-capped
   secateurs demo --fresh                         # train the baseline again too""",
-    "report": """examples:
-  secateurs report runs/r20-pruned               # rebuild report.md and its figures
-  secateurs report runs/r20-l1 runs/r20-fcs --out runs/compare""",
 }

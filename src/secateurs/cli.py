@@ -12,12 +12,24 @@ import argparse
 import dataclasses
 import json
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from ._cli_args import (EXAMPLES, FROM_HELP, HelpFormatter, add_arch_args, add_dataclass_args, add_dataset_args,
-                        add_overwrite_arg, field_default, int_list, one_of, train_help)
+from ._cli_args import (
+    EXAMPLES,
+    FROM_HELP,
+    HelpFormatter,
+    add_arch_args,
+    add_dataclass_args,
+    add_dataset_args,
+    add_overwrite_arg,
+    field_default,
+    int_list,
+    one_of,
+    train_help,
+)
 from ._cli_prune import add_prune_args, prune_options
 from .errors import ConfigError, SecateursError, describe_os_error
 
@@ -180,8 +192,15 @@ def _export(args: argparse.Namespace) -> None:
 def _prune(args: argparse.Namespace) -> None:
     from .io.outdir import claim
     from .pipeline import PruneConfig, load_recipe
-    from .pipeline.command import (CONFIG_FILE, LOG_FILE, METRICS_FILE, MODEL_FILE, check_out, prune_command,
-                                   resume_arguments)
+    from .pipeline.command import (
+        CONFIG_FILE,
+        LOG_FILE,
+        METRICS_FILE,
+        MODEL_FILE,
+        check_out,
+        prune_command,
+        resume_arguments,
+    )
     from .pipeline.progress import PROGRESS_FILE
     from .report import report_files
 
@@ -201,7 +220,10 @@ def _prune(args: argparse.Namespace) -> None:
         # an old one beside a new one would read as a single run.
         outputs = [args.out / n for n in (MODEL_FILE, CONFIG_FILE, METRICS_FILE, LOG_FILE, PROGRESS_FILE)]
         outputs += [args.out / n for n in report_files()]  # report.md and its figures
-        check_out(args.out, resume=False)  # an earlier pruning run there: say so, and offer --resume
+        # The checks in order of what the user most needs to hear: --out would replace the
+        # --from model; --out holds an earlier pruning run (offer --resume); any other file.
+        claim(outputs, source=args.ckpt, overwrite=True, overwrite_flag=None)
+        check_out(args.out, resume=False)
         claim(outputs, source=args.ckpt, overwrite_flag=None,
               other_way=" (or pass --resume, if it is an interrupted pruning run to continue)")
         result = prune_command(args.ckpt, args.out, config, args.dataset, args.data_dir, dict(args.dataset_options),

@@ -106,7 +106,7 @@ class _Recorder:
     def __init__(self, out: Path, manifest: dict[str, Any]) -> None:
         self.out, self.manifest = out, manifest
 
-    def __enter__(self) -> "_Recorder":
+    def __enter__(self) -> _Recorder:
         self.before = _files(self.out)
         return self
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 import errno
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 
 class SecateursError(Exception):
@@ -46,7 +46,7 @@ class FileSystemError(SecateursError, OSError):
     """
 
     @classmethod
-    def wrap(cls, e: OSError, verb: str, path: str | os.PathLike) -> "FileSystemError":
+    def wrap(cls, e: OSError, verb: str, path: str | os.PathLike) -> FileSystemError:
         """``verb 'path': cause; way out`` for ``e``, keeping its errno for callers that test it."""
         err = cls(f"{verb} {describe_os_error(e, path)}")
         err.errno = e.errno

@@ -8,7 +8,8 @@ processes change where samples are decoded, never which samples a step sees.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset

@@ -31,7 +31,7 @@ class CropFlipParams:
     left: torch.Tensor  # int64 [N]
     flip: torch.Tensor  # bool [N]
 
-    def to(self, device: torch.device) -> "CropFlipParams":
+    def to(self, device: torch.device) -> CropFlipParams:
         return CropFlipParams(*(t.to(device, non_blocking=True) for t in (self.top, self.left, self.flip)))
 
 

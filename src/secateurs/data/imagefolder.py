@@ -16,10 +16,9 @@ Both give the same samples, normalised with the same mean/std (from at most
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-from typing import Callable
 
 import numpy as np
 import torch

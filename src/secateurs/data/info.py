@@ -50,7 +50,7 @@ class DatasetInfo:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DatasetInfo":
+    def from_dict(cls, d: dict[str, Any]) -> DatasetInfo:
         """Inverse of :meth:`to_dict`; unknown keys are ignored so newer checkpoints still load."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})

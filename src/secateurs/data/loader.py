@@ -8,16 +8,17 @@ general path of :mod:`._torch_loader`; :func:`as_loader` chooses between the two
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Union
+from typing import Any, Union
 
 import torch
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from ..errors import ConfigError
-from .augment import CropFlipParams, crop_flip, draw_crop_flip, pad_images
 from ._torch_loader import TorchLoader, check_loader, dataset_loader, is_map_dataset
+from .augment import CropFlipParams, crop_flip, draw_crop_flip, pad_images
 from .info import DatasetInfo, ImageDataset
 
 #: On CUDA the whole uint8 dataset (padded) is kept on the GPU when it takes at most this

@@ -7,8 +7,9 @@ import builtins
 import math
 import operator
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.fx
@@ -53,7 +54,7 @@ class Context:
     calls: Counter
 
     @classmethod
-    def build(cls, model: nn.Module, graph: ChannelGraph, example_inputs: Any) -> "Context":
+    def build(cls, model: nn.Module, graph: ChannelGraph, example_inputs: Any) -> Context:
         outputs = Outputs(graph.gm)
         with eval_mode(model):  # restores each module's own mode: a frozen BN stays frozen
             outputs.run_meta(example_inputs)

@@ -8,7 +8,8 @@ assumed to be element-wise. Every stop records a reason that names the op and wh
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.fx

@@ -21,8 +21,9 @@ from __future__ import annotations
 import difflib
 import math
 import operator
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.fx

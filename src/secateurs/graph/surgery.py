@@ -10,7 +10,8 @@ from __future__ import annotations
 import difflib
 import operator
 from collections import Counter, defaultdict
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch.nn as nn
 

@@ -10,9 +10,10 @@ import inspect
 import json
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from ..errors import ConfigError, FileSystemError
 from .checkpoint import resolve

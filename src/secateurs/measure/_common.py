@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn as nn

@@ -103,7 +103,7 @@ class LoadMonitor:
         self.threads = threads
         self.window: LoadWindow | None = None
 
-    def __enter__(self) -> "LoadMonitor":
+    def __enter__(self) -> LoadMonitor:
         self._load_before = load_average()
         self._machine, self._own = cpu_busy_seconds(), own_cpu_seconds()
         self._t0 = time.monotonic()

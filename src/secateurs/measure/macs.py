@@ -8,7 +8,7 @@ count zero: they are cheap next to the convolutions and depend on the runtime's 
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn

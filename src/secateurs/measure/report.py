@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -44,7 +44,7 @@ class Measurement:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Measurement":
+    def from_dict(cls, d: dict) -> Measurement:
         """Inverse of :meth:`to_dict`, for reports that compare saved measurements."""
         latency = d.get("latency")
         if latency is not None:

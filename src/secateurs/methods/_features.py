@@ -4,7 +4,8 @@ each map is reduced as soon as it is computed, so memory stays bounded by one ba
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 import torch.fx

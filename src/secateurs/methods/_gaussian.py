@@ -8,8 +8,8 @@ Hardswish.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Callable
 
 import torch
 import torch.nn as nn

@@ -17,7 +17,7 @@ cost (kernel-sparse MACs) that never decreases with ``c`` falls to a target.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

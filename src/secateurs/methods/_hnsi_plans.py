@@ -8,8 +8,8 @@ kernel that reads input channel ``i`` -- the "group" of that channel.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -79,7 +79,7 @@ class GroupRow:
     effective: torch.Tensor
 
     @classmethod
-    def of(cls, layer: KernelLayer, alive: torch.Tensor, saliency: torch.Tensor) -> "GroupRow":
+    def of(cls, layer: KernelLayer, alive: torch.Tensor, saliency: torch.Tensor) -> GroupRow:
         g = layer.conv.groups
         a = by_input(alive, g)
         norms = (by_input(saliency, g) * a).sum(1)  # a group's norm: the saliencies of its live kernels

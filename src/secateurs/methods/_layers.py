@@ -1,7 +1,7 @@
 """Which layers a criterion scores: the producers of prunable channel groups."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn as nn

@@ -6,8 +6,9 @@ scores, solves the budget and does the surgery, so a new criterion is one functi
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 import torch.nn as nn

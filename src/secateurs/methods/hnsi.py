@@ -33,8 +33,16 @@ from ..graph import apply_kernel_masks
 from ..measure import count_macs
 from ._hnsi import solve_strength
 from ._hnsi_plans import StagePlan, by_input, in_groups, in_layers
-from ._kernels import (KernelLayer, alive_kernels, held_masks, kernel_layers, materialize_record,
-                       materialized_sparse_macs, multi_kernel, restore_masks)
+from ._kernels import (
+    KernelLayer,
+    alive_kernels,
+    held_masks,
+    kernel_layers,
+    materialize_record,
+    materialized_sparse_macs,
+    multi_kernel,
+    restore_masks,
+)
 from ._registry import LayerScores, RoundContext, RoundOutcome, ScoreContext, register_method
 
 NORMS = ("l1", "l2")

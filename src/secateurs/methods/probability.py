@@ -37,7 +37,6 @@ from ._gaussian import expected_activation, prob_nonpositive
 from ._points import Point, activation_after_bn, unit_points
 from ._registry import LayerScores, RoundContext, RoundOutcome, ScoreContext, register_method
 
-
 DEFAULT_TAU = 0.99
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,9 @@ counts from tensor shapes, so a model whose convs were physically narrowed still
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence, TypeVar
+from typing import TypeVar
 
 import torch
 import torch.nn as nn

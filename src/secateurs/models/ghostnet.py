@@ -7,14 +7,21 @@ the stem and the first stride-2 bottleneck at stride 1, so a 32x32 input ends at
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
 from ._layers import (
-    SqueezeExcite, Stem, choose, conv_bn, init_weights, make_divisible, make_stem, relax_strides,
+    SqueezeExcite,
+    Stem,
+    choose,
+    conv_bn,
+    init_weights,
+    make_divisible,
+    make_stem,
+    relax_strides,
 )
 from ._registry import register_model
 

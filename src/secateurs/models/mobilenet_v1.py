@@ -5,7 +5,7 @@ stride 1 (the common CIFAR port), so a 32x32 input ends at 2x2.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn

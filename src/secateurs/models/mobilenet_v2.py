@@ -5,7 +5,7 @@ The CIFAR version is the common port: first conv at stride 1 and the second stag
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn

@@ -5,7 +5,7 @@ parameters the pruning engine can narrow, unlike the zero-padding of option A.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn

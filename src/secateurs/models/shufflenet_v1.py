@@ -6,7 +6,7 @@ The bottleneck is a quarter of the stage width, as in the reference code.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn

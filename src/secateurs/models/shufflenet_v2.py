@@ -5,7 +5,7 @@ stride-2 unit feeds the whole input to two branches. Both end with a 2-group shu
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn

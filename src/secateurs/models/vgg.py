@@ -6,7 +6,7 @@ ImageNet head is the original 7x7 pool and two 4096-wide hidden layers.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence, Union
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -15,10 +15,10 @@ from ._layers import choose, classifier, conv_bn, init_weights
 from ._registry import register_model
 
 #: Conv widths, "M" is a 2x2 max-pool. VGG-16 is configuration "D" of the paper.
-VGG16_CFG: tuple[Union[int, str], ...] = (
+VGG16_CFG: tuple[int | str, ...] = (
     64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M",
 )
-TEST_CFG: tuple[Union[int, str], ...] = (8, "M", 16, "M", 32, 32, "M")
+TEST_CFG: tuple[int | str, ...] = (8, "M", 16, "M", 32, 32, "M")
 
 Head = Callable[[int, int, int], nn.Module]
 
@@ -41,7 +41,7 @@ def _imagenet_head(channels: int, num_classes: int, hidden: int) -> nn.Module:
 HEADS: dict[str, Head] = {"cifar": _cifar_head, "imagenet": _imagenet_head}
 
 
-def make_features(cfg: Sequence[Union[int, str]], in_channels: int) -> nn.Sequential:
+def make_features(cfg: Sequence[int | str], in_channels: int) -> nn.Sequential:
     """Conv3x3-BN-ReLU for each width in ``cfg``, a 2x2 max-pool for each "M"."""
     layers: list[nn.Module] = []
     for v in cfg:
@@ -66,7 +66,7 @@ class VGG(nn.Module):
 
     def __init__(
         self,
-        cfg: Sequence[Union[int, str]],
+        cfg: Sequence[int | str],
         num_classes: int = 10,
         in_channels: int = 3,
         stem: str = "cifar",

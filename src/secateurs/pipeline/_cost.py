@@ -48,7 +48,7 @@ class CostModel:
     widths: dict[tuple[str, str], int] = field(default_factory=dict)  # producer roles' widths
 
     @classmethod
-    def of(cls, model: nn.Module, example_inputs: torch.Tensor) -> "CostModel":
+    def of(cls, model: nn.Module, example_inputs: torch.Tensor) -> CostModel:
         from ..measure import count_macs, count_params
 
         layers: dict[str, _Layer] = {}

@@ -6,7 +6,8 @@ an explicit argument, an example input, or the data's :class:`DatasetInfo` when 
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 import torch.nn as nn

@@ -20,14 +20,14 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
 from ..errors import ConfigError
 from ..graph import ChannelGraph, ChannelGroup, Unit
-from ._cost import CostModel
+from ._cost import CostModel, _Layer
 
 METRICS = ("macs", "params")
 #: How far past the goal the global solver may land before it looks for a cheaper last step.

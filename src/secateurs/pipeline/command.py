@@ -16,9 +16,9 @@ from typing import Any
 import torch
 
 from .._atomic import atomic_write_text
-from ..report import write_run_report
 from ..errors import ConfigError
 from ..io._factory import ArchSpec, load_model
+from ..report import write_run_report
 from .config import PruneConfig
 from .result import PruneResult
 from .run import prune

@@ -160,7 +160,7 @@ class PruneConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PruneConfig":
+    def from_dict(cls, data: dict[str, Any]) -> PruneConfig:
         from .._types import from_known_fields
 
         return from_known_fields(cls, data, "pruning option")

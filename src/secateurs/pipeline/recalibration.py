@@ -29,8 +29,9 @@ Reproduce with::
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
@@ -85,7 +86,7 @@ class Recalibration:
                 "recalibration_batches": result.batches}
 
 
-def recalibration_plan(config: "PruneConfig", train_set: Any, device: torch.device, info: DistInfo,
+def recalibration_plan(config: PruneConfig, train_set: Any, device: torch.device, info: DistInfo,
                        source: BatchSource) -> Recalibration:
     """Off (0 batches) when asked, or by default when there is no training set to draw from."""
     batches = config.resolved_bn_recalibration(train_set is not None) if train_set is not None else 0

@@ -7,9 +7,10 @@ runs recorded, and the comparison says where each comes from.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .._atomic import atomic_write_text
 from ..errors import ConfigError

@@ -9,9 +9,10 @@ keys it reads, which the report prints under it.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .._atomic import atomic_write
 from .record import EPOCHS_FILE, RunRecord, top1_trajectory

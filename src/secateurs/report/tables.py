@@ -7,7 +7,8 @@ is one function and one entry.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .record import EPOCHS_FILE, RunRecord, top1_trajectory
 

@@ -66,7 +66,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         from .._types import from_known_fields
 
         return from_known_fields(cls, data, "training option")

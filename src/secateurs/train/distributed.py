@@ -8,9 +8,9 @@ the differentiable ``torch.distributed.nn.all_reduce``, which works on gloo and 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.distributed as dist

@@ -1,8 +1,9 @@
 """Top-1 / top-5 accuracy and loss of a classifier over a whole split."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -10,8 +11,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .._progress import tracked
-from .distributed import dist_info
 from ..data import BatchLoader, ImageDataset, LoaderConfig, TorchLoader, as_loader, is_map_dataset
+from .distributed import dist_info
 
 
 @dataclass

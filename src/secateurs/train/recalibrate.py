@@ -27,9 +27,9 @@ pass has run, so a failure leaves the model as it was.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import Iterable, Sequence
 
 import torch
 import torch.nn as nn

@@ -6,7 +6,7 @@ rate, which is why these are not ``torch.optim.lr_scheduler`` objects.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 # (step, total_steps, warmup_steps) -> multiplier of the base learning rate
 Schedule = Callable[[int, int, int], float]

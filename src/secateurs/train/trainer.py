@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -24,8 +25,8 @@ from .._progress import progress
 from ..data import LoaderConfig, as_loader, dataset_info
 from ..errors import ConfigError
 from ..io import load_tree, save, save_tree
-from .config import TrainConfig
 from ..io.checkpoint import unwrap
+from .config import TrainConfig
 from .distributed import all_reduce_sum, dist_info, process_group, resolve_device, set_global_batchnorm
 from .evaluate import evaluate
 from .schedule import SCHEDULES
