@@ -69,15 +69,15 @@ class Claim:
 
 
 CLAIMS = (
-    Claim("paper 2 (l1-capped)", "its default schedule is at least as accurate as l1", "l1-capped", "l1"),
-    Claim("paper 2 (l1-capped)", "its default schedule is at least as accurate as Torch-Pruning", "l1-capped", TP),
-    Claim("paper 1 (hnsi)", "two stages are at least as accurate as one stage", "hnsi", "hnsi-single-stage"),
-    Claim("paper 1 (hnsi)", "more accurate than l1 filter pruning at equal kernel-sparse MACs", "hnsi", "l1"),
-    Claim("paper 4 (fcs)", "at least as accurate as l1", "fcs", "l1"),
-    Claim("paper 4 (fcs)", "at least as accurate as feature-l1", "fcs", "feature-l1"),
-    Claim("paper 4 (mlft)", "mlft for E/2 epochs reaches tft's accuracy at E epochs", "fcs-mlft-half", "fcs"),
+    Claim("Kumar et al. 2021 (l1-capped)", "its default schedule is at least as accurate as l1", "l1-capped", "l1"),
+    Claim("Kumar et al. 2021 (l1-capped)", "its default schedule is at least as accurate as Torch-Pruning", "l1-capped", TP),
+    Claim("Zhu & Pei 2022 (hnsi)", "two stages are at least as accurate as one stage", "hnsi", "hnsi-single-stage"),
+    Claim("Zhu & Pei 2022 (hnsi)", "more accurate than l1 filter pruning at equal kernel-sparse MACs", "hnsi", "l1"),
+    Claim("Yang & Xiao 2022 (fcs)", "at least as accurate as l1", "fcs", "l1"),
+    Claim("Yang & Xiao 2022 (fcs)", "at least as accurate as feature-l1", "fcs", "feature-l1"),
+    Claim("Yang & Xiao 2022 (mlft)", "mlft for E/2 epochs reaches tft's accuracy at E epochs", "fcs-mlft-half", "fcs"),
 )
-PROBABILITY = "probability-tau0.99"  # paper 3's default tau
+PROBABILITY = "probability-tau0.99"  # the default tau of Zhao et al. 2022
 MIN_PARAMS_CUT, MAX_DROP = 15.0, 0.5  # its claim: >= 15% fewer params, <= 0.5 point lost, no fine-tuning
 
 
@@ -113,16 +113,16 @@ def probability_claim_rows(groups: dict, planned: set[tuple[str, str, str]]) -> 
         runs = [r for (m, t, v), rs in groups.items() if m == model and v == PROBABILITY for r in rs]
         text = f"tau 0.99 removes >= {MIN_PARAMS_CUT:.0f}% params with <= {MAX_DROP} point lost, no fine-tuning"
         if not runs:
-            rows.append(["paper 3 (probability)", text, model, "-", NOT_RUN])
+            rows.append(["Zhao et al. 2022 (probability)", text, model, "-", NOT_RUN])
             continue
         cut = Stat.of([100 * (1 - r["params"] / r["baseline"]["params"]) for r in runs])
         drop = Stat.of([r["baseline"]["top1"] - r["top1_cut_raw"] for r in runs if r["top1_cut_raw"] is not None])
         recal = Stat.of([r["baseline"]["top1"] - r["top1_cut"] for r in runs if r["top1_cut"] is not None])
         if drop is None:
-            rows.append(["paper 3 (probability)", text, model, "top-1 after the cut not recorded", NOT_RUN])
+            rows.append(["Zhao et al. 2022 (probability)", text, model, "top-1 after the cut not recorded", NOT_RUN])
             continue
         numbers = (f"params -{cut.text(1)}%, top-1 lost {drop.text()} point"
                    + ("" if recal is None else f" ({recal.text()} with BN recalibration)") + f", n={cut.n}")
         ok = cut.mean >= MIN_PARAMS_CUT and drop.mean <= MAX_DROP
-        rows.append(["paper 3 (probability)", text, model, numbers, MET if ok else NOT_MET])
+        rows.append(["Zhao et al. 2022 (probability)", text, model, numbers, MET if ok else NOT_MET])
     return rows
