@@ -22,6 +22,7 @@ demo: $(STAMP) dataset
 
 test: $(STAMP) dataset
 	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff format --check src tests benchmarks examples
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS)
 
 install: $(STAMP)

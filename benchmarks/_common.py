@@ -1,4 +1,5 @@
 """What every benchmark shares: the machine description and the results writer."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,12 @@ def _cpu_model() -> str:
 def machine() -> dict[str, Any]:
     """Enough to tell whether two tables were measured on comparable machines."""
     info = {
-        "cpu": _cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "platform": platform.platform(), "python": sys.version.split()[0], "torch": torch.__version__,
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
@@ -44,8 +49,10 @@ def machine() -> dict[str, Any]:
 
 def machine_line(m: dict[str, Any]) -> str:
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
-    return (f"{m['cpu']} ({m['cpu_count']} cores, torch threads {m['torch_threads']}, "
-            f"{m.get('memory_gib', '?')} GiB){gpu}; torch {m['torch']}, Python {m['python']}; {m['date']}")
+    return (
+        f"{m['cpu']} ({m['cpu_count']} cores, torch threads {m['torch_threads']}, "
+        f"{m.get('memory_gib', '?')} GiB){gpu}; torch {m['torch']}, Python {m['python']}; {m['date']}"
+    )
 
 
 def timing_watch() -> LoadMonitor:
@@ -58,8 +65,14 @@ def timing_watch() -> LoadMonitor:
 def busy_note(window: LoadWindow) -> str | None:
     """A sentence for the report when the timings ran on a busy machine; None when it was quiet."""
     reason = window.reason()
-    return None if reason is None else (f"**Timings unreliable**: {reason} (over the {window.seconds:.0f} s of "
-                                        "timing); rerun on an idle machine before quoting them.")
+    return (
+        None
+        if reason is None
+        else (
+            f"**Timings unreliable**: {reason} (over the {window.seconds:.0f} s of "
+            "timing); rerun on an idle machine before quoting them."
+        )
+    )
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -77,14 +90,21 @@ def write_results(name: str, data: dict[str, Any], markdown: str) -> tuple[Path,
     return js, md
 
 
-def write_report(name: str, data: dict[str, Any], title: str, intro: str, sections: Sequence[str],
-                 missing: Sequence[str] = ()) -> str:
+def write_report(
+    name: str, data: dict[str, Any], title: str, intro: str, sections: Sequence[str], missing: Sequence[str] = ()
+) -> str:
     """The markdown report (title, machine, command, intro, sections, runs not in the cache),
     written with ``data`` as ``results/NAME.{md,json}`` and printed."""
-    md = "\n\n".join([
-        f"# {title}", f"Machine: {machine_line(data['machine'])}", f"Command: `{data['command']}`", intro,
-        *sections, *([f"Not run (not in the cache): {'; '.join(missing)}."] if missing else []),
-    ])
+    md = "\n\n".join(
+        [
+            f"# {title}",
+            f"Machine: {machine_line(data['machine'])}",
+            f"Command: `{data['command']}`",
+            intro,
+            *sections,
+            *([f"Not run (not in the cache): {'; '.join(missing)}."] if missing else []),
+        ]
+    )
     write_results(name, data, md)
     print(md)
     return md

@@ -5,6 +5,7 @@ A difference is significant only when it is larger than twice the combined stand
 interval for the difference of two means. With fewer than two seeds on either side there is
 no standard error, and the difference is never called significant.
 """
+
 from __future__ import annotations
 
 import math
@@ -49,7 +50,7 @@ class Difference:
 def difference(a: Stat, b: Stat) -> Difference:
     if a.std is None or b.std is None:
         return Difference(a.mean - b.mean, None, False)
-    se = math.sqrt(a.std ** 2 / a.n + b.std ** 2 / b.n)
+    se = math.sqrt(a.std**2 / a.n + b.std**2 / b.n)
     return Difference(a.mean - b.mean, se, abs(a.mean - b.mean) > 2 * se)
 
 
@@ -70,7 +71,12 @@ class Claim:
 
 CLAIMS = (
     Claim("Kumar et al. 2021 (l1-capped)", "its default schedule is at least as accurate as l1", "l1-capped", "l1"),
-    Claim("Kumar et al. 2021 (l1-capped)", "its default schedule is at least as accurate as Torch-Pruning", "l1-capped", TP),
+    Claim(
+        "Kumar et al. 2021 (l1-capped)",
+        "its default schedule is at least as accurate as Torch-Pruning",
+        "l1-capped",
+        TP,
+    ),
     Claim("Zhu & Pei 2022 (hnsi)", "two stages are at least as accurate as one stage", "hnsi", "hnsi-single-stage"),
     Claim("Zhu & Pei 2022 (hnsi)", "more accurate than l1 filter pruning at equal kernel-sparse MACs", "hnsi", "l1"),
     Claim("Yang & Xiao 2022 (fcs)", "at least as accurate as l1", "fcs", "l1"),
@@ -121,8 +127,11 @@ def probability_claim_rows(groups: dict, planned: set[tuple[str, str, str]]) -> 
         if drop is None:
             rows.append(["Zhao et al. 2022 (probability)", text, model, "top-1 after the cut not recorded", NOT_RUN])
             continue
-        numbers = (f"params -{cut.text(1)}%, top-1 lost {drop.text()} point"
-                   + ("" if recal is None else f" ({recal.text()} with BN recalibration)") + f", n={cut.n}")
+        numbers = (
+            f"params -{cut.text(1)}%, top-1 lost {drop.text()} point"
+            + ("" if recal is None else f" ({recal.text()} with BN recalibration)")
+            + f", n={cut.n}"
+        )
         ok = cut.mean >= MIN_PARAMS_CUT and drop.mean <= MAX_DROP
         rows.append(["Zhao et al. 2022 (probability)", text, model, numbers, MET if ok else NOT_MET])
     return rows

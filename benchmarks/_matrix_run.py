@@ -5,6 +5,7 @@ The seed is the whole run's: calibration sampling (scoring and BN recalibration)
 fine-tuning order and augmentation. Everything the tables need is in the one file, so the
 report never reopens a model.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -74,8 +75,9 @@ def _recal_split(last_round: dict[str, Any]) -> tuple[float | None, float | None
     return last_round["top1_after_cut"], last_round.get("top1_after_recalibration")
 
 
-def _latency(base: torch.nn.Module, pruned: torch.nn.Module, shape: tuple[int, ...], device: torch.device,
-             repeats: int) -> dict[str, float]:
+def _latency(
+    base: torch.nn.Module, pruned: torch.nn.Module, shape: tuple[int, ...], device: torch.device, repeats: int
+) -> dict[str, float]:
     """b64 medians of the baseline and the pruned model, timed in two alternating passes
     each, so that both see the same load from the runs sharing the machine."""
     times: dict[str, list[float]] = {"baseline": [], "pruned": []}
@@ -86,8 +88,14 @@ def _latency(base: torch.nn.Module, pruned: torch.nn.Module, shape: tuple[int, .
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def _tp_run(model: torch.nn.Module, config: PruneConfig, train_set: ImageDataset, test_set: ImageDataset,
-            shape: tuple[int, ...], device: torch.device) -> dict[str, Any]:
+def _tp_run(
+    model: torch.nn.Module,
+    config: PruneConfig,
+    train_set: ImageDataset,
+    test_set: ImageDataset,
+    shape: tuple[int, ...],
+    device: torch.device,
+) -> dict[str, Any]:
     """Torch-Pruning's cut, BN recalibration with the harness's own batches (Torch-Pruning has
     none; the cut is recorded before and after it), then the same fine-tuning."""
     from secateurs.train import recalibrate_bn
@@ -101,22 +109,40 @@ def _tp_run(model: torch.nn.Module, config: PruneConfig, train_set: ImageDataset
     epochs = config.epochs_per_round()[0]
     if epochs:
         finetune(pruned, "tft", model, train_set, None, config.train_config(epochs), None)
-    return {"model": pruned, "raw": raw, "recal": recal, "recal_batches": done.batches,
-            "top1": top1_accuracy(pruned, test_set, device) if epochs else recal, "rounds": 1,
-            "finetune_s": time.perf_counter() - t1, "notes": [], "details": {}}
+    return {
+        "model": pruned,
+        "raw": raw,
+        "recal": recal,
+        "recal_batches": done.batches,
+        "top1": top1_accuracy(pruned, test_set, device) if epochs else recal,
+        "rounds": 1,
+        "finetune_s": time.perf_counter() - t1,
+        "notes": [],
+        "details": {},
+    }
 
 
-def _secateurs_run(model: torch.nn.Module, config: PruneConfig, train_set: ImageDataset,
-                   test_set: ImageDataset) -> dict[str, Any]:
+def _secateurs_run(
+    model: torch.nn.Module, config: PruneConfig, train_set: ImageDataset, test_set: ImageDataset
+) -> dict[str, Any]:
     """``secateurs.prune`` with the cell's configuration (BN recalibration is the pipeline's)."""
     pruned, res = prune(model, config=config, train_set=train_set, test_set=test_set)
     last = asdict(res.rounds[-1])
     raw, recal = _recal_split(last)
-    return {"model": pruned, "raw": raw, "recal": recal, "top1": res.after["top1"], "rounds": len(res.rounds),
-            "recal_batches": last.get("recalibration_batches", "not available"),
-            "finetune_s": res.timing_s["finetune"], "notes": res.notes,
-            "details": {"inputs_removed": res.finalized.get("inputs_removed_total"),
-                        "per_round": [{k: v for k, v in asdict(r).items() if k != "details"} for r in res.rounds]}}
+    return {
+        "model": pruned,
+        "raw": raw,
+        "recal": recal,
+        "top1": res.after["top1"],
+        "rounds": len(res.rounds),
+        "recal_batches": last.get("recalibration_batches", "not available"),
+        "finetune_s": res.timing_s["finetune"],
+        "notes": res.notes,
+        "details": {
+            "inputs_removed": res.finalized.get("inputs_removed_total"),
+            "per_round": [{k: v for k, v in asdict(r).items() if k != "details"} for r in res.rounds],
+        },
+    }
 
 
 def _config(cell: Cell, profile: Profile) -> PruneConfig:
@@ -132,9 +158,19 @@ def _config(cell: Cell, profile: Profile) -> PruneConfig:
     if v.recalibrate is not None and HAS_RECAL_OPTION:
         extra["bn_recalibration"] = v.recalibrate
     method = "l1" if v.method == TP else v.method  # TP: the config only carries the budget
-    return PruneConfig(method=method, **cell.goal(), finetune=v.finetune, finetune_epochs=epochs,
-                       finetune_train=train, seed=cell.seed, device=profile.device, latency=False,
-                       eval_each_epoch=False, evaluate_before=False, **extra)
+    return PruneConfig(
+        method=method,
+        **cell.goal(),
+        finetune=v.finetune,
+        finetune_epochs=epochs,
+        finetune_train=train,
+        seed=cell.seed,
+        device=profile.device,
+        latency=False,
+        eval_each_epoch=False,
+        evaluate_before=False,
+        **extra,
+    )
 
 
 def run_cell(cell: Cell, profile: Profile, ckpt: Path, baseline: dict[str, Any], out: Path) -> CellResult:
@@ -150,8 +186,11 @@ def run_cell(cell: Cell, profile: Profile, ckpt: Path, baseline: dict[str, Any],
     device = torch.device(profile.device)
     model = load(ckpt)
     v = VARIANTS[cell.variant]
-    run = (_tp_run(model, config, train_set, test_set, shape, device) if v.method == TP
-           else _secateurs_run(model, config, train_set, test_set))
+    run = (
+        _tp_run(model, config, train_set, test_set, shape, device)
+        if v.method == TP
+        else _secateurs_run(model, config, train_set, test_set)
+    )
     pruned = run["model"].eval()
     sparse = count_macs(pruned.cpu(), shape, sparse=True)
     macs, params = count_macs(pruned, shape), count_params(pruned)
@@ -159,14 +198,34 @@ def run_cell(cell: Cell, profile: Profile, ckpt: Path, baseline: dict[str, Any],
     metric = "macs" if cell.target.startswith("macs") else "params"  # own: probability's, a params claim
     latency = _latency(model.eval(), pruned, shape, device, profile.latency_repeats)
     result = CellResult(
-        cell=cell.name, profile=profile.name, model=cell.model, variant=cell.variant, method=v.method,
-        target=cell.target, seed=cell.seed, budget=asdict(profile.budget), finetune=v.finetune,
+        cell=cell.name,
+        profile=profile.name,
+        model=cell.model,
+        variant=cell.variant,
+        method=v.method,
+        target=cell.target,
+        seed=cell.seed,
+        budget=asdict(profile.budget),
+        finetune=v.finetune,
         finetune_epochs=sum(config.epochs_per_round()) if v.finetune != "none" else 0,
-        bn_recalibration=run["recal_batches"], baseline=baseline,
-        achieved=1 - measured[metric] / baseline[metric], params=params, macs=macs, sparse_macs=sparse,
-        top1_cut_raw=run["raw"], top1_cut=run["recal"] if run["recal"] is not None else run["raw"], top1=run["top1"],
-        rounds=run["rounds"], latency_b64_ms=latency, speedup_b64=latency["baseline"] / latency["pruned"],
-        wall_s=time.perf_counter() - wall0, cpu_s=time.process_time() - cpu0, finetune_s=run["finetune_s"],
-        notes=list(run["notes"]), details=run["details"], machine=machine())
+        bn_recalibration=run["recal_batches"],
+        baseline=baseline,
+        achieved=1 - measured[metric] / baseline[metric],
+        params=params,
+        macs=macs,
+        sparse_macs=sparse,
+        top1_cut_raw=run["raw"],
+        top1_cut=run["recal"] if run["recal"] is not None else run["raw"],
+        top1=run["top1"],
+        rounds=run["rounds"],
+        latency_b64_ms=latency,
+        speedup_b64=latency["baseline"] / latency["pruned"],
+        wall_s=time.perf_counter() - wall0,
+        cpu_s=time.process_time() - cpu0,
+        finetune_s=run["finetune_s"],
+        notes=list(run["notes"]),
+        details=run["details"],
+        machine=machine(),
+    )
     atomic_write(out, lambda tmp: tmp.write_text(json.dumps(asdict(result), indent=1) + "\n"))
     return result

@@ -5,6 +5,7 @@ A cell is ``(model, variant, target, seed)``; its result file is ``CELL.json`` w
 ``CELL`` is :func:`cell_name`. Everything that decides a result is here, so the runner
 (``_matrix_run.py``) and the report (``report.py``) never re-derive a schedule.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,29 +39,51 @@ class Variant:
 
 VARIANTS: dict[str, Variant] = {
     "l1": Variant("l1", summary="filter L1 norm, one shot"),
-    TP: Variant(TP, summary="Torch-Pruning MagnitudePruner (L1, global), ratio bisected to the MACs target; "
-                            "Torch-Pruning has no BN recalibration: the harness runs it after the cut"),
-    "l1-capped": Variant("l1-capped", summary="Kumar et al. 2021, its default schedule (rounds with fine-tuning between)"),
+    TP: Variant(
+        TP,
+        summary="Torch-Pruning MagnitudePruner (L1, global), ratio bisected to the MACs target; "
+        "Torch-Pruning has no BN recalibration: the harness runs it after the cut",
+    ),
+    "l1-capped": Variant(
+        "l1-capped", summary="Kumar et al. 2021, its default schedule (rounds with fine-tuning between)"
+    ),
     "l1-capped-1r": Variant("l1-capped", {"rounds": 1}, summary="the l1-capped criterion in one round"),
     "feature-l1": Variant("feature-l1", summary="mean L1 of each channel's feature map"),
     "fcs": Variant("fcs", summary="Yang & Xiao 2022's feature-channel similarity, tft fine-tuning"),
     "fcs-mlft": Variant("fcs", finetune="mlft", summary="fcs, mutual-learning fine-tuning (Yang & Xiao 2022)"),
-    "fcs-mlft-half": Variant("fcs", finetune="mlft", epochs_share=0.5,
-                             summary="fcs, mlft for half the epochs (Yang & Xiao 2022 claim fewer epochs suffice)"),
+    "fcs-mlft-half": Variant(
+        "fcs",
+        finetune="mlft",
+        epochs_share=0.5,
+        summary="fcs, mlft for half the epochs (Yang & Xiao 2022 claim fewer epochs suffice)",
+    ),
     "hnsi": Variant("hnsi", summary="Zhu & Pei 2022, two stages; target on kernel-sparse MACs"),
-    "hnsi-single-stage": Variant("hnsi", {"method_options": {"single_stage": True}},
-                                 summary="hnsi's stage 2 alone; target on kernel-sparse MACs"),
+    "hnsi-single-stage": Variant(
+        "hnsi", {"method_options": {"single_stage": True}}, summary="hnsi's stage 2 alone; target on kernel-sparse MACs"
+    ),
     "bn-scale": Variant("bn-scale", summary="BatchNorm |gamma| (network slimming)"),
     "random": Variant("random", summary="random scores: the control"),
     # Paper 3 (probability) is judged without fine-tuning, with BN recalibration forced on so
     # that each run records top-1 before and after it.
-    **{f"probability-tau{t}": Variant("probability", {"method_options": {"tau": t}}, finetune="none",
-                                      recalibrate=RECAL_BATCHES, summary=f"probability at tau {t}, no fine-tuning")
-       for t in (0.99, 0.95, 0.9)},
-    "probability": Variant("probability", finetune="none", recalibrate=RECAL_BATCHES,
-                           summary="probability at a params target, no fine-tuning"),
-    "bn-scale-noft": Variant("bn-scale", finetune="none", recalibrate=RECAL_BATCHES,
-                             summary="bn-scale, no fine-tuning"),
+    **{
+        f"probability-tau{t}": Variant(
+            "probability",
+            {"method_options": {"tau": t}},
+            finetune="none",
+            recalibrate=RECAL_BATCHES,
+            summary=f"probability at tau {t}, no fine-tuning",
+        )
+        for t in (0.99, 0.95, 0.9)
+    },
+    "probability": Variant(
+        "probability",
+        finetune="none",
+        recalibrate=RECAL_BATCHES,
+        summary="probability at a params target, no fine-tuning",
+    ),
+    "bn-scale-noft": Variant(
+        "bn-scale", finetune="none", recalibrate=RECAL_BATCHES, summary="bn-scale, no fine-tuning"
+    ),
     "l1-noft": Variant("l1", finetune="none", recalibrate=RECAL_BATCHES, summary="l1, no fine-tuning"),
 }
 
@@ -104,8 +127,20 @@ class Profile:
     summary: str = ""
 
 
-_MAIN = ("l1", TP, "l1-capped", "l1-capped-1r", "feature-l1", "fcs", "fcs-mlft", "fcs-mlft-half", "hnsi",
-         "hnsi-single-stage", "bn-scale", "random")
+_MAIN = (
+    "l1",
+    TP,
+    "l1-capped",
+    "l1-capped-1r",
+    "feature-l1",
+    "fcs",
+    "fcs-mlft",
+    "fcs-mlft-half",
+    "hnsi",
+    "hnsi-single-stage",
+    "bn-scale",
+    "random",
+)
 _SEED_METHODS = ("l1", TP, "l1-capped", "l1-capped-1r", "fcs", "fcs-mlft", "hnsi", "hnsi-single-stage")
 _PROB_TAU = ("probability-tau0.99", "probability-tau0.95", "probability-tau0.9")
 _PROB_FIXED = ("probability", "bn-scale-noft", "l1-noft")
@@ -115,30 +150,55 @@ def _protocol(seeds: int, second_seeds: int) -> tuple[Block, ...]:
     """Issue 12's matrix: resnet20 every variant, resnet56 the papers' methods against l1 and
     Torch-Pruning, probability on mobilenet_v2 without fine-tuning."""
     s, s2 = tuple(range(seeds)), tuple(range(second_seeds))
-    return (Block(("resnet20",), _MAIN, ("macs50", "macs75"), s),
-            Block(("resnet56",), _SEED_METHODS, ("macs50", "macs75"), s2),
-            Block(("mobilenet_v2",), _PROB_TAU, ("own",), s),
-            Block(("mobilenet_v2",), _PROB_FIXED, ("params15", "params30"), s))
+    return (
+        Block(("resnet20",), _MAIN, ("macs50", "macs75"), s),
+        Block(("resnet56",), _SEED_METHODS, ("macs50", "macs75"), s2),
+        Block(("mobilenet_v2",), _PROB_TAU, ("own",), s),
+        Block(("mobilenet_v2",), _PROB_FIXED, ("params15", "params30"), s),
+    )
 
 
 # A large GPU: 40-epoch baselines, 30 epochs of fine-tuning, 5 seeds, many runs at once.
-_GPU = Profile("gpu", "full", Budget(epochs=30), _protocol(5, 5), device="cuda", jobs=16, latency_repeats=30,
-               summary="one GPU, 40-epoch baselines, 30-epoch fine-tuning, 5 seeds")
+_GPU = Profile(
+    "gpu",
+    "full",
+    Budget(epochs=30),
+    _protocol(5, 5),
+    device="cuda",
+    jobs=16,
+    latency_repeats=30,
+    summary="one GPU, 40-epoch baselines, 30-epoch fine-tuning, 5 seeds",
+)
 
 PROFILES: dict[str, Profile] = {
     # CPU, the committed converged baselines. 5 whole epochs is the low end of issue 12's
     # "5-10 epochs for resnet20", chosen for 2 cores; each result records it.
-    "converged": Profile("converged", "converged", Budget(epochs=5), _protocol(3, 2), jobs=2,
-                         summary="CPU, converged baselines in benchmarks/checkpoints/, 3 seeds (resnet56: 2)"),
+    "converged": Profile(
+        "converged",
+        "converged",
+        Budget(epochs=5),
+        _protocol(3, 2),
+        jobs=2,
+        summary="CPU, converged baselines in benchmarks/checkpoints/, 3 seeds (resnet56: 2)",
+    ),
     "gpu": _GPU,
     # The gpu profile shrunk to run on the CPU in a minute or two (tests): every variant and
     # target kind, two seeds, on synthetic data with test_resnet. Measures nothing.
     "tiny": dataclasses.replace(
-        _GPU, name="tiny", baselines="tiny", budget=Budget(epochs=2, max_steps_per_epoch=2, batch_size=32),
-        blocks=(Block(("test_resnet",), _MAIN, ("macs50", "macs75"), (0, 1)),
-                Block(("test_resnet",), _PROB_TAU, ("own",), (0, 1)),
-                Block(("test_resnet",), _PROB_FIXED, ("params15",), (0, 1))),
-        device="cpu", jobs=2, latency_repeats=2, summary="the gpu profile shrunk: synthetic data, test_resnet"),
+        _GPU,
+        name="tiny",
+        baselines="tiny",
+        budget=Budget(epochs=2, max_steps_per_epoch=2, batch_size=32),
+        blocks=(
+            Block(("test_resnet",), _MAIN, ("macs50", "macs75"), (0, 1)),
+            Block(("test_resnet",), _PROB_TAU, ("own",), (0, 1)),
+            Block(("test_resnet",), _PROB_FIXED, ("params15",), (0, 1)),
+        ),
+        device="cpu",
+        jobs=2,
+        latency_repeats=2,
+        summary="the gpu profile shrunk: synthetic data, test_resnet",
+    ),
 }
 
 
@@ -166,8 +226,8 @@ def parse_target(label: str) -> dict[str, float]:
     if label == "own":
         return {}
     for metric in ("macs", "params"):
-        if label.startswith(metric) and label[len(metric):].isdigit():
-            return {f"{metric}_reduction": int(label[len(metric):]) / 100}
+        if label.startswith(metric) and label[len(metric) :].isdigit():
+            return {f"{metric}_reduction": int(label[len(metric) :]) / 100}
     raise SystemExit(f"target {label!r} is not 'macsNN', 'paramsNN' or 'own' (e.g. macs50)")
 
 
@@ -185,21 +245,35 @@ def cells(profile: Profile) -> Iterator[Cell]:
                             yield cell
 
 
-def select(all_cells: list[Cell], names: list[str] | None = None, models: list[str] | None = None,
-           variants: list[str] | None = None, seeds: list[int] | None = None,
-           targets: list[str] | None = None) -> list[Cell]:
+def select(
+    all_cells: list[Cell],
+    names: list[str] | None = None,
+    models: list[str] | None = None,
+    variants: list[str] | None = None,
+    seeds: list[int] | None = None,
+    targets: list[str] | None = None,
+) -> list[Cell]:
     """The cells every given filter admits; ``names`` are shell patterns over cell names, a
     target ``50`` means ``macs50``."""
     targets = [t if not t.isdigit() else f"macs{t}" for t in targets] if targets else None
-    for label, given, known in (("--models", models, {c.model for c in all_cells}),
-                                ("--methods", variants, {c.variant for c in all_cells}),
-                                ("--budgets", targets, {c.target for c in all_cells}),
-                                ("--seeds", seeds, {c.seed for c in all_cells})):
+    for label, given, known in (
+        ("--models", models, {c.model for c in all_cells}),
+        ("--methods", variants, {c.variant for c in all_cells}),
+        ("--budgets", targets, {c.target for c in all_cells}),
+        ("--seeds", seeds, {c.seed for c in all_cells}),
+    ):
         unknown = sorted(set(given or ()) - known)
         if unknown:
-            raise SystemExit(f"{label} {' '.join(map(str, unknown))}: not in this profile; it has "
-                             f"{' '.join(map(str, sorted(known)))}")
-    return [c for c in all_cells
-            if (not names or any(fnmatch.fnmatchcase(c.name, p) for p in names))
-            and (not models or c.model in models) and (not variants or c.variant in variants)
-            and (seeds is None or c.seed in seeds) and (not targets or c.target in targets)]
+            raise SystemExit(
+                f"{label} {' '.join(map(str, unknown))}: not in this profile; it has "
+                f"{' '.join(map(str, sorted(known)))}"
+            )
+    return [
+        c
+        for c in all_cells
+        if (not names or any(fnmatch.fnmatchcase(c.name, p) for p in names))
+        and (not models or c.model in models)
+        and (not variants or c.variant in variants)
+        and (seeds is None or c.seed in seeds)
+        and (not targets or c.target in targets)
+    ]

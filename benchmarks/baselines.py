@@ -9,6 +9,7 @@ latency and training time, with the machine described.
 
 Method benchmarks call :func:`ensure_baseline` to get a checkpoint.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,8 +69,14 @@ PROFILES: dict[str, list[Baseline]] = {
     ],
     # A seconds-long smoke baseline on synthetic data, for the benchmark harness's tests.
     "tiny": [
-        Baseline("test_resnet", epochs=2, max_steps_per_epoch=8, batch_size=32, dataset="synthetic",
-                 dataset_options={"num_samples": 256}),
+        Baseline(
+            "test_resnet",
+            epochs=2,
+            max_steps_per_epoch=8,
+            batch_size=32,
+            dataset="synthetic",
+            dataset_options={"num_samples": 256},
+        ),
     ],
 }
 
@@ -89,15 +96,26 @@ def run_dir(model: str, profile: str, cache: Path = CACHE) -> Path:
 
 
 def _recipe(spec: Baseline, progress: bool = True) -> dict:
-    recipe = {"epochs": spec.epochs, "batch_size": spec.batch_size, "lr": spec.lr, "schedule": spec.schedule,
-              "progress": progress}
+    recipe = {
+        "epochs": spec.epochs,
+        "batch_size": spec.batch_size,
+        "lr": spec.lr,
+        "schedule": spec.schedule,
+        "progress": progress,
+    }
     if spec.max_steps_per_epoch:
         recipe["max_steps_per_epoch"] = spec.max_steps_per_epoch
     return recipe
 
 
-def ensure_baseline(model: str, profile: str = "quick", cache: Path = CACHE, data_dir: str | None = None,
-                    progress: bool = True, train: bool = True) -> Path:
+def ensure_baseline(
+    model: str,
+    profile: str = "quick",
+    cache: Path = CACHE,
+    data_dir: str | None = None,
+    progress: bool = True,
+    train: bool = True,
+) -> Path:
     """The baseline checkpoint of ``model`` for ``profile``, training (or resuming) it first if needed.
 
     A cached run trained with another recipe than the profile's is refused, so a table never
@@ -118,10 +136,19 @@ def ensure_baseline(model: str, profile: str = "quick", cache: Path = CACHE, dat
     if not (metrics.exists() and len(metrics.read_text().splitlines()) >= spec.epochs):
         if not train:
             done = len(metrics.read_text().splitlines()) if metrics.exists() else 0
-            raise SystemExit(f"the {model} baseline in {out} has {done} of {spec.epochs} epochs; finish it first: "
-                             f"python benchmarks/baselines.py --profile {profile} --models {model}")
-        runs.train_command(out, resume=(out / STATE_FILE).exists(), model=model, dataset=spec.dataset,
-                           data_dir=data_dir, overrides=recipe, dataset_options=spec.dataset_options or None)
+            raise SystemExit(
+                f"the {model} baseline in {out} has {done} of {spec.epochs} epochs; finish it first: "
+                f"python benchmarks/baselines.py --profile {profile} --models {model}"
+            )
+        runs.train_command(
+            out,
+            resume=(out / STATE_FILE).exists(),
+            model=model,
+            dataset=spec.dataset,
+            data_dir=data_dir,
+            overrides=recipe,
+            dataset_options=spec.dataset_options or None,
+        )
     return out / MODEL_FILE
 
 
@@ -141,37 +168,76 @@ def main(argv=None) -> int:
         m = runs.measure_checkpoint(ckpt, repeats=30)
         train_s = sum(h["epoch_time_s"] for h in history)
         conv = convergence(history)
-        results.append({"baseline": asdict(spec), "eval": ev, "measure": m.to_dict(), "train_time_s": train_s,
-                        "convergence": conv, "history": history})
+        results.append(
+            {
+                "baseline": asdict(spec),
+                "eval": ev,
+                "measure": m.to_dict(),
+                "train_time_s": train_s,
+                "convergence": conv,
+                "history": history,
+            }
+        )
         lat = m.to_dict()["latency"]["batches"] if m.latency else {}
-        rows.append([spec.model, spec.epochs, spec.max_steps_per_epoch or "all", f"{ev['top1']:.2f}",
-                     f"{m.params / 1e6:.3f}", f"{m.macs / 1e6:.1f}",
-                     *(f"{lat[str(b)]['median_ms']:.2f}" if str(b) in lat else "-" for b in (1, 64)),
-                     f"{train_s / 60:.1f}",
-                     "-" if conv["converged"] is None else
-                     f"{'yes' if conv['converged'] else 'no'} ({conv['last_gain']:+.2f})"])
+        rows.append(
+            [
+                spec.model,
+                spec.epochs,
+                spec.max_steps_per_epoch or "all",
+                f"{ev['top1']:.2f}",
+                f"{m.params / 1e6:.3f}",
+                f"{m.macs / 1e6:.1f}",
+                *(f"{lat[str(b)]['median_ms']:.2f}" if str(b) in lat else "-" for b in (1, 64)),
+                f"{train_s / 60:.1f}",
+                "-"
+                if conv["converged"] is None
+                else f"{'yes' if conv['converged'] else 'no'} ({conv['last_gain']:+.2f})",
+            ]
+        )
         print(rows[-1], file=sys.stderr)
     m = machine()
     command = f"python benchmarks/baselines.py --profile {args.profile}"
     if args.models:
         command += " --models " + " ".join(args.models)
-    md = "\n\n".join([
-        f"# Fashion-MNIST baselines, profile `{args.profile}`",
-        f"Machine: {machine_line(m)}", f"Command: `{command}`",
-        markdown_table(["model", "epochs", "steps/epoch", "test top-1 (%)", "params (M)", "MACs (M)",
-                        "latency b1 (ms)", "latency b64 (ms)", "train time (min)",
-                        f"converged (gain/epoch, last {CONVERGENCE_WINDOW})"], rows),
-        "Recipes: " + "; ".join(f"{s.model}: batch {s.batch_size}, lr {s.lr}, {s.schedule}" for s in specs) + ". "
-        "SGD momentum 0.9 nesterov, weight decay 5e-4, random crop (pad 4) + flip. Latency: median of 30 runs after 5 warm-up runs, CPU, the thread count above. MACs: conv and "
-        "linear multiply-accumulates for one 1x32x32 image. Converged: the last "
-        f"{CONVERGENCE_WINDOW} epochs gained less than {CONVERGENCE_GAIN} point of test top-1 per epoch on average.",
-    ])
+    md = "\n\n".join(
+        [
+            f"# Fashion-MNIST baselines, profile `{args.profile}`",
+            f"Machine: {machine_line(m)}",
+            f"Command: `{command}`",
+            markdown_table(
+                [
+                    "model",
+                    "epochs",
+                    "steps/epoch",
+                    "test top-1 (%)",
+                    "params (M)",
+                    "MACs (M)",
+                    "latency b1 (ms)",
+                    "latency b64 (ms)",
+                    "train time (min)",
+                    f"converged (gain/epoch, last {CONVERGENCE_WINDOW})",
+                ],
+                rows,
+            ),
+            "Recipes: " + "; ".join(f"{s.model}: batch {s.batch_size}, lr {s.lr}, {s.schedule}" for s in specs) + ". "
+            "SGD momentum 0.9 nesterov, weight decay 5e-4, random crop (pad 4) + flip. Latency: median of 30 runs after 5 warm-up runs, CPU, the thread count above. MACs: conv and "
+            "linear multiply-accumulates for one 1x32x32 image. Converged: the last "
+            f"{CONVERGENCE_WINDOW} epochs gained less than {CONVERGENCE_GAIN} point of test top-1 per epoch on average.",
+        ]
+    )
     missing = [b.model for b in PROFILES[args.profile] if b.model not in {s.model for s in specs}]
     if missing:
         md += f"\n\nNot run in this invocation: {', '.join(missing)} (see the command)."
-    write_results(f"baselines_{args.profile}", {"machine": m, "command": command,
-                                                 "dataset": ", ".join(sorted({s.dataset for s in specs})),
-                                                 "results": results}, md)
+    write_results(
+        f"baselines_{args.profile}",
+        {
+            "machine": m,
+            "command": command,
+            "dataset": ", ".join(sorted({s.dataset for s in specs})),
+            "results": results,
+        },
+        md,
+    )
     print(md)
     return 0
 

@@ -13,6 +13,7 @@ largest N: on its own training data it should stay within noise of its trained t
 
 Results: results/bn_recalibration.{json,md}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,28 +57,49 @@ def _test_subset(test_set: ImageDataset, samples: int | None) -> ImageDataset:
     return ImageDataset(test_set.info, test_set.images[idx], test_set.labels[idx], test_set.split)
 
 
-def measure(ckpt: Path, method: str, reduction: float, ns: list[int], seeds: list[int],
-            test_samples: int | None) -> dict[str, Any]:
+def measure(
+    ckpt: Path, method: str, reduction: float, ns: list[int], seeds: list[int], test_samples: int | None
+) -> dict[str, Any]:
     meta = read_meta(ckpt)
     dataset, test_set = checkpoint_dataset(ckpt, meta, None, "test", None)
     test_set = _test_subset(test_set, test_samples)
     train_set = checkpoint_dataset(ckpt, meta, dataset, "train", None)[1]
     model = load(ckpt)
-    cut, res = prune(model, method, macs_reduction=reduction, train_set=train_set, test_set=test_set,
-                     finetune="none", latency=False, bn_recalibration=0)
-    out: dict[str, Any] = {"checkpoint": str(ckpt), "model": meta.get("run", {}).get("model"), "method": method,
-                           "test_samples": len(test_set.labels),
-                           "trained_top1": meta.get("metrics", {}).get("test_top1"),
-                           "macs_reduction": res.achieved, "top1_unpruned": res.before["top1"],
-                           "top1_after_cut": res.rounds[0].top1_after_cut, "rows": []}
+    cut, res = prune(
+        model,
+        method,
+        macs_reduction=reduction,
+        train_set=train_set,
+        test_set=test_set,
+        finetune="none",
+        latency=False,
+        bn_recalibration=0,
+    )
+    out: dict[str, Any] = {
+        "checkpoint": str(ckpt),
+        "model": meta.get("run", {}).get("model"),
+        "method": method,
+        "test_samples": len(test_set.labels),
+        "trained_top1": meta.get("metrics", {}).get("test_top1"),
+        "macs_reduction": res.achieved,
+        "top1_unpruned": res.before["top1"],
+        "top1_after_cut": res.rounds[0].top1_after_cut,
+        "rows": [],
+    }
     for n in ns:
         runs = [_recalibrated_top1(cut, train_set, test_set, n, s) for s in seeds]
         top1 = [t for t, _ in runs]
-        row = {"batches": n, "top1": top1, "mean": statistics.mean(top1),
-               "std": statistics.stdev(top1) if len(top1) > 1 else 0.0, "seconds": statistics.mean(s for _, s in runs)}
+        row = {
+            "batches": n,
+            "top1": top1,
+            "mean": statistics.mean(top1),
+            "std": statistics.stdev(top1) if len(top1) > 1 else 0.0,
+            "seconds": statistics.mean(s for _, s in runs),
+        }
         out["rows"].append(row)
-        print(f"N={n}: top-1 {row['mean']:.2f} +- {row['std']:.2f} ({row['seconds']:.2f} s)", file=sys.stderr,
-              flush=True)
+        print(
+            f"N={n}: top-1 {row['mean']:.2f} +- {row['std']:.2f} ({row['seconds']:.2f} s)", file=sys.stderr, flush=True
+        )
     unpruned = [_recalibrated_top1(model, train_set, test_set, max(ns), s)[0] for s in seeds]
     out["unpruned_recalibrated"] = {"batches": max(ns), "top1": unpruned, "mean": statistics.mean(unpruned)}
     return out
@@ -85,22 +107,32 @@ def measure(ckpt: Path, method: str, reduction: float, ns: list[int], seeds: lis
 
 def _markdown(data: dict[str, Any]) -> str:
     r = data["result"]
-    rows = [[row["batches"], f"{row['mean']:.2f} ± {row['std']:.2f}", " / ".join(f"{t:.2f}" for t in row["top1"]),
-             f"{row['seconds']:.2f}"] for row in r["rows"]]
+    rows = [
+        [
+            row["batches"],
+            f"{row['mean']:.2f} ± {row['std']:.2f}",
+            " / ".join(f"{t:.2f}" for t in row["top1"]),
+            f"{row['seconds']:.2f}",
+        ]
+        for row in r["rows"]
+    ]
     u = r["unpruned_recalibrated"]
-    return "\n\n".join([
-        "# BN recalibration: top-1 right after the cut against the number of batches",
-        f"Machine: {machine_line(data['machine'])}", f"Command: `{data['command']}`",
-        f"{r['model']} ({r['checkpoint']}, trained top-1 {r['trained_top1']}% on the whole test split), "
-        f"{r['method']} cut to {100 * r['macs_reduction']:.2f}% MACs reduction, "
-        f"no fine-tuning. Test top-1 on {r['test_samples']} test images (a seeded subset): unpruned "
-        f"{r['top1_unpruned']:.2f}%, right after the cut "
-        f"{r['top1_after_cut']:.2f}%. Each N: recalibration on N training batches of {BATCH_SIZE}, "
-        f"seeds {data['seeds']} (the pipeline's round-1 batches for that seed).",
-        markdown_table(["N batches", "top-1 % (mean ± std)", "per seed", "recalibration s"], rows),
-        f"Unpruned model recalibrated on {u['batches']} batches of its own training data: top-1 "
-        f"{' / '.join(f'{t:.2f}' for t in u['top1'])}% (trained: {r['top1_unpruned']:.2f}%).",
-    ])
+    return "\n\n".join(
+        [
+            "# BN recalibration: top-1 right after the cut against the number of batches",
+            f"Machine: {machine_line(data['machine'])}",
+            f"Command: `{data['command']}`",
+            f"{r['model']} ({r['checkpoint']}, trained top-1 {r['trained_top1']}% on the whole test split), "
+            f"{r['method']} cut to {100 * r['macs_reduction']:.2f}% MACs reduction, "
+            f"no fine-tuning. Test top-1 on {r['test_samples']} test images (a seeded subset): unpruned "
+            f"{r['top1_unpruned']:.2f}%, right after the cut "
+            f"{r['top1_after_cut']:.2f}%. Each N: recalibration on N training batches of {BATCH_SIZE}, "
+            f"seeds {data['seeds']} (the pipeline's round-1 batches for that seed).",
+            markdown_table(["N batches", "top-1 % (mean ± std)", "per seed", "recalibration s"], rows),
+            f"Unpruned model recalibrated on {u['batches']} batches of its own training data: top-1 "
+            f"{' / '.join(f'{t:.2f}' for t in u['top1'])}% (trained: {r['top1_unpruned']:.2f}%).",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,8 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="bn_recalibration", help="results/NAME.{json,md}")
     args = p.parse_args(argv)
     result = measure(args.checkpoint, args.method, args.macs_reduction, args.batches, args.seeds, args.test_samples)
-    data = {"machine": machine(), "command": " ".join(["python", "benchmarks/bn_recalibration.py", *sys.argv[1:]]),
-            "seeds": args.seeds, "result": result}
+    data = {
+        "machine": machine(),
+        "command": " ".join(["python", "benchmarks/bn_recalibration.py", *sys.argv[1:]]),
+        "seeds": args.seeds,
+        "result": result,
+    }
     md = _markdown(data)
     write_results(args.name, data, md)
     print(md)

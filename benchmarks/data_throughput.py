@@ -7,6 +7,7 @@ Goal (issue 2): the loop reaches at least 90% of the model-alone throughput.
 
     .venv/bin/python benchmarks/data_throughput.py [--models resnet20 ...] [--steps 60]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,9 @@ def training_loop(name: str, data, batch: int, steps: int, device: torch.device)
     torch.manual_seed(0)
     model = create_model(name, num_classes=10, in_channels=1)
     # Epoch 1 warms up (allocator, kernels); epoch 2 is timed. Both are `steps` long.
-    config = TrainConfig(epochs=2, batch_size=batch, lr=0.01, max_steps_per_epoch=steps, progress=False,
-                         device=str(device), amp=False)
+    config = TrainConfig(
+        epochs=2, batch_size=batch, lr=0.01, max_steps_per_epoch=steps, progress=False, device=str(device), amp=False
+    )
     return train(model, data, None, config).history[-1]["train_samples_per_s"]
 
 
@@ -73,25 +75,47 @@ def main(argv=None) -> int:
         alone = model_alone(name, args.batch_size, args.steps, device)
         loop = training_loop(name, data, args.batch_size, args.steps, device)
         ratio = loop / alone
-        results.append({"model": name, "model_alone_samples_per_s": alone, "train_loop_samples_per_s": loop,
-                        "ratio": ratio, "goal_met": ratio >= 0.9})
+        results.append(
+            {
+                "model": name,
+                "model_alone_samples_per_s": alone,
+                "train_loop_samples_per_s": loop,
+                "ratio": ratio,
+                "goal_met": ratio >= 0.9,
+            }
+        )
         rows.append([name, f"{alone:.0f}", f"{loop:.0f}", f"{100 * ratio:.1f}%", "yes" if ratio >= 0.9 else "NO"])
         print(rows[-1], file=sys.stderr)
     m = machine()
     command = "python benchmarks/data_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    md = "\n\n".join([
-        "# Data path throughput (Fashion-MNIST, batch %d)" % args.batch_size,
-        f"Machine: {machine_line(m)}", f"Command: `{command.strip()}`",
-        markdown_table(["model", "model alone (samples/s)", "training loop, real data (samples/s)",
-                        "loop / alone", ">= 90%"], rows),
-        f"Loader alone (augmented batches, no model): {loader_rate:.0f} samples/s.",
-        "Model alone = forward + backward + SGD step on one fixed random batch. Training loop = "
-        "`secateurs.train` on Fashion-MNIST with random crop + flip, timed over its second epoch "
-        f"of {args.steps} steps.",
-    ])
-    write_results("data_throughput", {"machine": m, "command": command.strip(), "batch_size": args.batch_size,
-                                      "steps": args.steps, "loader_alone_samples_per_s": loader_rate,
-                                      "device": str(device), "models": results}, md)
+    md = "\n\n".join(
+        [
+            "# Data path throughput (Fashion-MNIST, batch %d)" % args.batch_size,
+            f"Machine: {machine_line(m)}",
+            f"Command: `{command.strip()}`",
+            markdown_table(
+                ["model", "model alone (samples/s)", "training loop, real data (samples/s)", "loop / alone", ">= 90%"],
+                rows,
+            ),
+            f"Loader alone (augmented batches, no model): {loader_rate:.0f} samples/s.",
+            "Model alone = forward + backward + SGD step on one fixed random batch. Training loop = "
+            "`secateurs.train` on Fashion-MNIST with random crop + flip, timed over its second epoch "
+            f"of {args.steps} steps.",
+        ]
+    )
+    write_results(
+        "data_throughput",
+        {
+            "machine": m,
+            "command": command.strip(),
+            "batch_size": args.batch_size,
+            "steps": args.steps,
+            "loader_alone_samples_per_s": loader_rate,
+            "device": str(device),
+            "models": results,
+        },
+        md,
+    )
     print(md)
     return 0
 

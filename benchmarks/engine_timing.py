@@ -20,6 +20,7 @@ JSON; the rule of ``secateurs.measure.load``), and a busy machine is named in th
 
     .venv/bin/python benchmarks/engine_timing.py [--models resnet56 vgg16 mobilenet_v2] [--repeats 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -87,8 +88,9 @@ def run_model(name: str, repeats: int) -> dict[str, Any]:
     torch.manual_seed(0)
     base = secateurs.create_model(name).eval()
     x = torch.randn(1, *INPUT)
-    times: dict[str, list[float]] = {k: [] for k in ("ours_trace", "tp_build", "ours_surgery",
-                                                     "ours_surgery_unchecked", "tp_get_groups", "tp_prune")}
+    times: dict[str, list[float]] = {
+        k: [] for k in ("ours_trace", "tp_build", "ours_surgery", "ours_surgery_unchecked", "tp_get_groups", "tp_prune")
+    }
     for r in range(repeats + 1):  # r == 0 is the warm-up
         ours = copy.deepcopy(base)
         graph, t_trace = timed(lambda: secateurs.trace(ours, x))
@@ -103,14 +105,26 @@ def run_model(name: str, repeats: int) -> dict[str, Any]:
         groups, t_groups = timed(lambda: tp_groups(theirs, dg, request))
         _, t_prune = timed(lambda: [g.prune() for g in groups])
         if r:
-            for key, t in (("ours_trace", t_trace), ("tp_build", t_build), ("ours_surgery", t_surgery),
-                           ("ours_surgery_unchecked", t_unchecked), ("tp_get_groups", t_groups),
-                           ("tp_prune", t_prune)):
+            for key, t in (
+                ("ours_trace", t_trace),
+                ("tp_build", t_build),
+                ("ours_surgery", t_surgery),
+                ("ours_surgery_unchecked", t_unchecked),
+                ("tp_get_groups", t_groups),
+                ("tp_prune", t_prune),
+            ):
                 times[key].append(t)
-    return {"model": name, "groups": len(graph.groups), "prunable_groups": len(request),
-            "units_removed": len(units), "params_before": count_params(base),
-            "macs_before": count_macs(base, INPUT), **agreement(ours.eval(), theirs.eval()),
-            "median_ms": {k: statistics.median(v) for k, v in times.items()}, "samples_ms": times}
+    return {
+        "model": name,
+        "groups": len(graph.groups),
+        "prunable_groups": len(request),
+        "units_removed": len(units),
+        "params_before": count_params(base),
+        "macs_before": count_macs(base, INPUT),
+        **agreement(ours.eval(), theirs.eval()),
+        "median_ms": {k: statistics.median(v) for k, v in times.items()},
+        "samples_ms": times,
+    }
 
 
 def agreement(ours: nn.Module, theirs: nn.Module) -> dict[str, Any]:
@@ -118,9 +132,12 @@ def agreement(ours: nn.Module, theirs: nn.Module) -> dict[str, Any]:
     x = torch.randn(4, *INPUT, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         diff = (ours(x) - theirs(x)).abs().max().item()
-    return {"params_after": {"ours": count_params(ours), "tp": count_params(theirs)},
-            "macs_after": {"ours": count_macs(ours, INPUT), "tp": count_macs(theirs, INPUT)},
-            "same_layer_shapes": shapes(ours) == shapes(theirs), "max_output_diff": diff}
+    return {
+        "params_after": {"ours": count_params(ours), "tp": count_params(theirs)},
+        "macs_after": {"ours": count_macs(ours, INPUT), "tp": count_macs(theirs, INPUT)},
+        "same_layer_shapes": shapes(ours) == shapes(theirs),
+        "max_output_diff": diff,
+    }
 
 
 def _pair(d: dict[str, int]) -> str:
@@ -131,10 +148,12 @@ def _pair(d: dict[str, int]) -> str:
 def _revision() -> str:
     root = Path(__file__).resolve().parent.parent
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=root, capture_output=True, text=True,
-                               check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "src"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + (" + uncommitted changes in src/" if dirty else "")
@@ -155,49 +174,91 @@ def main(argv=None) -> int:
         res["trace_ratio"] = med["ours_trace"] / med["tp_build"]
         res["surgery_ratio"] = med["ours_surgery"] / med["tp_prune"]
         res["goal_met"] = {"trace": res["trace_ratio"] <= GOAL, "surgery": res["surgery_ratio"] <= GOAL}
-        res["pruned_models_agree"] = (res["params_after"]["ours"] == res["params_after"]["tp"]
-                                      and res["macs_after"]["ours"] == res["macs_after"]["tp"]
-                                      and res["same_layer_shapes"] and res["max_output_diff"] <= 1e-4)
+        res["pruned_models_agree"] = (
+            res["params_after"]["ours"] == res["params_after"]["tp"]
+            and res["macs_after"]["ours"] == res["macs_after"]["tp"]
+            and res["same_layer_shapes"]
+            and res["max_output_diff"] <= 1e-4
+        )
         results.append(res)
-        rows.append([name, f"{med['ours_trace']:.1f}", f"{med['tp_build']:.1f}", f"{res['trace_ratio']:.2f}x",
-                     f"{med['ours_surgery']:.1f}", f"{med['tp_prune']:.1f}", f"{res['surgery_ratio']:.2f}x",
-                     _pair(res["params_after"]), _pair(res["macs_after"])])
+        rows.append(
+            [
+                name,
+                f"{med['ours_trace']:.1f}",
+                f"{med['tp_build']:.1f}",
+                f"{res['trace_ratio']:.2f}x",
+                f"{med['ours_surgery']:.1f}",
+                f"{med['tp_prune']:.1f}",
+                f"{res['surgery_ratio']:.2f}x",
+                _pair(res["params_after"]),
+                _pair(res["macs_after"]),
+            ]
+        )
         print(rows[-1], file=sys.stderr)
     m = machine()
     command = "python benchmarks/engine_timing.py " + " ".join(argv if argv is not None else sys.argv[1:])
     missed = [f"{r['model']} {k}" for r in results for k, ok in r["goal_met"].items() if not ok]
     disagree = [r["model"] for r in results if not r["pruned_models_agree"]]
     busy = [f"{name}: {note}" for name, window in windows.items() if (note := busy_note(window))]
-    notes = [*busy,
+    notes = [
+        *busy,
         f"**Goal: ours at most {GOAL:.1f}x theirs** (ratio = ours / Torch-Pruning, medians). "
         + (f"Missed: {', '.join(missed)}." if missed else "Met for every model and both steps."),
         "After the 50% request the two pruned models "
-        + (f"**disagree** for {', '.join(disagree)} (see `params_after`, `macs_after`, `same_layer_shapes`, "
-           "`max_output_diff` in the JSON)." if disagree else
-           "have the same parameters, MACs and layer shapes, and outputs within "
-           f"{max(r['max_output_diff'] for r in results):.1e}."),
+        + (
+            f"**disagree** for {', '.join(disagree)} (see `params_after`, `macs_after`, `same_layer_shapes`, "
+            "`max_output_diff` in the JSON)."
+            if disagree
+            else "have the same parameters, MACs and layer shapes, and outputs within "
+            f"{max(r['max_output_diff'] for r in results):.1e}."
+        ),
         "Request: every second unit (channel with everything coupled to it) of every prunable group. "
         "Ours = `secateurs.trace` and one `remove_units(model, graph, units, example_inputs)` (validation, "
         "surgery, shape check on meta tensors); without the shape check it takes "
-        + ", ".join(f"{r['median_ms']['ours_surgery_unchecked']:.1f} ms ({r['model']})" for r in results) + ". "
+        + ", ".join(f"{r['median_ms']['ours_surgery_unchecked']:.1f} ms ({r['model']})" for r in results)
+        + ". "
         "Theirs = `DependencyGraph().build_dependency` and `group.prune()` of the group Torch-Pruning gives for "
         "each of our groups' producer layer with the same indices; collecting those groups beforehand (not in the "
-        "column) takes " + ", ".join(f"{r['median_ms']['tp_get_groups']:.1f} ms ({r['model']})" for r in results)
-        + ".",
+        "column) takes " + ", ".join(f"{r['median_ms']['tp_get_groups']:.1f} ms ({r['model']})" for r in results) + ".",
         f"Medians of {args.repeats} repeats after one warm-up, ours and theirs alternating in one process; "
         "every sample is in the JSON.",
     ]
-    md = "\n\n".join([
-        "# Pruning engine against Torch-Pruning (32x32 input, batch 1)",
-        f"Machine: {machine_line(m)}",
-        f"Torch-Pruning {TP_VERSION}; secateurs {_revision()}. Command: `{command.strip()}`",
-        markdown_table(["model", "ours trace+groups (ms)", "TP build_dependency (ms)", "ratio", "ours surgery (ms)",
-                        "TP prune (ms)", "ratio", "params after (ours / TP)", "MACs after (ours / TP)"], rows),
-        *notes,
-    ])
-    write_results("engine_timing", {"machine": m, "command": command.strip(), "torch_pruning": TP_VERSION,
-                                    "secateurs_revision": _revision(), "repeats": args.repeats,
-                                    "input": [1, *INPUT], "goal_ratio": GOAL, "models": results}, md)
+    md = "\n\n".join(
+        [
+            "# Pruning engine against Torch-Pruning (32x32 input, batch 1)",
+            f"Machine: {machine_line(m)}",
+            f"Torch-Pruning {TP_VERSION}; secateurs {_revision()}. Command: `{command.strip()}`",
+            markdown_table(
+                [
+                    "model",
+                    "ours trace+groups (ms)",
+                    "TP build_dependency (ms)",
+                    "ratio",
+                    "ours surgery (ms)",
+                    "TP prune (ms)",
+                    "ratio",
+                    "params after (ours / TP)",
+                    "MACs after (ours / TP)",
+                ],
+                rows,
+            ),
+            *notes,
+        ]
+    )
+    write_results(
+        "engine_timing",
+        {
+            "machine": m,
+            "command": command.strip(),
+            "torch_pruning": TP_VERSION,
+            "secateurs_revision": _revision(),
+            "repeats": args.repeats,
+            "input": [1, *INPUT],
+            "goal_ratio": GOAL,
+            "models": results,
+        },
+        md,
+    )
     print(md)
     return 0
 

@@ -11,6 +11,7 @@ optimiser settings as prune_filters.py; only the objective and the epoch count c
 Runs are cached in ``cache/finetune_modes/PROFILE/MODEL/``; results go to
 results/finetune_modes_PROFILE.{json,md}. Also times fcs scoring with 256 samples.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,11 @@ METHOD = "fcs"
 
 def _data(ckpt: Path):
     meta = read_meta(ckpt)
-    return (checkpoint_dataset(ckpt, meta, DATASET, "train", None)[1],
-            checkpoint_dataset(ckpt, meta, DATASET, "test", None)[1], meta)
+    return (
+        checkpoint_dataset(ckpt, meta, DATASET, "train", None)[1],
+        checkpoint_dataset(ckpt, meta, DATASET, "test", None)[1],
+        meta,
+    )
 
 
 def pruned_checkpoint(ckpt: Path, target: float, root: Path) -> tuple[Path, dict[str, Any]]:
@@ -49,12 +53,25 @@ def pruned_checkpoint(ckpt: Path, target: float, root: Path) -> tuple[Path, dict
     if rec_path.exists():
         return path, json.loads(rec_path.read_text())
     train_set, test_set, meta = _data(ckpt)
-    pruned, res = prune(load(ckpt), METHOD, macs_reduction=target, finetune="none", train_set=train_set,
-                        test_set=test_set, latency=False, evaluate_before=False)
+    pruned, res = prune(
+        load(ckpt),
+        METHOD,
+        macs_reduction=target,
+        finetune="none",
+        train_set=train_set,
+        test_set=test_set,
+        latency=False,
+        evaluate_before=False,
+    )
     out.mkdir(parents=True, exist_ok=True)
     save(pruned, path, {k: meta[k] for k in ("dataset", "input_shape", "normalisation")})
-    rec = {"achieved": res.achieved, "top1_after_pruning": res.after["top1"], "macs": res.after["macs"],
-           "params": res.after["params"], "scoring_s": res.timing_s["scoring"]}
+    rec = {
+        "achieved": res.achieved,
+        "top1_after_pruning": res.after["top1"],
+        "macs": res.after["macs"],
+        "params": res.after["params"],
+        "scoring_s": res.timing_s["scoring"],
+    }
     rec_path.write_text(json.dumps(rec, indent=2))
     return path, rec
 
@@ -63,18 +80,29 @@ def run_mode(ckpt: Path, pruned_path: Path, mode: str, epochs: int, budget: Budg
     """Fine-tune the pruned checkpoint; the wall time is the training's (the test set is evaluated after it)."""
     train_set, test_set, _ = _data(ckpt)
     model, reference = load(pruned_path), load(ckpt)
-    config = PruneConfig(method=METHOD, macs_reduction=0.5, finetune=mode, finetune_epochs=epochs,
-                         finetune_train=_train_overrides(budget))
+    config = PruneConfig(
+        method=METHOD,
+        macs_reduction=0.5,
+        finetune=mode,
+        finetune_epochs=epochs,
+        finetune_train=_train_overrides(budget),
+    )
     result = finetune(model, mode, reference, train_set, None, config.train_config(epochs), None)
-    rec = {"mode": mode, "epochs": epochs, "top1": top1_accuracy(model, test_set, torch.device("cpu")),
-           "wall_s": result.wall_time_s, "train_loss": [h["train_loss"] for h in result.history]}
+    rec = {
+        "mode": mode,
+        "epochs": epochs,
+        "top1": top1_accuracy(model, test_set, torch.device("cpu")),
+        "wall_s": result.wall_time_s,
+        "train_loss": [h["train_loss"] for h in result.history],
+    }
     out.mkdir(parents=True, exist_ok=True)
     (out / "record.json").write_text(json.dumps(rec, indent=2))
     return rec
 
 
-def step_times(ckpt: Path, pruned_path: Path, modes: list[str], budget: Budget, steps: int,
-               trials: int = 2) -> dict[str, float]:
+def step_times(
+    ckpt: Path, pruned_path: Path, modes: list[str], budget: Budget, steps: int, trials: int = 2
+) -> dict[str, float]:
     """Seconds per training step of each mode, timed back to back (``steps`` steps, best of
     ``trials`` interleaved passes), so that every mode sees the same machine load."""
     train_set, _, _ = _data(ckpt)
@@ -82,8 +110,13 @@ def step_times(ckpt: Path, pruned_path: Path, modes: list[str], budget: Budget, 
     for _ in range(trials):
         for mode in modes:
             model, reference = load(pruned_path), load(ckpt)
-            config = PruneConfig(method=METHOD, macs_reduction=0.5, finetune=mode, finetune_epochs=1,
-                                 finetune_train={**_train_overrides(budget), "max_steps_per_epoch": steps})
+            config = PruneConfig(
+                method=METHOD,
+                macs_reduction=0.5,
+                finetune=mode,
+                finetune_epochs=1,
+                finetune_train={**_train_overrides(budget), "max_steps_per_epoch": steps},
+            )
             result = finetune(model, mode, reference, train_set, None, config.train_config(1), None)
             best[mode] = min(best.get(mode, float("inf")), result.wall_time_s / steps)
     return best
@@ -100,8 +133,9 @@ def scoring_time(ckpt: Path, samples: int, threads: int) -> float:
     try:
         times = []
         for _ in range(3):
-            ctx = ScoreContext(model, graph, method.make_options(),
-                               calibration_batches(train_set, samples, 0, torch.device("cpu")))
+            ctx = ScoreContext(
+                model, graph, method.make_options(), calibration_batches(train_set, samples, 0, torch.device("cpu"))
+            )
             t0 = time.perf_counter()
             method.score(ctx)
             times.append(time.perf_counter() - t0)
@@ -116,9 +150,12 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", default=["resnet56"])
     p.add_argument("--reduction", type=float, default=0.5)
     p.add_argument("--epochs", type=int, help="E (default: 4 for quick, the profile's epochs for full)")
-    p.add_argument("--steps-per-epoch", type=int,
-                   help="cap on steps per epoch (default: 30 for quick, so E = 4 epochs train as much as "
-                        "prune_filters' 2; none for full)")
+    p.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        help="cap on steps per epoch (default: 30 for quick, so E = 4 epochs train as much as "
+        "prune_filters' 2; none for full)",
+    )
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     p.add_argument("--cached-only", action="store_true", help="report cached runs only, train nothing")
     p.add_argument("--score-threads", type=int, default=2, help="torch threads for the fcs scoring time")
@@ -146,47 +183,85 @@ def main(argv=None) -> int:
                 else:
                     print(f"[{name}] {mode}, {e} epochs ...", file=sys.stderr, flush=True)
                     runs.append(run_mode(ckpt, pruned_path, mode, e, budget, out))
-                    print(f"[{name}] {mode}, {e} epochs: top-1 {runs[-1]['top1']:.2f}% ({runs[-1]['wall_s']:.0f}s)",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"[{name}] {mode}, {e} epochs: top-1 {runs[-1]['top1']:.2f}% ({runs[-1]['wall_s']:.0f}s)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
         score_s = scoring_time(ckpt, 256, args.score_threads)
         per_step = step_times(ckpt, pruned_path, args.modes, budget, args.time_steps)
-        data["models"][name] = {"pruned": pruned, "runs": runs, "fcs_scoring_s_256": score_s,
-                                "score_threads": args.score_threads, "step_s": per_step}
+        data["models"][name] = {
+            "pruned": pruned,
+            "runs": runs,
+            "fcs_scoring_s_256": score_s,
+            "score_threads": args.score_threads,
+            "step_s": per_step,
+        }
         tft = next((r for r in runs if r["mode"] == "tft" and r["epochs"] == full), None)
-        rows = [[r["mode"], r["epochs"], f"{r['top1']:.2f}", f"{r['train_loss'][-1]:.3f}", f"{r['wall_s']:.0f}",
-                 f"{per_step[r['mode']] * r['epochs'] * steps:.0f}" if r["mode"] in per_step else "-"] for r in runs]
+        rows = [
+            [
+                r["mode"],
+                r["epochs"],
+                f"{r['top1']:.2f}",
+                f"{r['train_loss'][-1]:.3f}",
+                f"{r['wall_s']:.0f}",
+                f"{per_step[r['mode']] * r['epochs'] * steps:.0f}" if r["mode"] in per_step else "-",
+            ]
+            for r in runs
+        ]
         verdict = []
         if tft is not None:
             for mode in ("mlft", "kd"):
                 reach = [r["epochs"] for r in runs if r["mode"] == mode and r["top1"] >= tft["top1"]]
                 first = min(reach) if reach else None
-                verdict.append(f"{mode} reaches tft's {full}-epoch top-1 ({tft['top1']:.2f}%) "
-                               + (f"with {first} epochs" if first else f"in none of {counts} epochs")
-                               + f": goal (at most {full // 2}) {'met' if first and first <= full // 2 else 'missed'}.")
+                verdict.append(
+                    f"{mode} reaches tft's {full}-epoch top-1 ({tft['top1']:.2f}%) "
+                    + (f"with {first} epochs" if first else f"in none of {counts} epochs")
+                    + f": goal (at most {full // 2}) {'met' if first and first <= full // 2 else 'missed'}."
+                )
         sections.append(
             f"## {name}\n\nPruned by fcs to {100 * pruned['achieved']:.1f}% fewer MACs "
             f"({pruned['macs'] / 1e6:.1f} M MACs, {pruned['params'] / 1e6:.3f} M params), top-1 "
             f"{pruned['top1_after_pruning']:.2f}% before fine-tuning. fcs scoring with 256 samples: "
             f"{score_s:.2f} s ({args.score_threads} torch threads, median of 3).\n\n"
-            + markdown_table(["mode", "epochs", "test top-1 (%)", "last epoch's train loss", "training wall (s)",
-                              "training time at the back-to-back step time (s)"], rows)
+            + markdown_table(
+                [
+                    "mode",
+                    "epochs",
+                    "test top-1 (%)",
+                    "last epoch's train loss",
+                    "training wall (s)",
+                    "training time at the back-to-back step time (s)",
+                ],
+                rows,
+            )
             + "\n\nSeconds per step, timed back to back: "
-            + ", ".join(f"{m} {v:.3f}" + (f" ({v / per_step['tft']:.2f}x tft)" if "tft" in per_step else "")
-                        for m, v in per_step.items())
-            + ("\n\n" + "\n".join(f"- {v}" for v in verdict) if verdict else ""))
+            + ", ".join(
+                f"{m} {v:.3f}" + (f" ({v / per_step['tft']:.2f}x tft)" if "tft" in per_step else "")
+                for m, v in per_step.items()
+            )
+            + ("\n\n" + "\n".join(f"- {v}" for v in verdict) if verdict else "")
+        )
     command = "python benchmarks/finetune_modes.py " + " ".join(argv if argv is not None else sys.argv[1:])
     data["command"] = command
-    intro = (f"Every run starts from the same pruned model; SGD lr {budget.lr} cosine over the run's own epochs, "
-             f"batch {budget.batch_size}"
-             + (f", at most {budget.max_steps_per_epoch} steps per epoch" if budget.max_steps_per_epoch else "")
-             + ". mlft trains the unpruned network as the peer (both updated), kd distils from it frozen; T = 1, "
-             "weight 1. Training wall: the run's own training time (the test set is evaluated once, after it), "
-             "taken while other jobs may have shared the machine; the last column prices each run at the step "
-             "times measured back to back in one pass, which every mode shares. The mlft/kd train loss includes "
-             "the distillation term (mlft: both peers' losses).")
-    write_report(f"finetune_modes_{args.profile}", data,
-                 f"Fine-tuning modes after fcs pruning, Fashion-MNIST, profile `{args.profile}`", intro, sections,
-                 missing)
+    intro = (
+        f"Every run starts from the same pruned model; SGD lr {budget.lr} cosine over the run's own epochs, "
+        f"batch {budget.batch_size}"
+        + (f", at most {budget.max_steps_per_epoch} steps per epoch" if budget.max_steps_per_epoch else "")
+        + ". mlft trains the unpruned network as the peer (both updated), kd distils from it frozen; T = 1, "
+        "weight 1. Training wall: the run's own training time (the test set is evaluated once, after it), "
+        "taken while other jobs may have shared the machine; the last column prices each run at the step "
+        "times measured back to back in one pass, which every mode shares. The mlft/kd train loss includes "
+        "the distillation term (mlft: both peers' losses)."
+    )
+    write_report(
+        f"finetune_modes_{args.profile}",
+        data,
+        f"Fine-tuning modes after fcs pruning, Fashion-MNIST, profile `{args.profile}`",
+        intro,
+        sections,
+        missing,
+    )
     return 0
 
 

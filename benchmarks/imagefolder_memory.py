@@ -12,6 +12,7 @@ PSS (shared pages split between the processes that map them: the memory the run 
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/imagefolder_memory.py [--sizes 5000,50000] [--steps 20] [--render]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,8 +81,12 @@ class MemorySampler(threading.Thread):
         while not self.stop.is_set():
             pids = [me, *_children(me)]
             rss = [_kib(p, "status", "VmRSS:") for p in pids]
-            sample = {"main_rss": rss[0], "total_rss": sum(rss),
-                      "total_pss": sum(_kib(p, "smaps_rollup", "Pss:") for p in pids), "workers": len(pids) - 1}
+            sample = {
+                "main_rss": rss[0],
+                "total_rss": sum(rss),
+                "total_pss": sum(_kib(p, "smaps_rollup", "Pss:") for p in pids),
+                "workers": len(pids) - 1,
+            }
             self.peak = {k: max(v, sample[k]) for k, v in self.peak.items()}
             time.sleep(self.period_s)
 
@@ -102,16 +107,30 @@ def child(folder: Path, steps: int, workers: int, model_name: str) -> dict:
     loaded = time.perf_counter()
     torch.manual_seed(0)
     model = create_model(model_name, num_classes=CLASSES, in_channels=3)
-    config = TrainConfig(epochs=1, batch_size=64, lr=0.01, max_steps_per_epoch=steps, progress=False, device="cpu",
-                         num_workers=workers, eval_batch_size=100)
+    config = TrainConfig(
+        epochs=1,
+        batch_size=64,
+        lr=0.01,
+        max_steps_per_epoch=steps,
+        progress=False,
+        device="cpu",
+        num_workers=workers,
+        eval_batch_size=100,
+    )
     train(model, train_set, test_set, config)
     done = time.perf_counter()
     time.sleep(0.1)
     sampler.stop.set()
     sampler.join()
     mib = {k: round(v / 1024, 1) for k, v in sampler.peak.items() if k != "workers"}
-    return {"images": len(train_set), "load_s": round(loaded - t0, 2), "train_s": round(done - loaded, 2),
-            "steps": steps, "workers_seen": sampler.peak["workers"], **{f"peak_{k}_mib": v for k, v in mib.items()}}
+    return {
+        "images": len(train_set),
+        "load_s": round(loaded - t0, 2),
+        "train_s": round(done - loaded, 2),
+        "steps": steps,
+        "workers_seen": sampler.peak["workers"],
+        **{f"peak_{k}_mib": v for k, v in mib.items()},
+    }
 
 
 def main() -> None:
@@ -138,10 +157,25 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
         try:
             made = generate(root, size)
-            cmd = [sys.executable, __file__, "--child", str(root), "--steps", str(args.steps),
-                   "--workers", str(args.workers), "--model", args.model]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=True,
-                                  env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                str(root),
+                "--steps",
+                str(args.steps),
+                "--workers",
+                str(args.workers),
+                "--model",
+                args.model,
+            ]
+            done = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                check=True,
+                env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
+            )
             rows.append({**json.loads(done.stdout.strip().splitlines()[-1]), "generate_s": round(made, 1)})
             print(rows[-1], flush=True)
         finally:
@@ -149,10 +183,18 @@ def main() -> None:
     worst = {k: max(r[k] for r in rows) for k in ("peak_main_rss_mib", "peak_total_rss_mib", "peak_total_pss_mib")}
     growth = {k: round(rows[-1][k] - rows[0][k], 1) for k in worst}
     added = max(rows[-1]["images"] - rows[0]["images"], 1)
-    data = {"machine": machine(), "command": " ".join(["OMP_NUM_THREADS=1", "python", *sys.argv]),
-            "model": args.model, "workers": args.workers, "steps": args.steps, "image_size": 32, "rows": rows,
-            "growth_mib": growth, "pss_bytes_per_added_image": round(growth["peak_total_pss_mib"] * 2**20 / added),
-            "bound_pss_mib": int(-(-worst["peak_total_pss_mib"] // 50) * 50)}  # largest peak rounded up to 50 MiB
+    data = {
+        "machine": machine(),
+        "command": " ".join(["OMP_NUM_THREADS=1", "python", *sys.argv]),
+        "model": args.model,
+        "workers": args.workers,
+        "steps": args.steps,
+        "image_size": 32,
+        "rows": rows,
+        "growth_mib": growth,
+        "pss_bytes_per_added_image": round(growth["peak_total_pss_mib"] * 2**20 / added),
+        "bound_pss_mib": int(-(-worst["peak_total_pss_mib"] // 50) * 50),
+    }  # largest peak rounded up to 50 MiB
     write_results("imagefolder_memory", data, render(data))
     print(render(data))
 
@@ -161,26 +203,45 @@ def render(data: dict) -> str:
     """The markdown report of a run's JSON (``--render`` rewrites it without measuring again)."""
     rows, growth = data["rows"], data["growth_mib"]
     table = markdown_table(
-        ["train images", "load s", f"{data['steps']} steps s", "peak RSS main MiB", "peak RSS main+workers MiB",
-         "peak PSS main+workers MiB"],
-        [[r["images"], r["load_s"], r["train_s"], r["peak_main_rss_mib"], r["peak_total_rss_mib"],
-          r["peak_total_pss_mib"]] for r in rows])
-    return "\n\n".join([
-        "# Memory while fine-tuning from a streamed image folder",
-        f"Machine: {machine_line(data['machine'])}", f"Command: `{data['command']}`",
-        f"{data['model']} fine-tuned {data['steps']} steps of batch 64 at 32x32 with {data['workers']} DataLoader "
-        "workers, from a folder of random 8-24 px PNGs (generated in /tmp and deleted), streamed "
-        "(`load_dataset(\"imagefolder\", ...)`, the default); the memory of the run's processes sampled every 20 ms. "
-        "Times are those of a machine shared with other jobs: they are not throughput figures.",
-        table,
-        f"From {rows[0]['images']} to {rows[-1]['images']} images the peaks change by "
-        f"{growth['peak_main_rss_mib']} MiB (main RSS), {growth['peak_total_rss_mib']} MiB (RSS, main + workers) and "
-        f"{growth['peak_total_pss_mib']} MiB (PSS, main + workers), {data['pss_bytes_per_added_image']} bytes of PSS "
-        "per added image. Per image the dataset keeps a relative path (fixed-width bytes) and a label; the folder "
-        "scan's transient path objects count too. Pixels live only in the batches in flight and in one 256-image "
-        "chunk of the mean/std pass, whose 2,000 images are the same at every size above 2,000.",
-        f"Bound: at both sizes the run's processes together stay under {data['bound_pss_mib']} MiB (PSS).",
-    ])
+        [
+            "train images",
+            "load s",
+            f"{data['steps']} steps s",
+            "peak RSS main MiB",
+            "peak RSS main+workers MiB",
+            "peak PSS main+workers MiB",
+        ],
+        [
+            [
+                r["images"],
+                r["load_s"],
+                r["train_s"],
+                r["peak_main_rss_mib"],
+                r["peak_total_rss_mib"],
+                r["peak_total_pss_mib"],
+            ]
+            for r in rows
+        ],
+    )
+    return "\n\n".join(
+        [
+            "# Memory while fine-tuning from a streamed image folder",
+            f"Machine: {machine_line(data['machine'])}",
+            f"Command: `{data['command']}`",
+            f"{data['model']} fine-tuned {data['steps']} steps of batch 64 at 32x32 with {data['workers']} DataLoader "
+            "workers, from a folder of random 8-24 px PNGs (generated in /tmp and deleted), streamed "
+            '(`load_dataset("imagefolder", ...)`, the default); the memory of the run\'s processes sampled every 20 ms. '
+            "Times are those of a machine shared with other jobs: they are not throughput figures.",
+            table,
+            f"From {rows[0]['images']} to {rows[-1]['images']} images the peaks change by "
+            f"{growth['peak_main_rss_mib']} MiB (main RSS), {growth['peak_total_rss_mib']} MiB (RSS, main + workers) and "
+            f"{growth['peak_total_pss_mib']} MiB (PSS, main + workers), {data['pss_bytes_per_added_image']} bytes of PSS "
+            "per added image. Per image the dataset keeps a relative path (fixed-width bytes) and a label; the folder "
+            "scan's transient path objects count too. Pixels live only in the batches in flight and in one 256-image "
+            "chunk of the mean/std pass, whose 2,000 images are the same at every size above 2,000.",
+            f"Bound: at both sizes the run's processes together stay under {data['bound_pss_mib']} MiB (PSS).",
+        ]
+    )
 
 
 if __name__ == "__main__":

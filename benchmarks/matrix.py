@@ -14,6 +14,7 @@ loses at most the runs in flight. ``--jobs K`` runs K cells at once, each in its
 ``results/matrix/PROFILE/``, the report to ``results/REPORT.md`` (``REPORT_PROFILE.md`` for the
 other profiles).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,9 +42,17 @@ def baseline_facts(profile: Profile, model: str, cache: Path) -> dict[str, Any]:
     history = [json.loads(line) for line in (ckpt.parent / "metrics.jsonl").read_text().splitlines()]
     net, shape = load(ckpt), tuple(read_meta(ckpt)["input_shape"])
     spec = {b.model: b for b in BASELINES[profile.baselines]}[model]
-    return {"path": str(ckpt), "profile": profile.baselines, "epochs": len(history),
-            "top1": history[-1].get("test_top1"), "params": count_params(net), "macs": count_macs(net, shape),
-            "dataset": spec.dataset, "dataset_options": spec.dataset_options, **convergence(history)}
+    return {
+        "path": str(ckpt),
+        "profile": profile.baselines,
+        "epochs": len(history),
+        "top1": history[-1].get("test_top1"),
+        "params": count_params(net),
+        "macs": count_macs(net, shape),
+        "dataset": spec.dataset,
+        "dataset_options": spec.dataset_options,
+        **convergence(history),
+    }
 
 
 def _one_thread_env() -> dict[str, str]:
@@ -67,9 +76,12 @@ def run_jobs(argvs: list[list[str]], jobs: int, env: dict[str, str], label: str)
             running.remove(item)
             name = argv[-1]
             ok = proc.returncode == 0
-            print(f"[{label}] {name}: {'done' if ok else f'FAILED (exit {proc.returncode})'} "
-                  f"in {time.perf_counter() - t0:.0f}s; {len(pending)} waiting, {len(running)} running",
-                  file=sys.stderr, flush=True)
+            print(
+                f"[{label}] {name}: {'done' if ok else f'FAILED (exit {proc.returncode})'} "
+                f"in {time.perf_counter() - t0:.0f}s; {len(pending)} waiting, {len(running)} running",
+                file=sys.stderr,
+                flush=True,
+            )
             if not ok:
                 failed.append(name)
     return failed
@@ -88,8 +100,9 @@ def _train_baselines(profile: Profile, models: list[str], cache: Path, jobs: int
     if not todo or profile.baselines in FIXED_ROOTS:
         return
     script = str(Path(__file__).resolve())  # ensure_baseline only: no tables written, no timing
-    argvs = [[sys.executable, script, "--profile", profile.name, "--cache", str(cache), "--train-baseline", m]
-             for m in todo]
+    argvs = [
+        [sys.executable, script, "--profile", profile.name, "--cache", str(cache), "--train-baseline", m] for m in todo
+    ]
     failed = run_jobs(argvs, jobs, env, "baseline")
     if failed:
         raise SystemExit(f"baseline training failed for {', '.join(failed)}; see the log above")
@@ -106,8 +119,11 @@ def _run_one(args: argparse.Namespace, profile: Profile) -> int:
     facts = baseline_facts(profile, cell.model, args.cache)
     out = args.results / profile.name / f"{cell.name}.json"
     result = run_cell(cell, profile, Path(facts["path"]), facts, out)
-    print(f"{cell.name}: top-1 {result.top1}, cut {result.top1_cut_raw} -> {result.top1_cut} (recalibrated), "
-          f"{100 * result.achieved:.1f}% reduction, {result.wall_s:.0f}s", file=sys.stderr)
+    print(
+        f"{cell.name}: top-1 {result.top1}, cut {result.top1_cut_raw} -> {result.top1_cut} (recalibrated), "
+        f"{100 * result.achieved:.1f}% reduction, {result.wall_s:.0f}s",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -153,12 +169,17 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         if not torch.cuda.is_available():
-            raise SystemExit(f"profile {profile.name!r} runs on a CUDA GPU, and torch {torch.__version__} sees none; "
-                             "on the CPU use --profile converged (or tiny, to try the harness)")
+            raise SystemExit(
+                f"profile {profile.name!r} runs on a CUDA GPU, and torch {torch.__version__} sees none; "
+                "on the CPU use --profile converged (or tiny, to try the harness)"
+            )
     jobs = args.jobs or profile.jobs
     env = _one_thread_env()
-    print(f"profile {profile.name}: {len(chosen)} cells selected, {len(chosen) - len(todo)} done, "
-          f"{len(todo)} to run, {jobs} at a time", file=sys.stderr)
+    print(
+        f"profile {profile.name}: {len(chosen)} cells selected, {len(chosen) - len(todo)} done, "
+        f"{len(todo)} to run, {jobs} at a time",
+        file=sys.stderr,
+    )
     failed: list[str] = []
     if todo:
         models = sorted({c.model for c in todo})
@@ -175,8 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         build_report(profile, args.results, report)
         print(f"report: {report}", file=sys.stderr)
     if failed:
-        print(f"{len(failed)} cells failed (their logs are above; rerun to retry): {' '.join(failed)}",
-              file=sys.stderr)
+        print(f"{len(failed)} cells failed (their logs are above; rerun to retry): {' '.join(failed)}", file=sys.stderr)
         return 1
     return 0
 

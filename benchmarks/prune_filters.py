@@ -15,6 +15,7 @@ Two phases, so that accuracy runs can share the machine but timings cannot:
 
 Results: results/prune_filters_PROFILE.{json,md}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,8 +75,14 @@ def _tp_prune(model: torch.nn.Module, shape: tuple[int, ...], target: float) -> 
     def cut(ratio: float) -> torch.nn.Module:
         m = copy.deepcopy(model)
         head = [mod for mod in m.modules() if isinstance(mod, torch.nn.Linear)][-1:]
-        pruner = tp.pruner.MagnitudePruner(m, x, importance=tp.importance.MagnitudeImportance(p=1),
-                                           global_pruning=True, pruning_ratio=ratio, ignored_layers=head)
+        pruner = tp.pruner.MagnitudePruner(
+            m,
+            x,
+            importance=tp.importance.MagnitudeImportance(p=1),
+            global_pruning=True,
+            pruning_ratio=ratio,
+            ignored_layers=head,
+        )
         pruner.step()
         return m
 
@@ -101,28 +108,60 @@ def run_one(ckpt: Path, method: str, target: float, budget: Budget, out: Path) -
     shape = tuple(meta["input_shape"])
     t0 = time.perf_counter()
     if method == TP:
-        config = PruneConfig(method="l1", macs_reduction=target, finetune_epochs=budget.epochs,
-                             finetune_train=_train_overrides(budget), latency=False)
+        config = PruneConfig(
+            method="l1",
+            macs_reduction=target,
+            finetune_epochs=budget.epochs,
+            finetune_train=_train_overrides(budget),
+            latency=False,
+        )
         base = {"params": count_params(model), "macs": count_macs(model, shape)}
         pruned = _tp_prune(model, shape, target)
         cut_s = time.perf_counter() - t0
         top1_cut = top1_accuracy(pruned, test_set, torch.device("cpu"))
         finetune(pruned, "tft", model, train_set, None, config.train_config(budget.epochs), None)
-        record = {"top1_after_pruning": top1_cut, "top1": top1_accuracy(pruned, test_set, torch.device("cpu")),
-                  "rounds": 1,
-                  "prune_s": cut_s, "finetune_s": time.perf_counter() - t0 - cut_s,
-                  "achieved": 1 - count_macs(pruned, shape) / base["macs"]}
+        record = {
+            "top1_after_pruning": top1_cut,
+            "top1": top1_accuracy(pruned, test_set, torch.device("cpu")),
+            "rounds": 1,
+            "prune_s": cut_s,
+            "finetune_s": time.perf_counter() - t0 - cut_s,
+            "achieved": 1 - count_macs(pruned, shape) / base["macs"],
+        }
     else:
         name, extra = VARIANTS.get(method, (method, {}))
-        pruned, res = prune(model, name, macs_reduction=target, finetune_epochs=budget.epochs,
-                            finetune_train=_train_overrides(budget), train_set=train_set, test_set=test_set,
-                            latency=False, eval_each_epoch=False, evaluate_before=False, **extra)
-        record = {"top1_after_pruning": res.rounds[-1].top1_after_pruning, "top1": res.after["top1"],
-                  "rounds": len(res.rounds), "prune_s": res.timing_s["scoring"] + res.timing_s["surgery"],
-                  "finetune_s": res.timing_s["finetune"], "achieved": res.achieved,
-                  "per_round": [r.__dict__ for r in res.rounds], "notes": res.notes}
-    record.update({"method": method, "target": target, "params": count_params(pruned),
-                   "macs": count_macs(pruned, shape), "wall_s": time.perf_counter() - t0})
+        pruned, res = prune(
+            model,
+            name,
+            macs_reduction=target,
+            finetune_epochs=budget.epochs,
+            finetune_train=_train_overrides(budget),
+            train_set=train_set,
+            test_set=test_set,
+            latency=False,
+            eval_each_epoch=False,
+            evaluate_before=False,
+            **extra,
+        )
+        record = {
+            "top1_after_pruning": res.rounds[-1].top1_after_pruning,
+            "top1": res.after["top1"],
+            "rounds": len(res.rounds),
+            "prune_s": res.timing_s["scoring"] + res.timing_s["surgery"],
+            "finetune_s": res.timing_s["finetune"],
+            "achieved": res.achieved,
+            "per_round": [r.__dict__ for r in res.rounds],
+            "notes": res.notes,
+        }
+    record.update(
+        {
+            "method": method,
+            "target": target,
+            "params": count_params(pruned),
+            "macs": count_macs(pruned, shape),
+            "wall_s": time.perf_counter() - t0,
+        }
+    )
     out.mkdir(parents=True, exist_ok=True)
     save(pruned, out / "model.safetensors", {k: meta[k] for k in ("dataset", "input_shape", "normalisation")})
     (out / "record.json").write_text(json.dumps(record, indent=2))
@@ -142,8 +181,11 @@ def main(argv=None) -> int:
     p.add_argument("--methods", nargs="+", default=OURS + [TP])
     p.add_argument("--repeats", type=int, default=30, help="latency repeats per model and batch size")
     p.add_argument("--skip-latency", action="store_true", help="phase 1 only (e.g. while the machine is shared)")
-    p.add_argument("--cached-only", action="store_true",
-                   help="report the runs already in the cache, list the others as not run, train nothing")
+    p.add_argument(
+        "--cached-only",
+        action="store_true",
+        help="report the runs already in the cache, list the others as not run, train nothing",
+    )
     args = p.parse_args(argv)
     budget = BUDGETS[args.profile]
     torch.set_num_threads(torch.get_num_threads())
@@ -152,8 +194,9 @@ def main(argv=None) -> int:
     missing: list[str] = []
     for model in args.models:
         ckpt = ensure_baseline(model, args.profile)
-        base_eval = top1_accuracy(load(ckpt), checkpoint_dataset(ckpt, read_meta(ckpt), DATASET, "test", None)[1],
-                          torch.device("cpu"))
+        base_eval = top1_accuracy(
+            load(ckpt), checkpoint_dataset(ckpt, read_meta(ckpt), DATASET, "test", None)[1], torch.device("cpu")
+        )
         root = CACHE / "prune_filters" / args.profile / model
         runs: dict[tuple[float, str], dict] = {}
         for target in args.reductions:
@@ -167,42 +210,92 @@ def main(argv=None) -> int:
                 else:
                     print(f"[{model}] {method} at {target:.0%} ...", file=sys.stderr, flush=True)
                     rec = run_one(ckpt, method, target, budget, out)
-                    print(f"[{model}] {method} at {target:.0%}: top-1 {rec['top1']:.2f}% "
-                          f"({rec['wall_s']:.0f}s)", file=sys.stderr, flush=True)
+                    print(
+                        f"[{model}] {method} at {target:.0%}: top-1 {rec['top1']:.2f}% ({rec['wall_s']:.0f}s)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 runs[(target, method)] = rec
         lat_base = None
         if not args.skip_latency:
             lat_base = _latency(ckpt, args.repeats)
             for (target, method), rec in runs.items():
-                rec["latency_ms"] = _latency(root / f"{method}-{int(round(100 * target))}" / "model.safetensors",
-                                             args.repeats)
+                rec["latency_ms"] = _latency(
+                    root / f"{method}-{int(round(100 * target))}" / "model.safetensors", args.repeats
+                )
         base_m = load(ckpt)
         shape = tuple(read_meta(ckpt)["input_shape"])
-        base_info = {"top1": base_eval, "params": count_params(base_m), "macs": count_macs(base_m, shape),
-                     "latency_ms": lat_base}
-        data["models"][model] = {"baseline": base_info,
-                                 "runs": [dict(r, key=f"{m}@{t}") for (t, m), r in runs.items()]}
-        rows = [["(unpruned)", "-", f"{base_info['params'] / 1e6:.3f}", f"{base_info['macs'] / 1e6:.1f}", "-",
-                 f"{base_eval:.2f}", "1.00x" if lat_base else "-", "1.00x" if lat_base else "-", "-"]]
+        base_info = {
+            "top1": base_eval,
+            "params": count_params(base_m),
+            "macs": count_macs(base_m, shape),
+            "latency_ms": lat_base,
+        }
+        data["models"][model] = {"baseline": base_info, "runs": [dict(r, key=f"{m}@{t}") for (t, m), r in runs.items()]}
+        rows = [
+            [
+                "(unpruned)",
+                "-",
+                f"{base_info['params'] / 1e6:.3f}",
+                f"{base_info['macs'] / 1e6:.1f}",
+                "-",
+                f"{base_eval:.2f}",
+                "1.00x" if lat_base else "-",
+                "1.00x" if lat_base else "-",
+                "-",
+            ]
+        ]
         for (target, method), r in runs.items():
             lat = r.get("latency_ms")
             sp = [f"{lat_base[b] / lat[b]:.2f}x" if lat and lat_base else "-" for b in ("1", "64")]
-            rows.append([method, f"{100 * r['achieved']:.1f}", f"{r['params'] / 1e6:.3f}", f"{r['macs'] / 1e6:.1f}",
-                         f"{r['top1_after_pruning']:.2f}", f"{r['top1']:.2f}", *sp, f"{r['prune_s']:.1f}"])
-        sections.append(f"## {model}\n\n" + markdown_table(
-            ["method", "MACs reduction (%)", "params (M)", "MACs (M)", "top-1 after pruning (%)",
-             "top-1 after fine-tuning (%)", "speed-up b1", "speed-up b64", "scoring + surgery (s)"], rows))
+            rows.append(
+                [
+                    method,
+                    f"{100 * r['achieved']:.1f}",
+                    f"{r['params'] / 1e6:.3f}",
+                    f"{r['macs'] / 1e6:.1f}",
+                    f"{r['top1_after_pruning']:.2f}",
+                    f"{r['top1']:.2f}",
+                    *sp,
+                    f"{r['prune_s']:.1f}",
+                ]
+            )
+        sections.append(
+            f"## {model}\n\n"
+            + markdown_table(
+                [
+                    "method",
+                    "MACs reduction (%)",
+                    "params (M)",
+                    "MACs (M)",
+                    "top-1 after pruning (%)",
+                    "top-1 after fine-tuning (%)",
+                    "speed-up b1",
+                    "speed-up b64",
+                    "scoring + surgery (s)",
+                ],
+                rows,
+            )
+        )
     command = "python benchmarks/prune_filters.py " + " ".join(argv if argv is not None else sys.argv[1:])
     data["command"] = command
-    intro = (f"Fine-tuning, the same for every method: {budget.epochs} epochs in total"
-             + (f" of at most {budget.max_steps_per_epoch} steps" if budget.max_steps_per_epoch else "")
-             + f", batch {budget.batch_size}, SGD lr {budget.lr} cosine (per round for multi-round methods: "
-             "l1-capped runs 3 rounds of 1 epoch; `l1-capped-1r` is its criterion in one round). `tp-magnitude` is "
-             "Torch-Pruning's MagnitudePruner (L1, global) with its channel ratio bisected to the same MACs target, "
-             "then the same fine-tuning. Speed-up: median latency of the unpruned model over the pruned one, CPU, "
-             "measured back to back.")
-    write_report(f"prune_filters_{args.profile}", data, f"Filter pruning on Fashion-MNIST, profile `{args.profile}`",
-                 intro, sections, missing)
+    intro = (
+        f"Fine-tuning, the same for every method: {budget.epochs} epochs in total"
+        + (f" of at most {budget.max_steps_per_epoch} steps" if budget.max_steps_per_epoch else "")
+        + f", batch {budget.batch_size}, SGD lr {budget.lr} cosine (per round for multi-round methods: "
+        "l1-capped runs 3 rounds of 1 epoch; `l1-capped-1r` is its criterion in one round). `tp-magnitude` is "
+        "Torch-Pruning's MagnitudePruner (L1, global) with its channel ratio bisected to the same MACs target, "
+        "then the same fine-tuning. Speed-up: median latency of the unpruned model over the pruned one, CPU, "
+        "measured back to back."
+    )
+    write_report(
+        f"prune_filters_{args.profile}",
+        data,
+        f"Filter pruning on Fashion-MNIST, profile `{args.profile}`",
+        intro,
+        sections,
+        missing,
+    )
     return 0
 
 

@@ -18,6 +18,7 @@ Latency is measured afterwards for all runs back to back, as in prune_filters.py
 
 Results: results/prune_kernels_PROFILE.{json,md}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,12 @@ from secateurs import count_macs, count_params, load, read_meta
 from secateurs.pipeline.run import top1_accuracy
 from secateurs.runs import checkpoint_dataset
 
-HNSI = {"hnsi": {}, "hnsi-single-stage": {"single_stage": True}, "hnsi-no-rule": {"at_least_one": "none"},
-        "hnsi-rule-everywhere": {"at_least_one": "all"}}
+HNSI = {
+    "hnsi": {},
+    "hnsi-single-stage": {"single_stage": True},
+    "hnsi-no-rule": {"at_least_one": "none"},
+    "hnsi-rule-everywhere": {"at_least_one": "all"},
+}
 FILTERS = ["l1", "l1-capped"]
 # prune_filters.run_one runs a variant as prune(model, method, **extra).
 VARIANTS.update({name: ("hnsi", {"method_options": options}) for name, options in HNSI.items()})
@@ -46,17 +51,28 @@ VARIANTS.update({name: ("hnsi", {"method_options": options}) for name, options i
 def _shape_facts(path: Path, base: torch.nn.Module, shape: tuple[int, ...]) -> dict[str, Any]:
     """What the saved pruned model shows: dense and kernel-sparse MACs, params, input channels removed."""
     pruned = load(path)
-    widths = {n: m.in_channels if hasattr(m, "in_channels") else m.in_features
-              for n, m in pruned.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
-    removed = {n: (m.in_channels if hasattr(m, "in_channels") else m.in_features) - widths[n]
-               for n, m in base.named_modules() if n in widths}
-    return {"macs": count_macs(pruned, shape), "sparse_macs": count_macs(pruned, shape, sparse=True),
-            "params": count_params(pruned), "inputs_removed": {n: k for n, k in removed.items() if k},
-            "inputs_removed_total": sum(removed.values())}
+    widths = {
+        n: m.in_channels if hasattr(m, "in_channels") else m.in_features
+        for n, m in pruned.named_modules()
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+    }
+    removed = {
+        n: (m.in_channels if hasattr(m, "in_channels") else m.in_features) - widths[n]
+        for n, m in base.named_modules()
+        if n in widths
+    }
+    return {
+        "macs": count_macs(pruned, shape),
+        "sparse_macs": count_macs(pruned, shape, sparse=True),
+        "params": count_params(pruned),
+        "inputs_removed": {n: k for n, k in removed.items() if k},
+        "inputs_removed_total": sum(removed.values()),
+    }
 
 
-def _cached_run(root: Path, model: str, ckpt: Path, method: str, target: float, budget: Budget,
-                missing: list[str] | None) -> dict[str, Any] | None:
+def _cached_run(
+    root: Path, model: str, ckpt: Path, method: str, target: float, budget: Budget, missing: list[str] | None
+) -> dict[str, Any] | None:
     """The run's record, from the cache or run now (None: not cached and ``missing`` says not to run)."""
     out = root / f"{method}-{int(round(100 * target))}"
     if (out / "record.json").exists():
@@ -66,8 +82,11 @@ def _cached_run(root: Path, model: str, ckpt: Path, method: str, target: float, 
         return None
     print(f"[{model}] {method} at {target:.0%} ...", file=sys.stderr, flush=True)
     rec = run_one(ckpt, method, target, budget, out)
-    print(f"[{model}] {method} at {target:.0%}: top-1 {rec['top1']:.2f}% ({rec['wall_s']:.0f}s)",
-          file=sys.stderr, flush=True)
+    print(
+        f"[{model}] {method} at {target:.0%}: top-1 {rec['top1']:.2f}% ({rec['wall_s']:.0f}s)",
+        file=sys.stderr,
+        flush=True,
+    )
     return rec
 
 
@@ -79,11 +98,17 @@ def main(argv=None) -> int:
     p.add_argument("--methods", nargs="+", default=[*HNSI, *FILTERS])
     p.add_argument("--repeats", type=int, default=30, help="latency repeats per model and batch size")
     p.add_argument("--skip-latency", action="store_true", help="no latency (e.g. while the machine is shared)")
-    p.add_argument("--cached-only", action="store_true",
-                   help="report the runs already in the cache, list the others as not run, train nothing")
-    p.add_argument("--smoke", action="store_true",
-                   help="one fine-tuning step per epoch, in a cache and results file of their own: proves the "
-                        "script runs, measures nothing")
+    p.add_argument(
+        "--cached-only",
+        action="store_true",
+        help="report the runs already in the cache, list the others as not run, train nothing",
+    )
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="one fine-tuning step per epoch, in a cache and results file of their own: proves the "
+        "script runs, measures nothing",
+    )
     args = p.parse_args(argv)
     budget = BUDGETS[args.profile]
     name = f"prune_kernels_{args.profile}"
@@ -99,8 +124,9 @@ def main(argv=None) -> int:
         ckpt = ensure_baseline(model, args.profile)
         shape = tuple(read_meta(ckpt)["input_shape"])
         base_m = load(ckpt)
-        base_top1 = top1_accuracy(base_m, checkpoint_dataset(ckpt, read_meta(ckpt), DATASET, "test", None)[1],
-                                  torch.device("cpu"))
+        base_top1 = top1_accuracy(
+            base_m, checkpoint_dataset(ckpt, read_meta(ckpt), DATASET, "test", None)[1], torch.device("cpu")
+        )
         base = {"top1": base_top1, "params": count_params(base_m), "macs": count_macs(base_m, shape)}
         runs: dict[tuple[float, str], dict] = {}
         for target in args.reductions:
@@ -116,28 +142,64 @@ def main(argv=None) -> int:
                 rec["latency_ms"] = _latency(Path(rec["path"]), args.repeats)
         data["models"][model] = {"baseline": base, "runs": [dict(r, key=f"{m}@{t}") for (t, m), r in runs.items()]}
         lat_base = base.get("latency_ms")
-        rows = [["(unpruned)", "-", "-", "-", f"{base['params'] / 1e6:.3f}", f"{base_top1:.2f}",
-                 "1.00x" if lat_base else "-", "1.00x" if lat_base else "-", "-"]]
+        rows = [
+            [
+                "(unpruned)",
+                "-",
+                "-",
+                "-",
+                f"{base['params'] / 1e6:.3f}",
+                f"{base_top1:.2f}",
+                "1.00x" if lat_base else "-",
+                "1.00x" if lat_base else "-",
+                "-",
+            ]
+        ]
         for (target, method), r in runs.items():
             lat = r.get("latency_ms")
             speed = [f"{lat_base[b] / lat[b]:.2f}x" if lat and lat_base else "-" for b in ("1", "64")]
-            rows.append([method, f"{100 * (1 - r['sparse_macs'] / base['macs']):.1f}",
-                         f"{100 * (1 - r['macs'] / base['macs']):.1f}", r["inputs_removed_total"],
-                         f"{r['params'] / 1e6:.3f}", f"{r['top1']:.2f}", *speed, r["rounds"]])
-        sections.append(f"## {model}\n\n" + markdown_table(
-            ["method", "kernel-sparse MACs reduction (%)", "dense MACs reduction (%)", "input channels removed",
-             "params (M)", "top-1 after fine-tuning (%)", "speed-up b1", "speed-up b64", "rounds"], rows))
+            rows.append(
+                [
+                    method,
+                    f"{100 * (1 - r['sparse_macs'] / base['macs']):.1f}",
+                    f"{100 * (1 - r['macs'] / base['macs']):.1f}",
+                    r["inputs_removed_total"],
+                    f"{r['params'] / 1e6:.3f}",
+                    f"{r['top1']:.2f}",
+                    *speed,
+                    r["rounds"],
+                ]
+            )
+        sections.append(
+            f"## {model}\n\n"
+            + markdown_table(
+                [
+                    "method",
+                    "kernel-sparse MACs reduction (%)",
+                    "dense MACs reduction (%)",
+                    "input channels removed",
+                    "params (M)",
+                    "top-1 after fine-tuning (%)",
+                    "speed-up b1",
+                    "speed-up b64",
+                    "rounds",
+                ],
+                rows,
+            )
+        )
     command = "python benchmarks/prune_kernels.py " + " ".join(argv if argv is not None else sys.argv[1:])
     data["command"] = command
-    intro = (f"Fine-tuning, the same for every method: {budget.epochs} epochs in total"
-             + (f" of at most {budget.max_steps_per_epoch} steps" if budget.max_steps_per_epoch else "")
-             + f", batch {budget.batch_size}, SGD lr {budget.lr} cosine; hnsi gives stage 1 half of it (rounded "
-             "down) and stage 2 the rest, l1-capped runs 3 rounds. The target is the kernel-sparse MACs reduction "
-             "(kernels kept); for filter pruning it equals the dense one. Dense MACs and params are of the "
-             "materialised model; input channels removed: summed over the convs and linear layers of the model. "
-             "Speed-up: median latency of the unpruned model over the pruned one, CPU, dense kernels (a "
-             "kernel-sparse one would need sparse convolution kernels), measured back to back. Per-layer input "
-             "channels removed are in the JSON.")
+    intro = (
+        f"Fine-tuning, the same for every method: {budget.epochs} epochs in total"
+        + (f" of at most {budget.max_steps_per_epoch} steps" if budget.max_steps_per_epoch else "")
+        + f", batch {budget.batch_size}, SGD lr {budget.lr} cosine; hnsi gives stage 1 half of it (rounded "
+        "down) and stage 2 the rest, l1-capped runs 3 rounds. The target is the kernel-sparse MACs reduction "
+        "(kernels kept); for filter pruning it equals the dense one. Dense MACs and params are of the "
+        "materialised model; input channels removed: summed over the convs and linear layers of the model. "
+        "Speed-up: median latency of the unpruned model over the pruned one, CPU, dense kernels (a "
+        "kernel-sparse one would need sparse convolution kernels), measured back to back. Per-layer input "
+        "channels removed are in the JSON."
+    )
     title = f"Kernel pruning on Fashion-MNIST, profile `{args.profile}`" + (" (smoke test)" if args.smoke else "")
     write_report(name, data, title, intro, sections, missing)
     return 0

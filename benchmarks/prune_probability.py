@@ -6,6 +6,7 @@ with and without shift fusion, and a sweep of tau (params reduction against accu
 
 Results: results/prune_probability_PROFILE.{json,md} and prune_probability_PROFILE.png.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,18 +32,32 @@ REDUCTIONS = [0.1, 0.2]
 
 def _run(model, test_set, method: str, base_top1: float, **options: Any) -> dict[str, Any]:
     # Evaluating is most of the cost; a run that removed nothing left the model as it was.
-    pruned, res = prune(model, method, test_set=None, finetune="none", latency=False, evaluate_before=False,
-                        input_shape=(test_set.info.in_channels, test_set.info.image_size, test_set.info.image_size),
-                        **options)
+    pruned, res = prune(
+        model,
+        method,
+        test_set=None,
+        finetune="none",
+        latency=False,
+        evaluate_before=False,
+        input_shape=(test_set.info.in_channels, test_set.info.image_size, test_set.info.image_size),
+        **options,
+    )
     removed = res.rounds[0].channels_removed
     top1 = top1_accuracy(pruned, test_set, torch.device("cpu")) if removed else base_top1
     details = res.rounds[0].details
-    return {"method": method, "options": {k: v for k, v in options.items()}, "top1": top1,
-            "params": res.after["params"], "macs": res.after["macs"],
-            "params_reduction": 1 - res.after["params"] / res.before["params"],
-            "macs_reduction": 1 - res.after["macs"] / res.before["macs"],
-            "removed": res.rounds[0].channels_removed, "cases": details.get("cases"), "tau": details.get("tau"),
-            "time_s": res.timing_s["total"]}
+    return {
+        "method": method,
+        "options": {k: v for k, v in options.items()},
+        "top1": top1,
+        "params": res.after["params"],
+        "macs": res.after["macs"],
+        "params_reduction": 1 - res.after["params"] / res.before["params"],
+        "macs_reduction": 1 - res.after["macs"] / res.before["macs"],
+        "removed": res.rounds[0].channels_removed,
+        "cases": details.get("cases"),
+        "tau": details.get("tau"),
+        "time_s": res.timing_s["total"],
+    }
 
 
 def bench_model(name: str, profile: str) -> dict[str, Any]:
@@ -55,17 +70,22 @@ def bench_model(name: str, profile: str) -> dict[str, Any]:
     for tau in TAUS:
         r = _run(model, test_set, "probability", base_top1, method_options={"tau": tau})
         out["sweep"].append(r)
-        print(f"[{name}] tau {tau}: {100 * r['params_reduction']:.1f}% params, top-1 {r['top1']:.2f}%",
-              file=sys.stderr, flush=True)
+        print(
+            f"[{name}] tau {tau}: {100 * r['params_reduction']:.1f}% params, top-1 {r['top1']:.2f}%",
+            file=sys.stderr,
+            flush=True,
+        )
     head = next(r for r in out["sweep"] if r["tau"] == HEADLINE_TAU)
     out["compare"].append(head)
-    out["compare"].append(_run(model, test_set, "probability", base_top1,
-                               method_options={"tau": HEADLINE_TAU, "fuse": False}))
+    out["compare"].append(
+        _run(model, test_set, "probability", base_top1, method_options={"tau": HEADLINE_TAU, "fuse": False})
+    )
     targets = ([head["params_reduction"]] if head["params_reduction"] > 0 else []) + REDUCTIONS
     for target in targets:
         out["compare"].append(_run(model, test_set, "probability", base_top1, params_reduction=target))
-        out["compare"].append(_run(model, test_set, "probability", base_top1, params_reduction=target,
-                                   method_options={"fuse": False}))
+        out["compare"].append(
+            _run(model, test_set, "probability", base_top1, params_reduction=target, method_options={"fuse": False})
+        )
         for method in ("bn-scale", "l1"):
             out["compare"].append(_run(model, test_set, method, base_top1, params_reduction=target))
         print(f"[{name}] compared at {100 * target:.1f}% params", file=sys.stderr, flush=True)
@@ -82,7 +102,7 @@ def _plot(results: dict[str, Any], path) -> None:
     for name, res in results.items():
         xs = [100 * r["params_reduction"] for r in res["sweep"]]
         ys = [r["top1"] for r in res["sweep"]]
-        line, = ax.plot(xs, ys, marker="o", label=f"{name} probability (tau sweep)")
+        (line,) = ax.plot(xs, ys, marker="o", label=f"{name} probability (tau sweep)")
         ax.axhline(res["baseline_top1"], color=line.get_color(), linestyle=":", linewidth=1)
         for r in res["sweep"]:
             ax.annotate(f"{r['tau']}", (100 * r["params_reduction"], r["top1"]), fontsize=7)
@@ -125,28 +145,60 @@ def main(argv=None) -> int:
                 fused = r["options"].get("method_options", {}).get("fuse", True)
                 solved = "params_reduction" in r["options"]
                 label += f" tau={r['tau']:.4g}" + (" (solved)" if solved else "") + ("" if fused else ", no fusion")
-            rows.append([label, f"{100 * r['params_reduction']:.1f}", f"{100 * r['macs_reduction']:.1f}",
-                         r["removed"], f"{r['top1']:.2f}", f"{r['top1'] - res['baseline_top1']:+.2f}",
-                         ", ".join(f"{k}: {v}" for k, v in (r["cases"] or {}).items()) or "-"])
-        sweep = [[f"{r['tau']}", f"{100 * r['params_reduction']:.1f}", f"{100 * r['macs_reduction']:.1f}",
-                  r["removed"], f"{r['top1']:.2f}"] for r in res["sweep"]]
-        sections.append(f"## {name}\n\nAt tau = {HEADLINE_TAU}, and at the same params reductions, no fine-tuning:\n\n"
-                        + markdown_table(["method", "params reduction (%)", "MACs reduction (%)", "channels removed",
-                                          "top-1 (%)", "vs unpruned", "cases (BN before / after the DW conv)"], rows)
-                        + "\n\nSweep of tau (probability, fused):\n\n"
-                        + markdown_table(["tau", "params reduction (%)", "MACs reduction (%)", "channels removed",
-                                          "top-1 (%)"], sweep))
+            rows.append(
+                [
+                    label,
+                    f"{100 * r['params_reduction']:.1f}",
+                    f"{100 * r['macs_reduction']:.1f}",
+                    r["removed"],
+                    f"{r['top1']:.2f}",
+                    f"{r['top1'] - res['baseline_top1']:+.2f}",
+                    ", ".join(f"{k}: {v}" for k, v in (r["cases"] or {}).items()) or "-",
+                ]
+            )
+        sweep = [
+            [
+                f"{r['tau']}",
+                f"{100 * r['params_reduction']:.1f}",
+                f"{100 * r['macs_reduction']:.1f}",
+                r["removed"],
+                f"{r['top1']:.2f}",
+            ]
+            for r in res["sweep"]
+        ]
+        sections.append(
+            f"## {name}\n\nAt tau = {HEADLINE_TAU}, and at the same params reductions, no fine-tuning:\n\n"
+            + markdown_table(
+                [
+                    "method",
+                    "params reduction (%)",
+                    "MACs reduction (%)",
+                    "channels removed",
+                    "top-1 (%)",
+                    "vs unpruned",
+                    "cases (BN before / after the DW conv)",
+                ],
+                rows,
+            )
+            + "\n\nSweep of tau (probability, fused):\n\n"
+            + markdown_table(
+                ["tau", "params reduction (%)", "MACs reduction (%)", "channels removed", "top-1 (%)"], sweep
+            )
+        )
     data = {"machine": machine(), "command": command, "results": results}
-    md = "\n\n".join([
-        f"# Probability pruning on Fashion-MNIST, profile `{args.profile}`",
-        f"Machine: {machine_line(data['machine'])}", f"Command: `{command}`",
-        "No fine-tuning anywhere. Compared at the params reduction tau = 0.99 gives (when it removes anything) and at "
-        f"{', '.join(f'{100 * r:.0f}%' for r in REDUCTIONS)}: probability with tau solved for the reduction, with and "
-        "without fusion, and `bn-scale` and `l1` (global ranking) at the same reduction. Cases: `single` is a channel with one BN+ReLU point; "
-        "`yes/no` etc. are the flags of the BN before and after a depthwise conv. "
-        f"Plot: `{png.name}`.",
-        *sections,
-    ])
+    md = "\n\n".join(
+        [
+            f"# Probability pruning on Fashion-MNIST, profile `{args.profile}`",
+            f"Machine: {machine_line(data['machine'])}",
+            f"Command: `{command}`",
+            "No fine-tuning anywhere. Compared at the params reduction tau = 0.99 gives (when it removes anything) and at "
+            f"{', '.join(f'{100 * r:.0f}%' for r in REDUCTIONS)}: probability with tau solved for the reduction, with and "
+            "without fusion, and `bn-scale` and `l1` (global ranking) at the same reduction. Cases: `single` is a channel with one BN+ReLU point; "
+            "`yes/no` etc. are the flags of the BN before and after a depthwise conv. "
+            f"Plot: `{png.name}`.",
+            *sections,
+        ]
+    )
     write_results(f"prune_probability_{args.profile}", data, md)
     print(md)
     return 0

@@ -8,6 +8,7 @@ BN recalibration) and after fine-tuning, params, MACs, b64 speed-up, the differe
 A cell of the profile with no result file is shown as "not run", never filled in. Beside the
 markdown, ``REPORT.json`` holds the same statistics for programs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,19 @@ from _matrix_spec import PROFILES, VARIANTS, Profile, cells
 from secateurs._atomic import atomic_write
 
 HERE = Path(__file__).resolve().parent
-HEADERS = ["variant", "seeds", "reduction (%)", "params (M)", "MACs (M)", "top-1 cut, raw (%)",
-           "top-1 cut, BN recal. (%)", "top-1 final (%)", "vs reference", "b64 speed-up", "FT epochs"]
+HEADERS = [
+    "variant",
+    "seeds",
+    "reduction (%)",
+    "params (M)",
+    "MACs (M)",
+    "top-1 cut, raw (%)",
+    "top-1 cut, BN recal. (%)",
+    "top-1 final (%)",
+    "vs reference",
+    "b64 speed-up",
+    "FT epochs",
+]
 
 
 def default_report(profile: str) -> Path:
@@ -59,12 +71,24 @@ def _row(variant: str, runs: list[dict], reference: list[dict] | None) -> tuple[
     """A table row and its figures for REPORT.json."""
     top1, ref = Stat.of([r["top1"] for r in runs]), Stat.of([r["top1"] for r in reference or []])
     diff = difference(top1, ref) if top1 and ref and reference is not runs else None
-    row = [variant, str(len(runs)), _stat_text(runs, "achieved", 100, 1), _stat_text(runs, "params", 1e-6, 3),
-           _stat_text(runs, "macs", 1e-6, 1), _stat_text(runs, "top1_cut_raw"), _stat_text(runs, "top1_cut"),
-           _stat_text(runs, "top1"), "-" if diff is None else diff.text(), _stat_text(runs, "speedup_b64"),
-           str(runs[0]["finetune_epochs"])]
-    figures = {"seeds": [r["seed"] for r in runs], "top1": top1.__dict__ if top1 else None,
-               "diff_vs_reference": None if diff is None else diff.__dict__}
+    row = [
+        variant,
+        str(len(runs)),
+        _stat_text(runs, "achieved", 100, 1),
+        _stat_text(runs, "params", 1e-6, 3),
+        _stat_text(runs, "macs", 1e-6, 1),
+        _stat_text(runs, "top1_cut_raw"),
+        _stat_text(runs, "top1_cut"),
+        _stat_text(runs, "top1"),
+        "-" if diff is None else diff.text(),
+        _stat_text(runs, "speedup_b64"),
+        str(runs[0]["finetune_epochs"]),
+    ]
+    figures = {
+        "seeds": [r["seed"] for r in runs],
+        "top1": top1.__dict__ if top1 else None,
+        "diff_vs_reference": None if diff is None else diff.__dict__,
+    }
     return row, figures
 
 
@@ -90,8 +114,21 @@ def model_tables(profile: Profile, groups: dict) -> tuple[list[str], dict[str, A
         rows = []
         if any_run:
             b = any_run["baseline"]
-            rows.append(["(unpruned)", "-", "-", f"{b['params'] / 1e6:.3f}", f"{b['macs'] / 1e6:.1f}", "-", "-",
-                         f"{b['top1']:.2f}", "-", "1.00", "-"])
+            rows.append(
+                [
+                    "(unpruned)",
+                    "-",
+                    "-",
+                    f"{b['params'] / 1e6:.3f}",
+                    f"{b['macs'] / 1e6:.1f}",
+                    "-",
+                    "-",
+                    f"{b['top1']:.2f}",
+                    "-",
+                    "1.00",
+                    "-",
+                ]
+            )
         for v in variants:
             done = {r["seed"] for r in runs_of[v]}
             missing += [f"{model} {v} {target} seed {s}" for s in planned.get((model, target, v), []) if s not in done]
@@ -102,8 +139,10 @@ def model_tables(profile: Profile, groups: dict) -> tuple[list[str], dict[str, A
             rows.append(row)
             figures[f"{model}/{target}/{v}"] = fig
         command = f"python benchmarks/matrix.py --profile {profile.name} --models {model} --budgets {target}"
-        sections.append(f"### {model}, {target}\n\nCommand: `{command}`; reference for the difference: "
-                        f"`{ref_name or 'none run'}`\n\n" + markdown_table(HEADERS, rows))
+        sections.append(
+            f"### {model}, {target}\n\nCommand: `{command}`; reference for the difference: "
+            f"`{ref_name or 'none run'}`\n\n" + markdown_table(HEADERS, rows)
+        )
     return sections, figures, missing
 
 
@@ -112,6 +151,7 @@ def plot(groups: dict, path: Path) -> str:
     markdown that shows it, or says why there is none."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -123,13 +163,26 @@ def plot(groups: dict, path: Path) -> str:
     colours = plt.get_cmap("tab20").colors  # more variants than the default cycle's 10 colours
     for ax, model in zip(axes[0], models):
         for i, v in enumerate(sorted({v for m, t, v in groups if m == model and t.startswith("macs")})):
-            pts = sorted(((Stat.of([100 * r["achieved"] for r in rs]), Stat.of([r["top1"] for r in rs]))
-                          for (m, t, vv), rs in groups.items() if m == model and vv == v and t.startswith("macs")),
-                         key=lambda p: p[0].mean)
-            ax.errorbar([x.mean for x, _ in pts], [y.mean for _, y in pts], yerr=[y.std or 0 for _, y in pts],
-                        marker="osD^v<>"[i % 7], color=colours[i % len(colours)], capsize=3, label=v)
-        ax.set(title=model, xlabel="MACs reduction (%; kernel-sparse for hnsi)",
-               ylabel="test top-1 after fine-tuning (%)")
+            pts = sorted(
+                (
+                    (Stat.of([100 * r["achieved"] for r in rs]), Stat.of([r["top1"] for r in rs]))
+                    for (m, t, vv), rs in groups.items()
+                    if m == model and vv == v and t.startswith("macs")
+                ),
+                key=lambda p: p[0].mean,
+            )
+            ax.errorbar(
+                [x.mean for x, _ in pts],
+                [y.mean for _, y in pts],
+                yerr=[y.std or 0 for _, y in pts],
+                marker="osD^v<>"[i % 7],
+                color=colours[i % len(colours)],
+                capsize=3,
+                label=v,
+            )
+        ax.set(
+            title=model, xlabel="MACs reduction (%; kernel-sparse for hnsi)", ylabel="test top-1 after fine-tuning (%)"
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -146,10 +199,12 @@ def _header(profile: Profile, groups: dict, folder: Path) -> list[str]:
     recal = sorted({str(r["bn_recalibration"]) for r in runs})
     bases = {r["model"]: r["baseline"] for r in runs}
     conv = {None: "not enough epochs to tell", True: "converged", False: "NOT converged"}
-    base_text = "; ".join(f"{m}: {b.get('epochs', '?')} epochs, top-1 {b['top1']:.2f}%, "
-                          f"{conv[b.get('converged')]}" + ("" if b.get("last_gain") is None else
-                                                           f" (last 3 epochs {b['last_gain']:+.2f} point/epoch)")
-                          for m, b in sorted(bases.items()))
+    base_text = "; ".join(
+        f"{m}: {b.get('epochs', '?')} epochs, top-1 {b['top1']:.2f}%, "
+        f"{conv[b.get('converged')]}"
+        + ("" if b.get("last_gain") is None else f" (last 3 epochs {b['last_gain']:+.2f} point/epoch)")
+        for m, b in sorted(bases.items())
+    )
     variants = sorted({r["variant"] for r in runs})
     return [
         f"Profile `{profile.name}`: {profile.summary}. {len(runs)} runs in "
@@ -177,16 +232,25 @@ def build_report(profile: Profile, results: Path, out: Path) -> str:
     claims = pair_claim_rows(groups, planned) + probability_claim_rows(groups, planned)
     claim_md = markdown_table(["paper", "claim", "where", "our numbers (top-1 %)", "status"], claims)
     picture = plot(groups, out.parent / f"matrix_{profile.name}.png")
-    md = "\n\n".join([
-        f"# Which pruning method? The matrix, profile `{profile.name}`",
-        *_header(profile, groups, results / profile.name),
-        f"Rebuild this report: `python benchmarks/report.py --profile {profile.name}`; fill the matrix: "
-        f"`python benchmarks/matrix.py --profile {profile.name}`.",
-        "## Claims", "Status from the runs above: *met* / *not met* when the difference is significant, "
-        "*not significant* when it is within twice the combined standard error (or one seed only), "
-        "*not run yet* when a side has no run.", claim_md,
-        "## Accuracy against MACs reduction", picture, "## Tables", *sections,
-        "## Not run", ("; ".join(missing) + ".") if missing else "Every cell of the profile has a result."])
+    md = "\n\n".join(
+        [
+            f"# Which pruning method? The matrix, profile `{profile.name}`",
+            *_header(profile, groups, results / profile.name),
+            f"Rebuild this report: `python benchmarks/report.py --profile {profile.name}`; fill the matrix: "
+            f"`python benchmarks/matrix.py --profile {profile.name}`.",
+            "## Claims",
+            "Status from the runs above: *met* / *not met* when the difference is significant, "
+            "*not significant* when it is within twice the combined standard error (or one seed only), "
+            "*not run yet* when a side has no run.",
+            claim_md,
+            "## Accuracy against MACs reduction",
+            picture,
+            "## Tables",
+            *sections,
+            "## Not run",
+            ("; ".join(missing) + ".") if missing else "Every cell of the profile has a result.",
+        ]
+    )
     atomic_write(out, lambda tmp: tmp.write_text(md + "\n"))
     data = {"profile": profile.name, "figures": figures, "claims": claims, "missing": missing}
     atomic_write(out.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(data, indent=1) + "\n"))

@@ -10,6 +10,7 @@ that shows on a given CPU is what this measures.
 The weights are the zoo's initialisation (latency does not depend on their values), so no
 baseline is needed; run it on an idle machine (the report says when it was not).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,16 @@ SHAPE = (1, 32, 32)
 
 
 def pruned(model: torch.nn.Module, reduction: float, round_to: int) -> tuple[torch.nn.Module, float]:
-    out, result = secateurs.prune(model, "l1", macs_reduction=reduction, finetune="none", latency=False,
-                                  input_shape=SHAPE, round_to=round_to, evaluate_before=False)
+    out, result = secateurs.prune(
+        model,
+        "l1",
+        macs_reduction=reduction,
+        finetune="none",
+        latency=False,
+        input_shape=SHAPE,
+        round_to=round_to,
+        evaluate_before=False,
+    )
     return out, result.achieved
 
 
@@ -46,21 +55,39 @@ def main(argv: list[str] | None = None) -> int:
             d = c.to_dict()
             results.append({"model": name, "round_to": round_to, "macs_reduction": achieved, "comparison": d})
             b = d["batches"]
-            rows.append([name, round_to, f"{100 * achieved:.1f}",
-                         *(f"{b[k]['b']['median_ms']:.2f} ms ({b[k]['ratio']:.2f}x)" for k in ("1", "64")),
-                         "yes" if d["reliable"] else "no: " + "; ".join(d["reasons"])])
+            rows.append(
+                [
+                    name,
+                    round_to,
+                    f"{100 * achieved:.1f}",
+                    *(f"{b[k]['b']['median_ms']:.2f} ms ({b[k]['ratio']:.2f}x)" for k in ("1", "64")),
+                    "yes" if d["reliable"] else "no: " + "; ".join(d["reasons"]),
+                ]
+            )
             print(rows[-1], file=sys.stderr)
     m = machine()
     command = "python benchmarks/round_to.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    md = "\n\n".join([
-        "# `--round-to 8` against free widths: latency at the same MACs",
-        f"Machine: {machine_line(m)}", f"Command: `{command.strip()}`",
-        markdown_table(["model", "round_to", "MACs reduction (%)", "pruned b1 (speed-up)", "pruned b64 (speed-up)",
-                        "reliable"], rows),
-        "l1 to the MACs target, no fine-tuning; each pruned model timed interleaved with the unpruned one "
-        "(medians; speed-up = unpruned median / pruned median), at the thread count of "
-        "`secateurs.measure.compare.default_threads`.",
-    ])
+    md = "\n\n".join(
+        [
+            "# `--round-to 8` against free widths: latency at the same MACs",
+            f"Machine: {machine_line(m)}",
+            f"Command: `{command.strip()}`",
+            markdown_table(
+                [
+                    "model",
+                    "round_to",
+                    "MACs reduction (%)",
+                    "pruned b1 (speed-up)",
+                    "pruned b64 (speed-up)",
+                    "reliable",
+                ],
+                rows,
+            ),
+            "l1 to the MACs target, no fine-tuning; each pruned model timed interleaved with the unpruned one "
+            "(medians; speed-up = unpruned median / pruned median), at the thread count of "
+            "`secateurs.measure.compare.default_threads`.",
+        ]
+    )
     write_results("round_to", {"machine": m, "command": command, "results": results}, md)
     print(md)
     return 0

@@ -20,6 +20,7 @@ short on a shared CPU; one torch thread.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/torchvision_coverage.py [--models resnet18 ...]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,12 +41,31 @@ import secateurs
 from secateurs.graph import ChannelGraph, Unit, prune_channels, trace
 from secateurs.models._torchvision import import_torchvision
 
-MODELS = ["resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2", "mobilenet_v2", "mobilenet_v3_large",
-          "efficientnet_b0", "efficientnet_v2_s", "regnet_x_400mf", "regnet_y_400mf", "mnasnet1_0",
-          "shufflenet_v2_x1_0", "squeezenet1_0", "densenet121", "googlenet", "inception_v3", "vgg11_bn", "alexnet",
-          "convnext_tiny"]
-OPTIONS = {"googlenet": {"aux_logits": False, "init_weights": True},
-           "inception_v3": {"aux_logits": False, "init_weights": True}}
+MODELS = [
+    "resnet18",
+    "resnet50",
+    "resnext50_32x4d",
+    "wide_resnet50_2",
+    "mobilenet_v2",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+    "efficientnet_v2_s",
+    "regnet_x_400mf",
+    "regnet_y_400mf",
+    "mnasnet1_0",
+    "shufflenet_v2_x1_0",
+    "squeezenet1_0",
+    "densenet121",
+    "googlenet",
+    "inception_v3",
+    "vgg11_bn",
+    "alexnet",
+    "convnext_tiny",
+]
+OPTIONS = {
+    "googlenet": {"aux_logits": False, "init_weights": True},
+    "inception_v3": {"aux_logits": False, "init_weights": True},
+}
 SIDE = {"inception_v3": 96}
 TOLERANCE = 1e-9
 CLASSES = 10
@@ -124,18 +144,31 @@ def walk(model: nn.Module, graph: ChannelGraph, x: torch.Tensor) -> dict[str, An
             inexact.append(g.name)
         if (original - want).abs().max().item() <= 10 * TOLERANCE * scale:
             vacuous.append(g.name)
-    return {"groups_tried": len(graph.prunable_groups), "inexact": inexact, "worst_relative_error": worst,
-            "no_visible_effect": vacuous}
+    return {
+        "groups_tried": len(graph.prunable_groups),
+        "inexact": inexact,
+        "worst_relative_error": worst,
+        "no_visible_effect": vacuous,
+    }
 
 
 def ours(model: nn.Module, side: int) -> dict[str, Any]:
     t = time.perf_counter()
-    pruned, result = secateurs.prune(model, "l1", macs_reduction=0.5, finetune="none", latency=False,
-                                     evaluate_before=False, input_shape=(3, side, side))
+    pruned, result = secateurs.prune(
+        model,
+        "l1",
+        macs_reduction=0.5,
+        finetune="none",
+        latency=False,
+        evaluate_before=False,
+        input_shape=(3, side, side),
+    )
     seconds = time.perf_counter() - t
     shape = (3, side, side)
-    return {"seconds": round(seconds, 2),
-            "macs_reduction": round(1 - secateurs.count_macs(pruned, shape) / secateurs.count_macs(model, shape), 4)}
+    return {
+        "seconds": round(seconds, 2),
+        "macs_reduction": round(1 - secateurs.count_macs(pruned, shape) / secateurs.count_macs(model, shape), 4),
+    }
 
 
 def theirs(model: nn.Module, side: int) -> dict[str, Any]:
@@ -147,9 +180,15 @@ def theirs(model: nn.Module, side: int) -> dict[str, Any]:
     head = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == CLASSES]
     try:
         t = time.perf_counter()
-        pruner = tp.pruner.MagnitudePruner(model, x, importance=tp.importance.MagnitudeImportance(p=1),
-                                           global_pruning=True, pruning_ratio=0.9, iterative_steps=20,
-                                           ignored_layers=head)
+        pruner = tp.pruner.MagnitudePruner(
+            model,
+            x,
+            importance=tp.importance.MagnitudeImportance(p=1),
+            global_pruning=True,
+            pruning_ratio=0.9,
+            iterative_steps=20,
+            ignored_layers=head,
+        )
         macs, steps = base, 0
         while macs > 0.5 * base and steps < 20:
             pruner.step()
@@ -177,11 +216,15 @@ def one(name: str, with_tp: bool) -> dict[str, Any]:
         return row
     row["traced"] = True
     row["groups"], row["prunable"] = len(graph.groups), len(graph.prunable_groups)
-    row["not_prunable"] = [{"group": g.name, "size": g.size, "reason": g.reason}
-                           for g in graph.groups if not g.prunable]
+    row["not_prunable"] = [
+        {"group": g.name, "size": g.size, "reason": g.reason} for g in graph.groups if not g.prunable
+    ]
     double = model.double()
-    row["exactness"] = walk(double, trace(double, torch.zeros(1, 3, side, side, dtype=torch.float64)),
-                            torch.randn(1, 3, side, side, dtype=torch.float64, generator=torch.Generator().manual_seed(2)))
+    row["exactness"] = walk(
+        double,
+        trace(double, torch.zeros(1, 3, side, side, dtype=torch.float64)),
+        torch.randn(1, 3, side, side, dtype=torch.float64, generator=torch.Generator().manual_seed(2)),
+    )
     model = model.float()
     row["ours"] = ours(model, side)
     if with_tp:
@@ -206,9 +249,16 @@ def report(rows: list[dict], data: dict) -> str:
         ex = r["exactness"]
         exact = "all" if not ex["inexact"] else f"{len(ex['inexact'])} inexact"
         quiet = f"; {len(ex['no_visible_effect'])} without visible effect" if ex["no_visible_effect"] else ""
-        table.append([r["model"], "yes", f"{r['prunable']}/{r['groups']}",
-                      f"{exact} of {ex['groups_tried']} (worst {ex['worst_relative_error']:.1e}{quiet})",
-                      _cell(r.get("ours")), _cell(r.get("torch_pruning"))])
+        table.append(
+            [
+                r["model"],
+                "yes",
+                f"{r['prunable']}/{r['groups']}",
+                f"{exact} of {ex['groups_tried']} (worst {ex['worst_relative_error']:.1e}{quiet})",
+                _cell(r.get("ours")),
+                _cell(r.get("torch_pruning")),
+            ]
+        )
     reasons = []
     for r in rows:
         for g in r.get("not_prunable", []):
@@ -217,14 +267,20 @@ def report(rows: list[dict], data: dict) -> str:
     sections = [
         "Groups: prunable / all (every model also keeps its input and output channels). Exact: groups whose removal "
         "(one unit per conv group) equals zeroing in float64 within 1e-9 of the output scale, of the groups tried "
-        "(all prunable ones); a removal \"without visible effect\" moved the output by less than 1e-8 of its scale (the "
+        '(all prunable ones); a removal "without visible effect" moved the output by less than 1e-8 of its scale (the '
         "unit's channels are dead after a ReLU on this input), so its check proves little. Time: `prune(l1, 50% MACs, no fine-tuning)` end to end, MACs reduction reached in "
         "brackets; Torch-Pruning: MagnitudePruner (L1, global) stepped to 50% MACs, dependency graph included.",
         markdown_table(["model", "traced", "groups prunable", "exact", "secateurs", "Torch-Pruning"], table),
         "## Groups kept, other than each network's input and output\n\n" + ("\n".join(reasons) or "none"),
     ]
-    return "\n\n".join(["# torchvision classification CNNs: coverage, exactness, time",
-                        f"Machine: {machine_line(data['machine'])}", f"Command: `{data['command']}`", *sections])
+    return "\n\n".join(
+        [
+            "# torchvision classification CNNs: coverage, exactness, time",
+            f"Machine: {machine_line(data['machine'])}",
+            f"Command: `{data['command']}`",
+            *sections,
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,9 +298,13 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             rows.append({"model": name, "traced": False, "error": f"{type(e).__name__}: {e}"})
         print(rows[-1]["model"], {k: v for k, v in rows[-1].items() if k != "not_prunable"}, flush=True)
-    data = {"machine": machine(), "command": " ".join(["python", *sys.argv]), "rows": rows,
-            "torchvision": importlib.metadata.version("torchvision"),
-            "torch_pruning": importlib.metadata.version("torch-pruning") if with_tp else None}
+    data = {
+        "machine": machine(),
+        "command": " ".join(["python", *sys.argv]),
+        "rows": rows,
+        "torchvision": importlib.metadata.version("torchvision"),
+        "torch_pruning": importlib.metadata.version("torch-pruning") if with_tp else None,
+    }
     md = report(rows, data)
     write_results("torchvision_coverage", data, md)
     print(md)

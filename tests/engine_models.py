@@ -4,6 +4,7 @@ Every toy ends in a Linear (the network output, never prunable) or a conv, takes
 input shape in :data:`TOYS`, and keeps channel counts out of ``forward`` so that a
 narrowed copy still runs.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,8 +27,9 @@ def randomise(model: nn.Module, seed: int) -> torch.Generator:
 
 
 def conv_bn(cin: int, cout: int, k: int = 3, groups: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU())
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout), nn.ReLU()
+    )
 
 
 class Head(nn.Module):
@@ -47,9 +49,16 @@ class Conv1dNet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv1d(3, 8, 3, padding=1), nn.BatchNorm1d(8), nn.ReLU(),
-                                  nn.Conv1d(8, 6, 3, padding=1), nn.BatchNorm1d(6), nn.ReLU(),
-                                  nn.AdaptiveAvgPool1d(1), nn.Flatten())
+        self.body = nn.Sequential(
+            nn.Conv1d(3, 8, 3, padding=1),
+            nn.BatchNorm1d(8),
+            nn.ReLU(),
+            nn.Conv1d(8, 6, 3, padding=1),
+            nn.BatchNorm1d(6),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool1d(1),
+            nn.Flatten(),
+        )
         self.fc = nn.Linear(6, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

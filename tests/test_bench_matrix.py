@@ -5,6 +5,7 @@ What is checked against an independent reference: the tables' mean ± std agains
 ``statistics`` over the result files, and the significance mark and claim statuses against
 figures computed by hand below.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,9 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 def _script(name: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(BENCH / name), *args], capture_output=True, text=True, env=env,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(BENCH / name), *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def _paths(tmp: Path) -> list[str]:
@@ -33,8 +35,23 @@ def _paths(tmp: Path) -> list[str]:
 def tiny_run(tmp_path_factory):
     """Two methods, two seeds, 50% MACs, two runs at a time: four result files and a report."""
     tmp = tmp_path_factory.mktemp("matrix")
-    args = ["--profile", "tiny", "--methods", "l1", "random", "--seeds", "0", "1", "--budgets", "50",
-            "--jobs", "2", *_paths(tmp), "--report", str(tmp / "REPORT.md")]
+    args = [
+        "--profile",
+        "tiny",
+        "--methods",
+        "l1",
+        "random",
+        "--seeds",
+        "0",
+        "1",
+        "--budgets",
+        "50",
+        "--jobs",
+        "2",
+        *_paths(tmp),
+        "--report",
+        str(tmp / "REPORT.md"),
+    ]
     done = _script("matrix.py", *args)
     assert done.returncode == 0, done.stderr[-3000:]
     assert not (BENCH / "results" / "baselines_tiny.md").exists()  # nothing written into the repository
@@ -57,8 +74,13 @@ def test_tiny_matrix_writes_one_result_per_cell(tiny_run):
 @pytest.mark.slow
 def test_tiny_report_tables_are_mean_and_std_over_seeds(tiny_run):
     tmp, _ = tiny_run
-    runs = {v: [json.loads((tmp / "results" / "tiny" / f"test_resnet__{v}__macs50__s{s}.json").read_text())["top1"]
-                for s in (0, 1)] for v in ("l1", "random")}
+    runs = {
+        v: [
+            json.loads((tmp / "results" / "tiny" / f"test_resnet__{v}__macs50__s{s}.json").read_text())["top1"]
+            for s in (0, 1)
+        ]
+        for v in ("l1", "random")
+    }
     md = (tmp / "REPORT.md").read_text()
     data = json.loads((tmp / "REPORT.json").read_text())
     for v, xs in runs.items():
@@ -83,18 +105,49 @@ def test_resumed_matrix_skips_finished_cells(tiny_run):
     assert {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json")} == stamps
 
 
-def _record(variant: str, seed: int, top1: float, params: int = 800, cut: float | None = None,
-            target: str = "macs50") -> dict:
+def _record(
+    variant: str, seed: int, top1: float, params: int = 800, cut: float | None = None, target: str = "macs50"
+) -> dict:
     """A result file as the runner writes it, with chosen figures."""
-    return {"cell": f"test_resnet__{variant}__{target}__s{seed}", "profile": "tiny", "model": "test_resnet",
-            "variant": variant, "method": variant, "target": target, "seed": seed,
-            "budget": {"epochs": 2}, "finetune": "tft", "finetune_epochs": 2, "bn_recalibration": 20,
-            "baseline": {"top1": 92.0, "params": 1000, "macs": 2000}, "achieved": 0.5, "params": params,
-            "macs": 1000, "sparse_macs": 1000, "top1_cut_raw": cut, "top1_cut": cut, "top1": top1, "rounds": 1,
-            "latency_b64_ms": {"baseline": 2.0, "pruned": 1.0}, "speedup_b64": 2.0, "wall_s": 10.0, "cpu_s": 9.0,
-            "finetune_s": 5.0, "notes": [], "details": {},
-            "machine": {"cpu": "test", "cpu_count": 2, "torch_threads": 1, "platform": "-", "python": "3",
-                        "torch": "2", "gpu": None, "date": "-"}}
+    return {
+        "cell": f"test_resnet__{variant}__{target}__s{seed}",
+        "profile": "tiny",
+        "model": "test_resnet",
+        "variant": variant,
+        "method": variant,
+        "target": target,
+        "seed": seed,
+        "budget": {"epochs": 2},
+        "finetune": "tft",
+        "finetune_epochs": 2,
+        "bn_recalibration": 20,
+        "baseline": {"top1": 92.0, "params": 1000, "macs": 2000},
+        "achieved": 0.5,
+        "params": params,
+        "macs": 1000,
+        "sparse_macs": 1000,
+        "top1_cut_raw": cut,
+        "top1_cut": cut,
+        "top1": top1,
+        "rounds": 1,
+        "latency_b64_ms": {"baseline": 2.0, "pruned": 1.0},
+        "speedup_b64": 2.0,
+        "wall_s": 10.0,
+        "cpu_s": 9.0,
+        "finetune_s": 5.0,
+        "notes": [],
+        "details": {},
+        "machine": {
+            "cpu": "test",
+            "cpu_count": 2,
+            "torch_threads": 1,
+            "platform": "-",
+            "python": "3",
+            "torch": "2",
+            "gpu": None,
+            "date": "-",
+        },
+    }
 
 
 def test_significance_and_claims_match_a_hand_computation(tmp_path):
@@ -105,15 +158,27 @@ def test_significance_and_claims_match_a_hand_computation(tmp_path):
     params, 0.30 point lost: met."""
     folder = tmp_path / "results" / "tiny"
     folder.mkdir(parents=True)
-    values = {"l1": [90.0, 90.2, 90.4], "l1-capped": [90.8, 91.0, 91.2], "fcs": [90.1, 90.5, 90.9],
-              "tp-magnitude": [80.0]}
+    values = {
+        "l1": [90.0, 90.2, 90.4],
+        "l1-capped": [90.8, 91.0, 91.2],
+        "fcs": [90.1, 90.5, 90.9],
+        "tp-magnitude": [80.0],
+    }
     records = [_record(v, s, x) for v, xs in values.items() for s, x in enumerate(xs)]
     records += [_record("probability-tau0.99", s, 91.7, params=800, cut=91.7, target="own") for s in range(2)]
     records += [_record("l1", s, 85.0, target="macs75") for s in range(2)]  # a second point on l1's curve
     for r in records:
         (folder / f"{r['cell']}.json").write_text(json.dumps(r))
-    done = _script("report.py", "--profile", "tiny", "--results", str(tmp_path / "results"),
-                   "--report", str(tmp_path / "REPORT.md"), timeout=300)
+    done = _script(
+        "report.py",
+        "--profile",
+        "tiny",
+        "--results",
+        str(tmp_path / "results"),
+        "--report",
+        str(tmp_path / "REPORT.md"),
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     md = (tmp_path / "REPORT.md").read_text()
     section = md.split("### test_resnet, macs50")[1].split("###")[0]
@@ -127,7 +192,9 @@ def test_significance_and_claims_match_a_hand_computation(tmp_path):
     assert claims[("l1-capped vs tp-magnitude", "test_resnet, macs50")] == "not significant"
     assert claims[("hnsi vs l1", "test_resnet, macs50")] == "not run yet"
     assert ("![top-1 against MACs reduction](matrix_tiny.png)" in md) == (tmp_path / "matrix_tiny.png").exists()
-    prob = next(c for c in json.loads((tmp_path / "REPORT.json").read_text())["claims"] if c[0].endswith("(probability)"))
+    prob = next(
+        c for c in json.loads((tmp_path / "REPORT.json").read_text())["claims"] if c[0].endswith("(probability)")
+    )
     assert prob[4] == "met" and "params -20.0" in prob[3] and "lost 0.30" in prob[3]
 
 

@@ -2,6 +2,7 @@
 (forward hooks, float64, one ``torch.var_mean`` over all batches), what it must leave alone,
 and its place in the pruning run (metrics, defaults, resume). Under torchrun:
 test_bn_recalibration_ddp.py."""
+
 from __future__ import annotations
 
 import copy
@@ -29,8 +30,16 @@ class Net2d(nn.Module):
 
     def __init__(self, bn: type = nn.BatchNorm2d) -> None:
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), bn(6), nn.ReLU(), nn.Dropout(0.5),
-                                      nn.Conv2d(6, 5, 3), bn(5), nn.AdaptiveAvgPool2d(2), nn.Flatten())
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 6, 3, padding=1),
+            bn(6),
+            nn.ReLU(),
+            nn.Dropout(0.5),
+            nn.Conv2d(6, 5, 3),
+            bn(5),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+        )
         self.head = nn.Sequential(nn.Linear(20, 7), nn.BatchNorm1d(7), nn.ReLU(), nn.Linear(7, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -51,8 +60,12 @@ class Net1d3d(nn.Module):
         return a.mean((1, 2)) + b.mean((1, 2, 3, 4))
 
 
-MODELS = {"bn2d+bn1d": Net2d, "bn1d(N,C,L)+bn3d": Net1d3d, "syncbn": lambda: Net2d(nn.SyncBatchNorm),
-          "global-bn": lambda: Net2d(GlobalBatchNorm2d)}
+MODELS = {
+    "bn2d+bn1d": Net2d,
+    "bn1d(N,C,L)+bn3d": Net1d3d,
+    "syncbn": lambda: Net2d(nn.SyncBatchNorm),
+    "global-bn": lambda: Net2d(GlobalBatchNorm2d),
+}
 
 
 def _model(name: str) -> nn.Module:
@@ -77,8 +90,11 @@ def _record_bn_inputs(model: nn.Module) -> tuple[dict[str, list[torch.Tensor]], 
     hooks = []
     for name, m in model.named_modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            hooks.append(m.register_forward_pre_hook(
-                lambda mod, args, name=name: seen.setdefault(name, []).append(args[0].detach().double().clone())))
+            hooks.append(
+                m.register_forward_pre_hook(
+                    lambda mod, args, name=name: seen.setdefault(name, []).append(args[0].detach().double().clone())
+                )
+            )
     return seen, hooks
 
 
@@ -113,7 +129,9 @@ def test_bn_layers_run_in_train_mode_and_the_rest_in_eval_mode():
     def record(name: str):
         def hook(module: nn.Module, args, out) -> None:
             modes.setdefault(name, module.training)
+
         return hook
+
     for name, m in model.named_modules():
         if name:
             m.register_forward_hook(record(name))
@@ -129,8 +147,10 @@ def test_nothing_but_bn_statistics_changes_and_modes_classes_momenta_are_restore
     model.head.eval()
     model.features[1].momentum = None
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    state = [(m, m.training, type(m), getattr(m, "momentum", None), getattr(m, "track_running_stats", None))
-             for m in model.modules()]
+    state = [
+        (m, m.training, type(m), getattr(m, "momentum", None), getattr(m, "track_running_stats", None))
+        for m in model.modules()
+    ]
     recalibrate_bn(model, [(x, torch.zeros(len(x))) for x in _batches()])  # (x, y) batches as a loader gives
     after = model.state_dict()
     for k, v in before.items():
@@ -138,8 +158,10 @@ def test_nothing_but_bn_statistics_changes_and_modes_classes_momenta_are_restore
             assert not torch.equal(after[k], v), k
         else:
             assert torch.equal(after[k], v), k
-    assert [(m, m.training, type(m), getattr(m, "momentum", None), getattr(m, "track_running_stats", None))
-            for m in model.modules()] == state
+    assert [
+        (m, m.training, type(m), getattr(m, "momentum", None), getattr(m, "track_running_stats", None))
+        for m in model.modules()
+    ] == state
 
 
 def test_a_failing_pass_leaves_the_model_as_it_was():
@@ -167,14 +189,19 @@ def test_max_batches_and_no_batches():
 
 # --- a trained model ----------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def trained():
     kw = dict(num_samples=512, num_classes=10, image_size=16)
     train_set, test_set = load_dataset("synthetic", "train", **kw), load_dataset("synthetic", "test", **kw)
     torch.manual_seed(0)
     model = secateurs.create_model("test_resnet", num_classes=10, in_channels=3)
-    secateurs.train(model, train_set, None, secateurs.TrainConfig(epochs=6, batch_size=64, lr=0.05, augment=False,
-                                                                   progress=False, device="cpu"))
+    secateurs.train(
+        model,
+        train_set,
+        None,
+        secateurs.TrainConfig(epochs=6, batch_size=64, lr=0.05, augment=False, progress=False, device="cpu"),
+    )
     return model, train_set, test_set
 
 
@@ -225,10 +252,13 @@ def test_off_leaves_the_bn_buffers_as_surgery_left_them(trained):
 def test_defaults_probability_off_others_on_with_a_train_set():
     config = PruneConfig(method="l1", macs_reduction=0.5)
     assert (config.resolved_bn_recalibration(True), config.resolved_bn_recalibration(False)) == (
-        DEFAULT_BN_RECALIBRATION, 0)
+        DEFAULT_BN_RECALIBRATION,
+        0,
+    )
     assert PruneConfig(method="probability", params_reduction=0.2).resolved_bn_recalibration(True) == 0
-    assert PruneConfig(method="probability", params_reduction=0.2, bn_recalibration=3).resolved_bn_recalibration(
-        True) == 3
+    assert (
+        PruneConfig(method="probability", params_reduction=0.2, bn_recalibration=3).resolved_bn_recalibration(True) == 3
+    )
     assert PruneConfig(method="l1", macs_reduction=0.5, bn_recalibration=0).resolved_bn_recalibration(True) == 0
     with pytest.raises(ConfigError, match="bn_recalibration must be"):
         PruneConfig(method="l1", macs_reduction=0.5, bn_recalibration=-1)
@@ -237,8 +267,9 @@ def test_defaults_probability_off_others_on_with_a_train_set():
 @pytest.mark.parametrize("asked, batches", [(None, 0), (2, 2)])
 def test_probability_recalibrates_only_when_asked(trained, asked, batches):
     model, train_set, test_set = trained
-    _, result = _prune(model, train_set, test_set, "probability", macs_reduction=None, params_reduction=0.2,
-                       bn_recalibration=asked)
+    _, result = _prune(
+        model, train_set, test_set, "probability", macs_reduction=None, params_reduction=0.2, bn_recalibration=asked
+    )
     assert result.rounds[0].recalibration_batches == batches
     assert (result.rounds[0].top1_after_recalibration is None) == (batches == 0)
 
@@ -266,14 +297,27 @@ class Killed(Exception):
 def test_resume_with_recalibration_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     kw = dict(num_samples=128, num_classes=4)
     train_set, test_set = load_dataset("synthetic", "train", **kw), load_dataset("synthetic", "test", **kw)
-    options = dict(macs_reduction=0.5, rounds=3, finetune_epochs=6, latency=False, bn_recalibration=1,
-                   finetune_train={"batch_size": 64, "progress": False, "max_steps_per_epoch": 2})
+    options = dict(
+        macs_reduction=0.5,
+        rounds=3,
+        finetune_epochs=6,
+        latency=False,
+        bn_recalibration=1,
+        finetune_train={"batch_size": 64, "progress": False, "max_steps_per_epoch": 2},
+    )
 
     def run(name: str, resume: bool = False):
         torch.manual_seed(0)
         model = secateurs.create_model("test_resnet", num_classes=4, in_channels=3)
-        return secateurs.prune(model, "l1-capped", train_set=train_set, test_set=test_set, run_dir=tmp_path / name,
-                               resume=resume, **options)
+        return secateurs.prune(
+            model,
+            "l1-capped",
+            train_set=train_set,
+            test_set=test_set,
+            run_dir=tmp_path / name,
+            resume=resume,
+            **options,
+        )
 
     whole, whole_result = run("whole")
     real, writes = trainer._write_epoch, []
@@ -293,5 +337,6 @@ def test_resume_with_recalibration_matches_an_uninterrupted_run(tmp_path, monkey
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     figures = ("top1_after_cut", "top1_after_recalibration", "recalibration_batches")
     assert [[getattr(r, f) for f in figures] for r in result.rounds] == [
-        [getattr(r, f) for f in figures] for r in whole_result.rounds]
+        [getattr(r, f) for f in figures] for r in whole_result.rounds
+    ]
     assert all(r.recalibration_batches == 1 for r in result.rounds)

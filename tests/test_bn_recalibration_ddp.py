@@ -1,5 +1,6 @@
 """BN recalibration under torchrun: every rank ends with the same BN buffers, equal to one
 process's over the same global batches, directly and through ``secateurs prune``."""
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,13 @@ if __name__ == "__main__":
 
 
 def _torchrun(args: list[str], env: dict[str, str]) -> None:
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           *args], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -71,12 +77,35 @@ def test_cli_flag_and_recipe_key_under_torchrun_match_one_process(tmp_path):
     """The pipeline gives each rank every other batch: the run equals one process's."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     data = ["--dataset", "synthetic", "--dataset-option", "num_samples=256", "--dataset-option", "num_classes=4"]
-    assert main(["train", "--model", "test_resnet", *data, "--epochs", "1", "--batch-size", "64", "--no-progress",
-                 "--out", str(tmp_path / "base")]) == 0
-    (tmp_path / "recipe.yaml").write_text("method: l1\nmacs_reduction: 0.4\nfinetune: none\nlatency: false\n"
-                                          "bn_recalibration: 3\n")
-    args = ["prune", "--from", str(tmp_path / "base" / "model.safetensors"), "--recipe", str(tmp_path / "recipe.yaml"),
-            *data]
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "test_resnet",
+                *data,
+                "--epochs",
+                "1",
+                "--batch-size",
+                "64",
+                "--no-progress",
+                "--out",
+                str(tmp_path / "base"),
+            ]
+        )
+        == 0
+    )
+    (tmp_path / "recipe.yaml").write_text(
+        "method: l1\nmacs_reduction: 0.4\nfinetune: none\nlatency: false\nbn_recalibration: 3\n"
+    )
+    args = [
+        "prune",
+        "--from",
+        str(tmp_path / "base" / "model.safetensors"),
+        "--recipe",
+        str(tmp_path / "recipe.yaml"),
+        *data,
+    ]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     _torchrun(["-m", "secateurs.cli", *args, "--out", str(tmp_path / "two")], env)
     m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())

@@ -5,6 +5,7 @@ and count_macs / count_params of the result must equal what the solver predicted
 unit. Whether the target was met, the floors, the balance of grouped convs and the
 minimality of a plan are all read off the pruned models, not taken from the solver.
 """
+
 from __future__ import annotations
 
 import copy
@@ -42,8 +43,9 @@ def _zoo_params():
         marks = () if name.startswith("test_") else (pytest.mark.slow,)
         for scope in ("global", "layer"):
             for metric, target in CASES:
-                out.append(pytest.param(name, scope, metric, target, marks=marks,
-                                        id=f"{name}-{scope}-{metric}-{target}"))
+                out.append(
+                    pytest.param(name, scope, metric, target, marks=marks, id=f"{name}-{scope}-{metric}-{target}")
+                )
     return out
 
 
@@ -89,6 +91,7 @@ def group_index(graph):
         m = unit.members[0]
         group, ui = graph.locate(m.module, m.kind, m.index)
         return ids[id(group)], ui
+
     return where
 
 
@@ -96,9 +99,15 @@ def step_size(graph, gi: int) -> int:
     """Units removed at once from group ``gi``: one per conv group of every grouped conv it feeds."""
     keys = set()
     for unit in graph.groups[gi].units:
-        keys.add(tuple(sorted((m.module, graph.grouped_convs[m.module].group_of(m.kind, m.index))
-                              for m in unit.members
-                              if m.module in graph.grouped_convs and m.kind in ("in", "out"))))
+        keys.add(
+            tuple(
+                sorted(
+                    (m.module, graph.grouped_convs[m.module].group_of(m.kind, m.index))
+                    for m in unit.members
+                    if m.module in graph.grouped_convs and m.kind in ("in", "out")
+                )
+            )
+        )
     return len(keys)
 
 
@@ -106,11 +115,15 @@ def at_floor(graph, gi: int, pruned_widths, floors) -> bool:
     """No further step of group ``gi`` fits: one of its producer roles would go below its floor."""
     step = step_size(graph, gi)
     per_unit = Counter((m.module, m.kind) for m in graph.groups[gi].units[0].members)  # g for a shuffle position
-    return any(role in floors and pruned_widths[role] - step * per_unit[role] < floors[role]
-               for role in graph.groups[gi].layers if role[1] in ("out", "bn"))
+    return any(
+        role in floors and pruned_widths[role] - step * per_unit[role] < floors[role]
+        for role in graph.groups[gi].layers
+        if role[1] in ("out", "bn")
+    )
 
 
 # --- the zoo ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name, scope, metric, target", _zoo_params())
 def test_plans_are_exact_and_on_target(name, scope, metric, target):
@@ -147,8 +160,7 @@ def test_plans_are_exact_and_on_target(name, scope, metric, target):
         return
     # More than one point over: only where one step costs that much -- a channel of a tiny
     # model. Then the plan must be minimal: without its last step the target is not met.
-    assert name.startswith("test_"), \
-        f"{name} {scope} {metric}: {100 * achieved:.2f}% for {100 * target:.0f}%"
+    assert name.startswith("test_"), f"{name} {scope} {metric}: {100 * achieved:.2f}% for {100 * target:.0f}%"
     assert not graph.grouped_convs
     fewer = plan.units[:-1]  # both scopes end on their last single step (no grouped convs here)
     assert measure(cut(model, graph, fewer))[metric] > goal
@@ -174,10 +186,13 @@ def _check_same_ratio(graph, units, scores, pruned_widths, floors) -> None:
     def fits(r: Fraction) -> bool:
         return all(math.floor(r * steps[gi]) <= taken[gi] <= math.floor(r * steps[gi]) + 1 for gi in free)
 
-    assert any(fits(r) for r in candidates), [(graph.groups[gi].name, taken[gi], steps[gi], gi in free) for gi in scores]
+    assert any(fits(r) for r in candidates), [
+        (graph.groups[gi].name, taken[gi], steps[gi], gi in free) for gi in scores
+    ]
 
 
 # --- grouped convs ----------------------------------------------------------------------
+
 
 class GroupedToy(nn.Module):
     """conv1 feeds a conv with groups=2: conv1's and conv2's channels live in two halves."""
@@ -250,6 +265,7 @@ def test_grouped_conv_removals_stay_balanced(scope, target):
 
 # --- floors and refusals ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("scope", ["global", "layer"])
 @pytest.mark.parametrize("metric", ["macs", "params"])
 def test_an_unreachable_target_is_reported(scope, metric):
@@ -300,7 +316,7 @@ def test_global_scope_takes_the_lowest_scores():
     taken = {where(u) for u in plan.units}
     assert len(taken) == len(plan.units) > 0
     everything = sorted((float(scores[gi][ui]), (gi, ui)) for gi in scores for ui in range(graph.groups[gi].size))
-    assert {pos for _, pos in everything[:len(taken)]} == taken
+    assert {pos for _, pos in everything[: len(taken)]} == taken
     # and it stopped as soon as the target was met
     fewer = measure(cut(model, graph, plan.units[:-1]))["params"]
     assert fewer > 0.7 * cost.params >= plan.predicted["params"]

@@ -1,4 +1,5 @@
 """save/load: safetensors + JSON, no pickle, rebuilds narrowed layers, refuses damaged files."""
+
 from __future__ import annotations
 
 import struct
@@ -173,8 +174,13 @@ def test_state_tree_round_trip(tmp_path):
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model(torch.randn(2, 3, 8, 8)).sum().backward()
     opt.step()
-    tree = {"optimizer": opt.state_dict(), "rng": torch.get_rng_state(), "epoch": 3,
-            "history": [{"loss": 1.5, "name": "x"}], "pair": (1, None)}
+    tree = {
+        "optimizer": opt.state_dict(),
+        "rng": torch.get_rng_state(),
+        "epoch": 3,
+        "history": [{"loss": 1.5, "name": "x"}],
+        "pair": (1, None),
+    }
     restored = load_tree(save_tree(tmp_path / "s.safetensors", tree))
     assert restored["epoch"] == 3 and restored["history"] == tree["history"] and restored["pair"] == (1, None)
     assert torch.equal(restored["rng"], tree["rng"])
@@ -203,6 +209,8 @@ def test_layers_switched_for_ddp_are_still_recorded(tmp_path):
     model = _narrow(UserNet(8), [1, 4])
     set_global_batchnorm(model, True)
     header = read_header(save(model, tmp_path / "m.safetensors"))
-    assert header["layers"]["bn"] == {"type": "BatchNorm2d", "args": {
-        "num_features": 2, "eps": 1e-5, "momentum": 0.1, "affine": True, "track_running_stats": True}}
+    assert header["layers"]["bn"] == {
+        "type": "BatchNorm2d",
+        "args": {"num_features": 2, "eps": 1e-5, "momentum": 0.1, "affine": True, "track_running_stats": True},
+    }
     assert load(tmp_path / "m.safetensors", model=UserNet(8)).bn.num_features == 2

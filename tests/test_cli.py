@@ -1,4 +1,5 @@
 """The command line end to end on a tiny model and synthetic data."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,22 @@ from secateurs.io import load
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
-    code = main(["train", "--model", "test_mobilenet_v2", "--dataset", "synthetic", "--epochs", "2",
-                 "--batch-size", "64", "--no-progress", "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--model",
+            "test_mobilenet_v2",
+            "--dataset",
+            "synthetic",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "64",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     return out
 
@@ -35,8 +50,23 @@ def test_eval_reads_the_checkpoint(run_dir, capsys):
 
 
 def test_measure_reads_the_checkpoint(run_dir, capsys):
-    assert main(["measure", "--from", str(run_dir / "model.safetensors"), "--json", "--repeats", "2",
-                 "--warmup", "1", "--batch-sizes", "1,2"]) == 0
+    assert (
+        main(
+            [
+                "measure",
+                "--from",
+                str(run_dir / "model.safetensors"),
+                "--json",
+                "--repeats",
+                "2",
+                "--warmup",
+                "1",
+                "--batch-sizes",
+                "1,2",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     from secateurs.measure import count_macs, count_params
 
@@ -63,15 +93,18 @@ def test_resume_of_a_finished_run_adds_nothing(run_dir):
     assert (run_dir / "metrics.jsonl").read_text() == before
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["train", "--model", "resnet5", "--dataset", "synthetic", "--out", "{tmp}/x"], "unknown model 'resnet5'"),
-    (["train", "--model", "test_resnet", "--dataset", "cifar11", "--out", "{tmp}/x"], "unknown dataset 'cifar11'"),
-    (["eval", "--from", "{tmp}/missing.safetensors"], "missing.safetensors"),
-    (["export", "--from", "{ckpt}", "--format", "tflite", "--out", "{tmp}/m"], "tflite"),
-    (["train", "--resume", "--out", "{tmp}/never"], "never finished an epoch"),
-    (["train", "--resume", "--out", "{ckpt_dir}", "--lr", "0.5"], "differ from it"),
-    (["demo", "--out", "{ckpt_dir}"], "is not a demo run"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["train", "--model", "resnet5", "--dataset", "synthetic", "--out", "{tmp}/x"], "unknown model 'resnet5'"),
+        (["train", "--model", "test_resnet", "--dataset", "cifar11", "--out", "{tmp}/x"], "unknown dataset 'cifar11'"),
+        (["eval", "--from", "{tmp}/missing.safetensors"], "missing.safetensors"),
+        (["export", "--from", "{ckpt}", "--format", "tflite", "--out", "{tmp}/m"], "tflite"),
+        (["train", "--resume", "--out", "{tmp}/never"], "never finished an epoch"),
+        (["train", "--resume", "--out", "{ckpt_dir}", "--lr", "0.5"], "differ from it"),
+        (["demo", "--out", "{ckpt_dir}"], "is not a demo run"),
+    ],
+)
 def test_bad_input_is_one_clear_line(argv, needle, run_dir, tmp_path, capsys):
     argv = [a.format(tmp=tmp_path, ckpt=run_dir / "model.safetensors", ckpt_dir=run_dir) for a in argv]
     assert main(argv) == 2
@@ -81,17 +114,33 @@ def test_bad_input_is_one_clear_line(argv, needle, run_dir, tmp_path, capsys):
 
 def test_refused_train_writes_nothing(tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["train", "--model", "test_resnet", "--dataset", "synthetic", "--batch-size", "0",
-                 "--out", str(out)])
+    code = main(["train", "--model", "test_resnet", "--dataset", "synthetic", "--batch-size", "0", "--out", str(out)])
     assert code == 2 and "batch_size must be positive" in capsys.readouterr().err
     assert not out.exists()
 
 
 def test_dataset_options_reach_the_dataset_and_the_run_file(tmp_path):
     out = tmp_path / "run"
-    code = main(["train", "--model", "test_vgg", "--dataset", "synthetic", "--dataset-option", "num_samples=64",
-                 "--dataset-option", "num_classes=3", "--epochs", "1", "--batch-size", "32", "--no-progress",
-                 "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--model",
+            "test_vgg",
+            "--dataset",
+            "synthetic",
+            "--dataset-option",
+            "num_samples=64",
+            "--dataset-option",
+            "num_classes=3",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     run = json.loads((out / "run.json").read_text())
     assert run["dataset_options"] == {"num_samples": 64, "num_classes": 3}

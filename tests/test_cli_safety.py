@@ -4,6 +4,7 @@
 Every refusal is checked by hashing what was on disk before and after, not by trusting the
 exit code.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,14 +28,26 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 DATA = ["--dataset", "synthetic", "--dataset-option", "num_samples=64"]
 TRAIN = ["train", "--model", "test_resnet", *DATA, "--epochs", "1", "--batch-size", "32", "--no-progress"]
-PRUNE = ["--method", "l1", "--macs-reduction", "0.3", "--finetune", "none", "--no-latency",
-         "--dataset-option", "num_samples=64"]
+PRUNE = [
+    "--method",
+    "l1",
+    "--macs-reduction",
+    "0.3",
+    "--finetune",
+    "none",
+    "--no-latency",
+    "--dataset-option",
+    "num_samples=64",
+]
 
 
 def snapshot(root: Path) -> dict[str, str]:
     """``{relative path: sha256}`` of every file under ``root`` (folders by their files)."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def one_line_error(capsys, *needles: str) -> str:
@@ -65,6 +78,7 @@ def user_dir(tmp_path) -> Path:
 
 # --- the three data-loss cases of the issue --------------------------------------------------
 
+
 def test_train_into_a_folder_holding_a_model_is_refused(user_dir, capsys):
     before = snapshot(user_dir)
     assert main([*TRAIN, "--out", str(user_dir)]) == 2
@@ -78,8 +92,9 @@ def test_train_overwrite_replaces_only_its_own_files(user_dir, capsys):
     after = snapshot(user_dir)
     assert after["model.safetensors"] != before["model.safetensors"]
     load(user_dir / "model.safetensors")  # now a secateurs checkpoint
-    assert {k: v for k, v in after.items() if k in before and k != "model.safetensors"} == \
-        {k: v for k, v in before.items() if k != "model.safetensors"}
+    assert {k: v for k, v in after.items() if k in before and k != "model.safetensors"} == {
+        k: v for k, v in before.items() if k != "model.safetensors"
+    }
     assert set(after) - set(before) == {"run.json", "state.safetensors", "metrics.jsonl"}
 
 
@@ -103,8 +118,21 @@ def test_prune_into_its_source_run_is_refused(run_dir, capsys):
 
 def test_demo_fresh_keeps_the_users_files(tmp_path, capsys):
     out = tmp_path / "demo"
-    argv = ["demo", "--out", str(out), "--model", "test_resnet", *DATA, "--epochs", "1",
-            "--max-steps-per-epoch", "1", "--finetune-epochs", "0", "--no-latency"]
+    argv = [
+        "demo",
+        "--out",
+        str(out),
+        "--model",
+        "test_resnet",
+        *DATA,
+        "--epochs",
+        "1",
+        "--max-steps-per-epoch",
+        "1",
+        "--finetune-epochs",
+        "0",
+        "--no-latency",
+    ]
     assert main(argv) == 0
     (out / "notes.txt").write_text("mine")
     (out / "sub").mkdir()
@@ -115,6 +143,7 @@ def test_demo_fresh_keeps_the_users_files(tmp_path, capsys):
 
 
 # --- the four traceback cases of the issue -------------------------------------------------
+
 
 @pytest.fixture
 def read_only(tmp_path, monkeypatch) -> Path:
@@ -128,6 +157,7 @@ def read_only(tmp_path, monkeypatch) -> Path:
     (ro / "keep.txt").write_text("x")
     ro.chmod(0o500)
     if os.geteuid() == 0:
+
         def under(path) -> bool:
             return Path(os.path.abspath(os.fspath(path))).is_relative_to(ro)
 
@@ -165,9 +195,11 @@ def read_only(tmp_path, monkeypatch) -> Path:
 def test_read_only_out_is_one_line(command, run_dir, read_only, capsys):
     before = snapshot(read_only)
     out = read_only / "out"
-    argv = {"train": [*TRAIN, "--out", str(out)],
-            "prune": ["prune", "--from", str(run_dir), "--out", str(out), *PRUNE],
-            "export": ["export", "--from", str(run_dir), "--format", "onnx", "--out", str(read_only / "m.onnx")]}
+    argv = {
+        "train": [*TRAIN, "--out", str(out)],
+        "prune": ["prune", "--from", str(run_dir), "--out", str(out), *PRUNE],
+        "export": ["export", "--from", str(run_dir), "--format", "onnx", "--out", str(read_only / "m.onnx")],
+    }
     assert main(argv[command]) == 2
     # As root the fixture makes the OS say EROFS; for anyone else chmod 0o500 says EACCES.
     one_line_error(capsys, "read-only file system" if os.geteuid() == 0 else "permission denied", str(read_only))
@@ -176,8 +208,9 @@ def test_read_only_out_is_one_line(command, run_dir, read_only, capsys):
 
 def test_export_to_a_directory_is_one_line(run_dir, tmp_path, capsys):
     (tmp_path / "d").mkdir()
-    assert main(["export", "--from", str(run_dir), "--format", "onnx", "--out", str(tmp_path / "d"),
-                 "--overwrite"]) == 2
+    assert (
+        main(["export", "--from", str(run_dir), "--format", "onnx", "--out", str(tmp_path / "d"), "--overwrite"]) == 2
+    )
     one_line_error(capsys, "is a directory", str(tmp_path / "d"))
     assert not any((tmp_path / "d").iterdir())
 
@@ -236,6 +269,7 @@ def test_a_pickle_checkpoint_is_named_and_never_loaded(kind, tmp_path, capsys):
 
 # --- nothing half-written ------------------------------------------------------------------
 
+
 def test_a_full_disk_mid_checkpoint_leaves_the_previous_one(tmp_path, monkeypatch, capsys):
     """Epoch 1 writes state + model; the disk fills while epoch 2 writes its state."""
     import secateurs.io._safefile as sf
@@ -261,10 +295,16 @@ def test_a_full_disk_mid_checkpoint_leaves_the_previous_one(tmp_path, monkeypatc
     assert len(load(out / "model.safetensors").state_dict()) > 0
 
 
-@pytest.mark.parametrize("code, words", [
-    (errno.EROFS, "read-only file system"), (errno.ENOTDIR, "not a directory"), (errno.EISDIR, "is a directory"),
-    (errno.ENOSPC, "no space left on device"), (errno.EACCES, "permission denied"),
-])
+@pytest.mark.parametrize(
+    "code, words",
+    [
+        (errno.EROFS, "read-only file system"),
+        (errno.ENOTDIR, "not a directory"),
+        (errno.EISDIR, "is a directory"),
+        (errno.ENOSPC, "no space left on device"),
+        (errno.EACCES, "permission denied"),
+    ],
+)
 def test_os_errors_at_the_boundary_are_one_line(code, words, monkeypatch, tmp_path, capsys):
     def fail(args):
         raise OSError(code, os.strerror(code), str(tmp_path / "x"))
@@ -276,6 +316,7 @@ def test_os_errors_at_the_boundary_are_one_line(code, words, monkeypatch, tmp_pa
 
 # --- the sweep: every writing command, an --out of a user's files ------------------------
 
+
 @pytest.mark.parametrize("command", ["train", "prune", "export-beside", "export-onto", "demo"])
 def test_sweep_a_users_folder_is_never_changed(command, run_dir, user_dir, capsys):
     before = snapshot(user_dir)
@@ -283,8 +324,15 @@ def test_sweep_a_users_folder_is_never_changed(command, run_dir, user_dir, capsy
         "train": [*TRAIN, "--out", str(user_dir)],
         "prune": ["prune", "--from", str(run_dir), "--out", str(user_dir), *PRUNE],
         "export-beside": ["export", "--from", str(run_dir), "--format", "onnx", "--out", str(user_dir / "m.onnx")],
-        "export-onto": ["export", "--from", str(run_dir), "--format", "onnx",
-                        "--out", str(user_dir / "model.safetensors")],
+        "export-onto": [
+            "export",
+            "--from",
+            str(run_dir),
+            "--format",
+            "onnx",
+            "--out",
+            str(user_dir / "model.safetensors"),
+        ],
         "demo": ["demo", "--out", str(user_dir), "--model", "test_resnet", *DATA, "--epochs", "1"],
     }[command]
     code = main(argv)
@@ -298,6 +346,7 @@ def test_sweep_a_users_folder_is_never_changed(command, run_dir, user_dir, capsy
 
 
 # --- help -------------------------------------------------------------------------------------
+
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:
     action = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
@@ -342,5 +391,5 @@ def test_train_flags_show_the_dataclass_defaults():
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_every_command_ends_with_examples(name):
     text = _subparsers()[name].format_help()
-    tail = text[text.index("examples:"):]
+    tail = text[text.index("examples:") :]
     assert f"secateurs {name}" in tail

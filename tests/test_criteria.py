@@ -3,6 +3,7 @@
 Every reference here is written out as literal numbers or computed with plain Python
 loops over the weights (``tolist()``), not with the torch expression the criterion uses.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,6 +26,7 @@ EXAMPLE = torch.zeros(1, 2, 8, 8)
 
 
 # --- helpers ----------------------------------------------------------------------------
+
 
 def rows(conv: nn.Module) -> list[list[float]]:
     """The filters of ``conv`` as Python lists, one per output channel."""
@@ -54,8 +56,7 @@ def capped_reference(filters: list[list[float]], alpha: float, q: float) -> list
     return [alpha * a / mean_l1 + (1 - alpha) * c / mean_cap for a, c in zip(l1, cap)]
 
 
-def scores_of(name: str, model: nn.Module, options: dict | None = None, example: torch.Tensor = EXAMPLE,
-              **ctx) -> dict:
+def scores_of(name: str, model: nn.Module, options: dict | None = None, example: torch.Tensor = EXAMPLE, **ctx) -> dict:
     method = get_method(name)
     graph = secateurs.trace(model, example)
     return method.score(ScoreContext(model, graph, method.make_options(options), **ctx))
@@ -64,14 +65,23 @@ def scores_of(name: str, model: nn.Module, options: dict | None = None, example:
 def small_net(seed: int = 0) -> nn.Sequential:
     """conv(2->4) BN ReLU conv(4->3) BN ReLU pool flatten linear(3->5): two prunable convs
     ("0" and "3"); the head's outputs are the network output and are not scored."""
-    m = nn.Sequential(nn.Conv2d(2, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
-                      nn.Conv2d(4, 3, 1), nn.BatchNorm2d(3), nn.ReLU(),
-                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 5))
+    m = nn.Sequential(
+        nn.Conv2d(2, 4, 3, bias=False),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 3, 1),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(3, 5),
+    )
     randomise(m, seed)
     return m
 
 
 # --- the registry -----------------------------------------------------------------------
+
 
 def test_every_documented_criterion_is_registered():
     assert {"l1", "l2", "l1-capped", "fpgm", "bn-scale", "feature-l1", "random"} <= set(list_methods())
@@ -86,6 +96,7 @@ def test_unknown_method_names_close_matches():
 
 # --- l1 / l2 ----------------------------------------------------------------------------
 
+
 def test_l1_and_l2_are_the_filter_norms():
     m = small_net()
     l1, l2 = scores_of("l1", m), scores_of("l2", m)
@@ -93,8 +104,9 @@ def test_l1_and_l2_are_the_filter_norms():
     for layer in ("0", "3"):
         filters = rows(m[int(layer)])
         assert l1[(layer, "out")].tolist() == pytest.approx([sum(abs(v) for v in f) for f in filters], rel=1e-6)
-        assert l2[(layer, "out")].tolist() == pytest.approx([math.sqrt(sum(v * v for v in f)) for f in filters],
-                                                            rel=1e-6)
+        assert l2[(layer, "out")].tolist() == pytest.approx(
+            [math.sqrt(sum(v * v for v in f)) for f in filters], rel=1e-6
+        )
 
 
 def test_l1_on_literal_filters():
@@ -117,9 +129,17 @@ C = [0.4, 0.3, -0.6, 0.5]
 
 def capped_net() -> nn.Sequential:
     torch.manual_seed(0)
-    m = nn.Sequential(nn.Conv2d(1, 3, 2, bias=False), nn.BatchNorm2d(3), nn.ReLU(),
-                      nn.Conv2d(3, 4, 1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
-                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    m = nn.Sequential(
+        nn.Conv2d(1, 3, 2, bias=False),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.Conv2d(3, 4, 1, bias=False),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 2),
+    )
     set_rows(m[0], [A, B, C])
     return m
 
@@ -133,8 +153,11 @@ def test_capped_reference_by_hand():
     assert quantile([abs(v) for v in A + B + C], 0.5) == pytest.approx(float(np.quantile(np.abs(A + B + C), 0.5)))
     assert quantile([abs(v) for v in A + B + C], 0.3) == pytest.approx(float(np.quantile(np.abs(A + B + C), 0.3)))
     # L1 = 9.17, 5.2, 1.8 (mean 5.39); capL1 = .72, 2.2, 1.75 (mean 4.67 / 3)
-    expected = [0.5 * 9.17 / 5.39 + 0.5 * 0.72 * 3 / 4.67, 0.5 * 5.2 / 5.39 + 0.5 * 2.2 * 3 / 4.67,
-                0.5 * 1.8 / 5.39 + 0.5 * 1.75 * 3 / 4.67]
+    expected = [
+        0.5 * 9.17 / 5.39 + 0.5 * 0.72 * 3 / 4.67,
+        0.5 * 5.2 / 5.39 + 0.5 * 2.2 * 3 / 4.67,
+        0.5 * 1.8 / 5.39 + 0.5 * 1.75 * 3 / 4.67,
+    ]
     assert capped_reference([A, B, C], 0.5, 0.5) == pytest.approx(expected)
 
 
@@ -144,8 +167,9 @@ def test_plain_l1_ranks_the_spiky_filter_first():
     assert l1[0] > l1[1] > l1[2]  # A > B > C
 
 
-@pytest.mark.parametrize("alpha, q", [(0.5, 0.5), (0.2, 0.5), (0.8, 0.5), (0.5, 0.3), (0.0, 0.9), (1.0, 0.5),
-                                      (0.5, 1.0)])
+@pytest.mark.parametrize(
+    "alpha, q", [(0.5, 0.5), (0.2, 0.5), (0.8, 0.5), (0.5, 0.3), (0.0, 0.9), (1.0, 0.5), (0.5, 1.0)]
+)
 def test_l1_capped_is_the_documented_formula(alpha, q):
     m = capped_net()
     got = scores_of("l1-capped", m, {"alpha": alpha, "q": q}, example=CAPPED_EXAMPLE)
@@ -172,10 +196,16 @@ def test_l1_capped_defaults_are_alpha_and_q_one_half():
     assert get_method("l1-capped").rounds == 3
 
 
-@pytest.mark.parametrize("options, needle", [
-    ({"alpha": 1.5}, "alpha"), ({"alpha": -0.1}, "alpha"), ({"q": 0}, "q"), ({"q": 1.5}, "q"),
-    ({"alpha": "high"}, "l1-capped"),
-])
+@pytest.mark.parametrize(
+    "options, needle",
+    [
+        ({"alpha": 1.5}, "alpha"),
+        ({"alpha": -0.1}, "alpha"),
+        ({"q": 0}, "q"),
+        ({"q": 1.5}, "q"),
+        ({"alpha": "high"}, "l1-capped"),
+    ],
+)
 def test_bad_l1_capped_options_are_refused(options, needle):
     with pytest.raises(ConfigError) as e:
         get_method("l1-capped").make_options(options)
@@ -200,14 +230,16 @@ def test_option_edges_are_accepted():
 
 # --- fpgm -------------------------------------------------------------------------------
 
+
 def test_fpgm_is_the_summed_distance_to_the_other_filters():
     m = small_net(1)
     got = scores_of("fpgm", m)
     assert set(got) == {("0", "out"), ("3", "out")}
     for layer in ("0", "3"):
         f = rows(m[int(layer)])
-        expected = [sum(math.sqrt(sum((a - b) ** 2 for a, b in zip(f[i], f[j]))) for j in range(len(f)))
-                    for i in range(len(f))]
+        expected = [
+            sum(math.sqrt(sum((a - b) ** 2 for a, b in zip(f[i], f[j]))) for j in range(len(f))) for i in range(len(f))
+        ]
         assert got[(layer, "out")].tolist() == pytest.approx(expected, rel=1e-5)
 
 
@@ -223,6 +255,7 @@ def test_fpgm_three_filters_on_a_line():
 
 # --- bn-scale ---------------------------------------------------------------------------
 
+
 def test_bn_scale_is_the_absolute_gamma():
     m = small_net()
     with torch.no_grad():
@@ -235,6 +268,7 @@ def test_bn_scale_is_the_absolute_gamma():
 
 
 # --- random -----------------------------------------------------------------------------
+
 
 def test_random_is_seeded():
     m = small_net()
@@ -255,6 +289,7 @@ def test_random_ignores_the_weights():
 
 
 # --- feature-l1 -------------------------------------------------------------------------
+
 
 def _channel_l1(maps: torch.Tensor) -> list[list[float]]:
     """Per sample, per channel: the L1 norm of the map, by loops."""
@@ -295,8 +330,15 @@ def test_feature_l1_restores_training_mode():
 
 def test_feature_l1_without_bn_takes_the_map_after_the_activation():
     g = torch.Generator().manual_seed(3)
-    m = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Conv2d(4, 3, 1), nn.ReLU6(),
-                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 5))
+    m = nn.Sequential(
+        nn.Conv2d(2, 4, 3),
+        nn.ReLU(),
+        nn.Conv2d(4, 3, 1),
+        nn.ReLU6(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(3, 5),
+    )
     with torch.no_grad():
         for p in m.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 2)
@@ -317,6 +359,7 @@ def test_feature_l1_needs_calibration_data():
 
 
 # --- unit scores ------------------------------------------------------------------------
+
 
 class TwoIntoOne(nn.Module):
     """A residual block: ``stem`` and ``conv2`` add into one stream, ``conv1`` stands alone."""
@@ -351,6 +394,7 @@ def _position(graph, module, kind, index):
 
 def _check_unit_scores(graph, got, layer_values, stream_layers, alone_layer, normalise):
     """``layer_values``: {module: Python list of raw scores}."""
+
     def norm(v):
         if not normalise:
             return list(v)

@@ -1,6 +1,7 @@
 """Tests of secateurs.data: the file parsers against files written here in the exact
 on-disk formats, the real Fashion-MNIST when installed, and the batch loader against
 per-sample reference implementations."""
+
 from __future__ import annotations
 
 import gzip
@@ -233,8 +234,11 @@ def write_cifar(root: Path, variant: str, fmt: str, pickler: str = "python2-orig
                 (folder / f"{name}.bin").write_bytes(data)
             else:
                 flat = np.stack([np.frombuffer(cifar_bytes(img), np.uint8) for img in images])
-                batch = {b"batch_label": b"training batch", b"data": flat,
-                         b"filenames": [b"img_%d.png" % i for i in range(len(images))]}
+                batch = {
+                    b"batch_label": b"training batch",
+                    b"data": flat,
+                    b"filenames": [b"img_%d.png" % i for i in range(len(images))],
+                }
                 if variant == "cifar10":
                     batch[b"labels"] = [int(f) for f in fine]
                 else:
@@ -449,6 +453,7 @@ def test_same_seed_and_epoch_replay_and_new_epoch_differs(synth: ImageDataset) -
 def test_two_ranks_split_each_global_batch_of_one_process(synth: ImageDataset, train: bool) -> None:
     """Rank r takes positions r::2 of the global order, so at every step the two half batches
     together are exactly the single-process batch (augmentation included)."""
+
     def batches(batch_size: int, rank: int, world_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         loader = make_loader(synth, LoaderConfig(batch_size=batch_size, train=train, seed=11), rank, world_size)
         loader.set_epoch(4)

@@ -1,6 +1,7 @@
 """``secateurs demo`` end to end at a tiny size (synthetic data, two steps per epoch): the
 baseline, the two pruning runs, the printed table read from their metrics.json, the
 report; and that it deletes or replaces nothing it did not write."""
+
 from __future__ import annotations
 
 import contextlib
@@ -14,8 +15,19 @@ from secateurs.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = ["--dataset", "synthetic", "--dataset-option", "num_samples=64", "--epochs", "1", "--max-steps-per-epoch",
-        "2", "--finetune-max-steps-per-epoch", "2", "--no-latency"]
+TINY = [
+    "--dataset",
+    "synthetic",
+    "--dataset-option",
+    "num_samples=64",
+    "--epochs",
+    "1",
+    "--max-steps-per-epoch",
+    "2",
+    "--finetune-max-steps-per-epoch",
+    "2",
+    "--no-latency",
+]
 
 
 def _demo(out, *extra):

@@ -1,4 +1,5 @@
 """The generated docs page matches the parser, so docs/cli.md cannot drift from --help."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +11,8 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 def test_cli_page_is_the_rendered_parser():
     assert (DOCS / "cli.md").read_text() == render(), (
-        "docs/cli.md is out of date: run `python -m secateurs._clidoc > docs/cli.md`")
+        "docs/cli.md is out of date: run `python -m secateurs._clidoc > docs/cli.md`"
+    )
 
 
 def test_cli_page_names_every_command_and_prune_flag():

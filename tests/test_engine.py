@@ -6,6 +6,7 @@ biases, BN scale and shift, in every coupled place). The zeroing, the choice of 
 subsets for grouped convs and the parameter-count prediction are written here from the
 units' members and the layers' shapes, not taken from the engine.
 """
+
 from __future__ import annotations
 
 import copy
@@ -28,8 +29,17 @@ from secateurs.graph import SURGEONS, ChannelGraph, ChannelGroup, Unit, prune_ch
 from secateurs.models import create_model, list_models
 
 # shufflenet_v1 (full size, slow in float64) is walked through test_shufflenet_v1.
-FULL_SIZE = ["resnet20", "resnet32", "resnet56", "resnet110", "vgg16", "mobilenet_v1", "mobilenet_v2", "shufflenet_v2",
-             "ghostnet"]
+FULL_SIZE = [
+    "resnet20",
+    "resnet32",
+    "resnet56",
+    "resnet110",
+    "vgg16",
+    "mobilenet_v1",
+    "mobilenet_v2",
+    "shufflenet_v2",
+    "ghostnet",
+]
 ZOO = sorted(n for n in list_models() if n.startswith("test_")) + FULL_SIZE
 IMAGE = (2, 3, 32, 32)
 TOLERANCE = 1e-5  # of the output scale; float64 leaves ~1e-12 of rounding
@@ -94,11 +104,16 @@ def toy(name: str) -> tuple[nn.Module, ChannelGraph]:
 
 
 def _cases(source, names) -> list:
-    return [pytest.param(name, gi, id=f"{name}-{gi}-{g.name}")
-            for name in names for gi, g in enumerate(source(name)[1].groups) if g.prunable]
+    return [
+        pytest.param(name, gi, id=f"{name}-{gi}-{g.name}")
+        for name in names
+        for gi, g in enumerate(source(name)[1].groups)
+        if g.prunable
+    ]
 
 
 # --- references -----------------------------------------------------------------------
+
 
 def zeroed(model: nn.Module, units: list[Unit]) -> nn.Module:
     """A copy of ``model`` in which every channel of ``units`` is exactly zero."""
@@ -150,6 +165,7 @@ def n_params(model: nn.Module) -> int:
 
 def conv_group_classes(group: ChannelGroup, graph: ChannelGraph) -> dict[tuple, list[int]]:
     """The group's unit positions classed by the conv groups their members fall in."""
+
     def signature(u: Unit) -> tuple:
         sig = []
         for m in u.members:
@@ -186,8 +202,7 @@ def request_for(units: list[Unit]) -> dict[str, list[int]]:
     return dict(request)
 
 
-def check_removal_equals_zeroing(model: nn.Module, graph: ChannelGraph, gi: int, x: torch.Tensor,
-                                 seed: int) -> None:
+def check_removal_equals_zeroing(model: nn.Module, graph: ChannelGraph, gi: int, x: torch.Tensor, seed: int) -> None:
     group = graph.groups[gi]
     units = [group.units[p] for p in balanced_subset(group, graph, random.Random(seed))]
     pruned = copy.deepcopy(model)
@@ -202,6 +217,7 @@ def check_removal_equals_zeroing(model: nn.Module, graph: ChannelGraph, gi: int,
 
 
 # --- every zoo model, every prunable group ---------------------------------------------
+
 
 @pytest.mark.parametrize("name, gi", _cases(structure, ZOO))
 def test_zoo_removal_equals_zeroing(name: str, gi: int) -> None:
@@ -218,6 +234,7 @@ def test_zoo_has_prunable_groups(name: str) -> None:
 
 def test_zoo_covers_every_family() -> None:
     """Every registered model is tested itself or through its family's test_* variant."""
+
     def covered(name: str) -> bool:
         return name in ZOO or f"test_{name}" in ZOO or f"test_{name.rstrip('0123456789')}" in ZOO
 
@@ -225,6 +242,7 @@ def test_zoo_covers_every_family() -> None:
 
 
 # --- a pruned model is a plain model ---------------------------------------------------
+
 
 def _prune_every_group(name: str) -> tuple[nn.Module, nn.Module, dict[tuple, int]]:
     model, graph = zoo(name, torch.float32)
@@ -264,18 +282,23 @@ def test_pruned_model_is_plain_and_round_trips(name: str, tmp_path) -> None:
         assert torch.equal(torch.fx.symbolic_trace(pruned)(x), out)
         regraph = trace(pruned, x)
         sizes = {g.layers: g.size for g in regraph.groups if g.prunable}
-        assert {k: sizes.get(k) for k in removed} == {g.layers: g.size - removed[g.layers]
-                                                      for g in zoo(name, torch.float32)[1].prunable_groups
-                                                      if g.layers in removed}
+        assert {k: sizes.get(k) for k in removed} == {
+            g.layers: g.size - removed[g.layers]
+            for g in zoo(name, torch.float32)[1].prunable_groups
+            if g.layers in removed
+        }
         path = secateurs.save(pruned, tmp_path / "pruned.safetensors")
         assert torch.equal(secateurs.load(path).eval()(x), out)
 
 
 # --- refusals leave the model untouched ------------------------------------------------
 
+
 def _snapshot(model: nn.Module) -> tuple:
-    return ({k: v.clone() for k, v in model.state_dict().items()},
-            [(n, repr(m), m.training) for n, m in model.named_modules()])
+    return (
+        {k: v.clone() for k, v in model.state_dict().items()},
+        [(n, repr(m), m.training) for n, m in model.named_modules()],
+    )
 
 
 def _assert_unchanged(model: nn.Module, snap: tuple) -> None:
@@ -288,19 +311,29 @@ def _assert_unchanged(model: nn.Module, snap: tuple) -> None:
 
 REFUSALS = [
     pytest.param("test_resnet", {"head.2": [0]}, "network output", id="network-output"),
-    pytest.param("test_shufflenet_v1", {"stages.4.branch.6": [0, 1]}, r"grouped conv \(3 groups of 16 output",
-                 id="uneven-grouped-conv"),
+    pytest.param(
+        "test_shufflenet_v1",
+        {"stages.4.branch.6": [0, 1]},
+        r"grouped conv \(3 groups of 16 output",
+        id="uneven-grouped-conv",
+    ),
     pytest.param("test_shufflenet_v1", {"stem.0": [0]}, "grouped conv 'stages.1.branch.0'", id="grouped-straddle"),
-    pytest.param("test_shufflenet_v1", {"stages.1.branch.0": [2]}, "fall in 2 of the 3 groups of grouped conv",
-                 id="shuffle-position-straddles-conv-groups"),
+    pytest.param(
+        "test_shufflenet_v1",
+        {"stages.1.branch.0": [2]},
+        "fall in 2 of the 3 groups of grouped conv",
+        id="shuffle-position-straddles-conv-groups",
+    ),
     pytest.param("test_vgg", {"features.0": [8]}, r"out of range: it has 8 output channels", id="index-range"),
     pytest.param("test_vgg", {"features.0": [-1]}, "out of range", id="negative-index"),
     pytest.param("test_vgg", {"features.0": [1.0]}, "not an integer", id="float-index"),
     pytest.param("test_vgg", {"features.0": 3}, "must be a list of indices", id="not-a-list"),
-    pytest.param("test_vgg", {"feature.0": [0]}, r"no module 'feature.0'; did you mean 'features.0'",
-                 id="unknown-name"),
-    pytest.param("test_vgg", {"features.0": list(range(8))}, "removes all 8 output channels of 'features.0'",
-                 id="all-channels"),
+    pytest.param(
+        "test_vgg", {"feature.0": [0]}, r"no module 'feature.0'; did you mean 'features.0'", id="unknown-name"
+    ),
+    pytest.param(
+        "test_vgg", {"features.0": list(range(8))}, "removes all 8 output channels of 'features.0'", id="all-channels"
+    ),
     pytest.param("test_vgg", {"features.2": [0]}, "'features.2' is a ReLU", id="not-a-layer"),
 ]
 
@@ -346,6 +379,7 @@ def test_shape_check_catches_a_narrowed_layer_the_graph_disagrees_with() -> None
 
 
 # --- toy topologies ----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name, gi", _cases(toy, TOYS))
 def test_toy_removal_equals_zeroing(name: str, gi: int) -> None:
@@ -394,22 +428,34 @@ def test_unbatched_sum_ties_position_by_position() -> None:
     assert group.prunable and group.layers == (("a", "out"), ("b", "out"), ("out", "in"))
 
 
-@pytest.mark.parametrize("name, module", [("upsample", "conv1.0"), ("global_mean", "conv.0"),
-                                          ("permute", "conv1.0"), ("spatial_gate", "conv.0"),
-                                          ("shared_conv", "stem.0"), ("conv1d", "body.0"), ("mlp", "fc1"),
-                                          ("unbatched_sum", "a")])
+@pytest.mark.parametrize(
+    "name, module",
+    [
+        ("upsample", "conv1.0"),
+        ("global_mean", "conv.0"),
+        ("permute", "conv1.0"),
+        ("spatial_gate", "conv.0"),
+        ("shared_conv", "stem.0"),
+        ("conv1d", "body.0"),
+        ("mlp", "fc1"),
+        ("unbatched_sum", "a"),
+    ],
+)
 def test_channelwise_topologies_stay_prunable(name: str, module: str) -> None:
     assert _group_with(toy(name)[1], module).prunable
 
 
-@pytest.mark.parametrize("name, module, reason", [
-    ("cumsum", "conv1.0", "cumsum .* is an op without a channel handler"),
-    ("opaque_function", "conv1.0", "mystery .* is an op without a channel handler"),
-    ("constant_scale", "conv1.0", "tensor attribute 'scale'"),
-    ("leaf_block", "conv1.0", r"block \(Opaque\) is a module the engine does not look into"),
-    ("spatial_gate", "gate", "broadcasts this one-channel operand"),
-    ("hard_coded_width", "conv2.0", "hard-codes 6 as the size of dim 1"),
-])
+@pytest.mark.parametrize(
+    "name, module, reason",
+    [
+        ("cumsum", "conv1.0", "cumsum .* is an op without a channel handler"),
+        ("opaque_function", "conv1.0", "mystery .* is an op without a channel handler"),
+        ("constant_scale", "conv1.0", "tensor attribute 'scale'"),
+        ("leaf_block", "conv1.0", r"block \(Opaque\) is a module the engine does not look into"),
+        ("spatial_gate", "gate", "broadcasts this one-channel operand"),
+        ("hard_coded_width", "conv2.0", "hard-codes 6 as the size of dim 1"),
+    ],
+)
 def test_unsupported_topologies_keep_their_channels(name: str, module: str, reason: str) -> None:
     graph = toy(name)[1]
     group = _group_with(graph, module)

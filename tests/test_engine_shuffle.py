@@ -6,6 +6,7 @@ below write the shuffle the ways real code does (torchvision's ``view`` / ``tran
 ``contiguous`` / ``view``, a ``permute``, a reshape with ``-1``) and a ShuffleNetV2 unit
 with its channel split; each prunable group of each is checked.
 """
+
 from __future__ import annotations
 
 import functools
@@ -64,8 +65,9 @@ class SplitUnit(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.stem = conv_bn(3, 8)
-        self.branches = nn.ModuleList(nn.Sequential(conv_bn(4, 4, 1), conv_bn(4, 4, 3, groups=4), conv_bn(4, 4, 1))
-                                      for _ in range(2))
+        self.branches = nn.ModuleList(
+            nn.Sequential(conv_bn(4, 4, 1), conv_bn(4, 4, 3, groups=4), conv_bn(4, 4, 1)) for _ in range(2)
+        )
         self.head = Head(8)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -107,8 +109,12 @@ def toy(name: str) -> tuple[nn.Module, ChannelGraph]:
 
 
 def _cases(names) -> list:
-    return [pytest.param(name, gi, id=f"{name}-{gi}-{g.name}")
-            for name in names for gi, g in enumerate(toy(name)[1].groups) if g.prunable]
+    return [
+        pytest.param(name, gi, id=f"{name}-{gi}-{g.name}")
+        for name in names
+        for gi, g in enumerate(toy(name)[1].groups)
+        if g.prunable
+    ]
 
 
 @pytest.mark.parametrize("name, gi", _cases(["view", "permute", "split_unit", "chunk"]))
@@ -132,8 +138,9 @@ def test_one_unit_per_shuffle_position(name: str) -> None:
 def test_equal_chunks_tie_position_r_of_each_part() -> None:
     group = toy("chunk")[1].locate("conv.0", "out", 0)[0]
     assert group.prunable
-    assert [[m.index for m in u.members if m.module == "conv.0" and m.kind == "out"] for u in group.units] == \
-        [[c, c + 4] for c in range(4)]
+    assert [[m.index for m in u.members if m.module == "conv.0" and m.kind == "out"] for u in group.units] == [
+        [c, c + 4] for c in range(4)
+    ]
 
 
 def test_every_group_of_the_split_unit_is_prunable() -> None:
@@ -142,10 +149,13 @@ def test_every_group_of_the_split_unit_is_prunable() -> None:
     assert [g.reason for g in graph.groups if not g.prunable] == ["network input", "network output"]
 
 
-@pytest.mark.parametrize("name, module, reason", [
-    ("hard_coded", "conv1.0", r"view .* reshapes the channel dimension .* channel shuffle"),
-    ("uneven_chunk", "conv.0", r"chunk .* splits the channel dimension"),
-])
+@pytest.mark.parametrize(
+    "name, module, reason",
+    [
+        ("hard_coded", "conv1.0", r"view .* reshapes the channel dimension .* channel shuffle"),
+        ("uneven_chunk", "conv.0", r"chunk .* splits the channel dimension"),
+    ],
+)
 def test_a_split_that_cannot_stay_exact_is_refused_naming_it(name: str, module: str, reason: str) -> None:
     model, graph = toy(name)
     assert re.search(reason, graph.locate(module, "out", 0)[0].reason)

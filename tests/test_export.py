@@ -1,4 +1,5 @@
 """ONNX and TorchScript export: outputs match PyTorch, files appear whole or not at all."""
+
 from __future__ import annotations
 
 import json
@@ -135,9 +136,16 @@ def test_export_command_writes_what_a_deployer_needs(tmp_path):
     from secateurs.cli import main
 
     pruning = {"method": "l1", "metric": "macs", "target": 0.5, "achieved": 0.503, "source": "base.safetensors"}
-    ckpt = _checkpoint(tmp_path, {"input_shape": [1, 20, 20], "normalisation": {"mean": [0.25], "std": [0.5]},
-                                  "dataset": {"name": "toy", "num_classes": 4, "class_names": ["a", "b", "c", "d"]},
-                                  "pruning": pruning, "metrics": {"test_top1": 81.234}})
+    ckpt = _checkpoint(
+        tmp_path,
+        {
+            "input_shape": [1, 20, 20],
+            "normalisation": {"mean": [0.25], "std": [0.5]},
+            "dataset": {"name": "toy", "num_classes": 4, "class_names": ["a", "b", "c", "d"]},
+            "pruning": pruning,
+            "metrics": {"test_top1": 81.234},
+        },
+    )
     out = tmp_path / "m.onnx"
     assert main(["export", "--from", str(ckpt), "--format", "onnx", "--out", str(out)]) == 0
     props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}

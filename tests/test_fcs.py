@@ -1,5 +1,6 @@
 """Feature-channel similarity (fcs) against hand computations: the statistics it streams,
 the K-means bins, the greedy order, and planted duplicate channels."""
+
 from __future__ import annotations
 
 import math
@@ -32,9 +33,17 @@ EXAMPLE = torch.zeros(1, 2, 8, 8)
 def dup_net(seed: int = 0) -> nn.Sequential:
     """conv(2->8) BN ReLU conv(8->3) BN ReLU pool linear; in the first conv, channels 5 and 7
     are exact copies of channels 1 and 2 (filter and BN)."""
-    m = nn.Sequential(nn.Conv2d(2, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-                      nn.Conv2d(8, 3, 1), nn.BatchNorm2d(3), nn.ReLU(),
-                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 5))
+    m = nn.Sequential(
+        nn.Conv2d(2, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 3, 1),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(3, 5),
+    )
     randomise(m, seed)
     with torch.no_grad():
         for bn in (m[1], m[4]):
@@ -54,8 +63,7 @@ def batches(seed: int = 3) -> list[torch.Tensor]:
 def context(model: nn.Module, options: dict | None = None, seed: int = 0) -> ScoreContext:
     method = get_method("fcs")
     data = batches()
-    return ScoreContext(model, secateurs.trace(model, EXAMPLE), method.make_options(options), lambda: iter(data),
-                        seed)
+    return ScoreContext(model, secateurs.trace(model, EXAMPLE), method.make_options(options), lambda: iter(data), seed)
 
 
 def group_of(ctx: ScoreContext, module: str) -> int:
@@ -63,6 +71,7 @@ def group_of(ctx: ScoreContext, module: str) -> int:
 
 
 # --- the streamed statistics --------------------------------------------------------------
+
 
 def test_gram_and_mean_l1_match_the_maps_by_hand():
     m = dup_net()
@@ -80,8 +89,9 @@ def test_gram_and_mean_l1_match_the_maps_by_hand():
             assert float(gram[i, j]) == pytest.approx(dot, rel=1e-4, abs=1e-4)
     cos = cosine(gram)
     norm = [math.sqrt(sum(v * v for v in f)) for f in flat]
-    assert float(cos[0, 3]) == pytest.approx(sum(p * q for p, q in zip(flat[0], flat[3])) / (norm[0] * norm[3]),
-                                             rel=1e-4)
+    assert float(cos[0, 3]) == pytest.approx(
+        sum(p * q for p, q in zip(flat[0], flat[3])) / (norm[0] * norm[3]), rel=1e-4
+    )
     assert float(cos[1, 5]) == pytest.approx(1.0, abs=1e-6)
 
 
@@ -92,8 +102,13 @@ class ResBlockNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(2, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU())
-        self.branch = nn.Sequential(nn.Conv2d(6, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
-                                    nn.Conv2d(4, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6))
+        self.branch = nn.Sequential(
+            nn.Conv2d(6, 4, 3, padding=1, bias=False),
+            nn.BatchNorm2d(4),
+            nn.ReLU(),
+            nn.Conv2d(4, 6, 3, padding=1, bias=False),
+            nn.BatchNorm2d(6),
+        )
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -122,6 +137,7 @@ def test_residual_stream_maps_are_the_ones_the_next_layers_read(stream):
 
 # --- binning and the greedy order ------------------------------------------------------------
 
+
 def test_kmeans_bins_are_deterministic_and_one_dimensional():
     values = np.array([0.1, 0.12, 0.11, 5.0, 5.2, 9.9, 10.0, 0.13])
     first = kmeans_bins(values, 3, seed=4)
@@ -135,12 +151,17 @@ def test_greedy_order_on_a_literal_similarity_matrix():
     """Bins {0, 1, 2} and {3, 4}, {5} alone. By hand: 1 and 2 are the most similar pair (0.9);
     the tie goes to the weaker a (channel 2). Then 0-1 (0.5) beats 3-4 (0.4); of 0 and 1 the
     weaker, 1. Then 3-4: 4 is weaker. Left: one per bin; 5 never goes by similarity."""
-    s = torch.tensor([[1.0, 0.5, 0.2, 0.0, 0.0, 0.9],
-                      [0.5, 1.0, 0.9, 0.0, 0.0, 0.0],
-                      [0.2, 0.9, 1.0, 0.0, 0.0, 0.0],
-                      [0.0, 0.0, 0.0, 1.0, 0.4, 0.0],
-                      [0.0, 0.0, 0.0, 0.4, 1.0, 0.0],
-                      [0.9, 0.0, 0.0, 0.0, 0.0, 1.0]], dtype=torch.float64)
+    s = torch.tensor(
+        [
+            [1.0, 0.5, 0.2, 0.0, 0.0, 0.9],
+            [0.5, 1.0, 0.9, 0.0, 0.0, 0.0],
+            [0.2, 0.9, 1.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0, 1.0, 0.4, 0.0],
+            [0.0, 0.0, 0.0, 0.4, 1.0, 0.0],
+            [0.9, 0.0, 0.0, 0.0, 0.0, 1.0],
+        ],
+        dtype=torch.float64,
+    )
     bins = torch.tensor([0, 0, 0, 1, 1, 2])
     a = torch.tensor([1.0, 0.9, 0.8, 2.0, 1.5, 0.1], dtype=torch.float64)
     order, sims = greedy_order(s, bins, a)
@@ -199,6 +220,7 @@ def test_non_finite_features_are_refused():
 
 # --- planted duplicates ------------------------------------------------------------------------
 
+
 def test_one_of_each_duplicate_pair_goes_first():
     m = dup_net()
     ctx = context(m)
@@ -216,8 +238,17 @@ def test_pruning_two_channels_removes_a_copy_and_keeps_the_outputs():
     data = secateurs.load_dataset("synthetic", "train", num_samples=16, image_size=8, in_channels=2)
     # the floors (70%) leave the first conv two channels to lose and the second none; no BN
     # recalibration, which would re-estimate the statistics this exactness check compares
-    pruned, result = prune(m, "fcs", params_reduction=0.3, finetune="none", train_set=data, latency=False,
-                           evaluate_before=False, min_keep_fraction=0.7, bn_recalibration=0)
+    pruned, result = prune(
+        m,
+        "fcs",
+        params_reduction=0.3,
+        finetune="none",
+        train_set=data,
+        latency=False,
+        evaluate_before=False,
+        min_keep_fraction=0.7,
+        bn_recalibration=0,
+    )
     assert pruned[0].out_channels == 6 and pruned[3].in_channels == 6
     # each distinct filter is still there exactly once: one of each identical pair went
     where = {i: [k for k in range(6) if torch.equal(pruned[0].weight[k], m[0].weight[i])] for i in (0, 1, 2, 3, 4, 6)}
@@ -230,6 +261,7 @@ def test_pruning_two_channels_removes_a_copy_and_keeps_the_outputs():
 
 # --- whole models ----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["test_resnet", "test_mobilenet_v2"])
 def test_every_prunable_group_is_scored_and_the_target_is_met(name):
     torch.manual_seed(0)
@@ -241,6 +273,14 @@ def test_every_prunable_group_is_scored_and_the_target_is_met(name):
     scores = method.score(ctx)
     assert set(scores) == {gi for gi, g in enumerate(graph.groups) if g.prunable}
     assert all(torch.isfinite(s).all() for s in scores.values())
-    _, result = prune(model, "fcs", macs_reduction=0.3, finetune="none", train_set=data, latency=False,
-                      evaluate_before=False, calib_samples=32)
+    _, result = prune(
+        model,
+        "fcs",
+        macs_reduction=0.3,
+        finetune="none",
+        train_set=data,
+        latency=False,
+        evaluate_before=False,
+        calib_samples=32,
+    )
     assert abs(result.achieved - 0.3) <= 0.01

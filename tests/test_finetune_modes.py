@@ -1,5 +1,6 @@
 """Fine-tuning modes: the mutual-learning and distillation losses against hand computations,
 who gets trained in each mode, resume with a peer, and the modes through ``prune``."""
+
 from __future__ import annotations
 
 import copy
@@ -29,8 +30,14 @@ def data():
 
 def net(seed: int = 0, width: int = 6) -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(3, width, 3, stride=2), nn.BatchNorm2d(width), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 4))
+    return nn.Sequential(
+        nn.Conv2d(3, width, 3, stride=2),
+        nn.BatchNorm2d(width),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(width, 4),
+    )
 
 
 def state(m: nn.Module) -> dict[str, torch.Tensor]:
@@ -42,6 +49,7 @@ def changed(m: nn.Module, before: dict[str, torch.Tensor]) -> bool:
 
 
 # --- the loss ----------------------------------------------------------------------------
+
 
 def _softmax(row: list[float], t: float) -> list[float]:
     e = [math.exp(v / t) for v in row]
@@ -77,6 +85,7 @@ def test_the_other_peer_is_a_fixed_target():
 
 # --- who is trained -------------------------------------------------------------------------
 
+
 def _build(mode: str, model: nn.Module, reference: nn.Module, **options):
     spec = FINETUNE_MODES[mode]
     return spec.build(model, reference, TrainConfig(**TRAIN), spec.make_options(options))
@@ -108,8 +117,7 @@ def test_mlft_with_a_pruned_peer_starts_from_a_perturbed_copy(data):
 def test_kd_freezes_the_teacher(data):
     model, reference = net(0, 4), net(1)
     ref_before, model_before = state(reference), state(model)
-    result = finetune(model, "kd", reference, data[0], None, TrainConfig(**TRAIN), None,
-                      options={"temperature": 3.0})
+    result = finetune(model, "kd", reference, data[0], None, TrainConfig(**TRAIN), None, options={"temperature": 3.0})
     assert result is not None and changed(model, model_before)
     assert not changed(reference, ref_before)
 
@@ -142,9 +150,19 @@ def test_a_resumed_mlft_run_restores_the_peer(data, tmp_path):
             run.steps += 1
             if run.steps == stop_at:
                 raise KeyboardInterrupt
+
         run.steps = 0
-        train(model, data[0], None, config, run_dir=run_dir, resume=resume, objective=objective,
-              companions=companions, after_step=after_step)
+        train(
+            model,
+            data[0],
+            None,
+            config,
+            run_dir=run_dir,
+            resume=resume,
+            objective=objective,
+            companions=companions,
+            after_step=after_step,
+        )
         return model, companions["peer"]
 
     whole_model, whole_peer = run(tmp_path / "whole")
@@ -168,12 +186,14 @@ def test_a_peer_learning_every_third_step_changes_only_on_those_steps(data):
 
     def weights(m):
         return {k: v.detach().clone() for k, v in m.named_parameters()}
+
     before = [weights(model), weights(peer)]
 
     def after_step(_):
         now = [weights(model), weights(peer)]
         moved.append(tuple(any(not torch.equal(v, b[k]) for k, v in n.items()) for n, b in zip(now, before)))
         before[:] = now
+
     config = TrainConfig(**{**TRAIN, "epochs": 2, "max_steps_per_epoch": 3, "momentum": 0.0, "weight_decay": 0.0})
     train(model, data[0], None, config, objective=objective, companions=companions, after_step=after_step)
     assert moved == [(True, True), (True, False), (True, False)] * 2
@@ -193,8 +213,18 @@ def test_a_resumed_mlft_run_with_a_sparse_peer_takes_the_same_peer_steps(data, t
             steps[0] += 1
             if steps[0] == stop_at:
                 raise KeyboardInterrupt
-        train(model, data[0], None, config, run_dir=run_dir, resume=resume, objective=objective,
-              companions=companions, after_step=after_step)
+
+        train(
+            model,
+            data[0],
+            None,
+            config,
+            run_dir=run_dir,
+            resume=resume,
+            objective=objective,
+            companions=companions,
+            after_step=after_step,
+        )
         return model, companions["peer"]
 
     whole = run(tmp_path / "whole")
@@ -213,6 +243,7 @@ def test_peer_every_below_one_is_refused():
 
 # --- through prune -----------------------------------------------------------------------
 
+
 def test_a_mode_that_reads_the_unpruned_network_refuses_to_run_without_it(data):
     for mode in ("kd", "mlft"):
         with pytest.raises(secateurs.ConfigError, match="reference"):
@@ -220,10 +251,18 @@ def test_a_mode_that_reads_the_unpruned_network_refuses_to_run_without_it(data):
 
 
 def _prune(model, data, mode):
-    return prune(model, "l1", macs_reduction=0.3, finetune=mode, finetune_epochs=1,
-                 finetune_options={"temperature": 2.0} if mode != "tft" else {},
-                 finetune_train={"batch_size": 32, "progress": False, "max_steps_per_epoch": 2},
-                 train_set=data[0], test_set=data[1], latency=False)
+    return prune(
+        model,
+        "l1",
+        macs_reduction=0.3,
+        finetune=mode,
+        finetune_epochs=1,
+        finetune_options={"temperature": 2.0} if mode != "tft" else {},
+        finetune_train={"batch_size": 32, "progress": False, "max_steps_per_epoch": 2},
+        train_set=data[0],
+        test_set=data[1],
+        latency=False,
+    )
 
 
 @pytest.mark.parametrize("mode", ["kd", "mlft"])
@@ -239,5 +278,6 @@ def test_prune_fine_tunes_in_every_mode(data, mode):
     assert secateurs.count_macs(pruned, SHAPE) < secateurs.count_macs(copy.deepcopy(model), SHAPE)
     # the same cut, the same data order: only the objective differs, and it shows
     assert plain.state_dict().keys() == pruned.state_dict().keys()
-    assert any(not torch.equal(v, pruned.state_dict()[k]) for k, v in plain.state_dict().items()
-               if v.is_floating_point())
+    assert any(
+        not torch.equal(v, pruned.state_dict()[k]) for k, v in plain.state_dict().items() if v.is_floating_point()
+    )

@@ -4,6 +4,7 @@ The reference is the model itself before the fold: a channel that really is cons
 (BN gamma = 0, a filter with no weights left) must leave the outputs unchanged, exactly
 for 1x1 / unpadded consumers and away from the borders for zero-padded ones.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -290,14 +291,18 @@ def _plain():
     return model
 
 
-@pytest.mark.parametrize("make, constants, match", [
-    (_residual, {"bn2": {2: 0.5}}, "add"),
-    (_plain, {"bnn": {1: 0.5}}, "did you mean 'bn'"),
-    (_plain, {"conv2": {0: 0.0}}, "network output"),
-    (_plain, {"bn": {6: 0.5}}, "out of range"),
-    (_plain, {"bn": {1: 0.5}, "act": {1: 0.5}}, "same channel"),
-    (lambda: _randomize(ConvBNReLUNet(groups2=2)), {"bn": {1: 0.5}}, "grouped conv"),  # refused by the surgery
-], ids=["residual-add", "unknown-module", "network-output", "out-of-range", "same-unit-twice", "uneven-groups"])
+@pytest.mark.parametrize(
+    "make, constants, match",
+    [
+        (_residual, {"bn2": {2: 0.5}}, "add"),
+        (_plain, {"bnn": {1: 0.5}}, "did you mean 'bn'"),
+        (_plain, {"conv2": {0: 0.0}}, "network output"),
+        (_plain, {"bn": {6: 0.5}}, "out of range"),
+        (_plain, {"bn": {1: 0.5}, "act": {1: 0.5}}, "same channel"),
+        (lambda: _randomize(ConvBNReLUNet(groups2=2)), {"bn": {1: 0.5}}, "grouped conv"),  # refused by the surgery
+    ],
+    ids=["residual-add", "unknown-module", "network-output", "out-of-range", "same-unit-twice", "uneven-groups"],
+)
 def test_refusal_leaves_model_unchanged(make, constants, match):
     model = make()
     snap = _snapshot(model)

@@ -1,4 +1,5 @@
 """GlobalBatchNorm2d on 2 gloo processes equals BatchNorm2d on the whole batch."""
+
 from __future__ import annotations
 
 import os

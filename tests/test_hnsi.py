@@ -1,6 +1,7 @@
 """HNSI kernel pruning (Zhu & Pei, Appl. Intell. 2022): the index and ``keep`` against hand-computed values, the
 bisection against ``count_macs``, the at-least-one-kernel rule per stage, materialisation
 against the masked model's outputs, and the whole run through the pipeline and the CLI."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,6 +31,7 @@ FAST = {"batch_size": 64, "progress": False, "max_steps_per_epoch": 2}
 
 # --- the index and keep() -------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("n", [1, 2, 7, 64])
 def test_hnsi_of_uniform_and_one_hot_vectors(n):
     assert hnsi(torch.full((n,), 0.3)) == pytest.approx(1.0, abs=1e-12)
@@ -46,18 +48,21 @@ def test_hnsi_by_hand():
         hnsi(torch.zeros(0))
 
 
-@pytest.mark.parametrize("v, c, lo, expected", [
-    ([1.0, 1.0, 1.0, 1.0], 1.0, 1, 4),  # c = 1 keeps the effective count: all of a uniform set
-    ([0.0, 9.0, 0.0, 0.0], 1.0, 1, 1),  # ... and one of a one-hot set
-    ([1.0, 2.0, 3.0], 1.0, 1, 3),  # ceil(18 / 7)
-    ([1.0, 2.0, 3.0], 0.5, 1, 2),  # ceil(9 / 7)
-    ([1.0, 2.0, 3.0], 1e-9, 1, 1),  # c -> 0: the lower bound
-    ([1.0, 2.0, 3.0], 1e-9, 0, 1),  # ... which the ceiling keeps at 1 for any c > 0
-    ([1.0, 2.0, 3.0], 0.0, 0, 0),  # no rule and c = 0: nothing
-    ([1.0, 2.0, 3.0], 0.0, 1, 1),
-    ([1.0, 2.0, 3.0], 100.0, 1, 3),  # never more than n
-    ([0.0, 0.0], 0.5, 1, 1),
-])
+@pytest.mark.parametrize(
+    "v, c, lo, expected",
+    [
+        ([1.0, 1.0, 1.0, 1.0], 1.0, 1, 4),  # c = 1 keeps the effective count: all of a uniform set
+        ([0.0, 9.0, 0.0, 0.0], 1.0, 1, 1),  # ... and one of a one-hot set
+        ([1.0, 2.0, 3.0], 1.0, 1, 3),  # ceil(18 / 7)
+        ([1.0, 2.0, 3.0], 0.5, 1, 2),  # ceil(9 / 7)
+        ([1.0, 2.0, 3.0], 1e-9, 1, 1),  # c -> 0: the lower bound
+        ([1.0, 2.0, 3.0], 1e-9, 0, 1),  # ... which the ceiling keeps at 1 for any c > 0
+        ([1.0, 2.0, 3.0], 0.0, 0, 0),  # no rule and c = 0: nothing
+        ([1.0, 2.0, 3.0], 0.0, 1, 1),
+        ([1.0, 2.0, 3.0], 100.0, 1, 3),  # never more than n
+        ([0.0, 0.0], 0.5, 1, 1),
+    ],
+)
 def test_keep_at_the_ends_of_its_range(v, c, lo, expected):
     assert keep(torch.tensor(v), c, lo) == expected
 
@@ -76,6 +81,7 @@ def test_solve_strength_finds_the_largest_feasible_strength():
 
 
 # --- a model's stages -----------------------------------------------------------------------
+
 
 def fresh_model(name: str = "test_resnet") -> nn.Module:
     torch.manual_seed(0)
@@ -98,8 +104,16 @@ def run_stage(model: nn.Module, goal: float, stage: int, shape=SHAPE, last: bool
     """One stage on ``model``; the last stage of a run aims at the model as materialised."""
     example = torch.zeros(1, *shape, dtype=next(model.parameters()).dtype)
     base = count_macs(model, shape)
-    ctx = RoundContext(model, None, HNSIOptions(**options), example=example, goal=goal, reference=base,
-                       round=stage, rounds=stage if last else 3)
+    ctx = RoundContext(
+        model,
+        None,
+        HNSIOptions(**options),
+        example=example,
+        goal=goal,
+        reference=base,
+        round=stage,
+        rounds=stage if last else 3,
+    )
     return hnsi_round(ctx), base
 
 
@@ -114,9 +128,14 @@ def test_bisection_reaches_the_target(stage, goal):
     outcome, base = run_stage(model, goal, stage)
     achieved = sparse_reduction(model, base)
     assert goal <= achieved <= goal + 0.01
-    assert outcome.details["predicted_sparse_macs"] == outcome.details["sparse_macs"] == count_macs(
-        model, SHAPE, sparse=True)
-    assert outcome.note is None and outcome.removed == outcome.details["kernels_before"] - outcome.details["kernels_after"]
+    assert (
+        outcome.details["predicted_sparse_macs"]
+        == outcome.details["sparse_macs"]
+        == count_macs(model, SHAPE, sparse=True)
+    )
+    assert (
+        outcome.note is None and outcome.removed == outcome.details["kernels_before"] - outcome.details["kernels_after"]
+    )
     assert outcome.details["materialized_sparse_macs"] is None  # not the last stage
 
 
@@ -128,8 +147,9 @@ def test_the_last_stage_reaches_the_target_on_the_materialised_model(name):
     outcome, base = run_stage(model, 0.6, 2, last=True)
     masked = sparse_reduction(model, base)
     record = materialize_record(model, torch.zeros(1, *SHAPE))
-    assert record["sparse_macs"][1] == outcome.details["materialized_sparse_macs"] == count_macs(
-        model, SHAPE, sparse=True)
+    assert (
+        record["sparse_macs"][1] == outcome.details["materialized_sparse_macs"] == count_macs(model, SHAPE, sparse=True)
+    )
     assert 0.6 <= sparse_reduction(model, base) <= 0.61 and masked < 0.6
 
 
@@ -199,15 +219,24 @@ def test_unknown_low_layer_is_named():
 
 # --- materialisation ------------------------------------------------------------------------
 
+
 def chain(last_kernel: int) -> nn.Sequential:
     """conv3x3 a (one input: no kernels to prune) -> BN -> ReLU -> conv3x3 b (bias) -> BN -> ReLU
     -> conv c (k x k), ending at c's feature map: every channel of b has one reader, and
     borders can be told apart."""
-    return nn.Sequential(OrderedDict([
-        ("a", nn.Conv2d(1, 6, 3, padding=1, bias=False)), ("a_bn", nn.BatchNorm2d(6)), ("a_act", nn.ReLU()),
-        ("b", nn.Conv2d(6, 8, 3, padding=1)), ("b_bn", nn.BatchNorm2d(8)), ("b_act", nn.ReLU()),
-        ("c", nn.Conv2d(8, 5, last_kernel, padding=last_kernel // 2)),
-    ]))
+    return nn.Sequential(
+        OrderedDict(
+            [
+                ("a", nn.Conv2d(1, 6, 3, padding=1, bias=False)),
+                ("a_bn", nn.BatchNorm2d(6)),
+                ("a_act", nn.ReLU()),
+                ("b", nn.Conv2d(6, 8, 3, padding=1)),
+                ("b_bn", nn.BatchNorm2d(8)),
+                ("b_act", nn.ReLU()),
+                ("c", nn.Conv2d(8, 5, last_kernel, padding=last_kernel // 2)),
+            ]
+        )
+    )
 
 
 def random_bn(model: nn.Module) -> nn.Module:
@@ -305,10 +334,13 @@ def test_groups_dropped_in_high_level_convs_are_removed_exactly():
 
 # --- the pipeline ---------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def data():
-    return (secateurs.load_dataset("synthetic", "train", num_samples=128),
-            secateurs.load_dataset("synthetic", "test", num_samples=128))
+    return (
+        secateurs.load_dataset("synthetic", "train", num_samples=128),
+        secateurs.load_dataset("synthetic", "test", num_samples=128),
+    )
 
 
 @pytest.fixture
@@ -329,8 +361,16 @@ def spy(monkeypatch):
 @pytest.fixture(scope="module")
 def hnsi_run(data):
     model = plant(fresh_model(), HIGH_PLANT)
-    return model, *secateurs.prune(model, "hnsi", macs_reduction=0.5, finetune_epochs=2, train_set=data[0],
-                                   test_set=data[1], finetune_train=FAST, latency=False)
+    return model, *secateurs.prune(
+        model,
+        "hnsi",
+        macs_reduction=0.5,
+        finetune_epochs=2,
+        train_set=data[0],
+        test_set=data[1],
+        finetune_train=FAST,
+        latency=False,
+    )
 
 
 def test_pipeline_reaches_the_sparse_target_and_records_the_dense_macs(hnsi_run, tmp_path):
@@ -347,7 +387,8 @@ def test_pipeline_reaches_the_sparse_target_and_records_the_dense_macs(hnsi_run,
     f = result.finalized
     assert f["dense_macs"] == [base, result.after["macs"]] and result.after["macs"] == count_macs(pruned, SHAPE)
     assert f["inputs_removed"]["stages.2.0.conv2.0"] >= 4 and f["inputs_removed_total"] == sum(
-        f["inputs_removed"].values())
+        f["inputs_removed"].values()
+    )
     assert result.after["macs"] < base
     assert json.loads(json.dumps(result.to_dict()))["finalized"] == f
     assert "kernel-sparse MACs" in result.summary()
@@ -359,8 +400,16 @@ def test_pipeline_reaches_the_sparse_target_and_records_the_dense_macs(hnsi_run,
 
 
 def test_masks_are_held_through_finetuning(data, spy):
-    secateurs.prune(fresh_model(), "hnsi", macs_reduction=0.5, finetune_epochs=2, train_set=data[0],
-                    finetune_train=FAST, latency=False, input_shape=SHAPE)
+    secateurs.prune(
+        fresh_model(),
+        "hnsi",
+        macs_reduction=0.5,
+        finetune_epochs=2,
+        train_set=data[0],
+        finetune_train=FAST,
+        latency=False,
+        input_shape=SHAPE,
+    )
     start = fresh_model()
     for name, mask in spy["masks"].items():
         w = spy["weights"][name]
@@ -369,12 +418,21 @@ def test_masks_are_held_through_finetuning(data, spy):
         assert not torch.equal(w[mask], start.get_submodule(name).weight.detach()[mask])  # the rest trained
 
 
-@pytest.mark.parametrize("options, rounds", [({}, 2), ({"single_stage": True}, 1), ({"at_least_one": "none"}, 2),
-                                             ({"at_least_one": "all"}, 2)])
+@pytest.mark.parametrize(
+    "options, rounds",
+    [({}, 2), ({"single_stage": True}, 1), ({"at_least_one": "none"}, 2), ({"at_least_one": "all"}, 2)],
+)
 def test_ablation_switches(options, rounds, spy):
     model = plant(fresh_model(), {**HIGH_PLANT, **LOW_PLANT})
-    _, result = secateurs.prune(model, "hnsi", macs_reduction=0.6, finetune="none", input_shape=SHAPE,
-                                latency=False, method_options={**options, "low_layers": LOW})
+    _, result = secateurs.prune(
+        model,
+        "hnsi",
+        macs_reduction=0.6,
+        finetune="none",
+        input_shape=SHAPE,
+        latency=False,
+        method_options={**options, "low_layers": LOW},
+    )
     assert len(result.rounds) == rounds and abs(result.achieved - 0.6) <= 0.01
     empty = empty_groups(spy["masks"])
     high = set(empty) - set(LOW)
@@ -383,25 +441,38 @@ def test_ablation_switches(options, rounds, spy):
 
 
 def test_stage_share_and_epochs(data):
-    _, result = secateurs.prune(fresh_model(), "hnsi", macs_reduction=0.6, finetune_epochs=3, train_set=data[0],
-                                finetune_train=FAST, latency=False, input_shape=SHAPE,
-                                method_options={"stage1_share": 0.3, "stage1_epochs": 2})
+    _, result = secateurs.prune(
+        fresh_model(),
+        "hnsi",
+        macs_reduction=0.6,
+        finetune_epochs=3,
+        train_set=data[0],
+        finetune_train=FAST,
+        latency=False,
+        input_shape=SHAPE,
+        method_options={"stage1_share": 0.3, "stage1_epochs": 2},
+    )
     r1, r2 = result.rounds
     assert (r1.target, r1.finetune_epochs, r2.target, r2.finetune_epochs) == (pytest.approx(0.18), 2, 0.6, 1)
     assert r1.target <= r1.achieved <= r1.target + 0.01
 
 
-@pytest.mark.parametrize("options, needle", [
-    ({"params_reduction": 0.5}, "kernel-sparse MACs"),
-    ({"macs_reduction": 0.5, "scope": "layer"}, "scope 'layer'"),
-    ({"macs_reduction": 0.5, "rounds": 3}, "rounds=3"),
-    ({"macs_reduction": 0.5, "method_options": {"norm": "l3"}}, r"l1, l2.*'l3'"),
-    ({"macs_reduction": 0.5, "method_options": {"at_least_one": "some"}}, r"stage, none, all.*'some'"),
-    ({"macs_reduction": 0.5, "finetune": "tft", "finetune_epochs": 2, "method_options": {"stage1_epochs": 3}},
-     "stage1_epochs=3"),
-    ({"macs_reduction": 0.5, "method_options": {"single_stage": True, "stage1_epochs": 1}}, "single_stage"),
-    ({"macs_reduction": 0.5, "method_options": {"stage1_share": 1.0}}, "stage1_share"),
-])
+@pytest.mark.parametrize(
+    "options, needle",
+    [
+        ({"params_reduction": 0.5}, "kernel-sparse MACs"),
+        ({"macs_reduction": 0.5, "scope": "layer"}, "scope 'layer'"),
+        ({"macs_reduction": 0.5, "rounds": 3}, "rounds=3"),
+        ({"macs_reduction": 0.5, "method_options": {"norm": "l3"}}, r"l1, l2.*'l3'"),
+        ({"macs_reduction": 0.5, "method_options": {"at_least_one": "some"}}, r"stage, none, all.*'some'"),
+        (
+            {"macs_reduction": 0.5, "finetune": "tft", "finetune_epochs": 2, "method_options": {"stage1_epochs": 3}},
+            "stage1_epochs=3",
+        ),
+        ({"macs_reduction": 0.5, "method_options": {"single_stage": True, "stage1_epochs": 1}}, "single_stage"),
+        ({"macs_reduction": 0.5, "method_options": {"stage1_share": 1.0}}, "stage1_share"),
+    ],
+)
 def test_refusals(options, needle):
     with pytest.raises(ConfigError, match=needle):
         secateurs.prune(fresh_model(), "hnsi", input_shape=SHAPE, latency=False, **{"finetune": "none", **options})
@@ -413,8 +484,9 @@ class Killed(Exception):
 
 def test_resume_in_stage_one_finetuning_matches_an_uninterrupted_run(data, tmp_path, monkeypatch):
     """Masks are not saved: the resumed run takes them back from the zero kernels."""
-    options = dict(macs_reduction=0.5, finetune_epochs=4, finetune_train=FAST, latency=False, train_set=data[0],
-                   test_set=data[1])
+    options = dict(
+        macs_reduction=0.5, finetune_epochs=4, finetune_train=FAST, latency=False, train_set=data[0], test_set=data[1]
+    )
     whole, whole_report = secateurs.prune(fresh_model(), "hnsi", run_dir=tmp_path / "whole", **options)
     real = trainer._write_epoch
 
@@ -435,13 +507,53 @@ def test_resume_in_stage_one_finetuning_matches_an_uninterrupted_run(data, tmp_p
 def test_cli(tmp_path):
     data = ["--dataset", "synthetic", "--dataset-option", "num_samples=128"]
     base = tmp_path / "base"
-    assert main(["train", "--model", "test_resnet", *data, "--epochs", "1", "--batch-size", "64", "--no-progress",
-                 "--out", str(base)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "test_resnet",
+                *data,
+                "--epochs",
+                "1",
+                "--batch-size",
+                "64",
+                "--no-progress",
+                "--out",
+                str(base),
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "p"
-    assert main(["prune", "--from", str(base / "model.safetensors"), "--out", str(out), "--method", "hnsi",
-                 "--macs-reduction", "0.5", "--finetune-epochs", "2", "--finetune-max-steps-per-epoch", "1",
-                 "--finetune-batch-size", "64", "--no-latency", "--method-option", "at_least_one=all",
-                 "--method-option", "low_layers=stem.0,stages.0.0.conv1.0", *data]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                "--from",
+                str(base / "model.safetensors"),
+                "--out",
+                str(out),
+                "--method",
+                "hnsi",
+                "--macs-reduction",
+                "0.5",
+                "--finetune-epochs",
+                "2",
+                "--finetune-max-steps-per-epoch",
+                "1",
+                "--finetune-batch-size",
+                "64",
+                "--no-latency",
+                "--method-option",
+                "at_least_one=all",
+                "--method-option",
+                "low_layers=stem.0,stages.0.0.conv1.0",
+                *data,
+            ]
+        )
+        == 0
+    )
     config = json.loads((out / "config.json").read_text())
     assert config["rounds"] == 2 and config["epochs_per_round"] == [1, 1]
     assert config["method_options"]["low_layers"] == ["stem.0", "stages.0.0.conv1.0"]

@@ -1,5 +1,6 @@
 """``imagefolder`` streamed from disk gives the batches the in-memory mode gives: same order
 with shuffling off, same values, whether decoded in the main process or in workers."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -55,8 +56,9 @@ def test_streamed_batches_equal_the_in_memory_ones(folder: Path, split: str, wor
 
 def test_streamed_dataset_keeps_paths_not_pixels(folder: Path) -> None:
     streamed = load_dataset("imagefolder", "train", folder, image_size=16)
-    assert not any(isinstance(v, torch.Tensor) and v.dtype == torch.uint8 and v.dim() == 4
-                   for v in vars(streamed).values())
+    assert not any(
+        isinstance(v, torch.Tensor) and v.dtype == torch.uint8 and v.dim() == 4 for v in vars(streamed).values()
+    )
     assert streamed.path(0) == folder / "train" / "ant" / "000.png"
     x, y = streamed[len(streamed) - 1]
     assert x.shape == (3, 16, 16) and x.dtype == torch.float32 and y == 3

@@ -1,5 +1,6 @@
 """Interleaved latency comparison: medians, spreads and ratio against models of known duration,
 and the verdict on a busy machine, from a faked CPU reader and from real busy processes."""
+
 from __future__ import annotations
 
 import functools
@@ -76,14 +77,24 @@ def _quiet(monkeypatch) -> None:
 def _loaded(monkeypatch) -> None:
     """The other processes kept every core busy."""
     cores = os.cpu_count() or 1
-    monkeypatch.setattr(load_module, "cpu_busy_seconds",
-                        lambda: load_module.own_cpu_seconds() + cores * time.monotonic())
+    monkeypatch.setattr(
+        load_module, "cpu_busy_seconds", lambda: load_module.own_cpu_seconds() + cores * time.monotonic()
+    )
 
 
 def test_medians_spreads_and_ratio_match_known_durations(monkeypatch):
     _quiet(monkeypatch)
-    c = compare_latency(Sleeper(8), Sleeper(2), (3, 4, 4), batch_sizes=(1, 2), threads=1, budget_s=4,
-                        rel_ci=0.1, warmup=1, progress=False)
+    c = compare_latency(
+        Sleeper(8),
+        Sleeper(2),
+        (3, 4, 4),
+        batch_sizes=(1, 2),
+        threads=1,
+        budget_s=4,
+        rel_ci=0.1,
+        warmup=1,
+        progress=False,
+    )
     assert sorted(c.batches) == [1, 2] and c.threads == 1
     for b in c.batches.values():
         # sleep() returns no earlier than asked and wakes up within a few ms on a loaded machine
@@ -98,8 +109,16 @@ def test_medians_spreads_and_ratio_match_known_durations(monkeypatch):
 
 def test_a_quiet_settled_comparison_is_reliable_and_printed_plainly(monkeypatch, clock):
     _quiet(monkeypatch)
-    c = compare_latency(Ticker(clock, 4), Ticker(clock, 2), (3, 4, 4), batch_sizes=(1,), threads=1, budget_s=10,
-                        warmup=1, progress=False)
+    c = compare_latency(
+        Ticker(clock, 4),
+        Ticker(clock, 2),
+        (3, 4, 4),
+        batch_sizes=(1,),
+        threads=1,
+        budget_s=10,
+        warmup=1,
+        progress=False,
+    )
     b = c.batches[1]
     assert b.stable and b.a.samples == 15  # it stopped as soon as the medians settled
     assert b.a.median_ms == pytest.approx(4) and b.b.median_ms == pytest.approx(2) and b.ratio == pytest.approx(2)
@@ -109,18 +128,33 @@ def test_a_quiet_settled_comparison_is_reliable_and_printed_plainly(monkeypatch,
 
 def test_a_busy_reader_makes_the_same_comparison_unreliable(monkeypatch, clock):
     _loaded(monkeypatch)
-    c = compare_latency(Ticker(clock, 4), Ticker(clock, 2), (3, 4, 4), batch_sizes=(1,), threads=1, budget_s=10,
-                        warmup=1, progress=False)
+    c = compare_latency(
+        Ticker(clock, 4),
+        Ticker(clock, 2),
+        (3, 4, 4),
+        batch_sizes=(1,),
+        threads=1,
+        budget_s=10,
+        warmup=1,
+        progress=False,
+    )
     assert not c.reliable and c.load.busy and c.batches[1].stable
     assert any("the machine was busy" in r for r in c.reasons)
     text = c.summary()
     assert "-- unreliable" in text and "UNRELIABLE: " in text
 
 
-@pytest.mark.parametrize("others, cores, threads, busy", [
-    (0.1, 2, 1, False), (0.7, 2, 1, True), (0.2, 2, 2, False), (0.3, 2, 2, True), (5.0, 8, 2, False),
-    (5.7, 8, 2, True),
-])
+@pytest.mark.parametrize(
+    "others, cores, threads, busy",
+    [
+        (0.1, 2, 1, False),
+        (0.7, 2, 1, True),
+        (0.2, 2, 2, False),
+        (0.3, 2, 2, True),
+        (5.0, 8, 2, False),
+        (5.7, 8, 2, True),
+    ],
+)
 def test_busy_rule_by_hand(others, cores, threads, busy):
     """Busy when the others leave less than half of our free cores idle (at least 0.25 core)."""
     assert LoadWindow(others, None, cores, threads, 1.0, "/proc/stat").busy is busy
@@ -152,8 +186,9 @@ def test_prune_summary_flags_the_speedup_on_a_really_busy_machine(monkeypatch):
     procs = _spinners(os.cpu_count() or 1)
     try:
         time.sleep(0.5)  # let them start
-        _, result = prune(model, "l1", macs_reduction=0.3, finetune="none", input_shape=(3, 32, 32),
-                          latency=True, device="cpu")
+        _, result = prune(
+            model, "l1", macs_reduction=0.3, finetune="none", input_shape=(3, 32, 32), latency=True, device="cpu"
+        )
     finally:
         _stop(procs)
     assert result.latency["load"]["busy"] is True and result.latency["reliable"] is False
@@ -167,11 +202,17 @@ def test_measure_compare_cli(tmp_path, monkeypatch, capsys):
     torch.manual_seed(0)
     big = create_model("test_resnet", num_classes=4, in_channels=3)
     small, _ = prune(big, "l1", macs_reduction=0.5, finetune="none", input_shape=(3, 32, 32), latency=False)
-    a, b = save(big, tmp_path / "a.safetensors", {"input_shape": [3, 32, 32]}), \
-        save(small, tmp_path / "b.safetensors", {"input_shape": [3, 32, 32]})
+    a, b = (
+        save(big, tmp_path / "a.safetensors", {"input_shape": [3, 32, 32]}),
+        save(small, tmp_path / "b.safetensors", {"input_shape": [3, 32, 32]}),
+    )
     capsys.readouterr()
-    assert main(["measure", "--compare", str(a), str(b), "--batch-sizes", "1", "--threads", "1",
-                 "--budget", "2", "--json"]) == 0
+    assert (
+        main(
+            ["measure", "--compare", str(a), str(b), "--batch-sizes", "1", "--threads", "1", "--budget", "2", "--json"]
+        )
+        == 0
+    )
     d = json.loads(capsys.readouterr().out)
     assert d["checkpoints"] == [str(a), str(b)] and d["threads"] == 1 and list(d["batches"]) == ["1"]
     one = d["batches"]["1"]

@@ -1,4 +1,5 @@
 """Kernel masks: held at exactly zero through training, counted, and materialized exactly."""
+
 from __future__ import annotations
 
 import copy
@@ -23,22 +24,40 @@ def chain(last_kernel: int = 3) -> nn.Sequential:
 
     Every channel of a and b has exactly one reader, so a dropped column frees its producer.
     """
-    return nn.Sequential(OrderedDict([
-        ("a", nn.Conv2d(3, 6, 3, padding=1, bias=False)), ("a_bn", nn.BatchNorm2d(6)), ("a_act", nn.ReLU()),
-        ("b", nn.Conv2d(6, 8, 3, padding=1, bias=False)), ("b_bn", nn.BatchNorm2d(8)), ("b_act", nn.ReLU()),
-        ("c", nn.Conv2d(8, 5, last_kernel, padding=last_kernel // 2)),
-        ("pool", nn.AdaptiveAvgPool2d(1)), ("flat", nn.Flatten()), ("fc", nn.Linear(5, 4)),
-    ]))
+    return nn.Sequential(
+        OrderedDict(
+            [
+                ("a", nn.Conv2d(3, 6, 3, padding=1, bias=False)),
+                ("a_bn", nn.BatchNorm2d(6)),
+                ("a_act", nn.ReLU()),
+                ("b", nn.Conv2d(6, 8, 3, padding=1, bias=False)),
+                ("b_bn", nn.BatchNorm2d(8)),
+                ("b_act", nn.ReLU()),
+                ("c", nn.Conv2d(8, 5, last_kernel, padding=last_kernel // 2)),
+                ("pool", nn.AdaptiveAvgPool2d(1)),
+                ("flat", nn.Flatten()),
+                ("fc", nn.Linear(5, 4)),
+            ]
+        )
+    )
 
 
 def feature_stack(last_kernel: int) -> nn.Sequential:
     """conv3x3 a -> BN -> ReLU -> conv3x3 b (with bias) -> BN -> ReLU -> conv c, ending at c's
     feature map so that its borders and interior can be compared apart."""
-    return nn.Sequential(OrderedDict([
-        ("a", nn.Conv2d(3, 6, 3, padding=1, bias=False)), ("a_bn", nn.BatchNorm2d(6)), ("a_act", nn.ReLU()),
-        ("b", nn.Conv2d(6, 8, 3, padding=1)), ("b_bn", nn.BatchNorm2d(8)), ("b_act", nn.ReLU()),
-        ("c", nn.Conv2d(8, 5, last_kernel, padding=last_kernel // 2)),
-    ]))
+    return nn.Sequential(
+        OrderedDict(
+            [
+                ("a", nn.Conv2d(3, 6, 3, padding=1, bias=False)),
+                ("a_bn", nn.BatchNorm2d(6)),
+                ("a_act", nn.ReLU()),
+                ("b", nn.Conv2d(6, 8, 3, padding=1)),
+                ("b_bn", nn.BatchNorm2d(8)),
+                ("b_act", nn.ReLU()),
+                ("c", nn.Conv2d(8, 5, last_kernel, padding=last_kernel // 2)),
+            ]
+        )
+    )
 
 
 class ResidualThenHead(nn.Module):
@@ -93,8 +112,9 @@ def full_masks(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
     return {n: torch.ones(model.get_submodule(n).weight.shape[:2], dtype=torch.bool) for n in names}
 
 
-def random_masks(model: nn.Module, seed: int, drop_columns: float = 0.3,
-                 drop_rows: float = 0.0) -> dict[str, torch.Tensor]:
+def random_masks(
+    model: nn.Module, seed: int, drop_columns: float = 0.3, drop_rows: float = 0.0
+) -> dict[str, torch.Tensor]:
     """Random kernels kept in every multi-kernel conv; about ``drop_columns`` of the columns
     and ``drop_rows`` of the rows (filters) emptied, and no other row or column empty."""
     g = torch.Generator().manual_seed(seed)
@@ -136,11 +156,13 @@ def masked_weight_values(model: nn.Module, masks: dict[str, torch.Tensor]) -> to
 
 
 def no_masks_left(model: nn.Module) -> bool:
-    return (all(MASK not in m._buffers and not m._forward_pre_hooks for m in model.modules())
-            and all(not p._backward_hooks for p in model.parameters()))
+    return all(MASK not in m._buffers and not m._forward_pre_hooks for m in model.modules()) and all(
+        not p._backward_hooks for p in model.parameters()
+    )
 
 
 # --- holding masks during training ------------------------------------------------------
+
 
 def test_masked_weights_stay_zero_through_the_trainer(tmp_path):
     torch.manual_seed(0)
@@ -149,8 +171,9 @@ def test_masked_weights_stay_zero_through_the_trainer(tmp_path):
     apply_kernel_masks(model, masks)  # hooks alone: no after_step re-zeroing
     start = copy.deepcopy(model.state_dict())
     data = secateurs.load_dataset("synthetic", "train", num_samples=128, num_classes=4)
-    config = secateurs.TrainConfig(epochs=1, batch_size=32, progress=False, device="cpu", lr=0.05,
-                                   momentum=0.9, nesterov=True, weight_decay=5e-3)
+    config = secateurs.TrainConfig(
+        epochs=1, batch_size=32, progress=False, device="cpu", lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-3
+    )
     secateurs.train(model, data, None, config, run_dir=tmp_path / "run")
 
     masked = masked_weight_values(model, masks)
@@ -228,17 +251,18 @@ def test_mask_is_a_non_persistent_buffer():
 
 # --- measurement --------------------------------------------------------------------------
 
+
 def test_sparse_macs_match_hand_count():
     model = chain()
     masks = random_masks(model, seed=5)
     apply_kernel_masks(model, masks)
     hw = 8 * 8  # "same" padding, stride 1 everywhere
-    expected = (hw * int(masks["a"].sum()) * 9 + hw * int(masks["b"].sum()) * 9 + hw * int(masks["c"].sum()) * 9
-                + 5 * 4)
+    expected = hw * int(masks["a"].sum()) * 9 + hw * int(masks["b"].sum()) * 9 + hw * int(masks["c"].sum()) * 9 + 5 * 4
     assert count_macs(model, SHAPE, sparse=True) == expected
 
 
 # --- materialize --------------------------------------------------------------------------
+
 
 def test_materialize_removes_unread_input_channels_exactly():
     torch.manual_seed(0)
@@ -261,7 +285,12 @@ def test_materialize_removes_unread_input_channels_exactly():
     assert report.params[0] - report.params[1] == 9 * kernels + 2 * 2 + 1 * 2  # + BN weight and bias
     assert report.sparse_macs[1] == count_macs(model, SHAPE, sparse=True) < report.macs[1]  # b[0, 0] stays a zero
     assert {n: (c.inputs_removed, c.outputs_removed) for n, c in report.layers.items()} == {
-        "a": (0, 2), "a_bn": (0, 2), "b": (2, 1), "b_bn": (0, 1), "c": (1, 0)}
+        "a": (0, 2),
+        "a_bn": (0, 2),
+        "b": (2, 1),
+        "b_bn": (0, 1),
+        "c": (1, 0),
+    }
     assert report.exact and report.kept == []
     assert no_masks_left(model)
 
@@ -312,8 +341,9 @@ def test_constant_filter_is_folded(kernel):
 
     out = outputs(model, x)
     inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))
-    torch.testing.assert_close(out if kernel == 1 else out[inner], ref if kernel == 1 else ref[inner],
-                               rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        out if kernel == 1 else out[inner], ref if kernel == 1 else ref[inner], rtol=0, atol=1e-12
+    )
     assert report.exact == (kernel == 1) and torch.allclose(out, ref) == (kernel == 1)  # 3x3: borders differ
     assert report.folded == {"b": {5: bias}}
     assert (model.b.out_channels, model.b_bn.num_features, model.c.in_channels) == (7, 7, 7)
@@ -397,17 +427,22 @@ def test_zoo_materialized_model_saves_and_loads(arch, tmp_path):
 
 # --- errors -------------------------------------------------------------------------------
 
+
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"b": torch.ones(8, 5, dtype=torch.bool)}, r"'b'.*\(8, 5\).*\(8, 6\)"),
-    ({"bb": torch.ones(8, 6, dtype=torch.bool)}, r"no module 'bb'.*'b'"),
-    ({"b_bn": torch.ones(8, 6, dtype=torch.bool)}, r"'b_bn' is a BatchNorm2d"),
-    ({"b": torch.ones(8, 6)}, r"bool tensor of shape \(8, 6\)"),
-    ({"dw": torch.ones(6, 1, dtype=torch.bool)}, r"'dw'.*depthwise"),
-], ids=["shape", "unknown", "not-a-conv", "dtype", "depthwise"])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"b": torch.ones(8, 5, dtype=torch.bool)}, r"'b'.*\(8, 5\).*\(8, 6\)"),
+        ({"bb": torch.ones(8, 6, dtype=torch.bool)}, r"no module 'bb'.*'b'"),
+        ({"b_bn": torch.ones(8, 6, dtype=torch.bool)}, r"'b_bn' is a BatchNorm2d"),
+        ({"b": torch.ones(8, 6)}, r"bool tensor of shape \(8, 6\)"),
+        ({"dw": torch.ones(6, 1, dtype=torch.bool)}, r"'dw'.*depthwise"),
+    ],
+    ids=["shape", "unknown", "not-a-conv", "dtype", "depthwise"],
+)
 def test_bad_masks_raise_and_change_nothing(bad, message):
     model = chain()
     model.dw = nn.Conv2d(6, 6, 3, padding=1, groups=6)

@@ -1,4 +1,5 @@
 """Params, MACs and latency against hand counts on tiny hand-written models."""
+
 from __future__ import annotations
 
 import json

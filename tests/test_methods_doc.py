@@ -1,6 +1,7 @@
 """docs/methods.md and docs/architecture.md against the code they describe: every registered
 method, option and default is on the page as the registries and dataclasses hold it, and
 every file, package and table the pages name exists, so the pages cannot drift unnoticed."""
+
 from __future__ import annotations
 
 import dataclasses

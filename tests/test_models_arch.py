@@ -6,6 +6,7 @@ model, the structural promises the pruning engine relies on (FX-traceable, only
 Conv2d/BN/Linear hold parameters, no shared or functional activations, every
 parameter trained, ONNX export).
 """
+
 from __future__ import annotations
 
 import operator

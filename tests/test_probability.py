@@ -1,5 +1,6 @@
 """Probability pruning (Zhao et al., J. Comput. Sci. Technol. 2022): the statistics against
 SciPy, and planted channels in each of the four depthwise-separable cases removed without changing the outputs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,13 +24,17 @@ def _scipy_expectation(f, gamma: float, beta: float) -> float:
     # Split at the kinks so quad integrates smooth pieces.
     cuts = sorted({(k - beta) / s for k in (0.0, 3.0, -3.0, 6.0)})
     edges = [-np.inf, *cuts, np.inf]
-    return sum(integrate.quad(lambda z: f(beta + s * z) * stats.norm.pdf(z), a, b, epsabs=1e-12)[0]
-               for a, b in zip(edges, edges[1:]))
+    return sum(
+        integrate.quad(lambda z: f(beta + s * z) * stats.norm.pdf(z), a, b, epsabs=1e-12)[0]
+        for a, b in zip(edges, edges[1:])
+    )
 
 
 @pytest.mark.parametrize("gamma, beta", GRID)
 def test_probability_matches_scipy(gamma: float, beta: float) -> None:
-    p = float(prob_nonpositive(torch.tensor([gamma], dtype=torch.float64), torch.tensor([beta], dtype=torch.float64))[0])
+    p = float(
+        prob_nonpositive(torch.tensor([gamma], dtype=torch.float64), torch.tensor([beta], dtype=torch.float64))[0]
+    )
     want = (1.0 if beta <= 0 else 0.0) if gamma == 0 else stats.norm.cdf(-beta / abs(gamma))
     assert p == pytest.approx(want, abs=1e-12)
 
@@ -46,12 +51,15 @@ def test_expected_activation_matches_scipy(gamma: float, beta: float) -> None:
     assert float(expected_relu6(g, b)[0]) == pytest.approx(_scipy_expectation(RELU6, gamma, beta), abs=1e-9)
     # Through the module: closed forms for ReLU/ReLU6, numerical for the rest.
     assert float(expected_activation(nn.ReLU6(), g, b)[0]) == pytest.approx(
-        _scipy_expectation(RELU6, gamma, beta), abs=1e-9)
+        _scipy_expectation(RELU6, gamma, beta), abs=1e-9
+    )
     assert float(expected_activation(nn.Hardswish(), g, b)[0]) == pytest.approx(
-        _scipy_expectation(HARDSWISH, gamma, beta), abs=1e-6)
+        _scipy_expectation(HARDSWISH, gamma, beta), abs=1e-6
+    )
 
 
 # --- the four cases of a depthwise separable block ---------------------------------------
+
 
 class SeparableNet(nn.Module):
     """PW1 -> BN1 -> ReLU -> DW3x3 -> BN2 -> ReLU -> PW2 -> BN3 -> ReLU -> pool -> fc."""
@@ -187,8 +195,9 @@ def test_zoo_models_prune_and_run(name: str) -> None:
             m.weight.data = torch.where(dead, 0.0, 0.5 + torch.rand(m.num_features, generator=g))
             m.bias.data = torch.where(dead, -1.0, torch.rand(m.num_features, generator=g))
     x = torch.randn(2, 1, 32, 32, generator=g)
-    pruned, report = secateurs.prune(net, "probability", input_shape=(1, 32, 32), latency=False,
-                                     method_options={"tau": 1.0})
+    pruned, report = secateurs.prune(
+        net, "probability", input_shape=(1, 32, 32), latency=False, method_options={"tau": 1.0}
+    )
     assert report.rounds[0].channels_removed > 0
     assert report.after["params"] < report.before["params"]
     with torch.no_grad():

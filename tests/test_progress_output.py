@@ -1,5 +1,6 @@
 """Output a person reads: progress lines off a terminal, what a resumed or extended training run
 says, the prune summary printed once after a readable configuration, probability's reasons."""
+
 from __future__ import annotations
 
 import io
@@ -106,8 +107,7 @@ def test_a_finished_run_is_extended_on_the_longer_schedule(tmp_path, data, capsy
 
 def test_cli_train_extends_and_ends_with_the_model_path(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["train", "--model", "test_resnet", "--dataset", "synthetic", *DATA, "--batch-size", "64",
-            "--out", str(out)]
+    args = ["train", "--model", "test_resnet", "--dataset", "synthetic", *DATA, "--batch-size", "64", "--out", str(out)]
     assert main([*args, "--epochs", "1"]) == 0
     assert capsys.readouterr().out.rstrip().endswith(f"model: {out / 'model.safetensors'}")
     assert main(["train", "--resume", "--out", str(out), "--epochs", "2"]) == 0
@@ -121,12 +121,50 @@ def test_cli_train_extends_and_ends_with_the_model_path(tmp_path, capsys):
 
 def test_prune_prints_a_readable_configuration_and_the_summary_once(tmp_path, capsys):
     ckpt = tmp_path / "train"
-    assert main(["train", "--model", "test_resnet", "--dataset", "synthetic", *DATA, "--epochs", "1",
-                 "--batch-size", "64", "--no-progress", "--out", str(ckpt)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "test_resnet",
+                "--dataset",
+                "synthetic",
+                *DATA,
+                "--epochs",
+                "1",
+                "--batch-size",
+                "64",
+                "--no-progress",
+                "--out",
+                str(ckpt),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     out = tmp_path / "pruned"
-    assert main(["prune", "--from", str(ckpt / "model.safetensors"), "--out", str(out), "--method", "l1",
-                 "--macs-reduction", "0.3", "--finetune", "none", "--no-latency", "--seed", "3", *DATA]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                "--from",
+                str(ckpt / "model.safetensors"),
+                "--out",
+                str(out),
+                "--method",
+                "l1",
+                "--macs-reduction",
+                "0.3",
+                "--finetune",
+                "none",
+                "--no-latency",
+                "--seed",
+                "3",
+                *DATA,
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     both = captured.out + captured.err
     head = f"pruning {ckpt / 'model.safetensors'} with l1: macs reduction 30%, global scope, 1 round(s), no fine-tuning"
@@ -134,8 +172,9 @@ def test_prune_prints_a_readable_configuration_and_the_summary_once(tmp_path, ca
     assert f"full configuration: {out / 'config.json'}" in captured.err and "{'method'" not in both
     first = "% (target 30.0%)\n  params "  # the summary's first line
     assert both.count(first) == 1  # the summary, once
-    assert captured.out.rstrip().endswith(f"pruned model: {out / 'model.safetensors'} (report.md, metrics.json "
-                                          "and log.txt beside it)")
+    assert captured.out.rstrip().endswith(
+        f"pruned model: {out / 'model.safetensors'} (report.md, metrics.json and log.txt beside it)"
+    )
     assert (out / "report.md").is_file()
     assert (out / "log.txt").read_text().count(first) == 1  # the run's log keeps it too
 
@@ -172,8 +211,13 @@ def test_probability_prints_the_solved_tau(caplog):
 def test_a_resumed_prune_says_where_it_resumes_and_does_not_cut_again(data, tmp_path, monkeypatch, caplog):
     from secateurs.train import trainer
 
-    options = dict(macs_reduction=0.5, rounds=2, finetune_epochs=2, latency=False,
-                   finetune_train={"batch_size": 64, "progress": False, "max_steps_per_epoch": 1})
+    options = dict(
+        macs_reduction=0.5,
+        rounds=2,
+        finetune_epochs=2,
+        latency=False,
+        finetune_train={"batch_size": 64, "progress": False, "max_steps_per_epoch": 1},
+    )
     real = trainer._write_epoch
 
     def dying(*args, **kwargs):  # dies in round 1, after its cut, at its first fine-tuning epoch

@@ -1,5 +1,6 @@
 """``secateurs prune`` and ``secateurs methods`` end to end: a trained checkpoint in, a run
 directory out, read back with ``eval`` and ``measure``."""
+
 from __future__ import annotations
 
 import json
@@ -22,16 +23,51 @@ RUN_FILES = {"model.safetensors", "config.json", "metrics.json", "log.txt"}
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("prune-cli") / "train"
-    assert main(["train", "--model", "test_resnet", "--dataset", "synthetic", *DATA, "--epochs", "1",
-                 "--batch-size", "64", "--no-progress", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "test_resnet",
+                "--dataset",
+                "synthetic",
+                *DATA,
+                "--epochs",
+                "1",
+                "--batch-size",
+                "64",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out / "model.safetensors"
 
 
 @pytest.fixture(scope="module")
 def pruned(trained, tmp_path_factory):
     out = tmp_path_factory.mktemp("prune-cli") / "pruned"
-    assert main(["prune", "--from", str(trained), "--out", str(out), "--method", "l1-capped",
-                 "--macs-reduction", "0.5", "--finetune-epochs", "1", *FAST]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                "--from",
+                str(trained),
+                "--out",
+                str(out),
+                "--method",
+                "l1-capped",
+                "--macs-reduction",
+                "0.5",
+                "--finetune-epochs",
+                "1",
+                *FAST,
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -83,8 +119,11 @@ def test_the_pruned_checkpoint(pruned, trained):
     m = _json(pruned / "metrics.json")
     assert count_macs(model, (3, 32, 32)) == m["after"]["macs"]
     assert count_params(model) == m["after"]["params"]
-    widths = {name: mod.out_channels if hasattr(mod, "out_channels") else mod.out_features
-              for name, mod in model.named_modules() if hasattr(mod, "out_channels") or hasattr(mod, "out_features")}
+    widths = {
+        name: mod.out_channels if hasattr(mod, "out_channels") else mod.out_features
+        for name, mod in model.named_modules()
+        if hasattr(mod, "out_channels") or hasattr(mod, "out_features")
+    }
     assert widths == m["channels_after"]
     meta = read_meta(pruned / "model.safetensors")
     assert meta["pruning"]["method"] == "l1-capped" and meta["pruning"]["source"] == str(trained)
@@ -108,14 +147,32 @@ def test_eval_and_measure_read_the_pruned_checkpoint(pruned, capsys):
 def test_a_second_prune_into_the_same_run_is_refused(pruned, trained, capsys):
     files = {p.name: p.read_bytes() for p in pruned.iterdir() if p.is_file()}
     capsys.readouterr()
-    assert main(["prune", "--from", str(trained), "--out", str(pruned), "--method", "l1",
-                 "--macs-reduction", "0.3", "--finetune-epochs", "0", *FAST]) == 2
+    assert (
+        main(
+            [
+                "prune",
+                "--from",
+                str(trained),
+                "--out",
+                str(pruned),
+                "--method",
+                "l1",
+                "--macs-reduction",
+                "0.3",
+                "--finetune-epochs",
+                "0",
+                *FAST,
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "already holds (part of) a pruning run" in err and err.count("\n") == 1
     assert {p.name: p.read_bytes() for p in pruned.iterdir() if p.is_file()} == files
 
 
 # --- recipes ------------------------------------------------------------------------------
+
 
 def _recipe(tmp_path, text: str):
     path = tmp_path / "recipe.yaml"
@@ -124,8 +181,11 @@ def _recipe(tmp_path, text: str):
 
 
 def test_a_recipe_runs(trained, tmp_path):
-    recipe = _recipe(tmp_path, "method: l1\nmacs_reduction: 0.4\nfinetune_epochs: 1\n"
-                               "finetune_train: {batch_size: 64, max_steps_per_epoch: 1, progress: false}\n")
+    recipe = _recipe(
+        tmp_path,
+        "method: l1\nmacs_reduction: 0.4\nfinetune_epochs: 1\n"
+        "finetune_train: {batch_size: 64, max_steps_per_epoch: 1, progress: false}\n",
+    )
     out = tmp_path / "run"
     assert main(["prune", "--from", str(trained), "--out", str(out), "--recipe", recipe, "--no-latency", *DATA]) == 0
     config = _json(out / "config.json")
@@ -139,12 +199,34 @@ def test_a_recipe_runs(trained, tmp_path):
 
 
 def test_flags_override_the_recipe(trained, tmp_path):
-    recipe = _recipe(tmp_path, "method: l1\nmacs_reduction: 0.5\nfinetune_epochs: 3\n"
-                               "finetune_train: {batch_size: 64, lr: 0.02}\n")
+    recipe = _recipe(
+        tmp_path, "method: l1\nmacs_reduction: 0.5\nfinetune_epochs: 3\nfinetune_train: {batch_size: 64, lr: 0.02}\n"
+    )
     out = tmp_path / "run"
-    assert main(["prune", "--from", str(trained), "--out", str(out), "--recipe", recipe, "--method", "l2",
-                 "--params-reduction", "0.3", "--finetune-epochs", "0", "--finetune-max-steps-per-epoch", "1",
-                 "--no-latency", *DATA]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                "--from",
+                str(trained),
+                "--out",
+                str(out),
+                "--recipe",
+                recipe,
+                "--method",
+                "l2",
+                "--params-reduction",
+                "0.3",
+                "--finetune-epochs",
+                "0",
+                "--finetune-max-steps-per-epoch",
+                "1",
+                "--no-latency",
+                *DATA,
+            ]
+        )
+        == 0
+    )
     config = _json(out / "config.json")["prune"]
     assert config["method"] == "l2"
     assert config["params_reduction"] == 0.3 and config["macs_reduction"] is None  # a flag target replaces the recipe's
@@ -155,15 +237,18 @@ def test_flags_override_the_recipe(trained, tmp_path):
     _on_target(m)
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("method: l1\nmacs_reducton: 0.5\n", "macs_reducton"),
-    ("- l1\n- 0.5\n", "mapping"),
-    ("just text\n", "mapping"),
-    ("method: l1\nmacs_reduction: 0.5\nfinetune_train: 64\n", "finetune_train"),
-    ("method: l1\nmacs_reduction: [0.5\n", "not valid YAML"),
-    ("method: l1-caped\nmacs_reduction: 0.5\n", "'l1-capped'"),
-    ("method: l1\nmacs_reduction: 0.5\nmethod_options: {alpha: 0.5}\n", "alpha"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("method: l1\nmacs_reducton: 0.5\n", "macs_reducton"),
+        ("- l1\n- 0.5\n", "mapping"),
+        ("just text\n", "mapping"),
+        ("method: l1\nmacs_reduction: 0.5\nfinetune_train: 64\n", "finetune_train"),
+        ("method: l1\nmacs_reduction: [0.5\n", "not valid YAML"),
+        ("method: l1-caped\nmacs_reduction: 0.5\n", "'l1-capped'"),
+        ("method: l1\nmacs_reduction: 0.5\nmethod_options: {alpha: 0.5}\n", "alpha"),
+    ],
+)
 def test_bad_recipes_are_refused(trained, tmp_path, capsys, text, needle):
     recipe = _recipe(tmp_path, text)
     out = tmp_path / "run"
@@ -175,19 +260,24 @@ def test_bad_recipes_are_refused(trained, tmp_path, capsys, text, needle):
 
 
 def test_a_missing_recipe_is_named(trained, tmp_path, capsys):
-    assert main(["prune", "--from", str(trained), "--out", str(tmp_path / "run"),
-                 "--recipe", str(tmp_path / "nope.yaml")]) == 2
+    assert (
+        main(["prune", "--from", str(trained), "--out", str(tmp_path / "run"), "--recipe", str(tmp_path / "nope.yaml")])
+        == 2
+    )
     assert "nope.yaml" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["--method", "l1-caped", "--macs-reduction", "0.5"], "'l1-capped'"),
-    (["--method", "l1"], "exactly one target"),
-    (["--method", "l1", "--macs-reduction", "1.5"], "macs_reduction"),
-    (["--method", "l1", "--macs-reduction", "0.5", "--finetune", "distil"], "'distil'"),
-    (["--method", "l1", "--macs-reduction", "0.5", "--finetune", "kd", "--finetune-option", "T=2"], "temperature"),
-    (["--method", "l1", "--macs-reduction", "0.5", "--method-option", "alpha=0.5"], "alpha"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--method", "l1-caped", "--macs-reduction", "0.5"], "'l1-capped'"),
+        (["--method", "l1"], "exactly one target"),
+        (["--method", "l1", "--macs-reduction", "1.5"], "macs_reduction"),
+        (["--method", "l1", "--macs-reduction", "0.5", "--finetune", "distil"], "'distil'"),
+        (["--method", "l1", "--macs-reduction", "0.5", "--finetune", "kd", "--finetune-option", "T=2"], "temperature"),
+        (["--method", "l1", "--macs-reduction", "0.5", "--method-option", "alpha=0.5"], "alpha"),
+    ],
+)
 def test_bad_flags_are_one_clear_line(trained, tmp_path, capsys, argv, needle):
     out = tmp_path / "run"
     capsys.readouterr()
@@ -198,6 +288,7 @@ def test_bad_flags_are_one_clear_line(trained, tmp_path, capsys, argv, needle):
 
 
 # --- methods ------------------------------------------------------------------------------
+
 
 def test_methods_lists_every_registered_method(capsys):
     capsys.readouterr()
@@ -215,7 +306,24 @@ def test_a_run_dir_with_leftover_finetuning_is_refused(trained, tmp_path, capsys
     collide with it, so it is refused before anything is loaded."""
     out = tmp_path / "interrupted"
     (out / "finetune-1").mkdir(parents=True)
-    assert main(["prune", "--from", str(trained), "--out", str(out), "--method", "l1",
-                 "--macs-reduction", "0.3", "--finetune-epochs", "0", *FAST]) == 2
+    assert (
+        main(
+            [
+                "prune",
+                "--from",
+                str(trained),
+                "--out",
+                str(out),
+                "--method",
+                "l1",
+                "--macs-reduction",
+                "0.3",
+                "--finetune-epochs",
+                "0",
+                *FAST,
+            ]
+        )
+        == 2
+    )
     assert "finetune-1" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["finetune-1"]

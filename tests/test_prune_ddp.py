@@ -1,5 +1,6 @@
 """Pruning under torchrun: every rank prunes the same channels, fine-tuning runs on the
 global batch, only rank 0 writes -- and the result matches one process."""
+
 from __future__ import annotations
 
 import json
@@ -34,14 +35,49 @@ def test_torchrun_prune_matches_one_process(tmp_path, method, finetune):
     """mlft trains a peer next to the pruned model: both are DDP-wrapped and BN-synced."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cli = [sys.executable, "-m", "secateurs.cli"]
-    _run([*cli, "train", "--model", "test_resnet", *DATA, "--epochs", "1", "--batch-size", "64", "--no-progress",
-          "--out", str(tmp_path / "base")], env)
+    _run(
+        [
+            *cli,
+            "train",
+            "--model",
+            "test_resnet",
+            *DATA,
+            "--epochs",
+            "1",
+            "--batch-size",
+            "64",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "base"),
+        ],
+        env,
+    )
     (tmp_path / "recipe.yaml").write_text(RECIPE.format(method=method, finetune=finetune))
-    args = ["prune", "--from", str(tmp_path / "base" / "model.safetensors"), "--recipe", str(tmp_path / "recipe.yaml"),
-            *DATA]
+    args = [
+        "prune",
+        "--from",
+        str(tmp_path / "base" / "model.safetensors"),
+        "--recipe",
+        str(tmp_path / "recipe.yaml"),
+        *DATA,
+    ]
     _run([*cli, *args, "--out", str(tmp_path / "one")], env)
-    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-          "-m", "secateurs.cli", *args, "--out", str(tmp_path / "two")], env)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "secateurs.cli",
+            *args,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        env,
+    )
     a, b = load(tmp_path / "one" / "model.safetensors"), load(tmp_path / "two" / "model.safetensors")
     sa, sb = a.state_dict(), b.state_dict()
     assert {k: v.shape for k, v in sa.items()} == {k: v.shape for k, v in sb.items()}  # same channels cut

@@ -4,6 +4,7 @@ What the run reports is checked against the returned model (measured again here)
 original model against a snapshot of its state, and every refusal against a model that
 must not have been touched -- and a pipeline that must not have started.
 """
+
 from __future__ import annotations
 
 import copy
@@ -29,8 +30,10 @@ FAST = {"batch_size": 64, "progress": False, "max_steps_per_epoch": 2}
 
 @pytest.fixture(scope="module")
 def data():
-    return (secateurs.load_dataset("synthetic", "train", num_samples=128),
-            secateurs.load_dataset("synthetic", "test", num_samples=128))
+    return (
+        secateurs.load_dataset("synthetic", "train", num_samples=128),
+        secateurs.load_dataset("synthetic", "test", num_samples=128),
+    )
 
 
 def fresh_model() -> nn.Module:
@@ -50,16 +53,21 @@ def assert_unchanged(model: nn.Module, before: dict[str, torch.Tensor]) -> None:
 
 
 def widths(model: nn.Module) -> dict[str, int]:
-    return {name: (m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
-            for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    return {
+        name: (m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    }
 
 
 def top1(model: nn.Module, dataset) -> float:
-    return secateurs.evaluate(model, make_loader(dataset, LoaderConfig(batch_size=100, train=False)),
-                              dataset.info.num_classes).top1
+    return secateurs.evaluate(
+        model, make_loader(dataset, LoaderConfig(batch_size=100, train=False)), dataset.info.num_classes
+    ).top1
 
 
 # --- one round ----------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def l1_run(data):
@@ -67,8 +75,16 @@ def l1_run(data):
     model = fresh_model()
     model.train()
     before = snapshot(model)
-    pruned, result = prune(model, "l1", macs_reduction=0.5, train_set=train_set, test_set=test_set,
-                           finetune_epochs=1, finetune_train=FAST, latency=False)
+    pruned, result = prune(
+        model,
+        "l1",
+        macs_reduction=0.5,
+        train_set=train_set,
+        test_set=test_set,
+        finetune_epochs=1,
+        finetune_train=FAST,
+        latency=False,
+    )
     return model, before, pruned, result
 
 
@@ -123,8 +139,9 @@ def test_channels_shrink(l1_run):
 def test_params_target(data):
     train_set, test_set = data
     model = fresh_model()
-    pruned, result = prune(model, "l2", params_reduction=0.4, scope="layer", finetune="none",
-                           test_set=test_set, latency=False)
+    pruned, result = prune(
+        model, "l2", params_reduction=0.4, scope="layer", finetune="none", test_set=test_set, latency=False
+    )
     assert result.metric == "params" and result.target == 0.4
     assert result.after["params"] == count_params(pruned)
     assert result.achieved == pytest.approx(1 - count_params(pruned) / count_params(model))
@@ -135,8 +152,17 @@ def test_params_target(data):
 
 def test_accuracy_after_finetuning_without_per_epoch_evaluation(data):
     train_set, test_set = data
-    pruned, result = prune(fresh_model(), "l1", macs_reduction=0.3, train_set=train_set, test_set=test_set,
-                           finetune_epochs=1, finetune_train=FAST, latency=False, eval_each_epoch=False)
+    pruned, result = prune(
+        fresh_model(),
+        "l1",
+        macs_reduction=0.3,
+        train_set=train_set,
+        test_set=test_set,
+        finetune_epochs=1,
+        finetune_train=FAST,
+        latency=False,
+        eval_each_epoch=False,
+    )
     assert result.rounds[0].top1_after_finetune == pytest.approx(top1(pruned, test_set))
     assert result.after["top1"] == pytest.approx(top1(pruned, test_set))
 
@@ -151,8 +177,16 @@ def test_input_shape_without_data():
 
 def test_l1_capped_with_alpha_one_is_l1():
     """alpha = 1 leaves L1 / mean(L1): after the per-layer normalisation, the same ranking as l1."""
-    a, ra = prune(fresh_model(), "l1-capped", macs_reduction=0.4, rounds=1, method_options={"alpha": 1.0},
-                  finetune="none", input_shape=SHAPE, latency=False)
+    a, ra = prune(
+        fresh_model(),
+        "l1-capped",
+        macs_reduction=0.4,
+        rounds=1,
+        method_options={"alpha": 1.0},
+        finetune="none",
+        input_shape=SHAPE,
+        latency=False,
+    )
     b, rb = prune(fresh_model(), "l1", macs_reduction=0.4, finetune="none", input_shape=SHAPE, latency=False)
     assert ra.config["method_options"] == {"alpha": 1.0}
     assert ra.channels_after == rb.channels_after
@@ -162,19 +196,23 @@ def test_l1_capped_with_alpha_one_is_l1():
 
 # --- rounds -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("options, epochs", [
-    ({"method": "l1-capped", "finetune_epochs": 2}, [0, 1, 1]),
-    ({"method": "l1-capped", "finetune_epochs": 7}, [2, 2, 3]),
-    ({"method": "l1-capped", "finetune_epochs": 1}, [0, 0, 1]),
-    ({"method": "l1-capped", "finetune_epochs": 6}, [2, 2, 2]),
-    ({"method": "l1-capped", "finetune": "none"}, [0, 0, 0]),
-    ({"method": "l1-capped"}, [1, 1, 1]),  # 3 epochs by default
-    ({"method": "probability"}, [0]),  # its default mode is none
-    ({"method": "probability", "finetune_epochs": 2}, [2]),  # asking for epochs asks for fine-tuning
-    ({"method": "l1", "finetune_epochs": 3}, [3]),
-    ({"method": "l1", "finetune_epochs": 5, "rounds": 2}, [2, 3]),
-    ({"method": "l1-capped", "finetune_epochs": 0, "rounds": 4}, [0, 0, 0, 0]),
-])
+
+@pytest.mark.parametrize(
+    "options, epochs",
+    [
+        ({"method": "l1-capped", "finetune_epochs": 2}, [0, 1, 1]),
+        ({"method": "l1-capped", "finetune_epochs": 7}, [2, 2, 3]),
+        ({"method": "l1-capped", "finetune_epochs": 1}, [0, 0, 1]),
+        ({"method": "l1-capped", "finetune_epochs": 6}, [2, 2, 2]),
+        ({"method": "l1-capped", "finetune": "none"}, [0, 0, 0]),
+        ({"method": "l1-capped"}, [1, 1, 1]),  # 3 epochs by default
+        ({"method": "probability"}, [0]),  # its default mode is none
+        ({"method": "probability", "finetune_epochs": 2}, [2]),  # asking for epochs asks for fine-tuning
+        ({"method": "l1", "finetune_epochs": 3}, [3]),
+        ({"method": "l1", "finetune_epochs": 5, "rounds": 2}, [2, 3]),
+        ({"method": "l1-capped", "finetune_epochs": 0, "rounds": 4}, [0, 0, 0, 0]),
+    ],
+)
 def test_epochs_per_round(options, epochs):
     config = PruneConfig(macs_reduction=0.5, **options)
     assert config.epochs_per_round() == epochs
@@ -185,9 +223,18 @@ def test_l1_capped_prunes_in_three_rounds(data, tmp_path):
     train_set, test_set = data
     model = fresh_model()
     before = snapshot(model)
-    pruned, result = prune(model, "l1-capped", macs_reduction=0.5, rounds=3, finetune_epochs=2,
-                           train_set=train_set, test_set=test_set, finetune_train=FAST, latency=False,
-                           run_dir=tmp_path)
+    pruned, result = prune(
+        model,
+        "l1-capped",
+        macs_reduction=0.5,
+        rounds=3,
+        finetune_epochs=2,
+        train_set=train_set,
+        test_set=test_set,
+        finetune_train=FAST,
+        latency=False,
+        run_dir=tmp_path,
+    )
     assert_unchanged(model, before)
     rounds = result.rounds
     assert [r.round for r in rounds] == [1, 2, 3]
@@ -208,8 +255,7 @@ def test_each_round_scores_the_pruned_model():
     """Round 2 re-traces and re-scores round 1's model and plans against the unpruned MACs:
     the same steps done by hand with the building blocks give the same model."""
     model = fresh_model().eval()
-    pruned, two = prune(model, "l1", macs_reduction=0.4, rounds=2, finetune="none", input_shape=SHAPE,
-                        latency=False)
+    pruned, two = prune(model, "l1", macs_reduction=0.4, rounds=2, finetune="none", input_shape=SHAPE, latency=False)
     assert [r.target for r in two.rounds] == pytest.approx([0.2, 0.4])
     ref = copy.deepcopy(model)
     x = torch.zeros(1, *SHAPE)
@@ -230,11 +276,14 @@ def test_each_round_scores_the_pruned_model():
 
 # --- refusals -----------------------------------------------------------------------------
 
+
 @pytest.fixture
 def untouched(monkeypatch):
     """Any refusal must come before the pipeline measures, traces or copies anything."""
+
     def boom(*args, **kwargs):
         raise AssertionError("the pipeline started before refusing")
+
     monkeypatch.setattr(run_module, "_snapshot", boom)
     monkeypatch.setattr(run_module, "trace", boom)
 
@@ -247,28 +296,44 @@ REFUSALS = [
     pytest.param({"macs_reduction": 1.5}, "macs_reduction", id="target-1.5"),
     pytest.param({"params_reduction": 0.0}, "params_reduction", id="target-0"),
     pytest.param({"macs_reduction": 0.5, "finetune": "distil"}, "mlft", id="finetune-mode"),
-    pytest.param({"macs_reduction": 0.5, "finetune": "kd", "finetune_options": {"temprature": 2.0}}, "temperature",
-                 id="finetune-option-key"),
-    pytest.param({"macs_reduction": 0.5, "finetune": "mlft", "finetune_options": {"peer": "twin"}}, "unpruned",
-                 id="finetune-option-value"),
-    pytest.param({"macs_reduction": 0.5, "finetune": "kd", "finetune_options": {"temperature": 0}}, "temperature",
-                 id="finetune-option-range"),
-    pytest.param({"macs_reduction": 0.5, "finetune": "mlft", "finetune_options": {"weight": "a"}}, "'weight'",
-                 id="finetune-option-type"),
+    pytest.param(
+        {"macs_reduction": 0.5, "finetune": "kd", "finetune_options": {"temprature": 2.0}},
+        "temperature",
+        id="finetune-option-key",
+    ),
+    pytest.param(
+        {"macs_reduction": 0.5, "finetune": "mlft", "finetune_options": {"peer": "twin"}},
+        "unpruned",
+        id="finetune-option-value",
+    ),
+    pytest.param(
+        {"macs_reduction": 0.5, "finetune": "kd", "finetune_options": {"temperature": 0}},
+        "temperature",
+        id="finetune-option-range",
+    ),
+    pytest.param(
+        {"macs_reduction": 0.5, "finetune": "mlft", "finetune_options": {"weight": "a"}},
+        "'weight'",
+        id="finetune-option-type",
+    ),
     pytest.param({"macs_reduction": 0.5, "finetune_train": {"batch_sise": 64}}, "batch_sise", id="train-key"),
     pytest.param({"macs_reduction": 0.5, "finetune_train": {"lr": -1.0}}, "lr", id="train-value"),
     pytest.param({"macs_reduction": 0.5, "finetune_train": {"epochs": 3}}, "finetune_epochs", id="train-epochs"),
     pytest.param({"macs_reduction": 0.5, "finetune_epochs": 1, "train_set": None}, "train_set", id="no-train-set"),
-    pytest.param({"method": "feature-l1", "macs_reduction": 0.5, "finetune_epochs": 0, "train_set": None},
-                 "train_set", id="feature-l1-no-train-set"),
+    pytest.param(
+        {"method": "feature-l1", "macs_reduction": 0.5, "finetune_epochs": 0, "train_set": None},
+        "train_set",
+        id="feature-l1-no-train-set",
+    ),
     pytest.param({"macs_reduction": 0.5, "method_options": {"alpha": 1.5}}, "alpha", id="bad-alpha"),
     pytest.param({"macs_reduction": 0.5, "method_options": {"beta": 1}}, "beta", id="unknown-option"),
     pytest.param({"method": "l1", "macs_reduction": 0.5, "method_options": {"q": 0.5}}, "'q'", id="option-of-other"),
     pytest.param({"macs_reduction": 0.5, "scope": "net"}, "'net'", id="scope"),
     pytest.param({"macs_reduction": 0.5, "rounds": 0}, "rounds", id="rounds"),
     pytest.param({"macs_reduction": 0.5, "min_keep_fraction": 1.0}, "min_keep_fraction", id="floor"),
-    pytest.param({"macs_reduction": 0.5, "finetune": "none", "train_set": None, "test_set": None}, "input_shape",
-                 id="no-shape"),
+    pytest.param(
+        {"macs_reduction": 0.5, "finetune": "none", "train_set": None, "test_set": None}, "input_shape", id="no-shape"
+    ),
 ]
 
 
@@ -276,8 +341,14 @@ REFUSALS = [
 def test_refusals_leave_the_model_alone(options, needle, data, tmp_path, untouched):
     model = fresh_model()
     before = snapshot(model)
-    kwargs = {"train_set": data[0], "test_set": data[1], "finetune_train": FAST, "latency": False,
-              "run_dir": tmp_path / "run", **options}
+    kwargs = {
+        "train_set": data[0],
+        "test_set": data[1],
+        "finetune_train": FAST,
+        "latency": False,
+        "run_dir": tmp_path / "run",
+        **options,
+    }
     method = kwargs.pop("method", "l1-capped")
     with pytest.raises(ConfigError) as e:
         prune(model, method, **kwargs)

@@ -1,5 +1,6 @@
 """A pruning run killed mid-way resumes where it stopped and ends with the model an
 uninterrupted run gives (the cuts of later rounds depend on the fine-tuned weights)."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,8 +11,13 @@ from secateurs.cli import main
 from secateurs.data import load_dataset
 from secateurs.train import trainer
 
-OPTIONS = dict(macs_reduction=0.5, rounds=3, finetune_epochs=6, latency=False,
-               finetune_train={"batch_size": 64, "progress": False, "max_steps_per_epoch": 2})
+OPTIONS = dict(
+    macs_reduction=0.5,
+    rounds=3,
+    finetune_epochs=6,
+    latency=False,
+    finetune_train={"batch_size": 64, "progress": False, "max_steps_per_epoch": 2},
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +38,9 @@ class Killed(Exception):
 @pytest.mark.parametrize("kill_after_writes", [1, 3, 4])  # in round 1; mid round 2; at round 2's end
 def test_resume_after_a_kill_matches_an_uninterrupted_run(data, tmp_path, monkeypatch, kill_after_writes):
     train_set, test_set = data
-    whole, whole_report = secateurs.prune(_model(), "l1-capped", train_set=train_set, test_set=test_set,
-                                          run_dir=tmp_path / "whole", **OPTIONS)
+    whole, whole_report = secateurs.prune(
+        _model(), "l1-capped", train_set=train_set, test_set=test_set, run_dir=tmp_path / "whole", **OPTIONS
+    )
     real = trainer._write_epoch
     writes = []
 
@@ -45,11 +52,13 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(data, tmp_path, monkey
 
     monkeypatch.setattr(trainer, "_write_epoch", dying)
     with pytest.raises(Killed):
-        secateurs.prune(_model(), "l1-capped", train_set=train_set, test_set=test_set, run_dir=tmp_path / "cut",
-                        **OPTIONS)
+        secateurs.prune(
+            _model(), "l1-capped", train_set=train_set, test_set=test_set, run_dir=tmp_path / "cut", **OPTIONS
+        )
     monkeypatch.setattr(trainer, "_write_epoch", real)
-    resumed, report = secateurs.prune(_model(), "l1-capped", train_set=train_set, test_set=test_set,
-                                      run_dir=tmp_path / "cut", resume=True, **OPTIONS)
+    resumed, report = secateurs.prune(
+        _model(), "l1-capped", train_set=train_set, test_set=test_set, run_dir=tmp_path / "cut", resume=True, **OPTIONS
+    )
     a, b = whole.state_dict(), resumed.state_dict()
     assert a.keys() == b.keys()
     for k in a:
@@ -62,19 +71,58 @@ def test_resume_refuses_another_configuration(data, tmp_path):
     train_set, test_set = data
     secateurs.prune(_model(), "l1", train_set=train_set, test_set=test_set, run_dir=tmp_path, **OPTIONS)
     with pytest.raises(secateurs.ConfigError, match="different configuration"):
-        secateurs.prune(_model(), "l1", train_set=train_set, test_set=test_set, run_dir=tmp_path, resume=True,
-                        **{**OPTIONS, "macs_reduction": 0.4})
+        secateurs.prune(
+            _model(),
+            "l1",
+            train_set=train_set,
+            test_set=test_set,
+            run_dir=tmp_path,
+            resume=True,
+            **{**OPTIONS, "macs_reduction": 0.4},
+        )
 
 
 def test_cli_resume(tmp_path, capsys):
     base = tmp_path / "base"
     data = ["--dataset", "synthetic", "--dataset-option", "num_samples=128"]
-    assert main(["train", "--model", "test_resnet", *data, "--epochs", "1", "--batch-size", "64", "--no-progress",
-                 "--out", str(base)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "test_resnet",
+                *data,
+                "--epochs",
+                "1",
+                "--batch-size",
+                "64",
+                "--no-progress",
+                "--out",
+                str(base),
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "p"
-    args = ["prune", "--from", str(base / "model.safetensors"), "--out", str(out), "--method", "l1",
-            "--macs-reduction", "0.4", "--finetune-epochs", "1", "--finetune-max-steps-per-epoch", "1",
-            "--finetune-batch-size", "64", "--no-latency", *data]
+    args = [
+        "prune",
+        "--from",
+        str(base / "model.safetensors"),
+        "--out",
+        str(out),
+        "--method",
+        "l1",
+        "--macs-reduction",
+        "0.4",
+        "--finetune-epochs",
+        "1",
+        "--finetune-max-steps-per-epoch",
+        "1",
+        "--finetune-batch-size",
+        "64",
+        "--no-latency",
+        *data,
+    ]
     assert main(args) == 0
     capsys.readouterr()
     assert main(["prune", "--resume", "--out", str(out), "--macs-reduction", "0.3"]) == 2

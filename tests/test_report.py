@@ -2,6 +2,7 @@
 ``secateurs report``: every number in the tables is checked against ``metrics.json`` (and
 the fine-tuning epochs against ``finetune-<round>/metrics.jsonl``), every figure is a PNG
 that an image library opens."""
+
 from __future__ import annotations
 
 import json
@@ -26,14 +27,48 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "train"
-    assert main(["train", "--model", "test_resnet", "--dataset", "synthetic", *DATA, "--epochs", "1",
-                 "--batch-size", "64", "--no-progress", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "test_resnet",
+                "--dataset",
+                "synthetic",
+                *DATA,
+                "--epochs",
+                "1",
+                "--batch-size",
+                "64",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out / "model.safetensors"
 
 
 def _prune(trained, folder, method, *extra):
-    assert main(["prune", "--from", str(trained), "--out", str(folder), "--method", method,
-                 "--macs-reduction", "0.5", *extra, *FAST]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                "--from",
+                str(trained),
+                "--out",
+                str(folder),
+                "--method",
+                method,
+                "--macs-reduction",
+                "0.5",
+                *extra,
+                *FAST,
+            ]
+        )
+        == 0
+    )
     return folder
 
 
@@ -153,8 +188,9 @@ def test_kernel_method_records_and_reports_kernels_per_layer(hnsi, trained):
     is non-zero), after.kernels on the saved pruned model; the report shows both."""
     m = _metrics(hnsi)
     convs = lambda model: {n: mod for n, mod in model.named_modules() if isinstance(mod, torch.nn.Conv2d)}
-    assert m["before"]["kernels"] == {n: c.out_channels * c.in_channels // c.groups
-                                      for n, c in convs(load(trained)).items()}
+    assert m["before"]["kernels"] == {
+        n: c.out_channels * c.in_channels // c.groups for n, c in convs(load(trained)).items()
+    }
     pruned = convs(load(hnsi / "model.safetensors"))
     after = {n: int(c.weight.detach().flatten(2).ne(0).any(-1).sum()) for n, c in pruned.items()}
     assert m["after"]["kernels"] == after and sum(after.values()) < sum(m["before"]["kernels"].values())
@@ -172,8 +208,9 @@ def test_report_command_rebuilds_the_same_report(capped, tmp_path):
     for name in ("report.md", "report-channels.png", "report-top1.png"):
         (run / name).unlink()
     assert main(["report", str(run)]) == 0
-    assert (run / "report.md").read_text() == written.replace(f"# Pruning report: {capped.name}\n",
-                                                              f"# Pruning report: {run.name}\n")
+    assert (run / "report.md").read_text() == written.replace(
+        f"# Pruning report: {capped.name}\n", f"# Pruning report: {run.name}\n"
+    )
     _assert_png(run / "report-top1.png")
 
 
@@ -198,9 +235,14 @@ def test_a_busy_machine_and_an_unreliable_speedup_are_stated(capped, tmp_path):
     m = _metrics(run)
     m["before"]["latency_ms"], m["after"]["latency_ms"] = {"1": 2.0, "64": 30.0}, {"1": 1.6, "64": 20.0}
     reason = "the machine was busy: other processes used 1.4 cores on average"
-    m["latency"] = {"device": "cpu", "threads": 1, "reliable": False, "reasons": [reason],
-                    "load": {"busy": True, "others_cores": 1.4, "cpu_count": 2},
-                    "batches": {"1": {"ratio": 1.3}, "64": {"ratio": 1.45}}}
+    m["latency"] = {
+        "device": "cpu",
+        "threads": 1,
+        "reliable": False,
+        "reasons": [reason],
+        "load": {"busy": True, "others_cores": 1.4, "cpu_count": 2},
+        "batches": {"1": {"ratio": 1.3}, "64": {"ratio": 1.45}},
+    }
     (run / "metrics.json").write_text(json.dumps(m))
     assert main(["report", str(run)]) == 0
     text = (run / "report.md").read_text()
@@ -223,7 +265,8 @@ def test_comparison_lists_both_runs_with_their_numbers(capped, hnsi, tmp_path, c
     _assert_png(out / "comparison-top1-macs.png")
     links = dict(re.findall(r"- \[([^\]]+)\]\(([^)]+)\)", text))  # each run's report, relative to --out
     assert {name: (out / link).resolve() for name, link in links.items()} == {
-        run.name: (run / "report.md").resolve() for run in (capped, hnsi)}
+        run.name: (run / "report.md").resolve() for run in (capped, hnsi)
+    }
 
 
 def test_comparison_refuses_to_replace_what_it_did_not_write(capped, hnsi, tmp_path, capsys):
@@ -238,12 +281,15 @@ def test_comparison_refuses_to_replace_what_it_did_not_write(capped, hnsi, tmp_p
     assert (out / "comparison.md").read_text().startswith("# Comparison of 2 pruning runs")
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["report", "{tmp}"], "holds no metrics.json"),
-    (["report", "{tmp}/missing"], "does not exist"),
-    (["report", "{run}", "--out", "{tmp}/c"], "--out is for comparing two or more runs"),
-    (["report", "{run}", "{run}"], "needs --out"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["report", "{tmp}"], "holds no metrics.json"),
+        (["report", "{tmp}/missing"], "does not exist"),
+        (["report", "{run}", "--out", "{tmp}/c"], "--out is for comparing two or more runs"),
+        (["report", "{run}", "{run}"], "needs --out"),
+    ],
+)
 def test_bad_report_requests_are_one_line_and_write_nothing(argv, needle, capped, tmp_path, capsys):
     before = sorted(p.name for p in capped.iterdir())
     assert main([a.format(tmp=tmp_path, run=capped) for a in argv]) == 2
@@ -256,7 +302,24 @@ def test_prune_refuses_an_out_holding_a_users_report(trained, tmp_path, capsys):
     out = tmp_path / "pruned"
     out.mkdir()
     (out / "report.md").write_text("my report")
-    assert main(["prune", "--from", str(trained), "--out", str(out), "--method", "l1", "--macs-reduction", "0.5",
-                 "--finetune", "none", *FAST[4:]]) == 2
+    assert (
+        main(
+            [
+                "prune",
+                "--from",
+                str(trained),
+                "--out",
+                str(out),
+                "--method",
+                "l1",
+                "--macs-reduction",
+                "0.5",
+                "--finetune",
+                "none",
+                *FAST[4:],
+            ]
+        )
+        == 2
+    )
     assert "report.md" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["report.md"] and (out / "report.md").read_text() == "my report"

@@ -6,6 +6,7 @@ MACs are measured with count_macs (the target met, the prediction exact). A plan
 ``round_to=1`` on the same scores must narrow some layer to a width that is not a multiple
 of N, or the check would prove nothing.
 """
+
 from __future__ import annotations
 
 import copy
@@ -107,15 +108,24 @@ def test_bad_round_to_is_refused_with_the_way_out(value) -> None:
 def test_prune_honours_round_to_end_to_end() -> None:
     torch.manual_seed(0)
     model = secateurs.create_model("test_resnet", num_classes=10, in_channels=3)
-    pruned, result = secateurs.prune(model, "l1", macs_reduction=0.5, finetune="none", latency=False,
-                                     evaluate_before=False, round_to=4, input_shape=SHAPE)
+    pruned, result = secateurs.prune(
+        model,
+        "l1",
+        macs_reduction=0.5,
+        finetune="none",
+        latency=False,
+        evaluate_before=False,
+        round_to=4,
+        input_shape=SHAPE,
+    )
     before, after = widths(model), widths(pruned)
     assert off_grid(before, after, 4) == {} and after != before
     assert count_macs(pruned, SHAPE) <= 0.5 * count_macs(model, SHAPE)
 
 
 def test_cli_flag_and_recipe_key_set_the_field() -> None:
-    args = build_parser().parse_args(["prune", "--from", "x.safetensors", "--out", "run", "--macs-reduction", "0.5",
-                                      "--round-to", "8"])
+    args = build_parser().parse_args(
+        ["prune", "--from", "x.safetensors", "--out", "run", "--macs-reduction", "0.5", "--round-to", "8"]
+    )
     assert prune_options(args)["round_to"] == 8
     assert PruneConfig.from_dict({"method": "l1", "macs_reduction": 0.5, "round_to": 8}).round_to == 8

@@ -1,4 +1,5 @@
 """Learning-rate schedules and the evaluation metrics, against hand-computed values."""
+
 from __future__ import annotations
 
 import math

@@ -18,6 +18,7 @@ Left out, because Torch-Pruning 1.6.1 does not handle them (checked by hand):
     computes something else, or does not run (secateurs refuses);
   * a depthwise conv with a channel multiplier: the pruned model does not run.
 """
+
 from __future__ import annotations
 
 import copy
@@ -37,26 +38,26 @@ ATOL = 1e-5
 
 # (model, layer whose output channels are requested, the channel indices)
 CASES = [
-    ("resnet20", "stem.0", [0, 5, 9]),                      # stage-0 residual stream: 13 layer roles
-    ("resnet20", "stages.1.0.shortcut.0", [1, 2, 30]),      # stage-1 stream, named by its shortcut conv
-    ("resnet20", "stages.2.1.conv1.0", [0, 17, 63]),        # block-internal
-    ("test_resnet", "stages.2.0.conv2.0", [3, 4]),          # the last stream: feeds the classifier
+    ("resnet20", "stem.0", [0, 5, 9]),  # stage-0 residual stream: 13 layer roles
+    ("resnet20", "stages.1.0.shortcut.0", [1, 2, 30]),  # stage-1 stream, named by its shortcut conv
+    ("resnet20", "stages.2.1.conv1.0", [0, 17, 63]),  # block-internal
+    ("test_resnet", "stages.2.0.conv2.0", [3, 4]),  # the last stream: feeds the classifier
     ("test_resnet", "stages.0.0.conv1.0", [7]),
     ("test_vgg", "features.0", [0, 1, 2]),
-    ("test_vgg", "features.11", [5, 31]),                   # the last conv: feeds flatten + Linear
+    ("test_vgg", "features.11", [5, 31]),  # the last conv: feeds flatten + Linear
     ("vgg16", "features.7", list(range(0, 128, 3))),
-    ("test_mobilenet_v1", "stem.0", [2, 6]),                # through a depthwise conv
-    ("test_mobilenet_v1", "stages.2.0", [0, 9]),            # named by the depthwise conv itself
+    ("test_mobilenet_v1", "stem.0", [2, 6]),  # through a depthwise conv
+    ("test_mobilenet_v1", "stages.2.0", [0, 9]),  # named by the depthwise conv itself
     ("test_mobilenet_v1", "stages.4.3", [1, 63]),
-    ("test_mobilenet_v2", "stages.3.conv.6", [0, 23]),      # inverted-residual stream
+    ("test_mobilenet_v2", "stages.3.conv.6", [0, 23]),  # inverted-residual stream
     ("test_mobilenet_v2", "stages.2.conv.0", [10, 11, 40]),  # expansion conv
     ("test_mobilenet_v2", "final_conv.0", [0, 1]),
     ("test_ghostnet", "stem.0", [1]),
     ("test_ghostnet", "stages.1.branch.1.primary.0", [0, 5]),  # a Ghost module: concat of two convs
-    ("test_ghostnet", "stages.2.branch.1.reduce", [0, 6]),   # squeeze-excitation
-    ("test_ghostnet", "head.1", [0, 63]),                   # a Linear
+    ("test_ghostnet", "stages.2.branch.1.reduce", [0, 6]),  # squeeze-excitation
+    ("test_ghostnet", "head.1", [0, 63]),  # a Linear
     ("test_shufflenet_v1", "stages.4.branch.6", [0, 16, 32]),  # a grouped conv's outputs, one per group
-    ("test_shufflenet_v2", "stem.0", [3]),                  # into both branches of a stride-2 unit
+    ("test_shufflenet_v2", "stem.0", [3]),  # into both branches of a stride-2 unit
     ("test_shufflenet_v2", "stages.3.branch2.0", [0, 15]),
 ]
 

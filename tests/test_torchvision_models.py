@@ -12,6 +12,7 @@ are checked here (the one spanning the most layers, e.g. a residual stream, and 
 by a fixed seed), each by removing one unit per conv group (one unit where no grouped conv
 is involved); ``benchmarks/torchvision_coverage.py`` walks every group of every model.
 """
+
 from __future__ import annotations
 
 import copy
@@ -30,8 +31,9 @@ try:
 
     tvm = import_torchvision()
 except ImportError as e:  # not installed: the dev extra brings it
-    pytest.skip(f"torchvision is not importable ({e}); pip install -e '.[dev]' -c constraints.txt",
-                allow_module_level=True)
+    pytest.skip(
+        f"torchvision is not importable ({e}); pip install -e '.[dev]' -c constraints.txt", allow_module_level=True
+    )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -41,12 +43,24 @@ TOLERANCE = 1e-9
 
 #: name -> (input side, constructor options); inception_v3 needs at least 75 pixels.
 MODELS: dict[str, tuple[int, dict]] = {
-    "resnet18": (64, {}), "resnet50": (64, {}), "resnext50_32x4d": (64, {}), "wide_resnet50_2": (64, {}),
-    "mobilenet_v2": (64, {}), "mobilenet_v3_large": (64, {}), "efficientnet_b0": (64, {}),
-    "efficientnet_v2_s": (64, {}), "regnet_x_400mf": (64, {}), "regnet_y_400mf": (64, {}), "mnasnet1_0": (64, {}),
-    "shufflenet_v2_x1_0": (64, {}), "squeezenet1_0": (64, {}), "densenet121": (64, {}),
+    "resnet18": (64, {}),
+    "resnet50": (64, {}),
+    "resnext50_32x4d": (64, {}),
+    "wide_resnet50_2": (64, {}),
+    "mobilenet_v2": (64, {}),
+    "mobilenet_v3_large": (64, {}),
+    "efficientnet_b0": (64, {}),
+    "efficientnet_v2_s": (64, {}),
+    "regnet_x_400mf": (64, {}),
+    "regnet_y_400mf": (64, {}),
+    "mnasnet1_0": (64, {}),
+    "shufflenet_v2_x1_0": (64, {}),
+    "squeezenet1_0": (64, {}),
+    "densenet121": (64, {}),
     "googlenet": (64, {"aux_logits": False, "init_weights": True}),
-    "inception_v3": (96, {"aux_logits": False, "init_weights": True}), "vgg11_bn": (64, {}), "alexnet": (64, {}),
+    "inception_v3": (96, {"aux_logits": False, "init_weights": True}),
+    "vgg11_bn": (64, {}),
+    "alexnet": (64, {}),
     "convnext_tiny": (64, {}),
 }
 #: Over 10 s each on one core (big weights in float64, or long traces): marked slow, still run in CI.
@@ -110,5 +124,7 @@ def test_only_convnext_keeps_channels_for_a_reason_other_than_its_ends() -> None
     assert "permute" in stuck["convnext_tiny"]
     assert stuck["shufflenet_v2_x1_0"] - {"network input", "network output"} == {
         "shuffles, equal chunks or adds tie all 58 channels of 'stage2.0.branch1.2' into one unit: removing it would "
-        "empty the layer", "shuffles, equal chunks or adds tie all 116 channels of 'stage3.0.branch1.2' into one "
-        "unit: removing it would empty the layer"}
+        "empty the layer",
+        "shuffles, equal chunks or adds tie all 116 channels of 'stage3.0.branch1.2' into one "
+        "unit: removing it would empty the layer",
+    }

@@ -1,4 +1,5 @@
 """Training: the loss falls, resume is exact, torchrun with 2 processes matches 1 process."""
+
 from __future__ import annotations
 
 import json
@@ -68,8 +69,9 @@ def test_resume_continues_a_killed_run_exactly(tmp_path, data):
         assert torch.equal(a, b), name
     full_hist = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
     cut_hist = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
-    strip = lambda lines: [{k: v for k, v in json.loads(l).items() if "time" not in k and "per_s" not in k}
-                           for l in lines]
+    strip = lambda lines: [
+        {k: v for k, v in json.loads(l).items() if "time" not in k and "per_s" not in k} for l in lines
+    ]
     assert strip(full_hist) == strip(cut_hist)
 
 
@@ -101,15 +103,49 @@ def test_unknown_config_key_is_named():
 @pytest.mark.slow
 def test_torchrun_two_processes_match_one_process(tmp_path):
     """Global batch 64: 2 ranks x 32 with batch-norm statistics over the global batch vs 1 x 64."""
-    args = ["train", "--model", "test_resnet", "--dataset", "synthetic", "--epochs", "2", "--batch-size", "64",
-            "--lr", "0.05", "--no-progress", "--no-augment"]
+    args = [
+        "train",
+        "--model",
+        "test_resnet",
+        "--dataset",
+        "synthetic",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--lr",
+        "0.05",
+        "--no-progress",
+        "--no-augment",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    one = subprocess.run([sys.executable, "-m", "secateurs.cli", *args, "--out", str(tmp_path / "one")],
-                         env=env, capture_output=True, text=True, timeout=300)
+    one = subprocess.run(
+        [sys.executable, "-m", "secateurs.cli", *args, "--out", str(tmp_path / "one")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "secateurs.cli", *args, "--out", str(tmp_path / "two")],
-                         env=env, capture_output=True, text=True, timeout=300)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "secateurs.cli",
+            *args,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = load(tmp_path / "one" / MODEL_FILE), load(tmp_path / "two" / MODEL_FILE)
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):

@@ -1,6 +1,7 @@
 """A user's own data: any map-style Dataset of ``(image, label)`` or any DataLoader goes wherever
 an in-memory ImageDataset goes (training, evaluation, calibration, pruning), with workers and
 under torchrun, and gives the batches and results the in-memory path gives for the same samples."""
+
 from __future__ import annotations
 
 import os
@@ -122,9 +123,17 @@ def test_calibration_draws_the_seeded_subset_of_a_dataset() -> None:
 
 def test_data_driven_pruning_takes_a_dataset() -> None:
     model = tiny_resnet()
-    pruned, result = secateurs.prune(model, "feature-l1", macs_reduction=0.4, train_set=PatternDataset(64),
-                                     input_shape=(3, 16, 16), finetune="none", calib_samples=32, latency=False,
-                                     device="cpu")
+    pruned, result = secateurs.prune(
+        model,
+        "feature-l1",
+        macs_reduction=0.4,
+        train_set=PatternDataset(64),
+        input_shape=(3, 16, 16),
+        finetune="none",
+        calib_samples=32,
+        latency=False,
+        device="cpu",
+    )
     assert abs(result.achieved - 0.4) < 0.02 and result.after["top1"] is None
     assert pruned(torch.randn(2, 3, 16, 16)).shape == (2, 4)
 
@@ -162,8 +171,9 @@ def test_a_dataset_with_info_gives_the_input_shape() -> None:
     class WithInfo(PatternDataset):
         info = DatasetInfo("patterns", 4, 3, 16, (0.0,) * 3, (1.0,) * 3)
 
-    _, result = secateurs.prune(tiny_resnet(), "l1", macs_reduction=0.5, test_set=WithInfo(16), finetune="none",
-                                latency=False, device="cpu")
+    _, result = secateurs.prune(
+        tiny_resnet(), "l1", macs_reduction=0.5, test_set=WithInfo(16), finetune="none", latency=False, device="cpu"
+    )
     assert result.before["macs"] == secateurs.count_macs(tiny_resnet(), (3, 16, 16))
 
 
@@ -183,12 +193,22 @@ if int(__import__("os").environ.get("RANK", 0)) == 0:
 def test_torchrun_with_a_dataset_matches_one_process(tmp_path: Path) -> None:
     """Two ranks with a DistributedSampler each see half of every global batch one process sees."""
     (tmp_path / "run.py").write_text(SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get(
-        "PYTHONPATH", "")])}
-    for cmd, out in ([[sys.executable], "one"],
-                     [[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"], "two"]):
-        done = subprocess.run([*cmd, str(tmp_path / "run.py"), str(tmp_path / f"{out}.safetensors")], env=env,
-                              capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+    }
+    for cmd, out in (
+        [[sys.executable], "one"],
+        [[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"], "two"],
+    ):
+        done = subprocess.run(
+            [*cmd, str(tmp_path / "run.py"), str(tmp_path / f"{out}.safetensors")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
     one = secateurs.load(tmp_path / "one.safetensors", arch=tiny_resnet).state_dict()
     two = secateurs.load(tmp_path / "two.safetensors", arch=tiny_resnet).state_dict()

@@ -1,5 +1,6 @@
 """A user's own model: pruned through the Python API (data as a Dataset or a DataLoader), saved
 without pickle, and loaded back from its architecture factory; the CLI's ``--arch`` does the same."""
+
 from __future__ import annotations
 
 import json
@@ -18,13 +19,24 @@ from secateurs.cli import main
 from secateurs.errors import CheckpointError
 from secateurs.io._factory import build_from_factory
 
-OPTIONS = dict(macs_reduction=0.5, finetune_epochs=1, latency=False, device="cpu",
-               finetune_train={"max_steps_per_epoch": 2, "batch_size": 16})
+OPTIONS = dict(
+    macs_reduction=0.5,
+    finetune_epochs=1,
+    latency=False,
+    device="cpu",
+    finetune_train={"max_steps_per_epoch": 2, "batch_size": 16},
+)
 
 
 def _prune(train_set: object):
-    return secateurs.prune(tiny_resnet(), "l1", train_set=train_set, test_set=PatternDataset(32, seed=1),
-                           example_inputs=torch.randn(1, 3, 16, 16), **OPTIONS)
+    return secateurs.prune(
+        tiny_resnet(),
+        "l1",
+        train_set=train_set,
+        test_set=PatternDataset(32, seed=1),
+        example_inputs=torch.randn(1, 3, 16, 16),
+        **OPTIONS,
+    )
 
 
 def _same_outputs(a: nn.Module, b: nn.Module) -> None:
@@ -40,8 +52,10 @@ def test_prune_finetune_save_and_load_from_the_factory(tmp_path: Path) -> None:
     assert result.rounds[-1].finetune_epochs == 1 and result.after["top1"] is not None
     secateurs.save(pruned, tmp_path / "pruned.safetensors")
     loaded = secateurs.load(tmp_path / "pruned.safetensors", arch=tiny_resnet)
-    assert pruned.layer2[0].conv1.out_channels < 16 and loaded.layer2[0].conv1.out_channels == \
-        pruned.layer2[0].conv1.out_channels
+    assert (
+        pruned.layer2[0].conv1.out_channels < 16
+        and loaded.layer2[0].conv1.out_channels == pruned.layer2[0].conv1.out_channels
+    )
     _same_outputs(pruned, loaded)
     by_name = secateurs.load(tmp_path / "pruned.safetensors", arch="user_models:tiny_resnet")
     _same_outputs(pruned, by_name)
@@ -96,7 +110,7 @@ def test_loose_parameters_take_the_checkpoint_shape(tmp_path: Path) -> None:
     assert torch.equal(loaded(_x), model(_x))
 
 
-FACTORY = '''
+FACTORY = """
 import torch
 import torch.nn as nn
 
@@ -107,7 +121,7 @@ def small_net(num_classes: int = 10, width: int = 8) -> nn.Module:
         nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
         nn.Conv2d(width, 2 * width, 3, padding=1, stride=2, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, num_classes))
-'''
+"""
 
 
 def test_cli_prunes_evaluates_measures_and_exports_a_user_model(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -117,18 +131,47 @@ def test_cli_prunes_evaluates_measures_and_exports_a_user_model(tmp_path: Path, 
     monkeypatch.setattr(sys, "path", list(sys.path))  # the CLI adds the current folder, as `python -m` does
     monkeypatch.delitem(sys.modules, module, raising=False)
     arch = ["--arch", f"{module}:small_net", "--arch-option", "num_classes=4"]
-    data = ["--dataset", "synthetic", "--dataset-option", "num_samples=64", "--dataset-option", "num_classes=4",
-            "--dataset-option", "image_size=16"]
+    data = [
+        "--dataset",
+        "synthetic",
+        "--dataset-option",
+        "num_samples=64",
+        "--dataset-option",
+        "num_classes=4",
+        "--dataset-option",
+        "image_size=16",
+    ]
     secateurs.save(build_from_factory(f"{module}:small_net", {"num_classes": 4}), tmp_path / "trained.safetensors")
-    assert main(["prune", *arch, "--from", "trained.safetensors", *data, "--method", "l1", "--macs-reduction", "0.4",
-                 "--finetune", "none", "--no-latency", "--out", "run"]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                *arch,
+                "--from",
+                "trained.safetensors",
+                *data,
+                "--method",
+                "l1",
+                "--macs-reduction",
+                "0.4",
+                "--finetune",
+                "none",
+                "--no-latency",
+                "--out",
+                "run",
+            ]
+        )
+        == 0
+    )
     header = json.loads((tmp_path / "run" / "config.json").read_text())
     assert header["arch"] == {"factory": f"{module}:small_net", "options": {"num_classes": 4}}
-    pruned = secateurs.load(tmp_path / "run" / "model.safetensors", arch=sys.modules[module].small_net,
-                            arch_options={"num_classes": 4})
+    pruned = secateurs.load(
+        tmp_path / "run" / "model.safetensors", arch=sys.modules[module].small_net, arch_options={"num_classes": 4}
+    )
     assert pruned[0].out_channels < 8 or pruned[3].out_channels < 16
-    assert secateurs.read_meta(tmp_path / "run" / "model.safetensors")["architecture"]["factory"] == \
-        f"{module}:small_net"
+    assert (
+        secateurs.read_meta(tmp_path / "run" / "model.safetensors")["architecture"]["factory"] == f"{module}:small_net"
+    )
     capsys.readouterr()
     assert main(["eval", *arch, "--from", "run/model.safetensors", *data, "--json"]) == 0
     top1 = json.loads(capsys.readouterr().out)["top1"]
@@ -146,8 +189,21 @@ def test_cli_refuses_an_unimportable_arch_in_one_line(tmp_path: Path, monkeypatc
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
     secateurs.save(tiny_resnet(), tmp_path / "m.safetensors")
-    assert main(["measure", "--arch", "no_such_module_here:net", "--from", "m.safetensors", "--no-latency",
-                 "--input-shape", "3,16,16"]) == 2
+    assert (
+        main(
+            [
+                "measure",
+                "--arch",
+                "no_such_module_here:net",
+                "--from",
+                "m.safetensors",
+                "--no-latency",
+                "--input-shape",
+                "3,16,16",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "cannot import 'no_such_module_here'" in err and "PYTHONPATH" in err
     assert main(["measure", "--arch", "no_colon", "--from", "m.safetensors", "--input-shape", "3,16,16"]) == 2
@@ -160,7 +216,7 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 def test_readme_shows_the_examples_verbatim() -> None:
     readme = (EXAMPLES.parents[1] / "README.md").read_text()
-    section = readme[readme.index("## Your own model and data"):]
+    section = readme[readme.index("## Your own model and data") :]
     for name in ("mymodels.py", "prune_own.py", "prune_own.sh"):
         assert (EXAMPLES / name).read_text().rstrip() in section, name
 
@@ -175,14 +231,19 @@ def test_readme_examples_run(tmp_path: Path) -> None:
 
     for name in ("mymodels.py", "prune_own.py", "prune_own.sh"):
         shutil.copy(EXAMPLES / name, tmp_path / name)
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-    py = subprocess.run([sys.executable, "prune_own.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                        timeout=900)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
+    py = subprocess.run(
+        [sys.executable, "prune_own.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+    )
     assert py.returncode == 0, py.stderr[-3000:]
     assert "l1: macs reduction" in py.stdout and "reloaded:" in py.stdout
-    sh = subprocess.run(["bash", "-e", "prune_own.sh"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                        timeout=900)
+    sh = subprocess.run(
+        ["bash", "-e", "prune_own.sh"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+    )
     assert sh.returncode == 0, sh.stderr[-3000:]
     assert "fashion-mnist/test top1" in sh.stdout and "MACs" in sh.stdout
     metrics = json.loads((tmp_path / "runs" / "mine" / "metrics.json").read_text())

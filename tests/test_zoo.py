@@ -2,6 +2,7 @@
 
 (Forward at both stems, gradients and FX tracing are in test_models_arch.py.)
 """
+
 from __future__ import annotations
 
 import pytest

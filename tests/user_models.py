@@ -6,6 +6,7 @@
 from secateurs. ``PatternDataset`` is a map-style ``Dataset`` returning
 ``(float image tensor, int label)``, already normalised, with no ``.info``.
 """
+
 from __future__ import annotations
 
 import torch

@@ -14,6 +14,7 @@ The public API::
                                      example_inputs=torch.randn(1, 3, 224, 224))
     net = secateurs.load("pruned.safetensors", arch=build_net)   # its factory; no pickle
 """
+
 from ._version import __version__
 from .data import as_loader, list_datasets, load_dataset
 from .errors import CheckpointError, ConfigError, DatasetError, PruningError, SecateursError, TraceError
@@ -26,9 +27,35 @@ from .pipeline import PruneConfig, PruneResult, prune
 from .train import TrainConfig, evaluate, train
 
 __all__ = [
-    "ChannelGraph", "CheckpointError", "ConfigError", "DatasetError", "Measurement", "PruningError", "SecateursError",
-    "PruneConfig", "PruneResult", "TraceError", "TrainConfig", "list_methods", "prune", "prune_channels",
-    "register_method", "trace",
-    "__version__", "as_loader", "count_macs", "count_params", "create_model", "evaluate", "list_datasets", "list_models",
-    "load", "load_dataset", "measure", "read_meta", "register_model", "save", "train",
+    "ChannelGraph",
+    "CheckpointError",
+    "ConfigError",
+    "DatasetError",
+    "Measurement",
+    "PruningError",
+    "SecateursError",
+    "PruneConfig",
+    "PruneResult",
+    "TraceError",
+    "TrainConfig",
+    "list_methods",
+    "prune",
+    "prune_channels",
+    "register_method",
+    "trace",
+    "__version__",
+    "as_loader",
+    "count_macs",
+    "count_params",
+    "create_model",
+    "evaluate",
+    "list_datasets",
+    "list_models",
+    "load",
+    "load_dataset",
+    "measure",
+    "read_meta",
+    "register_model",
+    "save",
+    "train",
 ]

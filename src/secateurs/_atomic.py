@@ -1,4 +1,5 @@
 """Atomic file writes: a crash mid-write never leaves a half-written file behind."""
+
 from __future__ import annotations
 
 import os

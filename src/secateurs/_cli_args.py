@@ -5,6 +5,7 @@ Kept apart from :mod:`secateurs.cli` so that the commands there read as what the
 Defaults shown in ``--help`` are generated (from argparse defaults and from the config
 dataclasses), never copied by hand, so the help cannot drift from the code.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,8 +66,12 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         # BooleanOptionalAction appends its own "(default: True)"; shown here as on/off instead.
         text = (action.help or "").replace(" (default: %(default)s)", "")
         default = action.default
-        if (not action.option_strings or default in (None, argparse.SUPPRESS) or "default" in text
-                or (action.nargs == 0 and default is False)):
+        if (
+            not action.option_strings
+            or default in (None, argparse.SUPPRESS)
+            or "default" in text
+            or (action.nargs == 0 and default is False)
+        ):
             return text
         return f"{text} (default: {show(default).replace('%', '%%')})"
 
@@ -94,13 +99,13 @@ def train_help() -> dict[str, str]:
         "device": "auto, cpu, cuda, cuda:1 ...",
         "progress": "a progress bar during each epoch",
         "max_steps_per_epoch": "cap on the optimizer steps per epoch, for smoke tests (default: none)",
-        "num_workers": "DataLoader worker processes, for datasets decoded while streaming (in-memory ones need "
-                       "none)",
+        "num_workers": "DataLoader worker processes, for datasets decoded while streaming (in-memory ones need none)",
     }
 
 
-def add_dataclass_args(p: argparse.ArgumentParser, cls: type, descriptions: dict[str, str],
-                       skip: Sequence[str] = ()) -> None:
+def add_dataclass_args(
+    p: argparse.ArgumentParser, cls: type, descriptions: dict[str, str], skip: Sequence[str] = ()
+) -> None:
     """One ``--flag`` per dataclass field, typed from its default and described by
     ``descriptions[field]`` with that default appended, so the CLI never drifts from the API.
     argparse's default stays None: only flags the user gives override the dataclass (and a
@@ -124,30 +129,51 @@ def add_dataset_args(p: argparse.ArgumentParser, default: str = "the checkpoint'
 
     p.add_argument("--dataset", help=f"dataset name, {one_of(list_datasets())} (default: {default})")
     p.add_argument("--data-dir", help="folder holding the dataset files (default: the dataset's standard place)")
-    p.add_argument("--dataset-option", dest="dataset_options", action="append", type=key_value, default=[],
-                   metavar="KEY=VALUE", help="a dataset keyword, e.g. image_size=64 (imagefolder) or "
-                                             "num_samples=1024 (synthetic); repeatable (default: none)")
+    p.add_argument(
+        "--dataset-option",
+        dest="dataset_options",
+        action="append",
+        type=key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a dataset keyword, e.g. image_size=64 (imagefolder) or "
+        "num_samples=1024 (synthetic); repeatable (default: none)",
+    )
 
 
 def add_arch_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--arch", metavar="MODULE:FUNCTION",
-                   help="the factory of a model not in the zoo (torchvision.models:resnet18, or mymodels:build_net "
-                        "from a mymodels.py in the current folder or on PYTHONPATH); it builds the unpruned network, "
-                        "and the checkpoint's pruned layer shapes and weights are applied to it")
-    p.add_argument("--arch-option", dest="arch_options", action="append", type=key_value, default=[],
-                   metavar="KEY=VALUE", help="a keyword argument of the --arch factory, e.g. num_classes=10; "
-                                             "repeatable (default: none)")
+    p.add_argument(
+        "--arch",
+        metavar="MODULE:FUNCTION",
+        help="the factory of a model not in the zoo (torchvision.models:resnet18, or mymodels:build_net "
+        "from a mymodels.py in the current folder or on PYTHONPATH); it builds the unpruned network, "
+        "and the checkpoint's pruned layer shapes and weights are applied to it",
+    )
+    p.add_argument(
+        "--arch-option",
+        dest="arch_options",
+        action="append",
+        type=key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a keyword argument of the --arch factory, e.g. num_classes=10; repeatable (default: none)",
+    )
 
 
 #: --from of every command that reads a model.
-FROM_HELP = ("model checkpoint: a .safetensors file written by secateurs, or a train or prune run directory "
-             "(its model.safetensors)")
+FROM_HELP = (
+    "model checkpoint: a .safetensors file written by secateurs, or a train or prune run directory "
+    "(its model.safetensors)"
+)
 
 
 def add_overwrite_arg(p: argparse.ArgumentParser, what: str) -> None:
     """``--overwrite``: the user's consent to replace exactly the outputs ``what`` names."""
-    p.add_argument("--overwrite", action="store_true",
-                   help=f"replace {what}; nothing else is touched, and a --from checkpoint never")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"replace {what}; nothing else is touched, and a --from checkpoint never",
+    )
 
 
 #: Each command's examples, shown at the end of its --help. A command without any fails

@@ -3,6 +3,7 @@ cannot drift from what ``secateurs --help`` says (tests/test_docs.py compares th
 
     python -m secateurs._clidoc > docs/cli.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,18 @@ def _flags(action: argparse.Action) -> str:
 
 
 def _command(name: str, parser: argparse.ArgumentParser) -> list[str]:
-    lines = [f"## `secateurs {name}`", "", _cell(parser.description), "", "```text", parser.format_usage().strip(),
-             "```", "", "| flag | what it does (default, choices) |", "|---|---|"]
+    lines = [
+        f"## `secateurs {name}`",
+        "",
+        _cell(parser.description),
+        "",
+        "```text",
+        parser.format_usage().strip(),
+        "```",
+        "",
+        "| flag | what it does (default, choices) |",
+        "|---|---|",
+    ]
     for action in parser._actions:
         if isinstance(action, argparse._HelpAction):
             continue
@@ -89,11 +100,20 @@ def render() -> str:
     out = [HEADER]
     for name, command in sub.choices.items():
         out += _command(name, command)
-    out += ["## Prune recipe keys", "",
-            "A recipe (`secateurs prune --recipe FILE.yaml`) holds any of these keys; a flag given on the "
-            "command line wins over the recipe.", "", *_fields(PruneConfig), "",
-            "`finetune_train` takes these training keys (`epochs` is set per round from `finetune_epochs`):", "",
-            *_fields(TrainConfig), "", RUN_DIRECTORY]
+    out += [
+        "## Prune recipe keys",
+        "",
+        "A recipe (`secateurs prune --recipe FILE.yaml`) holds any of these keys; a flag given on the "
+        "command line wins over the recipe.",
+        "",
+        *_fields(PruneConfig),
+        "",
+        "`finetune_train` takes these training keys (`epochs` is set per round from `finetune_epochs`):",
+        "",
+        *_fields(TrainConfig),
+        "",
+        RUN_DIRECTORY,
+    ]
     return "\n".join(out).rstrip() + "\n"
 
 

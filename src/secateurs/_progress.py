@@ -16,6 +16,7 @@ Training epochs, evaluation, the latency comparison and BN recalibration go thro
 :func:`progress` (or :func:`tracked`), so their output looks the same; a new long loop
 should too.
 """
+
 from __future__ import annotations
 
 import sys
@@ -33,8 +34,11 @@ QUIET_S = 5.0
 
 def _format_s(seconds: float) -> str:
     seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+    return (
+        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
         else f"{seconds // 60}:{seconds % 60:02d}"
+    )
 
 
 class LineProgress:
@@ -93,8 +97,14 @@ class _Silent:
         pass
 
 
-def progress(total: int | None = None, desc: str = "", enabled: bool = True, stream: TextIO | None = None,
-             interval_s: float | None = None, quiet_s: float | None = None) -> Any:
+def progress(
+    total: int | None = None,
+    desc: str = "",
+    enabled: bool = True,
+    stream: TextIO | None = None,
+    interval_s: float | None = None,
+    quiet_s: float | None = None,
+) -> Any:
     """A progress reporter with ``update(n)``, ``set_postfix(**values)`` and ``close()``.
 
     Args:
@@ -110,8 +120,13 @@ def progress(total: int | None = None, desc: str = "", enabled: bool = True, str
     stream = stream if stream is not None else sys.stderr
     if getattr(stream, "isatty", lambda: False)():
         return tqdm(total=total, desc=desc, leave=False, file=stream, dynamic_ncols=True)
-    return LineProgress(total, desc, stream, LINE_INTERVAL_S if interval_s is None else interval_s,
-                        QUIET_S if quiet_s is None else quiet_s)
+    return LineProgress(
+        total,
+        desc,
+        stream,
+        LINE_INTERVAL_S if interval_s is None else interval_s,
+        QUIET_S if quiet_s is None else quiet_s,
+    )
 
 
 def tracked(items: Iterable, desc: str, total: int | None = None, enabled: bool = True) -> Iterator:

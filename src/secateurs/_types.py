@@ -1,5 +1,6 @@
 """Type checks for option dataclasses: a recipe's ``rounds: true`` or ``lr: "x"`` is refused
 with the key named, instead of failing later (or silently doing something else)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,8 +10,15 @@ from typing import Any
 
 from .errors import ConfigError
 
-_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a text", dict: "a mapping",
-          list: "a list", type(None): "null"}
+_NAMES = {
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    str: "a text",
+    dict: "a mapping",
+    list: "a list",
+    type(None): "null",
+}
 
 
 def _fits(value: Any, tp: Any) -> bool:
@@ -59,8 +67,9 @@ def from_known_fields(cls: type, data: dict[str, Any], what: str) -> Any:
 
 def check_field_types(obj: Any, what: str = "option") -> None:
     """Raise :class:`ConfigError` naming the first field whose value is not of its annotated type."""
-    _check_types({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}, typing.get_type_hints(type(obj)),
-                 what)
+    _check_types(
+        {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}, typing.get_type_hints(type(obj)), what
+    )
 
 
 def build_options(cls: type, values: dict[str, Any] | None, owner: str) -> Any:

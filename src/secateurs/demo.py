@@ -21,6 +21,7 @@ The demo writes only into a new or empty folder or its own earlier demo, and del
 files it wrote itself (listed in ``demo.json``), so a user's file beside them survives
 ``--fresh``.
 """
+
 from __future__ import annotations
 
 import json
@@ -60,8 +61,13 @@ class DemoConfig:
 
     def baseline_options(self) -> dict[str, Any]:
         """The training options of the baseline; a different set trains a new one."""
-        return {"epochs": self.epochs, "batch_size": 128, "lr": 0.1, "schedule": "onecycle",
-                "max_steps_per_epoch": self.max_steps_per_epoch}
+        return {
+            "epochs": self.epochs,
+            "batch_size": 128,
+            "lr": 0.1,
+            "schedule": "onecycle",
+            "max_steps_per_epoch": self.max_steps_per_epoch,
+        }
 
 
 def _read_manifest(out: Path) -> dict[str, Any]:
@@ -71,11 +77,14 @@ def _read_manifest(out: Path) -> dict[str, Any]:
         try:
             return json.loads(path.read_text())
         except json.JSONDecodeError:
-            raise ConfigError(f"{str(path)!r} is not valid JSON; delete the folder {str(out)!r} by hand or pass "
-                              "another --out") from None
+            raise ConfigError(
+                f"{str(path)!r} is not valid JSON; delete the folder {str(out)!r} by hand or pass another --out"
+            ) from None
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"{str(out)!r} exists and is not a demo run (it has no {MANIFEST}); the demo writes only "
-                          "into a new or empty folder or its own earlier run. Pass another --out.")
+        raise ConfigError(
+            f"{str(out)!r} exists and is not a demo run (it has no {MANIFEST}); the demo writes only "
+            "into a new or empty folder or its own earlier run. Pass another --out."
+        )
     return {"files": []}
 
 
@@ -116,8 +125,12 @@ class _Recorder:
 
 
 def _baseline_key(config: DemoConfig) -> dict[str, Any]:
-    return {"model": config.model, "dataset": config.dataset, "dataset_options": config.dataset_options,
-            **config.baseline_options()}
+    return {
+        "model": config.model,
+        "dataset": config.dataset,
+        "dataset_options": config.dataset_options,
+        **config.baseline_options(),
+    }
 
 
 def _baseline(out: Path, config: DemoConfig, manifest: dict[str, Any]) -> Path:
@@ -130,13 +143,21 @@ def _baseline(out: Path, config: DemoConfig, manifest: dict[str, Any]) -> Path:
     if epochs >= config.epochs and (folder / MODEL_FILE).is_file():
         print(f"[1/4] reusing the baseline in {folder} (pass --fresh to train it again)", flush=True)
         return folder / MODEL_FILE
-    print(f"[1/4] training the baseline: {config.model} on {config.dataset}, {config.epochs} epoch(s) -> {folder}",
-          flush=True)
+    print(
+        f"[1/4] training the baseline: {config.model} on {config.dataset}, {config.epochs} epoch(s) -> {folder}",
+        flush=True,
+    )
     manifest["baseline"] = _baseline_key(config)
     with _Recorder(out, manifest):
-        runs.train_command(folder, resume=epochs > 0, model=config.model, dataset=config.dataset,
-                           data_dir=config.data_dir, dataset_options=config.dataset_options or None,
-                           overrides={k: v for k, v in options.items() if v is not None})
+        runs.train_command(
+            folder,
+            resume=epochs > 0,
+            model=config.model,
+            dataset=config.dataset,
+            data_dir=config.data_dir,
+            dataset_options=config.dataset_options or None,
+            overrides={k: v for k, v in options.items() if v is not None},
+        )
     return folder / MODEL_FILE
 
 
@@ -146,17 +167,26 @@ def _prune_config(config: DemoConfig, method: str) -> Any:
     from .pipeline.recalibration import DEFAULT_BN_RECALIBRATION
 
     train = {"max_steps_per_epoch": config.finetune_max_steps_per_epoch} if config.finetune_max_steps_per_epoch else {}
-    return PruneConfig(method=method, macs_reduction=config.macs_reduction, finetune="tft",
-                       finetune_epochs=config.finetune_epochs, finetune_train=train,
-                       bn_recalibration=DEFAULT_BN_RECALIBRATION, latency=config.latency)
+    return PruneConfig(
+        method=method,
+        macs_reduction=config.macs_reduction,
+        finetune="tft",
+        finetune_epochs=config.finetune_epochs,
+        finetune_train=train,
+        bn_recalibration=DEFAULT_BN_RECALIBRATION,
+        latency=config.latency,
+    )
 
 
 def _prune(out: Path, ckpt: Path, prune_config: Any, step: int, config: DemoConfig, manifest: dict[str, Any]) -> Path:
     from .pipeline.command import prune_command
 
     folder = out / prune_config.method
-    print(f"[{step}/4] pruning to {100 * config.macs_reduction:g}% fewer MACs with {prune_config.method}, "
-          f"BN recalibration, {config.finetune_epochs} fine-tuning epoch(s) -> {folder}", flush=True)
+    print(
+        f"[{step}/4] pruning to {100 * config.macs_reduction:g}% fewer MACs with {prune_config.method}, "
+        f"BN recalibration, {config.finetune_epochs} fine-tuning epoch(s) -> {folder}",
+        flush=True,
+    )
     with _Recorder(out, manifest):
         prune_command(ckpt, folder, prune_config, config.dataset, config.data_dir, config.dataset_options)
     return folder
@@ -169,8 +199,11 @@ def _outputs(out: Path, methods: list[str]) -> list[Path]:
     from .report import COMPARISON_FILE, COMPARISON_PLOT, report_files
 
     prune_files = (MODEL_FILE, CONFIG_FILE, METRICS_FILE, LOG_FILE, PROGRESS_FILE, *report_files())
-    return ([out / BASELINE / f for f in runs.TRAIN_FILES] + [out / m / f for m in methods for f in prune_files]
-            + [out / COMPARISON_FILE, out / COMPARISON_PLOT])
+    return (
+        [out / BASELINE / f for f in runs.TRAIN_FILES]
+        + [out / m / f for m in methods for f in prune_files]
+        + [out / COMPARISON_FILE, out / COMPARISON_PLOT]
+    )
 
 
 def _check(out: Path, config: DemoConfig, fresh: bool) -> tuple[list[Any], dict[str, Any]]:
@@ -192,8 +225,10 @@ def _check(out: Path, config: DemoConfig, fresh: bool) -> tuple[list[Any], dict[
     TrainConfig.from_dict({k: v for k, v in config.baseline_options().items() if v is not None})
     manifest = _read_manifest(out)
     if manifest.get("baseline") not in (None, _baseline_key(config)) and not fresh:
-        raise ConfigError(f"{str(out)!r} holds a demo baseline trained with {manifest['baseline']}, not "
-                          f"{_baseline_key(config)}; pass --fresh to train a new one")
+        raise ConfigError(
+            f"{str(out)!r} holds a demo baseline trained with {manifest['baseline']}, not "
+            f"{_baseline_key(config)}; pass --fresh to train a new one"
+        )
     ours = {out / f for f in manifest["files"]}
     claim([p for p in _outputs(out, [config.method, REFERENCE]) if p not in ours], overwrite_flag=None)
     return prune_configs, manifest
@@ -223,8 +258,10 @@ def run(out: str | Path, config: DemoConfig | None = None, fresh: bool = False) 
     headers, rows = comparison_rows([load_run(d) for d in dirs])
     table = text_table(headers, rows)
     wall = time.perf_counter() - started
-    print(f"\nsecateurs demo: {config.model} on {config.dataset}, pruned to {100 * config.macs_reduction:g}% fewer "
-          f"MACs (numbers from {dirs[0].name}/metrics.json and {dirs[1].name}/metrics.json)\n")
+    print(
+        f"\nsecateurs demo: {config.model} on {config.dataset}, pruned to {100 * config.macs_reduction:g}% fewer "
+        f"MACs (numbers from {dirs[0].name}/metrics.json and {dirs[1].name}/metrics.json)\n"
+    )
     print(table)
     print(f"\nreport: {report}\nper-run reports: {', '.join(str(d / 'report.md') for d in dirs)}")
     print(f"wall time: {wall:.0f} s")

@@ -1,4 +1,5 @@
 """Exception types. Every error names the bad value and the way out."""
+
 from __future__ import annotations
 
 import difflib

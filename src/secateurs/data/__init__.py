@@ -6,6 +6,7 @@ in-memory split into normalised, optionally augmented batches on the training de
 ``as_loader`` does the same for anything the API accepts as data (an in-memory split, a
 streamed image folder, a user's torch ``Dataset`` or ``DataLoader``).
 """
+
 from __future__ import annotations
 
 # Importing the dataset modules registers them.

@@ -4,6 +4,7 @@ The format (http://yann.lecun.com/exdb/mnist/): a big-endian header of two zero 
 a type code, the number of dimensions ``d``, then ``d`` uint32 sizes, then the data in
 row-major order.
 """
+
 from __future__ import annotations
 
 import gzip

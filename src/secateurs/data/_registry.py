@@ -1,4 +1,5 @@
 """Dataset registry: one loader function per name, looked up by :func:`load_dataset`."""
+
 from __future__ import annotations
 
 import inspect

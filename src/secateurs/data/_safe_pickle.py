@@ -4,6 +4,7 @@
 command. The real batches (pickled by Python 2 numpy, protocol 2) name only the three
 globals an ndarray needs; this unpickler hands out exactly those and refuses the rest.
 """
+
 from __future__ import annotations
 
 import pickle

@@ -6,6 +6,7 @@ one process), so, as with the fast path, the order of an epoch depends only on
 ``(seed, epoch)`` and rank ``r`` of ``w`` takes positions ``r, r + w, ...`` of it: worker
 processes change where samples are decoded, never which samples a step sees.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -68,8 +69,10 @@ class TorchLoader:
         for batch in self.loader:
             if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[0], torch.Tensor)):
                 kind = type(batch).__name__ + (f" of {len(batch)}" if isinstance(batch, (tuple, list)) else "")
-                raise DatasetError(f"the data loader yielded a {kind}; each sample must be (image_tensor, label), "
-                                   "e.g. return image, label from the dataset's __getitem__")
+                raise DatasetError(
+                    f"the data loader yielded a {kind}; each sample must be (image_tensor, label), "
+                    "e.g. return image, label from the dataset's __getitem__"
+                )
             x, y = batch
             y = torch.as_tensor(y)
             yield x.to(self.device, non_blocking=self._pin), y.to(self.device, non_blocking=self._pin)
@@ -78,21 +81,39 @@ class TorchLoader:
 def check_loader(loader: DataLoader, world_size: int) -> None:
     """Under several processes a user's loader must split the data, or every rank sees all of it."""
     if world_size > 1 and not any(isinstance(s, DistributedSampler) for s in _samplers(loader)):
-        raise ConfigError(f"with {world_size} processes, a DataLoader must shard the data: build it with "
-                          "sampler=DistributedSampler(dataset), or pass the Dataset itself and secateurs builds one")
+        raise ConfigError(
+            f"with {world_size} processes, a DataLoader must shard the data: build it with "
+            "sampler=DistributedSampler(dataset), or pass the Dataset itself and secateurs builds one"
+        )
 
 
-def dataset_loader(dataset: Dataset, batch_size: int, train: bool, seed: int, drop_last: bool, num_workers: int,
-                   device: torch.device, rank: int = 0, world_size: int = 1) -> TorchLoader:
+def dataset_loader(
+    dataset: Dataset,
+    batch_size: int,
+    train: bool,
+    seed: int,
+    drop_last: bool,
+    num_workers: int,
+    device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
+) -> TorchLoader:
     """A seeded, sharded DataLoader over ``dataset`` (workers decode; the main process moves batches)."""
     if len(dataset) == 0:
         raise ConfigError(f"the dataset {type(dataset).__name__} is empty; nothing to load")
     if num_workers < 0:
         raise ConfigError(f"num_workers must be >= 0, got {num_workers}")
-    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=train, seed=seed,
-                                 drop_last=drop_last)
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                        drop_last=drop_last, pin_memory=device.type == "cuda")
+    sampler = DistributedSampler(
+        dataset, num_replicas=world_size, rank=rank, shuffle=train, seed=seed, drop_last=drop_last
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        pin_memory=device.type == "cuda",
+    )
     return TorchLoader(loader, device)
 
 
@@ -102,10 +123,16 @@ def subset_of(data: Any, index: torch.Tensor, batch_size: int) -> Any:
     if isinstance(data, DataLoader):
         base = data.dataset
         if not is_map_dataset(base):
-            raise ConfigError(f"calibration draws a seeded subset, which needs a map-style dataset; the DataLoader's "
-                              f"dataset is a {type(base).__name__}: pass a Dataset with __getitem__ and __len__")
-        return DataLoader(Subset(base, index.tolist()), batch_size=batch_size,
-                          num_workers=data.num_workers, collate_fn=data.collate_fn)
+            raise ConfigError(
+                f"calibration draws a seeded subset, which needs a map-style dataset; the DataLoader's "
+                f"dataset is a {type(base).__name__}: pass a Dataset with __getitem__ and __len__"
+            )
+        return DataLoader(
+            Subset(base, index.tolist()),
+            batch_size=batch_size,
+            num_workers=data.num_workers,
+            collate_fn=data.collate_fn,
+        )
     return Subset(data, index.tolist())
 
 

@@ -5,6 +5,7 @@ drawn for every sample of the dataset at once, so a sample is augmented identica
 whichever rank, batch size or step it lands in. That is what makes a resumed or a
 multi-process run see exactly the images a single-process run would.
 """
+
 from __future__ import annotations
 
 import hashlib

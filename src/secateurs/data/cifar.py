@@ -3,6 +3,7 @@
 Each image is 3072 bytes: the red plane (1024 bytes, 32 rows of 32), then green, then
 blue, which is exactly uint8 ``[3, 32, 32]`` in row-major order.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,8 +40,12 @@ class _Layout:
 # [0, 1] (not the mean of per-image stds, 0.2023/0.1994/0.2010, quoted in many repos).
 _CIFAR10 = _Layout(
     info=DatasetInfo(
-        name="cifar10", num_classes=10, in_channels=3, image_size=32,
-        mean=(0.49139968, 0.48215841, 0.44653091), std=(0.24703223, 0.24348513, 0.26158784),
+        name="cifar10",
+        num_classes=10,
+        in_channels=3,
+        image_size=32,
+        mean=(0.49139968, 0.48215841, 0.44653091),
+        std=(0.24703223, 0.24348513, 0.26158784),
     ),
     bin_folder="cifar-10-batches-bin",
     bin_files={"train": tuple(f"data_batch_{i}.bin" for i in range(1, 6)), "test": ("test_batch.bin",)},
@@ -52,8 +57,12 @@ _CIFAR10 = _Layout(
 )
 _CIFAR100 = _Layout(
     info=DatasetInfo(
-        name="cifar100", num_classes=100, in_channels=3, image_size=32,
-        mean=(0.50707516, 0.48654887, 0.44091784), std=(0.26733429, 0.25643846, 0.27615047),
+        name="cifar100",
+        num_classes=100,
+        in_channels=3,
+        image_size=32,
+        mean=(0.50707516, 0.48654887, 0.44091784),
+        std=(0.26733429, 0.25643846, 0.27615047),
     ),
     bin_folder="cifar-100-binary",
     bin_files={"train": ("train.bin",), "test": ("test.bin",)},

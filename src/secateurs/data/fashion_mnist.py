@@ -1,4 +1,5 @@
 """Fashion-MNIST from its four IDX files, zero-padded to 32x32 so CIFAR-sized models apply."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,8 +20,12 @@ PAD = 2  # 28 + 2 * 2 = 32, the input size of the CIFAR model families
 # scaling to [0, 1]: float64 mean/std over all 60000*32*32 pixels of the real files
 # (the unpadded 28x28 values would be 0.2860 / 0.3530).
 INFO = DatasetInfo(
-    name="fashion-mnist", num_classes=10, in_channels=1, image_size=28 + 2 * PAD,
-    mean=(0.21900,), std=(0.33181,),
+    name="fashion-mnist",
+    num_classes=10,
+    in_channels=1,
+    image_size=28 + 2 * PAD,
+    mean=(0.21900,),
+    std=(0.33181,),
 )
 
 _FILES = {"train": "train", "test": "t10k"}

@@ -13,6 +13,7 @@ bilinear with antialiasing, then a centre crop to a square), the same function i
 Both give the same samples, normalised with the same mean/std (from at most
 :data:`STATS_IMAGES` train images), so a run can switch modes without changing its numbers.
 """
+
 from __future__ import annotations
 
 import os
@@ -115,8 +116,9 @@ def _stats_subset(n: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, num=min(n, STATS_IMAGES)).round().astype(np.int64))
 
 
-def _folder_stats(count: int, decode: Callable[[np.ndarray], torch.Tensor], chunk: int = 256
-                  ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _folder_stats(
+    count: int, decode: Callable[[np.ndarray], torch.Tensor], chunk: int = 256
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Mean and std of the evenly spaced stats subset, decoded ``chunk`` images at a time.
 
     Both modes call this with the same chunks, so their float64 sums, hence their
@@ -154,8 +156,9 @@ class FolderDataset(Dataset):
         classes: class names by label.
     """
 
-    def __init__(self, info: DatasetInfo, root: Path, paths: list[Path], labels: list[int], split: str,
-                 classes: list[str]) -> None:
+    def __init__(
+        self, info: DatasetInfo, root: Path, paths: list[Path], labels: list[int], split: str, classes: list[str]
+    ) -> None:
         self.info = info
         self.root = root
         # Fixed-width bytes in one numpy buffer: a list of str would be copied page by page
@@ -182,8 +185,9 @@ class FolderDataset(Dataset):
 
 
 @register_dataset("imagefolder", splits=("train", "val", "test"))
-def imagefolder(split: str, data_dir: Path | None, image_size: int = 224, in_memory: bool = False,
-                max_memory_gb: float = 8.0) -> FolderDataset | ImageDataset:
+def imagefolder(
+    split: str, data_dir: Path | None, image_size: int = 224, in_memory: bool = False, max_memory_gb: float = 8.0
+) -> FolderDataset | ImageDataset:
     """Read ``<data_dir>/<split>/<class>/*`` (``test`` falls back to ``val``), classes sorted by name.
 
     Args:
@@ -209,7 +213,8 @@ def imagefolder(split: str, data_dir: Path | None, image_size: int = 224, in_mem
             raise DatasetError(
                 f"imagefolder: {len(paths)} images under {folder} at {image_size}x{image_size} need "
                 f"{need_gb:.1f} GiB in memory, above max_memory_gb={max_memory_gb}; stream it instead (drop "
-                "in_memory), lower image_size, or raise max_memory_gb if the machine has the memory")
+                "in_memory), lower image_size, or raise max_memory_gb if the machine has the memory"
+            )
         images = _decode_all(paths, image_size)
     stats_paths = paths if train_folder is None or folder == train_folder else _scan(train_folder, classes)[0]
     if in_memory and stats_paths is paths:

@@ -1,4 +1,5 @@
 """What a dataset is (``DatasetInfo``) and the in-memory container of its images (``ImageDataset``)."""
+
 from __future__ import annotations
 
 import dataclasses

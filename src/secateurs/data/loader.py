@@ -5,6 +5,7 @@ float and one normalisation, so the data path costs a small fraction of a traini
 Data that does not fit in memory (a user's ``Dataset``, a streamed image folder) takes the
 general path of :mod:`._torch_loader`; :func:`as_loader` chooses between the two.
 """
+
 from __future__ import annotations
 
 import math
@@ -95,8 +96,12 @@ class BatchLoader:
         self.device = torch.device(config.device)
         self._augment = config.train and config.augment and (config.crop_padding > 0 or config.hflip)
         self._sampler = DistributedSampler(
-            _Indices(len(dataset)), num_replicas=world_size, rank=rank,
-            shuffle=config.train, seed=config.seed, drop_last=config.drop_last,
+            _Indices(len(dataset)),
+            num_replicas=world_size,
+            rank=rank,
+            shuffle=config.train,
+            seed=config.seed,
+            drop_last=config.drop_last,
         )
         self._resident = self._fits_on_device()
         store = self.device if self._resident else torch.device("cpu")
@@ -200,8 +205,12 @@ _SOURCES: list[tuple[Callable[[Any], bool], Callable[..., Batches]]] = [
     (lambda d: isinstance(d, (BatchLoader, TorchLoader)), lambda d, c, r, w: d),
     (lambda d: isinstance(d, ImageDataset), make_loader),
     (lambda d: isinstance(d, DataLoader), lambda d, c, r, w: _user_loader(d, c.device, w)),
-    (is_map_dataset, lambda d, c, r, w: dataset_loader(d, c.batch_size, c.train, c.seed, c.drop_last,
-                                                        c.num_workers, torch.device(c.device), r, w)),
+    (
+        is_map_dataset,
+        lambda d, c, r, w: dataset_loader(
+            d, c.batch_size, c.train, c.seed, c.drop_last, c.num_workers, torch.device(c.device), r, w
+        ),
+    ),
 ]
 
 
@@ -225,5 +234,7 @@ def as_loader(data: Any, config: LoaderConfig, rank: int = 0, world_size: int = 
     for accepts, build in _SOURCES:
         if accepts(data):
             return build(data, config, rank, world_size)
-    raise ConfigError(f"cannot read batches from a {type(data).__name__}: give an ImageDataset (load_dataset), a "
-                      "map-style torch Dataset whose samples are (image_tensor, label), or a DataLoader of them")
+    raise ConfigError(
+        f"cannot read batches from a {type(data).__name__}: give an ImageDataset (load_dataset), a "
+        "map-style torch Dataset whose samples are (image_tensor, label), or a DataLoader of them"
+    )

@@ -4,6 +4,7 @@ Each class has a smooth random pattern (an upsampled 4x4 grid per channel); a sa
 its class pattern plus pixel noise. Smooth patterns survive random crops and flips, so the
 loss falls with augmentation on, and nothing touches the disk.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,8 +44,12 @@ def synthetic(
     seed: int = 0,
 ) -> ImageDataset:
     """Generate a split; ``data_dir`` is ignored. Same arguments, same tensors, on every machine."""
-    for key, value in (("num_samples", num_samples), ("num_classes", num_classes),
-                       ("in_channels", in_channels), ("image_size", image_size)):
+    for key, value in (
+        ("num_samples", num_samples),
+        ("num_classes", num_classes),
+        ("in_channels", in_channels),
+        ("image_size", image_size),
+    ):
         if value < 1:
             raise ConfigError(f"synthetic: {key} must be positive, got {value}")
     patterns = _patterns(num_classes, in_channels, image_size, seed)

@@ -1,6 +1,7 @@
 """How a constant channel passes each op of a traced graph: the context the walk reads
 (every node's meta output) and one rule per op kind, in three tables (modules,
 functions, tensor methods) that :mod:`secateurs.graph.fold` walks the graph with."""
+
 from __future__ import annotations
 
 import builtins
@@ -29,6 +30,7 @@ Values = dict[int, float]  # position along dim 1 (channel, or feature after fla
 
 
 # --- context: the traced graph plus what the rules need to know about it ---------------
+
 
 class Outputs(MetaInterpreter):
     """Records every node's output (meta tensors, sizes, ints): the shapes the rules read."""
@@ -85,8 +87,11 @@ class Walk:
         """The module a call_module node runs; one with state must run exactly once."""
         n = self.ctx.calls[node.target]
         if n > 1:
-            raise self.refuse(node, f"{node.target!r} is called {n} times in forward, so changing it for the "
-                                    "constant would change its other calls too")
+            raise self.refuse(
+                node,
+                f"{node.target!r} is called {n} times in forward, so changing it for the "
+                "constant would change its other calls too",
+            )
         return self.ctx.modules[node.target]
 
     def touch(self, module: str, kind: str, index: int) -> None:
@@ -129,13 +134,14 @@ def _zero_padded(m: nn.Module) -> bool:
 
 def _substitute(walk: Walk, node: torch.fx.Node, src: torch.fx.Node, value: torch.Tensor) -> tuple[tuple, dict]:
     """The node's arguments with ``src`` replaced by ``value``; refuses any other live tensor."""
+
     def sub(a):
         if a is src:
             return value
         if walk.ctx.is_tensor(a):
-            raise walk.refuse(node, f"{_op_name(node)} combines the constant with the non-constant tensor "
-                                    f"{a.name!r}")
+            raise walk.refuse(node, f"{_op_name(node)} combines the constant with the non-constant tensor {a.name!r}")
         return walk.ctx.outputs[a] if isinstance(a, torch.fx.Node) else a
+
     return torch.fx.node.map_arg(node.args, sub), torch.fx.node.map_arg(node.kwargs, sub)
 
 
@@ -226,7 +232,7 @@ def _conv(walk, node, src, values):
     for i, v in values.items():
         walk.touch(node.target, "in", i)
         k = i // per_in  # the group that reads input i
-        delta[k * per_out:(k + 1) * per_out] += v * w[k * per_out:(k + 1) * per_out, i - k * per_in]
+        delta[k * per_out : (k + 1) * per_out] += v * w[k * per_out : (k + 1) * per_out, i - k * per_in]
     if padded:
         walk.approximate.setdefault(node.target, "conv with zero padding")
     walk.consume(node, delta)
@@ -237,8 +243,11 @@ def _linear(walk, node, src, values):
     _first_input(walk, node, src)
     m = walk.module(node)
     if len(walk.ctx.shape(src)) != 2:
-        raise walk.refuse(node, f"{node.target!r} reads a {len(walk.ctx.shape(src))}-D tensor; the fold handles "
-                                "a Linear over (batch, features)")
+        raise walk.refuse(
+            node,
+            f"{node.target!r} reads a {len(walk.ctx.shape(src))}-D tensor; the fold handles "
+            "a Linear over (batch, features)",
+        )
     w = m.weight.detach().double()
     delta = torch.zeros(m.out_features, dtype=torch.float64)
     for j, v in values.items():
@@ -257,8 +266,10 @@ def _reshape(walk, node, src, values):
     if len(before) >= 2 and len(after) == 2 and after[0] == before[0] and after[1] == math.prod(before[1:]):
         s = math.prod(before[2:])
         return {c * s + k: v for c, v in values.items() for k in range(s)}
-    raise walk.refuse(node, f"{_op_name(node)} reshapes the channel dimension {tuple(before)} -> {tuple(after)} "
-                            "(e.g. a channel shuffle)")
+    raise walk.refuse(
+        node,
+        f"{_op_name(node)} reshapes the channel dimension {tuple(before)} -> {tuple(after)} (e.g. a channel shuffle)",
+    )
 
 
 def _cat(walk, node, src, values):
@@ -306,21 +317,57 @@ def _output(walk, node, src, values):
 
 
 def _unknown(walk, node, src, values):
-    raise walk.refuse(node, f"{_op_name(node)} is not an op the fold can carry a constant through; register a rule "
-                            "in secateurs.graph.fold.MODULE_RULES / FUNCTION_RULES / METHOD_RULES")
+    raise walk.refuse(
+        node,
+        f"{_op_name(node)} is not an op the fold can carry a constant through; register a rule "
+        "in secateurs.graph.fold.MODULE_RULES / FUNCTION_RULES / METHOD_RULES",
+    )
 
 
-_POINTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
-                      nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Softplus)
-_SAME_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.MaxPool1d,
-                 nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-                 nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Upsample,
-                 nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d)
+_POINTWISE_MODULES = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardtanh,
+    nn.Softplus,
+)
+_SAME_MODULES = (
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+    nn.Upsample,
+    nn.UpsamplingNearest2d,
+    nn.UpsamplingBilinear2d,
+)
 
 MODULE_RULES: dict[type, Rule] = {
     **{cls: _pointwise_module for cls in _POINTWISE_MODULES},
     **{cls: _same for cls in _SAME_MODULES},
-    nn.AvgPool1d: _avg_pool, nn.AvgPool2d: _avg_pool, nn.AvgPool3d: _avg_pool,
+    nn.AvgPool1d: _avg_pool,
+    nn.AvgPool2d: _avg_pool,
+    nn.AvgPool3d: _avg_pool,
     **{cls: _batchnorm for cls in _BATCHNORMS},
     **{cls: _conv for cls in _CONVS},
     nn.Linear: _linear,
@@ -328,25 +375,89 @@ MODULE_RULES: dict[type, Rule] = {
 }
 
 FUNCTION_RULES: dict[Any, Rule] = {
-    **{f: _pointwise_function for f in (
-        F.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.mish, F.hardswish, F.hardsigmoid, F.hardtanh,
-        F.sigmoid, F.tanh, F.softplus, torch.relu, torch.sigmoid, torch.tanh, torch.clamp,
-        # element-wise with a number (x * 0.5, x + 3); with a live tensor the substitution refuses
-        operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd, operator.imul,
-        torch.add, torch.sub, torch.mul, torch.div)},
-    **{f: _same for f in (torch.clone, F.dropout, F.dropout2d, F.max_pool1d, F.max_pool2d, F.adaptive_avg_pool1d,
-                          F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.interpolate)},
-    F.avg_pool1d: _avg_pool, F.avg_pool2d: _avg_pool,
-    torch.flatten: _reshape, torch.reshape: _reshape, torch.squeeze: _reshape, torch.unsqueeze: _reshape,
-    torch.cat: _cat, torch.concat: _cat,
+    **{
+        f: _pointwise_function
+        for f in (
+            F.relu,
+            F.relu6,
+            F.leaky_relu,
+            F.elu,
+            F.gelu,
+            F.silu,
+            F.mish,
+            F.hardswish,
+            F.hardsigmoid,
+            F.hardtanh,
+            F.sigmoid,
+            F.tanh,
+            F.softplus,
+            torch.relu,
+            torch.sigmoid,
+            torch.tanh,
+            torch.clamp,
+            # element-wise with a number (x * 0.5, x + 3); with a live tensor the substitution refuses
+            operator.add,
+            operator.sub,
+            operator.mul,
+            operator.truediv,
+            operator.iadd,
+            operator.imul,
+            torch.add,
+            torch.sub,
+            torch.mul,
+            torch.div,
+        )
+    },
+    **{
+        f: _same
+        for f in (
+            torch.clone,
+            F.dropout,
+            F.dropout2d,
+            F.max_pool1d,
+            F.max_pool2d,
+            F.adaptive_avg_pool1d,
+            F.adaptive_avg_pool2d,
+            F.adaptive_max_pool2d,
+            F.interpolate,
+        )
+    },
+    F.avg_pool1d: _avg_pool,
+    F.avg_pool2d: _avg_pool,
+    torch.flatten: _reshape,
+    torch.reshape: _reshape,
+    torch.squeeze: _reshape,
+    torch.unsqueeze: _reshape,
+    torch.cat: _cat,
+    torch.concat: _cat,
     operator.getitem: _getitem,
-    torch.mean: _reduction, torch.sum: _reduction, torch.amax: _reduction,
+    torch.mean: _reduction,
+    torch.sum: _reduction,
+    torch.amax: _reduction,
     builtins.getattr: _no_value,
 }
 
 METHOD_RULES: dict[str, Rule] = {
-    **{m: _pointwise_function for m in ("relu", "relu_", "sigmoid", "sigmoid_", "tanh", "clamp", "clamp_",
-                                        "add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_")},
+    **{
+        m: _pointwise_function
+        for m in (
+            "relu",
+            "relu_",
+            "sigmoid",
+            "sigmoid_",
+            "tanh",
+            "clamp",
+            "clamp_",
+            "add",
+            "add_",
+            "sub",
+            "sub_",
+            "mul",
+            "mul_",
+            "div",
+            "div_",
+        )
+    },
     **{m: _same for m in ("contiguous", "clone", "float", "to", "detach")},
     **{m: _reshape for m in ("view", "reshape", "flatten", "squeeze", "unsqueeze")},
     **{m: _reduction for m in ("mean", "sum", "amax")},

@@ -5,6 +5,7 @@ every tensor replaced by its id tensor, and returns the id tensor(s) of the outp
 not in the tables stop every channel they touch: an op the engine does not know is never
 assumed to be element-wise. Every stop records a reason that names the op and where it is.
 """
+
 from __future__ import annotations
 
 import operator
@@ -48,6 +49,7 @@ def _module(node: torch.fx.Node) -> nn.Module:
 
 def fresh_stopped(state: State, out: Any, reason: str) -> Any:
     """New ids for every tensor in ``out`` (one per channel), all stopped."""
+
     def make(t):
         if not isinstance(t, torch.Tensor):
             return None
@@ -55,6 +57,7 @@ def fresh_stopped(state: State, out: Any, reason: str) -> Any:
         ids = _ids.fresh(state.new(t.shape[dim] if t.dim() else 1), t.shape, dim)
         state.stop(ids, reason)
         return ids
+
     return torch.fx.node.map_aggregate(out, make)
 
 
@@ -67,18 +70,26 @@ def stop_all(state: State, out: Any, args: Any, reason: str) -> Any:
 
 def unknown(state: State, node, out, args, kwargs):
     if node.op == "call_module":
-        reason = (f"{describe(node)} is a module the engine does not look into (a leaf module, or a type without "
-                  "a handler in secateurs.graph.MODULE_HANDLERS); its input and output channels are kept")
+        reason = (
+            f"{describe(node)} is a module the engine does not look into (a leaf module, or a type without "
+            "a handler in secateurs.graph.MODULE_HANDLERS); its input and output channels are kept"
+        )
     else:
         table = "METHOD_HANDLERS" if node.op == "call_method" else "FUNCTION_HANDLERS"
-        reason = (f"{describe(node)} is an op without a channel handler, so the channels it touches are kept "
-                  f"(unknown ops are never assumed element-wise); register one in secateurs.graph.{table}")
+        reason = (
+            f"{describe(node)} is an op without a channel handler, so the channels it touches are kept "
+            f"(unknown ops are never assumed element-wise); register one in secateurs.graph.{table}"
+        )
     return stop_all(state, out, (args, kwargs), reason)
 
 
 def get_attr(state: State, node, out, args, kwargs):
-    return fresh_stopped(state, out, f"tensor attribute {node.target!r} is used directly in forward and the "
-                                     "engine cannot narrow it, so the channels it meets are kept")
+    return fresh_stopped(
+        state,
+        out,
+        f"tensor attribute {node.target!r} is used directly in forward and the "
+        "engine cannot narrow it, so the channels it meets are kept",
+    )
 
 
 def placeholder(state: State, node, out, args, kwargs):
@@ -118,8 +129,11 @@ def elementwise(state: State, node, out, args, kwargs):
         if d >= 0 and t.shape[d] == out.shape[1]:
             spans.append((t, d))
         else:
-            state.stop(t, f"{describe(node)} broadcasts this one-channel operand over every channel of the "
-                          "other, so removing it would empty them all")
+            state.stop(
+                t,
+                f"{describe(node)} broadcasts this one-channel operand over every channel of the "
+                "other, so removing it would empty them all",
+            )
     cids = [_ids.along(t, d) for t, d in spans]
     if any(c is None for c in cids):  # mixed ids inside a channel: tie position by position
         return _tie_everywhere(state, [t for t, _ in spans], out)
@@ -190,13 +204,17 @@ def reshape_like(state: State, node, out, args, kwargs):
     if _shuffle.split(state, node, x, ids):
         return ids
     if not (_ids.keeps_channel_dim(x.shape, ids.shape) or _ids.is_flatten_of_channels(x.shape, ids.shape)):
-        reason = (f"{describe(node)} reshapes the channel dimension {tuple(x.shape)} -> {tuple(ids.shape)} "
-                  "(e.g. a channel shuffle): removing a channel would change which channels meet downstream")
+        reason = (
+            f"{describe(node)} reshapes the channel dimension {tuple(x.shape)} -> {tuple(ids.shape)} "
+            "(e.g. a channel shuffle): removing a channel would change which channels meet downstream"
+        )
         return stop_all(state, out, x, reason)
     width = _literal_width(node)
     if width is not None:
-        reason = (f"{describe(node)} hard-codes {width} as the size of dim 1; removing a channel would break it "
-                  "(read the size from the tensor, x.size(1), or use -1)")
+        reason = (
+            f"{describe(node)} hard-codes {width} as the size of dim 1; removing a channel would break it "
+            "(read the size from the tensor, x.size(1), or use -1)"
+        )
         return stop_all(state, out, x, reason)
     return ids
 
@@ -218,10 +236,16 @@ def split_like(state: State, node, out, args, kwargs):
     dim = _dim_arg(args, kwargs, 2, 0)
     if isinstance(dim, int) and x.dim() >= 2 and dim % x.dim() == 1:
         parts = kwargs.get("chunks", args[1] if len(args) > 1 else None)
-        if node.target in ("chunk", torch.chunk) and isinstance(parts, int) and _shuffle.equal_chunks(state, node, x, parts):
+        if (
+            node.target in ("chunk", torch.chunk)
+            and isinstance(parts, int)
+            and _shuffle.equal_chunks(state, node, x, parts)
+        ):
             return _replay(node, args, kwargs)
-        reason = (f"{describe(node)} splits the channel dimension at fixed positions: removing a channel would "
-                  "move channels from one part to the other")
+        reason = (
+            f"{describe(node)} splits the channel dimension at fixed positions: removing a channel would "
+            "move channels from one part to the other"
+        )
         return stop_all(state, out, x, reason)
     return _replay(node, args, kwargs)
 
@@ -252,6 +276,7 @@ def reduction(state: State, node, out, args, kwargs):
 
 
 # --- modules --------------------------------------------------------------------------
+
 
 def conv(state: State, node, out, args, kwargs):
     m = _module(node)
@@ -303,50 +328,132 @@ def flatten_module(state: State, node, out, args, kwargs):
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _POINTWISE = (  # activations, dropout, identity
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish,
-    nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Softplus, nn.Identity, nn.Dropout, nn.Dropout1d,
-    nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardtanh,
+    nn.Softplus,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
 )
 
 #: Modules whose output has their input's shape and dtype (used to skip work on meta tensors).
 SHAPE_PRESERVING_MODULES = _POINTWISE + _NORMS
 
 CHANNELWISE_MODULES = _POINTWISE + (
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.Upsample,
-    nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.Upsample,
+    nn.UpsamplingNearest2d,
+    nn.UpsamplingBilinear2d,
     # Padding: channel-wise as long as it pads spatial dims only (a changed width is caught).
-    nn.ZeroPad1d, nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ReflectionPad1d, nn.ReflectionPad2d,
-    nn.ReplicationPad1d, nn.ReplicationPad2d,
+    nn.ZeroPad1d,
+    nn.ZeroPad2d,
+    nn.ConstantPad1d,
+    nn.ConstantPad2d,
+    nn.ReflectionPad1d,
+    nn.ReflectionPad2d,
+    nn.ReplicationPad1d,
+    nn.ReplicationPad2d,
 )
 
 MODULE_HANDLERS: dict[type, Handler] = {
     **{cls: channelwise for cls in CHANNELWISE_MODULES},
-    nn.Conv1d: conv, nn.Conv2d: conv, nn.Conv3d: conv,
+    nn.Conv1d: conv,
+    nn.Conv2d: conv,
+    nn.Conv3d: conv,
     nn.Linear: linear,
     **{cls: batchnorm for cls in _NORMS},
     nn.Flatten: flatten_module,
 }
 
 _CHANNELWISE_FUNCTIONS = [
-    F.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.mish, F.hardswish, F.hardsigmoid, F.hardtanh,
-    F.sigmoid, F.tanh, torch.relu, torch.sigmoid, torch.tanh, F.dropout, F.dropout2d, F.max_pool1d,
-    F.max_pool2d, F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
-    F.adaptive_max_pool2d, F.interpolate, torch.clone, torch.clamp, F.softplus, F.pad,
+    F.relu,
+    F.relu6,
+    F.leaky_relu,
+    F.elu,
+    F.gelu,
+    F.silu,
+    F.mish,
+    F.hardswish,
+    F.hardsigmoid,
+    F.hardtanh,
+    F.sigmoid,
+    F.tanh,
+    torch.relu,
+    torch.sigmoid,
+    torch.tanh,
+    F.dropout,
+    F.dropout2d,
+    F.max_pool1d,
+    F.max_pool2d,
+    F.avg_pool1d,
+    F.avg_pool2d,
+    F.adaptive_avg_pool1d,
+    F.adaptive_avg_pool2d,
+    F.adaptive_max_pool2d,
+    F.interpolate,
+    torch.clone,
+    torch.clamp,
+    F.softplus,
+    F.pad,
 ]
-_ELEMENTWISE_FUNCTIONS = [operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub,
-                          torch.mul, torch.div, operator.iadd, operator.isub, operator.imul, operator.itruediv]
+_ELEMENTWISE_FUNCTIONS = [
+    operator.add,
+    operator.sub,
+    operator.mul,
+    operator.truediv,
+    torch.add,
+    torch.sub,
+    torch.mul,
+    torch.div,
+    operator.iadd,
+    operator.isub,
+    operator.imul,
+    operator.itruediv,
+]
 
 FUNCTION_HANDLERS: dict[Any, Handler] = {
     **{f: channelwise for f in _CHANNELWISE_FUNCTIONS},
     **{f: elementwise for f in _ELEMENTWISE_FUNCTIONS},
-    torch.cat: cat, torch.concat: cat,
-    torch.flatten: reshape_like, torch.reshape: reshape_like, torch.squeeze: reshape_like,
+    torch.cat: cat,
+    torch.concat: cat,
+    torch.flatten: reshape_like,
+    torch.reshape: reshape_like,
+    torch.squeeze: reshape_like,
     torch.unsqueeze: reshape_like,
-    torch.transpose: transpose_like, torch.permute: transpose_like,
-    torch.chunk: split_like, torch.split: split_like, torch.tensor_split: split_like,
+    torch.transpose: transpose_like,
+    torch.permute: transpose_like,
+    torch.chunk: split_like,
+    torch.split: split_like,
+    torch.tensor_split: split_like,
     operator.getitem: getitem,
-    torch.mean: reduction, torch.sum: reduction, torch.amax: reduction,
+    torch.mean: reduction,
+    torch.sum: reduction,
+    torch.amax: reduction,
 }
 
 #: Functions of optional packages, by ``module.qualname``, so the engine imports none of them.
@@ -366,8 +473,24 @@ def function_handler(target: Any) -> Handler:
 
 
 METHOD_HANDLERS: dict[str, Handler] = {
-    **{m: channelwise for m in ("relu", "relu_", "sigmoid", "sigmoid_", "tanh", "clamp", "clamp_", "contiguous",
-                               "clone", "float", "to", "type_as", "detach")},
+    **{
+        m: channelwise
+        for m in (
+            "relu",
+            "relu_",
+            "sigmoid",
+            "sigmoid_",
+            "tanh",
+            "clamp",
+            "clamp_",
+            "contiguous",
+            "clone",
+            "float",
+            "to",
+            "type_as",
+            "detach",
+        )
+    },
     **{m: elementwise for m in ("add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_")},
     **{m: reshape_like for m in ("view", "reshape", "flatten", "squeeze", "unsqueeze")},
     **{m: transpose_like for m in ("transpose", "permute")},

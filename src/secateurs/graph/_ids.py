@@ -6,6 +6,7 @@ the real tensor, so which channel lands where is read off the result instead of 
 modelled op by op. Producers make their twins as expanded views of one id per channel, so
 a twin costs no per-element memory until an op materialises it.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,12 @@ def along(ids: torch.Tensor, dim: int = 1) -> torch.Tensor | None:
 
 def is_flatten_of_channels(in_shape: torch.Size, out_shape: torch.Size) -> bool:
     """``(N, C, *S) -> (N, C * prod(S))``: channel-major features, as ``flatten(1)`` gives."""
-    return (len(out_shape) == 2 and len(in_shape) >= 2 and out_shape[0] == in_shape[0]
-            and out_shape[1] == math.prod(in_shape[1:]))
+    return (
+        len(out_shape) == 2
+        and len(in_shape) >= 2
+        and out_shape[0] == in_shape[0]
+        and out_shape[1] == math.prod(in_shape[1:])
+    )
 
 
 def keeps_channel_dim(in_shape: torch.Size, out_shape: torch.Size) -> bool:

@@ -4,6 +4,7 @@ Each function gets the module and the channel indices to remove per role (``out`
 ``bn``) and narrows the module in place through a :class:`Journal`, so that a failure
 half-way can put every attribute back.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -63,7 +64,7 @@ def prune_conv(j: Journal, m: nn.Module, rm: dict[str, list[int]]) -> None:
         blocks = []
         for k in range(g):
             cols = _keep(per_in, [i - k * per_in for i in in_rm if k * per_in <= i < (k + 1) * per_in])
-            blocks.append(_narrow(w[k * per_out:(k + 1) * per_out], 1, cols))
+            blocks.append(_narrow(w[k * per_out : (k + 1) * per_out], 1, cols))
         w = torch.cat(blocks)
     # depthwise (g == cin): the weight has one input column; dropping outputs drops the groups
     if w is not m.weight:
@@ -96,9 +97,13 @@ def prune_batchnorm(j: Journal, m: nn.Module, rm: dict[str, list[int]]) -> None:
 Surgeon = Callable[[Journal, nn.Module, dict[str, list[int]]], None]
 
 SURGEONS: dict[type, Surgeon] = {
-    nn.Conv1d: prune_conv, nn.Conv2d: prune_conv, nn.Conv3d: prune_conv,
+    nn.Conv1d: prune_conv,
+    nn.Conv2d: prune_conv,
+    nn.Conv3d: prune_conv,
     nn.Linear: prune_linear,
-    nn.BatchNorm1d: prune_batchnorm, nn.BatchNorm2d: prune_batchnorm, nn.BatchNorm3d: prune_batchnorm,
+    nn.BatchNorm1d: prune_batchnorm,
+    nn.BatchNorm2d: prune_batchnorm,
+    nn.BatchNorm3d: prune_batchnorm,
 }
 
 

@@ -16,6 +16,7 @@ meets a marked tensor reads mixed ids and stops them, as any unknown layout does
 ``x.chunk(k, dim=1)`` into equal parts is the same idea: part ``i`` holds positions
 ``i * (c // k) + r``; tying position ``r`` of every part keeps the parts equal and in step.
 """
+
 from __future__ import annotations
 
 from typing import Any

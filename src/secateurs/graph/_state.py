@@ -3,6 +3,7 @@
 Everything is recorded as id tensors (one entry per op, not per channel) and resolved
 once at the end by :func:`build_graph <secateurs.graph.groups.build_graph>`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

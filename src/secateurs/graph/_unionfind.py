@@ -4,6 +4,7 @@ Ties between ids are recorded as pairs of id tensors while the forward is replay
 resolving them afterwards with tensor ops (hooking plus pointer jumping) costs a few
 passes over all ids instead of one Python call per tie.
 """
+
 from __future__ import annotations
 
 import torch

@@ -16,6 +16,7 @@ shuffle, an op without a rule) refuses the request before the model is touched.
 Zero padding makes a constant non-constant at the borders: a fold through or into a
 zero-padded conv is exact only away from them, and the report names those layers.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -83,16 +84,20 @@ class FoldReport:
         return sum(c.exact for c in self.channels)
 
     def summary(self) -> str:
-        lines = [f"{self.num_removed} constant channels folded ({self.num_exact} exactly) into "
-                 f"{len(self.consumers)} layers" + (f"; new biases: {', '.join(self.new_biases)}" if self.new_biases
-                                                     else "")]
-        lines += [f"  {c.module}[{c.channel}] = {c.value:.6g} -> {', '.join(c.absorbed_by)}"
-                  + ("" if c.exact else f" (exact away from the borders of {', '.join(c.approximate_at)})")
-                  for c in self.channels]
+        lines = [
+            f"{self.num_removed} constant channels folded ({self.num_exact} exactly) into "
+            f"{len(self.consumers)} layers" + (f"; new biases: {', '.join(self.new_biases)}" if self.new_biases else "")
+        ]
+        lines += [
+            f"  {c.module}[{c.channel}] = {c.value:.6g} -> {', '.join(c.absorbed_by)}"
+            + ("" if c.exact else f" (exact away from the borders of {', '.join(c.approximate_at)})")
+            for c in self.channels
+        ]
         return "\n".join(lines)
 
 
 # --- one request: where the channel lives, what the constant does ------------------------
+
 
 @dataclass
 class _Plan:
@@ -110,11 +115,15 @@ def _start_node(ctx: Context, name: str) -> torch.fx.Node:
     nodes = [n for n in ctx.gm.graph.nodes if n.op == "call_module" and n.target == name]
     m = ctx.modules[name]
     if not nodes:
-        raise PruningError(f"{name!r} ({type(m).__name__}) is not a layer called in the traced forward; name the "
-                           "Conv, BatchNorm or activation whose output channel is constant")
+        raise PruningError(
+            f"{name!r} ({type(m).__name__}) is not a layer called in the traced forward; name the "
+            "Conv, BatchNorm or activation whose output channel is constant"
+        )
     if len(nodes) > 1:
-        raise PruningError(f"{name!r} is called {len(nodes)} times in forward, so 'its output' is ambiguous; name "
-                           "the BatchNorm or conv before the call you mean")
+        raise PruningError(
+            f"{name!r} is called {len(nodes)} times in forward, so 'its output' is ambiguous; name "
+            "the BatchNorm or conv before the call you mean"
+        )
     return nodes[0]
 
 
@@ -149,12 +158,16 @@ def _plan(ctx: Context, graph: ChannelGraph, name: str, channel: Any, value: Any
     start = _start_node(ctx, name)
     m = ctx.modules[name]
     if not isinstance(m, _CONVS + _BATCHNORMS + (nn.Linear,)) and rule_for(ctx, start) not in CHANNELWISE_RULES:
-        raise PruningError(f"{name!r} is a {type(m).__name__}; name a Conv, Linear, BatchNorm or channel-wise "
-                           "activation whose output channel is constant")
+        raise PruningError(
+            f"{name!r} is a {type(m).__name__}; name a Conv, Linear, BatchNorm or channel-wise "
+            "activation whose output channel is constant"
+        )
     shape = ctx.shape(start) if ctx.is_tensor(start) else None
     if shape is None or len(shape) < 2 or (isinstance(m, nn.Linear) and len(shape) != 2):
-        raise PruningError(f"the output of {name!r} has shape {None if shape is None else tuple(shape)}; the fold "
-                           "needs (batch, channels, ...)")
+        raise PruningError(
+            f"the output of {name!r} has shape {None if shape is None else tuple(shape)}; the fold "
+            "needs (batch, channels, ...)"
+        )
     width = shape[1]
     try:
         if isinstance(channel, bool):
@@ -163,8 +176,9 @@ def _plan(ctx: Context, graph: ChannelGraph, name: str, channel: Any, value: Any
     except TypeError:
         raise PruningError(f"channel {channel!r} of {name!r} is not an integer index") from None
     if not 0 <= channel < width:
-        raise PruningError(f"channel {channel} of {name!r} is out of range: it has {width} output channels "
-                           f"(0..{width - 1})")
+        raise PruningError(
+            f"channel {channel} of {name!r} is out of range: it has {width} output channels (0..{width - 1})"
+        )
     try:
         value = float(value)
     except (TypeError, ValueError) as e:
@@ -179,8 +193,7 @@ def _plan(ctx: Context, graph: ChannelGraph, name: str, channel: Any, value: Any
     walk.carry(start, {channel: value})
     located = located or _locate(graph, walk)
     if located is None:
-        raise PruningError(f"channel {channel} of {name!r} belongs to no channel group (no layer produces or reads "
-                           "it)")
+        raise PruningError(f"channel {channel} of {name!r} belongs to no channel group (no layer produces or reads it)")
     unit, key = located
     _check_prunable(unit, name, channel)
     _check_covers(graph, walk, unit, key)
@@ -204,21 +217,29 @@ def _check_prunable(unit: Unit, name: str, channel: int) -> None:
 
 def _check_covers(graph: ChannelGraph, walk: Walk, unit: Unit, key: tuple[int, int]) -> None:
     """The constant must reach every place the unit lives, and nothing outside it."""
-    foreign = [m for m in sorted(walk.members)
-               if (hit := graph.locate(m.module, m.kind, m.index)) is None or (id(hit[0]), hit[1]) != key]
+    foreign = [
+        m
+        for m in sorted(walk.members)
+        if (hit := graph.locate(m.module, m.kind, m.index)) is None or (id(hit[0]), hit[1]) != key
+    ]
     if foreign:
-        raise PruningError(f"cannot fold {walk.what}: the traced graph places {foreign[0]} in another channel "
-                           "group; trace the model again (was it pruned since?)")
+        raise PruningError(
+            f"cannot fold {walk.what}: the traced graph places {foreign[0]} in another channel "
+            "group; trace the model again (was it pruned since?)"
+        )
     uncovered = [m for m in unit.members if m not in walk.members]
     if uncovered:
         shown = ", ".join(f"{m.module} ({m.kind} {m.index})" for m in uncovered[:4])
         more = f" and {len(uncovered) - 4} more" if len(uncovered) > 4 else ""
-        raise PruningError(f"cannot fold {walk.what}: the channel also lives in {shown}{more}, which the constant "
-                           "does not reach (a residual add, a concat or a second reader ties them to it); the "
-                           "model is unchanged")
+        raise PruningError(
+            f"cannot fold {walk.what}: the channel also lives in {shown}{more}, which the constant "
+            "does not reach (a residual add, a concat or a second reader ties them to it); the "
+            "model is unchanged"
+        )
 
 
 # --- applying: deltas into biases / running means, then the engine's surgery ------------
+
 
 @dataclass(frozen=True)
 class _Target:
@@ -253,8 +274,9 @@ def _shifted(t: _Target, delta: torch.Tensor) -> torch.Tensor:
     return new
 
 
-def fold_refusals(model: nn.Module, example_inputs: Any, channels: list[tuple[str, int]],
-                  graph: ChannelGraph | None = None) -> dict[tuple[str, int], str]:
+def fold_refusals(
+    model: nn.Module, example_inputs: Any, channels: list[tuple[str, int]], graph: ChannelGraph | None = None
+) -> dict[tuple[str, int], str]:
     """Why each ``(module, channel)`` could not be folded on its own (absent: it could).
 
     Checks what :func:`fold_constant_channels` would check, without changing anything, so
@@ -271,8 +293,12 @@ def fold_refusals(model: nn.Module, example_inputs: Any, channels: list[tuple[st
     return refused
 
 
-def fold_constant_channels(model: nn.Module, example_inputs: Any, constants: Mapping[str, Mapping[int, float]],
-                           graph: ChannelGraph | None = None) -> FoldReport:
+def fold_constant_channels(
+    model: nn.Module,
+    example_inputs: Any,
+    constants: Mapping[str, Mapping[int, float]],
+    graph: ChannelGraph | None = None,
+) -> FoldReport:
     """Remove channels whose output is a known constant, folding the constant into their readers.
 
     The eval-mode function is preserved: exactly when no zero-padded conv or average pool
@@ -303,8 +329,10 @@ def fold_constant_channels(model: nn.Module, example_inputs: Any, constants: Map
             plan = _plan(ctx, graph, name, channel, value)
             if plan.unit_key in plans:
                 other = plans[plan.unit_key].request
-                raise PruningError(f"channel {channel} of {name!r} and channel {other[1]} of {other[0]!r} are the "
-                                   "same channel (one unit); give its constant once")
+                raise PruningError(
+                    f"channel {channel} of {name!r} and channel {other[1]} of {other[0]!r} are the "
+                    "same channel (one unit); give its constant once"
+                )
             plans[plan.unit_key] = plan
     totals: dict[str, torch.Tensor] = {}
     for p in plans.values():
@@ -327,11 +355,17 @@ def fold_constant_channels(model: nn.Module, example_inputs: Any, constants: Map
         for module, attr, old in reversed(undo):
             setattr(module, attr, old)
         raise
-    channels = [FoldedChannel(
-        module=p.request[0], channel=p.request[1], value=p.request[2],
-        consumers=tuple(sorted(p.walk.deltas)),
-        absorbed_by=tuple(targets[c].label for c in sorted(p.walk.deltas)),
-        approximate_at=tuple(sorted(p.walk.approximate)),
-        removed=p.unit.members) for p in plans.values()]
+    channels = [
+        FoldedChannel(
+            module=p.request[0],
+            channel=p.request[1],
+            value=p.request[2],
+            consumers=tuple(sorted(p.walk.deltas)),
+            absorbed_by=tuple(targets[c].label for c in sorted(p.walk.deltas)),
+            approximate_at=tuple(sorted(p.walk.approximate)),
+            removed=p.unit.members,
+        )
+        for p in plans.values()
+    ]
     new_biases = tuple(c for c, t in targets.items() if t.new)
     return FoldReport(channels, new_biases)

@@ -1,4 +1,5 @@
 """Channel groups: what :func:`trace` finds, and how a request maps onto it."""
+
 from __future__ import annotations
 
 from collections import Counter, defaultdict
@@ -143,9 +144,11 @@ def _straddles(members: list[Member], grouped: dict[str, GroupedConv]) -> str | 
         gc = grouped[module]
         if len(per_group) > 1 and not (len(per_group) == gc.groups and len(set(per_group.values())) == 1):
             side = "input" if kind == "in" else "output"
-            return (f"these channels fall in {len(per_group)} of the {gc.groups} groups of grouped conv {module!r} "
-                    f"({dict(sorted(per_group.items()))} {side} channels by conv group), so no removal keeps its "
-                    "groups equal")
+            return (
+                f"these channels fall in {len(per_group)} of the {gc.groups} groups of grouped conv {module!r} "
+                f"({dict(sorted(per_group.items()))} {side} channels by conv group), so no removal keeps its "
+                "groups equal"
+            )
     return None
 
 
@@ -173,8 +176,10 @@ def _unbalanced(units: list[Unit], key: tuple, grouped: dict[str, GroupedConv]) 
         if min(counts) == 0:
             side = "input" if kind == "in" else "output"
             width = gc.in_channels if kind == "in" else gc.out_channels
-            reason = (f"grouped conv {module!r} ({gc.groups} groups of {width // gc.groups} {side} channels) holds "
-                      f"{counts} of these channels per group: no removal from them alone keeps its groups equal")
+            reason = (
+                f"grouped conv {module!r} ({gc.groups} groups of {width // gc.groups} {side} channels) holds "
+                f"{counts} of these channels per group: no removal from them alone keeps its groups equal"
+            )
             return [Unit(u.members, reason) for u in units]
     return None
 
@@ -189,8 +194,10 @@ def _all_or_nothing(units: list[Unit], state: State) -> list[Unit] | None:
     full = next((role for role, n in held.items() if n == state.slots[role].numel()), None)
     if full is None:
         return None
-    reason = (f"shuffles, equal chunks or adds tie all {held[full]} channels of {full[0]!r} into one unit: removing "
-              "it would empty the layer")
+    reason = (
+        f"shuffles, equal chunks or adds tie all {held[full]} channels of {full[0]!r} into one unit: removing "
+        "it would empty the layer"
+    )
     return [Unit(units[0].members, reason)]
 
 

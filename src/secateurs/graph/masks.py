@@ -7,6 +7,7 @@ checkpoints (the zeros in the weights are the lasting record) and is what
 ``count_macs(sparse=True)`` counts. :func:`~secateurs.graph.materialize.materialize`
 turns the sparsity into physical shrinkage.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -39,6 +40,7 @@ def _grad_hook(conv: nn.Module):
     # zero weight), momentum and nesterov terms stay zero too, so the weight never moves.
     def hook(grad: torch.Tensor) -> torch.Tensor:
         return grad.masked_fill(~_spread(getattr(conv, MASK), grad), 0)
+
     return hook
 
 
@@ -67,8 +69,9 @@ def _take_off(conv: nn.Module) -> None:
     conv._buffers.pop(MASK, None)
 
 
-def _check(model: nn.Module, masks: Mapping[str, torch.Tensor],
-           fresh: bool) -> dict[str, tuple[nn.Module, torch.Tensor]]:
+def _check(
+    model: nn.Module, masks: Mapping[str, torch.Tensor], fresh: bool
+) -> dict[str, tuple[nn.Module, torch.Tensor]]:
     """Every mask against its layer, before anything is changed."""
     modules = dict(model.named_modules())
     checked = {}
@@ -84,16 +87,25 @@ def _check(model: nn.Module, masks: Mapping[str, torch.Tensor],
         want = tuple(conv.weight.shape[:2])
         if want[1] == 1:
             what = "a depthwise conv" if conv.groups > 1 else "a conv with one input channel"
-            raise PruningError(f"{name!r} ({tuple(conv.weight.shape)}) is {what}: each filter has a single kernel, "
-                               "so masking kernels would be filter pruning; leave it to channel pruning")
-        got = (f"a {mask.dtype} tensor of shape {tuple(mask.shape)}" if isinstance(mask, torch.Tensor)
-               else f"a {type(mask).__name__}")
+            raise PruningError(
+                f"{name!r} ({tuple(conv.weight.shape)}) is {what}: each filter has a single kernel, "
+                "so masking kernels would be filter pruning; leave it to channel pruning"
+            )
+        got = (
+            f"a {mask.dtype} tensor of shape {tuple(mask.shape)}"
+            if isinstance(mask, torch.Tensor)
+            else f"a {type(mask).__name__}"
+        )
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != want:
-            raise PruningError(f"the mask for {name!r} is {got}, but its weight {tuple(conv.weight.shape)} needs a "
-                               f"bool tensor of shape {want} (out, in/groups)")
+            raise PruningError(
+                f"the mask for {name!r} is {got}, but its weight {tuple(conv.weight.shape)} needs a "
+                f"bool tensor of shape {want} (out, in/groups)"
+            )
         if fresh and MASK in conv._buffers:
-            raise PruningError(f"{name!r} already holds a kernel_mask; call remove() on the KernelMasks that set it "
-                               "before applying new masks")
+            raise PruningError(
+                f"{name!r} already holds a kernel_mask; call remove() on the KernelMasks that set it "
+                "before applying new masks"
+            )
         checked[name] = (conv, mask.detach().to(conv.weight.device).clone())
     return checked
 
@@ -125,8 +137,9 @@ class KernelMasks:
         self.convs = {}
 
 
-def apply_kernel_masks(model: nn.Module, masks: Mapping[str, torch.Tensor],
-                       optimizer: torch.optim.Optimizer | None = None) -> KernelMasks:
+def apply_kernel_masks(
+    model: nn.Module, masks: Mapping[str, torch.Tensor], optimizer: torch.optim.Optimizer | None = None
+) -> KernelMasks:
     """Zero the masked kernels and keep them exactly zero through training.
 
     Args:

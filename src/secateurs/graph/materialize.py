@@ -1,6 +1,7 @@
 """``materialize``: turn kernel sparsity into physical shrinkage. Inputs no kernel reads are
 removed with their producers ("adjustable input channels"), and filters with no kernel
 left are folded forward as constants."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -72,7 +73,7 @@ def _reads(conv: nn.Module, mask: torch.Tensor, channel: int) -> bool:
     """Whether any kept kernel of ``conv`` reads its input ``channel`` (grouped convs too)."""
     per_in, per_out = mask.shape[1], mask.shape[0] // conv.groups
     group, col = divmod(channel, per_in)
-    return bool(mask[group * per_out:(group + 1) * per_out, col].any())
+    return bool(mask[group * per_out : (group + 1) * per_out, col].any())
 
 
 def _still_read(unit: Unit, masks: dict[str, torch.Tensor], modules: dict[str, nn.Module]) -> str | None:
@@ -86,8 +87,9 @@ def _still_read(unit: Unit, masks: dict[str, torch.Tensor], modules: dict[str, n
     return None
 
 
-def _unread_units(model: nn.Module, graph: ChannelGraph,
-                  masks: dict[str, torch.Tensor]) -> tuple[list[Unit], list[Kept]]:
+def _unread_units(
+    model: nn.Module, graph: ChannelGraph, masks: dict[str, torch.Tensor]
+) -> tuple[list[Unit], list[Kept]]:
     """Units every reader dropped, and the dropped inputs that must stay."""
     modules = dict(model.named_modules())
     verdict: dict[int, str | None] = {}
@@ -130,8 +132,9 @@ def _measure(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, int, int]:
     return count_macs(model, shape), count_macs(model, shape, sparse=True), count_params(model)
 
 
-def materialize(model: nn.Module, example_inputs: Any,
-                masks: KernelMasks | Mapping[str, torch.Tensor] | None = None) -> MaterializeReport:
+def materialize(
+    model: nn.Module, example_inputs: Any, masks: KernelMasks | Mapping[str, torch.Tensor] | None = None
+) -> MaterializeReport:
     """Turn kernel sparsity into physically smaller layers, in place, and drop the masks.
 
     1. An input channel that no kept kernel of any reader reads is removed with its whole
@@ -179,12 +182,18 @@ def materialize(model: nn.Module, example_inputs: Any,
         except PruningError as e:
             rejected.update({id(u): str(e) for u in units})
             units = []
-    kept += [Kept(m.module, "input", m.index, rejected[id(u)])
-             for g in graph.groups for u in g.units if id(u) in rejected
-             for m in u.members if m.kind == "in" and m.module in masks]
+    kept += [
+        Kept(m.module, "input", m.index, rejected[id(u)])
+        for g in graph.groups
+        for u in g.units
+        if id(u) in rejected
+        for m in u.members
+        if m.kind == "in" and m.module in masks
+    ]
 
-    folded, fold_report = _fold_constant_filters(model, example_inputs, masks, removed_out,
-                                                 None if units else graph, kept)
+    folded, fold_report = _fold_constant_filters(
+        model, example_inputs, masks, removed_out, None if units else graph, kept
+    )
     after = _measure(model, shape)
     widths_after = _widths(model)
     layers = {}
@@ -193,13 +202,27 @@ def materialize(model: nn.Module, example_inputs: Any,
         if (nin, nout) != (cin, cout):
             layers[name] = LayerChange(cin - nin, cout - nout)
     exact = fold_report is None or fold_report.exact
-    return MaterializeReport(layers, kept, exact, (before[0], after[0]), (before[1], after[1]),
-                             (before[2], after[2]), fold_report, len(units), folded)
+    return MaterializeReport(
+        layers,
+        kept,
+        exact,
+        (before[0], after[0]),
+        (before[1], after[1]),
+        (before[2], after[2]),
+        fold_report,
+        len(units),
+        folded,
+    )
 
 
-def _fold_constant_filters(model: nn.Module, example_inputs: Any, masks: dict[str, torch.Tensor],
-                           removed_out: dict[str, set[int]], graph: ChannelGraph | None,
-                           kept: list[Kept]) -> tuple[dict[str, dict[int, float]], FoldReport | None]:
+def _fold_constant_filters(
+    model: nn.Module,
+    example_inputs: Any,
+    masks: dict[str, torch.Tensor],
+    removed_out: dict[str, set[int]],
+    graph: ChannelGraph | None,
+    kept: list[Kept],
+) -> tuple[dict[str, dict[int, float]], FoldReport | None]:
     """Fold every filter with no kernel left; those the fold refuses are added to ``kept``."""
     modules = dict(model.named_modules())
     requests = []  # (conv, index before materialize, index now, constant)
@@ -227,7 +250,7 @@ def _fold_constant_filters(model: nn.Module, example_inputs: Any, masks: dict[st
             if len(batch) == 1:
                 kept.append(Kept(batch[0][0], "filter", batch[0][1], str(e)))
                 return graph
-            return fold(batch[len(batch) // 2:], fold(batch[:len(batch) // 2], graph))
+            return fold(batch[len(batch) // 2 :], fold(batch[: len(batch) // 2], graph))
         report.channels += one.channels
         report.new_biases += one.new_biases
         done.extend(batch)

@@ -5,6 +5,7 @@ the channel lives: coupled producers, BNs, consumers' input slices). Anything th
 be honoured exactly raises :class:`PruningError` before the model is touched; a failure
 during surgery itself puts every replaced attribute back.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -20,8 +21,15 @@ from ._layers import Journal, surgeon_for
 from .groups import ChannelGraph, Unit
 from .trace import MetaInterpreter, trace
 
-_OUTPUT_KIND = {nn.Conv1d: "out", nn.Conv2d: "out", nn.Conv3d: "out", nn.Linear: "out",
-                nn.BatchNorm1d: "bn", nn.BatchNorm2d: "bn", nn.BatchNorm3d: "bn"}
+_OUTPUT_KIND = {
+    nn.Conv1d: "out",
+    nn.Conv2d: "out",
+    nn.Conv3d: "out",
+    nn.Linear: "out",
+    nn.BatchNorm1d: "bn",
+    nn.BatchNorm2d: "bn",
+    nn.BatchNorm3d: "bn",
+}
 
 
 def _width(m: nn.Module, kind: str) -> int:
@@ -42,8 +50,10 @@ def resolve_request(model: nn.Module, graph: ChannelGraph, request: Mapping[str,
         m = modules[name]
         kind = next((k for c, k in _OUTPUT_KIND.items() if isinstance(m, c)), None)
         if kind is None:
-            raise PruningError(f"{name!r} is a {type(m).__name__}; name a Conv, Linear or BatchNorm layer whose "
-                               "output channels to remove")
+            raise PruningError(
+                f"{name!r} is a {type(m).__name__}; name a Conv, Linear or BatchNorm layer whose "
+                "output channels to remove"
+            )
         width = _width(m, kind)
         try:
             indices = list(indices)
@@ -52,8 +62,9 @@ def resolve_request(model: nn.Module, graph: ChannelGraph, request: Mapping[str,
         for i in indices:
             i = _as_index(i, name)
             if not 0 <= i < width:
-                raise PruningError(f"channel {i} of {name!r} is out of range: it has {width} output channels "
-                                   f"(0..{width - 1})")
+                raise PruningError(
+                    f"channel {i} of {name!r} is out of range: it has {width} output channels (0..{width - 1})"
+                )
             hit = graph.locate(name, kind, i)
             if hit is None:
                 raise PruningError(f"{name!r} did not run in the traced forward, so its channels are unknown")
@@ -101,21 +112,25 @@ def _problems(model: nn.Module, graph: ChannelGraph, plan: dict[str, dict[str, l
             problems[name] = f"the graph has a layer {name!r} that the model does not have; trace this model"
             continue
         if surgeon_for(m) is None:
-            problems[name] = (f"{name!r} ({type(m).__name__}) holds these channels but the engine cannot narrow "
-                              "that layer type")
+            problems[name] = (
+                f"{name!r} ({type(m).__name__}) holds these channels but the engine cannot narrow that layer type"
+            )
             continue
         for kind in ("out", "bn"):
             if kind in kinds and len(kinds[kind]) >= _width(m, kind):
-                problems[name] = (f"the request removes all {_width(m, kind)} output channels of {name!r}; "
-                                  "keep at least one")
+                problems[name] = (
+                    f"the request removes all {_width(m, kind)} output channels of {name!r}; keep at least one"
+                )
         gc = graph.grouped_convs.get(name)
         if gc is not None:
             for kind, n in (("in", gc.in_channels), ("out", gc.out_channels)):
                 hits = Counter(gc.group_of(kind, i) for i in kinds.get(kind, []))
                 counts = [hits[k] for k in range(gc.groups)]
                 if len(set(counts)) > 1:
-                    problems[name] = (f"{name!r} is a grouped conv ({gc.groups} groups of {n // gc.groups} {kind}put "
-                                      f"channels); the request removes {counts} from its groups, which must be equal")
+                    problems[name] = (
+                        f"{name!r} is a grouped conv ({gc.groups} groups of {n // gc.groups} {kind}put "
+                        f"channels); the request removes {counts} from its groups, which must be equal"
+                    )
     return problems
 
 
@@ -125,8 +140,7 @@ def _validate(model: nn.Module, graph: ChannelGraph, plan: dict[str, dict[str, l
         raise PruningError(next(iter(problems.values())))
 
 
-def remove_units(model: nn.Module, graph: ChannelGraph, units: Sequence[Unit],
-                 example_inputs: Any = None) -> nn.Module:
+def remove_units(model: nn.Module, graph: ChannelGraph, units: Sequence[Unit], example_inputs: Any = None) -> nn.Module:
     """Remove ``units`` physically, in place; validated first, undone on any failure.
 
     Args:
@@ -159,8 +173,13 @@ def remove_units(model: nn.Module, graph: ChannelGraph, units: Sequence[Unit],
     return model
 
 
-def prune_channels(model: nn.Module, example_inputs: Any, request: Mapping[str, Iterable[int]],
-                   graph: ChannelGraph | None = None, leaf_modules: Sequence[type[nn.Module]] = ()) -> nn.Module:
+def prune_channels(
+    model: nn.Module,
+    example_inputs: Any,
+    request: Mapping[str, Iterable[int]],
+    graph: ChannelGraph | None = None,
+    leaf_modules: Sequence[type[nn.Module]] = (),
+) -> nn.Module:
     """Remove exactly the named output channels and everything coupled to them, in place.
 
     Args:

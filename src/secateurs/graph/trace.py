@@ -5,6 +5,7 @@ only, no arithmetic) and, beside every tensor, an id tensor (see ``_ids``). Prod
 (convs, linears) mint ids; element-wise ops tie the ids they combine; data-movement ops
 are replayed on the ids; an op with no handler stops the channels it touches.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -63,8 +64,9 @@ class MetaInterpreter(torch.fx.Interpreter):
             x = args[0]
             for name, t in [*module.named_parameters(), *module.named_buffers()]:
                 if t.dim() == 1 and (x.dim() < 2 or t.shape[0] != x.shape[1]):
-                    raise RuntimeError(f"{target}.{name} has {t.shape[0]} entries for an input of shape "
-                                       f"{tuple(x.shape)}")
+                    raise RuntimeError(
+                        f"{target}.{name} has {t.shape[0]} entries for an input of shape {tuple(x.shape)}"
+                    )
             return x
         tensors = {k: v.to("meta") for k, v in [*module.named_parameters(), *module.named_buffers()]}
         return torch.func.functional_call(module, tensors, args, kwargs)
@@ -92,6 +94,7 @@ class MetaInterpreter(torch.fx.Interpreter):
         elif n.op == "call_function":
             fn = n.target
         else:
+
             def fn(self_, *a, **k):
                 return getattr(self_, n.target)(*a, **k)
 
@@ -99,8 +102,9 @@ class MetaInterpreter(torch.fx.Interpreter):
             return torch.zeros(t.shape, dtype=t.dtype, device=device) if isinstance(t, torch.Tensor) else t
 
         args, kwargs = torch.fx.node.map_aggregate((args, kwargs), zeros)
-        return torch.fx.node.map_aggregate(fn(*args, **kwargs),
-                                           lambda t: t.to("meta") if isinstance(t, torch.Tensor) else t)
+        return torch.fx.node.map_aggregate(
+            fn(*args, **kwargs), lambda t: t.to("meta") if isinstance(t, torch.Tensor) else t
+        )
 
     def _opaque(self, n: torch.fx.Node) -> bool:
         if n.op == "call_module":

@@ -1,4 +1,5 @@
 """Checkpoints (safetensors + JSON, no pickle), resume state, and export."""
+
 from .checkpoint import load, read_header, read_meta, save
 from .tree import load_tree, save_tree
 

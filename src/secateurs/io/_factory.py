@@ -4,6 +4,7 @@ A checkpoint never names code to run: loading a model that is not in the zoo nee
 factory from the caller, who imports it (the Python API) or names it (the CLI). The
 factory builds the unpruned network; the checkpoint's layer shapes narrow it.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -25,19 +26,24 @@ def import_factory(spec: str) -> Factory:
     current directory or ``PYTHONPATH``), e.g. ``torchvision.models:resnet18``."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise ConfigError(f"--arch {spec!r}: expected MODULE:FUNCTION such as torchvision.models:resnet18 or "
-                          "mymodels:build_net")
+        raise ConfigError(
+            f"--arch {spec!r}: expected MODULE:FUNCTION such as torchvision.models:resnet18 or mymodels:build_net"
+        )
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:  # as `python -m` would: a module beside the user is found
         sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise ConfigError(f"--arch {spec!r}: cannot import {module_name!r} ({e}); run from the folder that holds "
-                          "it, or add that folder to PYTHONPATH") from e
+        raise ConfigError(
+            f"--arch {spec!r}: cannot import {module_name!r} ({e}); run from the folder that holds "
+            "it, or add that folder to PYTHONPATH"
+        ) from e
     except Exception as e:  # the module's own code failed: say so in one line, with its error
-        raise ConfigError(f"--arch {spec!r}: importing {module_name!r} raised {type(e).__name__}: {e}; fix or "
-                          "install that module (python -c 'import " + module_name + "' shows the traceback)") from e
+        raise ConfigError(
+            f"--arch {spec!r}: importing {module_name!r} raised {type(e).__name__}: {e}; fix or "
+            "install that module (python -c 'import " + module_name + "' shows the traceback)"
+        ) from e
     target: Any = module
     for part in attr.split("."):
         if not hasattr(target, part):

@@ -5,6 +5,7 @@ each layer's constructor arguments, and loading replaces every layer whose argum
 differ with a fresh one of the stored shape before the weights go in. One entry per layer
 type: adding a type touches only the table below.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -25,15 +26,26 @@ class LayerSpec:
 
 def _conv_args(m: nn.Module) -> dict[str, Any]:
     return {
-        "in_channels": m.in_channels, "out_channels": m.out_channels, "kernel_size": list(m.kernel_size),
-        "stride": list(m.stride), "padding": m.padding if isinstance(m.padding, str) else list(m.padding),
-        "dilation": list(m.dilation), "groups": m.groups, "bias": m.bias is not None, "padding_mode": m.padding_mode,
+        "in_channels": m.in_channels,
+        "out_channels": m.out_channels,
+        "kernel_size": list(m.kernel_size),
+        "stride": list(m.stride),
+        "padding": m.padding if isinstance(m.padding, str) else list(m.padding),
+        "dilation": list(m.dilation),
+        "groups": m.groups,
+        "bias": m.bias is not None,
+        "padding_mode": m.padding_mode,
     }
 
 
 def _bn_args(m: nn.Module) -> dict[str, Any]:
-    return {"num_features": m.num_features, "eps": m.eps, "momentum": m.momentum, "affine": m.affine,
-            "track_running_stats": m.track_running_stats}
+    return {
+        "num_features": m.num_features,
+        "eps": m.eps,
+        "momentum": m.momentum,
+        "affine": m.affine,
+        "track_running_stats": m.track_running_stats,
+    }
 
 
 def _linear_args(m: nn.Module) -> dict[str, Any]:
@@ -45,16 +57,26 @@ def _groupnorm_args(m: nn.Module) -> dict[str, Any]:
 
 
 def _layernorm_args(m: nn.Module) -> dict[str, Any]:
-    return {"normalized_shape": list(m.normalized_shape), "eps": m.eps,
-            "elementwise_affine": m.elementwise_affine, "bias": getattr(m, "bias", None) is not None}
+    return {
+        "normalized_shape": list(m.normalized_shape),
+        "eps": m.eps,
+        "elementwise_affine": m.elementwise_affine,
+        "bias": getattr(m, "bias", None) is not None,
+    }
 
 
 LAYER_SPECS: dict[str, LayerSpec] = {
     cls.__name__: LayerSpec(cls, fn)
     for cls, fn in [
-        (nn.Conv1d, _conv_args), (nn.Conv2d, _conv_args), (nn.Conv3d, _conv_args),
-        (nn.BatchNorm1d, _bn_args), (nn.BatchNorm2d, _bn_args), (nn.BatchNorm3d, _bn_args),
-        (nn.Linear, _linear_args), (nn.GroupNorm, _groupnorm_args), (nn.LayerNorm, _layernorm_args),
+        (nn.Conv1d, _conv_args),
+        (nn.Conv2d, _conv_args),
+        (nn.Conv3d, _conv_args),
+        (nn.BatchNorm1d, _bn_args),
+        (nn.BatchNorm2d, _bn_args),
+        (nn.BatchNorm3d, _bn_args),
+        (nn.Linear, _linear_args),
+        (nn.GroupNorm, _groupnorm_args),
+        (nn.LayerNorm, _layernorm_args),
     ]
 }
 
@@ -65,8 +87,14 @@ def layer_specs(model: nn.Module) -> dict[str, dict[str, Any]]:
     for name, m in model.named_modules():
         # The first known class in the MRO: a subclass that only changes forward (such as
         # the trainer's GlobalBatchNorm2d) is rebuilt as its base layer.
-        spec = next((LAYER_SPECS[c.__name__] for c in type(m).__mro__
-                     if c.__name__ in LAYER_SPECS and LAYER_SPECS[c.__name__].cls is c), None)
+        spec = next(
+            (
+                LAYER_SPECS[c.__name__]
+                for c in type(m).__mro__
+                if c.__name__ in LAYER_SPECS and LAYER_SPECS[c.__name__].cls is c
+            ),
+            None,
+        )
         if spec is not None:
             out[name] = {"type": spec.cls.__name__, "args": spec.to_args(m)}
     return out
@@ -80,14 +108,17 @@ def apply_layer_specs(model: nn.Module, specs: dict[str, dict[str, Any]]) -> int
         if live.get(name) == spec:
             continue
         if spec["type"] not in LAYER_SPECS:
-            raise CheckpointError(f"layer {name!r} has type {spec['type']!r}, which this version cannot rebuild "
-                                  f"(known: {sorted(LAYER_SPECS)})")
+            raise CheckpointError(
+                f"layer {name!r} has type {spec['type']!r}, which this version cannot rebuild "
+                f"(known: {sorted(LAYER_SPECS)})"
+            )
         try:
             model.get_submodule(name)
         except AttributeError as e:
             raise CheckpointError(
                 f"the checkpoint has a layer {name!r} that the model does not have; pass the architecture the "
-                "checkpoint was saved from (load(path, model=...))") from e
+                "checkpoint was saved from (load(path, model=...))"
+            ) from e
         args = dict(spec["args"])
         for key in ("kernel_size", "stride", "dilation", "normalized_shape"):
             if isinstance(args.get(key), list):

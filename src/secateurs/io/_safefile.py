@@ -5,6 +5,7 @@ The digest is an integrity check, not a signature: it catches truncation, bit ro
 hand edits of the header or the tensors (anyone can recompute it, so it does not
 authenticate the author).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -74,10 +75,12 @@ def _not_safetensors(path: Path, e: Exception) -> CheckpointError:
         return CheckpointError(
             f"checkpoint {str(path)!r} is {kind}; secateurs never loads pickles, since unpickling can run any "
             "code. Convert it: load its state_dict into the model and secateurs.save() it as .safetensors "
-            "(README, 'Bringing a PyTorch .pt checkpoint').")
+            "(README, 'Bringing a PyTorch .pt checkpoint')."
+        )
     return CheckpointError(
         f"checkpoint {str(path)!r} is not a readable safetensors file ({e}); it may be truncated or "
-        "corrupted. Re-create it, or restore it from a copy.")
+        "corrupted. Re-create it, or restore it from a copy."
+    )
 
 
 def read(path: str | os.PathLike, device: str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -91,7 +94,9 @@ def read(path: str | os.PathLike, device: str = "cpu") -> tuple[dict[str, torch.
     if path.is_dir():
         raise CheckpointError(f"checkpoint {str(path)!r} is a directory; pass the .safetensors file in it")
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist (expected a .safetensors file written by secateurs)")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not exist (expected a .safetensors file written by secateurs)"
+        )
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}

@@ -4,6 +4,7 @@ The header holds the architecture (registry name and arguments), every layer's
 constructor arguments (so a physically pruned model is rebuilt at its pruned widths) and
 the caller's metadata (normalisation, training recipe, metrics, ...).
 """
+
 from __future__ import annotations
 
 import os
@@ -71,21 +72,31 @@ def resolve(path: str | os.PathLike) -> Path:
         return path
     if (path / MODEL_FILE).is_file():
         return path / MODEL_FILE
-    raise CheckpointError(f"{str(path)!r} is a directory without a {MODEL_FILE}; pass a checkpoint file, or the "
-                          "run directory of a train or prune run")
+    raise CheckpointError(
+        f"{str(path)!r} is a directory without a {MODEL_FILE}; pass a checkpoint file, or the "
+        "run directory of a train or prune run"
+    )
 
 
 def _read(path: str | os.PathLike):
     path = resolve(path)
     tensors, header = _safefile.read(path)
     if header.get("kind") != KIND:
-        raise CheckpointError(f"{str(path)!r} holds a {header.get('kind')!r} file, not a model checkpoint; "
-                              "pass the model.safetensors of a run directory")
+        raise CheckpointError(
+            f"{str(path)!r} holds a {header.get('kind')!r} file, not a model checkpoint; "
+            "pass the model.safetensors of a run directory"
+        )
     return tensors, header
 
 
-def load(path: str | os.PathLike, model: nn.Module | None = None, strict: bool = True, *,
-         arch: str | Factory | None = None, arch_options: dict[str, Any] | None = None) -> nn.Module:
+def load(
+    path: str | os.PathLike,
+    model: nn.Module | None = None,
+    strict: bool = True,
+    *,
+    arch: str | Factory | None = None,
+    arch_options: dict[str, Any] | None = None,
+) -> nn.Module:
     """Rebuild a model from a checkpoint written by :func:`save`, without unpickling anything.
 
     A model not built by :func:`secateurs.create_model` (a torchvision or user network) comes
@@ -117,7 +128,8 @@ def load(path: str | os.PathLike, model: nn.Module | None = None, strict: bool =
             raise CheckpointError(
                 f"{str(path)!r} was saved from a model not built by secateurs.create_model, so its "
                 f"architecture is unknown{hint}; pass its factory, load(path, arch=build_net), or a fresh instance, "
-                "load(path, model=MyNet()); on the command line, --arch MODULE:FUNCTION")
+                "load(path, model=MyNet()); on the command line, --arch MODULE:FUNCTION"
+            )
         model = create_model(arch_record["name"], **arch_record.get("kwargs", {}))
     elif arch_record and not hasattr(model, ARCH_ATTR):
         setattr(model, ARCH_ATTR, arch_record)

@@ -3,6 +3,7 @@
 Exported files are what gets deployed, so a file at the destination is always complete
 and checked: it is written to a temporary name beside the target, checked, then renamed.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -134,12 +135,19 @@ def export_metadata(header: dict[str, Any], input_shape: Sequence[int]) -> dict[
     """
     meta = header.get("meta", {})
     dataset = meta.get("dataset", {})
-    out = {"secateurs_version": __version__, "input_shape": json.dumps(list(input_shape)),
-           "input_layout": "NCHW, batch dimension dynamic", "output": "logits"}
+    out = {
+        "secateurs_version": __version__,
+        "input_shape": json.dumps(list(input_shape)),
+        "input_layout": "NCHW, batch dimension dynamic",
+        "output": "logits",
+    }
     norm = meta.get("normalisation")
     if norm:
-        out.update(mean=json.dumps(norm["mean"]), std=json.dumps(norm["std"]),
-                   normalisation="input = (pixel / 255 - mean) / std, per channel")
+        out.update(
+            mean=json.dumps(norm["mean"]),
+            std=json.dumps(norm["std"]),
+            normalisation="input = (pixel / 255 - mean) / std, per channel",
+        )
     names = meta.get("class_names", dataset.get("class_names"))
     if names:
         out["class_names"] = json.dumps(list(names))

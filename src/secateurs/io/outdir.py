@@ -17,6 +17,7 @@ Example::
 
     >>> claim([Path("runs/a/model.safetensors")], overwrite=False)  # nothing there: fine
 """
+
 from __future__ import annotations
 
 import errno
@@ -50,9 +51,14 @@ def _check_place(target: Path) -> None:
         raise FileSystemError.wrap(OSError(errno.ENOTDIR, "not a directory"), "cannot write", target)
 
 
-def claim(outputs: Sequence[str | os.PathLike], *, overwrite: bool = False,
-          source: str | os.PathLike | None = None, overwrite_flag: str | None = "--overwrite",
-          other_way: str = "") -> None:
+def claim(
+    outputs: Sequence[str | os.PathLike],
+    *,
+    overwrite: bool = False,
+    source: str | os.PathLike | None = None,
+    overwrite_flag: str | None = "--overwrite",
+    other_way: str = "",
+) -> None:
     """Refuse, before anything is written, a command that would replace what it did not write.
 
     Args:
@@ -73,18 +79,25 @@ def claim(outputs: Sequence[str | os.PathLike], *, overwrite: bool = False,
         src = resolve(source)
         for target in targets:
             if _same_file(target, src):
-                raise ConfigError(f"--out would write {str(target)!r}, which is the model read with --from "
-                                  f"{str(source)!r}; the command would destroy its own input. Choose another --out")
+                raise ConfigError(
+                    f"--out would write {str(target)!r}, which is the model read with --from "
+                    f"{str(source)!r}; the command would destroy its own input. Choose another --out"
+                )
     for target in targets:
         _check_place(target)
     existing = [t for t in targets if t.exists() or t.is_symlink()]
     if existing and not overwrite:
         one = len(existing) == 1
         it = "it" if one else "them"
-        way_out = f"pass {overwrite_flag} to replace {it}, or choose another --out" if overwrite_flag \
+        way_out = (
+            f"pass {overwrite_flag} to replace {it}, or choose another --out"
+            if overwrite_flag
             else f"choose another --out, or move {it} away"
-        raise ConfigError(f"{', '.join(repr(str(t)) for t in existing)} already exist{'s' if one else ''} and this "
-                          f"run did not write {it}; {way_out}{other_way}")
+        )
+        raise ConfigError(
+            f"{', '.join(repr(str(t)) for t in existing)} already exist{'s' if one else ''} and this "
+            f"run did not write {it}; {way_out}{other_way}"
+        )
 
 
 def discard(paths: Iterable[str | os.PathLike]) -> list[Path]:

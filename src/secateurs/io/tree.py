@@ -4,6 +4,7 @@ Tensors become safetensors entries; everything around them (dicts, lists, tuples
 numbers, strings) becomes a JSON skeleton pointing at those entries. Used for the
 trainer's resume state, which holds more than a model.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,10 @@ def _encode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
         return {"__items__": [[k, _encode(v, tensors)] for k, v in obj.items()]}
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
-    raise TypeError(f"cannot store {type(obj).__name__} in a state file (only tensors, dict, list, tuple, "
-                    "numbers, strings and None)")
+    raise TypeError(
+        f"cannot store {type(obj).__name__} in a state file (only tensors, dict, list, tuple, "
+        "numbers, strings and None)"
+    )
 
 
 def _decode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:

@@ -1,4 +1,5 @@
 """How big, how much compute, how fast: parameter and MAC counts and latency of a model."""
+
 from .compare import LatencyComparison, compare_latency, default_threads
 from .latency import measure_latency
 from .load import LoadMonitor, LoadWindow
@@ -6,5 +7,16 @@ from .macs import MACS_COUNTERS, count_macs
 from .params import count_params
 from .report import Measurement, measure
 
-__all__ = ["MACS_COUNTERS", "LatencyComparison", "LoadMonitor", "LoadWindow", "Measurement", "compare_latency",
-           "count_macs", "count_params", "default_threads", "measure", "measure_latency"]
+__all__ = [
+    "MACS_COUNTERS",
+    "LatencyComparison",
+    "LoadMonitor",
+    "LoadWindow",
+    "Measurement",
+    "compare_latency",
+    "count_macs",
+    "count_params",
+    "default_threads",
+    "measure",
+    "measure_latency",
+]

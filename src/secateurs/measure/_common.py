@@ -1,4 +1,5 @@
 """Shared plumbing of the measurements: the example input and a mode-preserving eval switch."""
+
 from __future__ import annotations
 
 import contextlib

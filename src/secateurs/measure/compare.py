@@ -13,6 +13,7 @@ the medians did not settle within the budget, when a model's spread is wide, or 
 processes took the cores we left free (:mod:`secateurs.measure.load`). Summaries then say
 that the speed-up is unreliable instead of printing it bare.
 """
+
 from __future__ import annotations
 
 import copy
@@ -102,12 +103,15 @@ class LatencyComparison:
         """Lines for a person: median (p10-p90) of both, the speed-up and its verdict."""
         (a, b), lines = self.labels, []
         for n, c in self.batches.items():
-            lines.append(f"batch {n}: {a} {c.a.median_ms:.3f} ms (p10-p90 {c.a.p10_ms:.3f}-{c.a.p90_ms:.3f}), "
-                         f"{b} {c.b.median_ms:.3f} ms (p10-p90 {c.b.p10_ms:.3f}-{c.b.p90_ms:.3f}); "
-                         + speedup_text(c.ratio, c.ratio_ci, self.reliable))
-        lines.append(f"timed interleaved on {self.device}, {self.threads} thread(s), {self.dtype}, "
-                     f"{self.elapsed_s:.0f} s; "
-                     + ("reliable" if self.reliable else "UNRELIABLE: " + "; ".join(self.reasons)))
+            lines.append(
+                f"batch {n}: {a} {c.a.median_ms:.3f} ms (p10-p90 {c.a.p10_ms:.3f}-{c.a.p90_ms:.3f}), "
+                f"{b} {c.b.median_ms:.3f} ms (p10-p90 {c.b.p10_ms:.3f}-{c.b.p90_ms:.3f}); "
+                + speedup_text(c.ratio, c.ratio_ci, self.reliable)
+            )
+        lines.append(
+            f"timed interleaved on {self.device}, {self.threads} thread(s), {self.dtype}, "
+            f"{self.elapsed_s:.0f} s; " + ("reliable" if self.reliable else "UNRELIABLE: " + "; ".join(self.reasons))
+        )
         return "\n".join(lines)
 
 
@@ -132,8 +136,16 @@ def _timing(values: np.ndarray) -> Timing:
     return Timing(float(median), float(p10), float(p25), float(p75), float(p90), float(ci_rel), len(values))
 
 
-def _pairs(a: nn.Module, b: nn.Module, x: torch.Tensor, warmup: int, min_pairs: int, max_pairs: int,
-           rel_ci: float, deadline: float) -> tuple[np.ndarray, np.ndarray, bool]:
+def _pairs(
+    a: nn.Module,
+    b: nn.Module,
+    x: torch.Tensor,
+    warmup: int,
+    min_pairs: int,
+    max_pairs: int,
+    rel_ci: float,
+    deadline: float,
+) -> tuple[np.ndarray, np.ndarray, bool]:
     """Timings of A and B, pair by pair, until both medians settle or ``deadline`` passes.
 
     The budget wins over the counts: warm-up stops after one pair once a fifth of the time
@@ -164,8 +176,9 @@ def _pairs(a: nn.Module, b: nn.Module, x: torch.Tensor, warmup: int, min_pairs: 
     return np.array(ta), np.array(tb), False
 
 
-def _check(batch_sizes: Sequence[int], threads: int | None, rel_ci: float, budget_s: float, min_pairs: int,
-           max_pairs: int) -> tuple[tuple[int, ...], int]:
+def _check(
+    batch_sizes: Sequence[int], threads: int | None, rel_ci: float, budget_s: float, min_pairs: int, max_pairs: int
+) -> tuple[tuple[int, ...], int]:
     sizes = tuple(int(n) for n in batch_sizes)
     if not sizes or any(n <= 0 for n in sizes):
         raise ConfigError(f"batch_sizes {tuple(batch_sizes)} must be non-empty positive ints, e.g. (1, 64)")
@@ -183,11 +196,21 @@ def _runner(model: nn.Module, target: torch.device) -> nn.Module:
     return model if model_device_dtype(model)[0] == target else copy.deepcopy(model).to(target)
 
 
-def compare_latency(model_a: nn.Module, model_b: nn.Module, input_shape: Sequence[int],
-                    batch_sizes: Sequence[int] = (1, 64), threads: int | None = None, device: str | torch.device
-                    | None = None, budget_s: float = 20.0, rel_ci: float = 0.03, warmup: int = 5,
-                    min_pairs: int = 15, max_pairs: int = 2000, labels: tuple[str, str] = ("A", "B"),
-                    progress: bool = True) -> LatencyComparison:
+def compare_latency(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    input_shape: Sequence[int],
+    batch_sizes: Sequence[int] = (1, 64),
+    threads: int | None = None,
+    device: str | torch.device | None = None,
+    budget_s: float = 20.0,
+    rel_ci: float = 0.03,
+    warmup: int = 5,
+    min_pairs: int = 15,
+    max_pairs: int = 2000,
+    labels: tuple[str, str] = ("A", "B"),
+    progress: bool = True,
+) -> LatencyComparison:
     """Time ``model_a`` and ``model_b`` interleaved and judge whether their ratio can be trusted.
 
     Args:
@@ -226,14 +249,22 @@ def compare_latency(model_a: nn.Module, model_b: nn.Module, input_shape: Sequenc
                 with forward_errors_as_config(shape):
                     ta, tb, stable = _pairs(a, b, x, warmup, min_pairs, max_pairs, rel_ci, deadline)
                 lo, hi = _median_ci(ta / tb)
-                batches[n] = BatchComparison(n, _timing(ta), _timing(tb), float(np.median(ta / tb)), (lo, hi),
-                                             stable)
+                batches[n] = BatchComparison(n, _timing(ta), _timing(tb), float(np.median(ta / tb)), (lo, hi), stable)
                 bar.update(1)
     finally:
         bar.close()
         torch.set_num_threads(old_threads)
-    result = LatencyComparison(str(target), str(dtype).removeprefix("torch."), threads, rel_ci, budget_s,
-                               time.monotonic() - started, batches, watch.window, tuple(labels))
+    result = LatencyComparison(
+        str(target),
+        str(dtype).removeprefix("torch."),
+        threads,
+        rel_ci,
+        budget_s,
+        time.monotonic() - started,
+        batches,
+        watch.window,
+        tuple(labels),
+    )
     result.reasons = verdict(result)
     return result
 
@@ -245,11 +276,17 @@ def verdict(c: LatencyComparison) -> list[str]:
     if unsettled:
         worst = max(max(c.batches[n].a.ci_rel, c.batches[n].b.ci_rel) for n in unsettled)
         fewest = min(c.batches[n].a.samples for n in unsettled)
-        reasons.append(f"the medians of batch {', '.join(map(str, unsettled))} did not settle within "
-                       f"{100 * c.rel_ci:.0f}% in the {c.budget_s:.0f} s budget (+-{100 * worst:.0f}%, "
-                       f"{fewest} pairs or more)")
-    wide = [f"batch {n} {name} {100 * t.spread:.0f}%" for n, bc in c.batches.items()
-            for name, t in zip(c.labels, (bc.a, bc.b)) if t.spread > WIDE_SPREAD]
+        reasons.append(
+            f"the medians of batch {', '.join(map(str, unsettled))} did not settle within "
+            f"{100 * c.rel_ci:.0f}% in the {c.budget_s:.0f} s budget (+-{100 * worst:.0f}%, "
+            f"{fewest} pairs or more)"
+        )
+    wide = [
+        f"batch {n} {name} {100 * t.spread:.0f}%"
+        for n, bc in c.batches.items()
+        for name, t in zip(c.labels, (bc.a, bc.b))
+        if t.spread > WIDE_SPREAD
+    ]
     if wide:
         reasons.append(f"the spread (IQR/median) is wide: {', '.join(wide)} (above {100 * WIDE_SPREAD:.0f}%)")
     if c.load.busy:

@@ -1,4 +1,5 @@
 """Wall-clock latency of a forward pass, per batch size."""
+
 from __future__ import annotations
 
 import copy

@@ -16,6 +16,7 @@ The machine counts as busy when the others used more than the cores we left free
     if watch.window.busy:
         print(watch.window.reason())
 """
+
 from __future__ import annotations
 
 import os
@@ -89,8 +90,10 @@ class LoadWindow:
         if not self.busy:
             return None
         idle = max(0.0, self.free_cores - self.others_cores)
-        return (f"the machine was busy: other processes used {self.others_cores:.1f} cores on average while we "
-                f"timed on {self.threads} thread(s) of {self.cpu_count} cores, leaving {idle:.1f} idle")
+        return (
+            f"the machine was busy: other processes used {self.others_cores:.1f} cores on average while we "
+            f"timed on {self.threads} thread(s) of {self.cpu_count} cores, leaving {idle:.1f} idle"
+        )
 
     def to_dict(self) -> dict:
         return {**asdict(self), "free_cores": self.free_cores, "busy": self.busy}
@@ -120,5 +123,6 @@ class LoadMonitor:
             source = "/proc/stat"
         else:
             others, source = (self._load_before or 0.0), "loadavg"
-        return LoadWindow(round(others, 3), load_average(), os.cpu_count() or 1, self.threads, round(seconds, 3),
-                          source)
+        return LoadWindow(
+            round(others, 3), load_average(), os.cpu_count() or 1, self.threads, round(seconds, 3), source
+        )

@@ -5,6 +5,7 @@ architecture does between layers (strides, pooling, reshapes, layers called twic
 Layers that are not in :data:`MACS_COUNTERS` (BatchNorm, activations, pooling, additions)
 count zero: they are cheap next to the convolutions and depend on the runtime's fusion.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,8 +48,11 @@ def _nonzero_kernels(module: nn.Module) -> int:
 def kernels_per_layer(model: nn.Module) -> dict[str, int]:
     """Kernels that do any work in each conv, by module name (see :func:`_nonzero_kernels`):
     what a kernel-pruning run records per layer, before and after, for its report."""
-    return {name: _nonzero_kernels(m) for name, m in model.named_modules()
-            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))}
+    return {
+        name: _nonzero_kernels(m)
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
+    }
 
 
 def _conv(module: nn.Module, inputs: tuple, output: torch.Tensor, sparse: bool) -> int:

@@ -1,4 +1,5 @@
 """Parameter counts, dense and non-zero."""
+
 from __future__ import annotations
 
 import torch.nn as nn

@@ -1,4 +1,5 @@
 """One object holding every measurement of a model, for JSON reports and console summaries."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -70,8 +71,7 @@ class Measurement:
             return "\n".join(lines)
         for b, t in self.latency["batches"].items():
             lines.append(
-                f"latency  batch {b}: {t['median_ms']:.3f} ms median "
-                f"(p10 {t['p10_ms']:.3f}, p90 {t['p90_ms']:.3f})"
+                f"latency  batch {b}: {t['median_ms']:.3f} ms median (p10 {t['p10_ms']:.3f}, p90 {t['p90_ms']:.3f})"
             )
         lines.append(
             f"         on {self.latency['device']}, {self.latency['threads']} threads, "

@@ -1,6 +1,7 @@
 """Feature maps of channel producers, taken where the network uses them: after the
 producer's BatchNorm and activation. One pass of the traced graph per calibration batch;
 each map is reduced as soon as it is computed, so memory stays bounded by one batch."""
+
 from __future__ import annotations
 
 import operator
@@ -17,10 +18,31 @@ from ..graph import ChannelGraph
 from ..measure._common import eval_mode
 from ._layers import NORMS, producer_roles
 
-ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardswish, nn.SiLU, nn.GELU, nn.ELU, nn.Hardtanh,
-                      nn.Mish, nn.PReLU)
-ACTIVATION_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.hardswish, F.silu, F.gelu, F.leaky_relu, F.elu,
-                        F.hardtanh, F.mish, torch.relu_}
+ACTIVATION_MODULES = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.Hardswish,
+    nn.SiLU,
+    nn.GELU,
+    nn.ELU,
+    nn.Hardtanh,
+    nn.Mish,
+    nn.PReLU,
+)
+ACTIVATION_FUNCTIONS = {
+    F.relu,
+    torch.relu,
+    F.relu6,
+    F.hardswish,
+    F.silu,
+    F.gelu,
+    F.leaky_relu,
+    F.elu,
+    F.hardtanh,
+    F.mish,
+    torch.relu_,
+}
 ACTIVATION_METHODS = {"relu", "relu_"}
 ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
 ADD_METHODS = {"add", "add_"}
@@ -45,8 +67,9 @@ def _is_add(node: torch.fx.Node) -> bool:
     return node.op == "call_method" and node.target in ADD_METHODS and len(tensors) == 2
 
 
-def feature_points(model: nn.Module, graph: ChannelGraph, through_adds: bool = False
-                   ) -> dict[torch.fx.Node, tuple[str, str]]:
+def feature_points(
+    model: nn.Module, graph: ChannelGraph, through_adds: bool = False
+) -> dict[torch.fx.Node, tuple[str, str]]:
     """For each producer role of a prunable group, the node whose output is its feature map.
 
     From the producer's node, follow its only user while that is the BatchNorm after a
@@ -75,8 +98,9 @@ def feature_points(model: nn.Module, graph: ChannelGraph, through_adds: bool = F
 
 
 class _Collector(torch.fx.Interpreter):
-    def __init__(self, model: nn.Module, graph: torch.fx.Graph, points: dict[torch.fx.Node, Any],
-                 reduce: Reducer) -> None:
+    def __init__(
+        self, model: nn.Module, graph: torch.fx.Graph, points: dict[torch.fx.Node, Any], reduce: Reducer
+    ) -> None:
         super().__init__(model, graph=graph)
         self.points, self.reduce = points, reduce
 
@@ -89,8 +113,9 @@ class _Collector(torch.fx.Interpreter):
 
 
 @torch.no_grad()
-def collect(model: nn.Module, graph: ChannelGraph, batches: Iterable[torch.Tensor], reduce: Reducer,
-            through_adds: bool = False) -> None:
+def collect(
+    model: nn.Module, graph: ChannelGraph, batches: Iterable[torch.Tensor], reduce: Reducer, through_adds: bool = False
+) -> None:
     """Run every batch through ``graph`` (eval mode) and hand each feature map to ``reduce``."""
     points = feature_points(model, graph, through_adds)
     with eval_mode(model):

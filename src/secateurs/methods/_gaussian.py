@@ -5,6 +5,7 @@ other activation: the trapezoid rule on a fine grid of ``xhat`` over [-10, 10], 
 unlike Gauss-Hermite nodes, stays accurate (about 1e-6) for activations with kinks such as
 Hardswish.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,16 +49,21 @@ def _grid(points: int) -> tuple[torch.Tensor, torch.Tensor]:
     return z, w
 
 
-def expected_numerical(fn: Callable[[torch.Tensor], torch.Tensor], gamma: torch.Tensor, beta: torch.Tensor,
-                       points: int = 20001, chunk: int = 32) -> torch.Tensor:
+def expected_numerical(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    gamma: torch.Tensor,
+    beta: torch.Tensor,
+    points: int = 20001,
+    chunk: int = 32,
+) -> torch.Tensor:
     """``E[fn(gamma * xhat + beta)]`` per channel, by the trapezoid rule over ``xhat``."""
     z, w = _grid(points)
     g, b = gamma.double().abs().flatten(), beta.double().flatten()
     out = torch.empty_like(b)
     with torch.no_grad():
         for i in range(0, len(b), chunk):
-            y = b[i:i + chunk, None] + g[i:i + chunk, None] * z[None, :]
-            out[i:i + chunk] = (fn(y) * w).sum(1)
+            y = b[i : i + chunk, None] + g[i : i + chunk, None] * z[None, :]
+            out[i : i + chunk] = (fn(y) * w).sum(1)
     return out
 
 
@@ -66,7 +72,8 @@ def expected_numerical(fn: Callable[[torch.Tensor], torch.Tensor], gamma: torch.
 RELU_TYPES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
 
 _CLOSED_FORMS: dict[type[nn.Module], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    nn.ReLU: expected_relu, nn.ReLU6: expected_relu6,
+    nn.ReLU: expected_relu,
+    nn.ReLU6: expected_relu6,
 }
 
 

@@ -14,6 +14,7 @@ ceiling of a positive number is at least 1).
 The strength ``c`` is one number per stage; :func:`solve_strength` bisects it so that a
 cost (kernel-sparse MACs) that never decreases with ``c`` falls to a target.
 """
+
 from __future__ import annotations
 
 import math
@@ -59,8 +60,9 @@ def top_k_mask(scores: torch.Tensor, alive: torch.Tensor, k: torch.Tensor) -> to
     return torch.zeros_like(alive).scatter(1, order, chosen) & alive
 
 
-def solve_strength(cost: Callable[[float], float], allowed: float, c_max: float,
-                   iters: int = 60) -> tuple[float, float, bool]:
+def solve_strength(
+    cost: Callable[[float], float], allowed: float, c_max: float, iters: int = 60
+) -> tuple[float, float, bool]:
     """The largest ``c`` in ``(0, c_max]`` with ``cost(c) <= allowed``, by bisection.
 
     ``cost`` must never decrease with ``c``. Returns ``(c, cost(c), reached)``; when even

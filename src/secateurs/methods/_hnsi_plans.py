@@ -5,6 +5,7 @@ against ``count_macs`` on its own (tests/test_hnsi.py).
 Kernels of a conv are viewed by input channel (:func:`by_input`): row ``i`` holds every
 kernel that reads input channel ``i`` -- the "group" of that channel.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,8 +44,9 @@ def _c_max(effective: torch.Tensor, n: torch.Tensor) -> float:
     return float((n[live] / effective[live]).max()) * (1 + 1e-9) if live.any() else 1.0
 
 
-def in_groups(layers: list[KernelLayer], alive: dict[str, torch.Tensor], saliency: dict[str, torch.Tensor],
-              lo: int = 1) -> StagePlan:
+def in_groups(
+    layers: list[KernelLayer], alive: dict[str, torch.Tensor], saliency: dict[str, torch.Tensor], lo: int = 1
+) -> StagePlan:
     """Stage 1: ``keep`` per input-channel group of every conv."""
     sets = []
     for layer in layers:
@@ -61,8 +63,10 @@ def in_groups(layers: list[KernelLayer], alive: dict[str, torch.Tensor], salienc
         return float((keep_counts(e, n, c, lo) * w).sum())
 
     def select(c: float) -> dict[str, torch.Tensor]:
-        return {layer.name: from_input(top_k_mask(s, a, keep_counts(ef, k, c, lo)), layer.conv.groups)
-                for layer, a, s, k, ef in sets}
+        return {
+            layer.name: from_input(top_k_mask(s, a, keep_counts(ef, k, c, lo)), layer.conv.groups)
+            for layer, a, s, k, ef in sets
+        }
 
     return StagePlan(cost, select, _c_max(e, n))
 
@@ -84,7 +88,7 @@ class GroupRow:
         a = by_input(alive, g)
         norms = (by_input(saliency, g) * a).sum(1)  # a group's norm: the saliencies of its live kernels
         live = a.any(1)
-        order = torch.sort(norms.masked_fill(~live, -math.inf), descending=True, stable=True).indices[:int(live.sum())]
+        order = torch.sort(norms.masked_fill(~live, -math.inf), descending=True, stable=True).indices[: int(live.sum())]
         kernels = torch.cat([torch.zeros(1, dtype=torch.int64), a.sum(1)[order].cumsum(0)])
         n = live.sum()
         return cls(layer, alive, order, kernels, n, effective_count(norms[order].sum(), norms[order].square().sum(), n))
@@ -96,8 +100,14 @@ class GroupRow:
         return from_input(by_input(self.alive, g) & keep.unsqueeze(1), g)
 
 
-def in_layers(layers: list[KernelLayer], alive: dict[str, torch.Tensor], saliency: dict[str, torch.Tensor],
-              lo: int = 1, restore: frozenset[str] = frozenset(), whole_groups: frozenset[str] = frozenset()) -> StagePlan:
+def in_layers(
+    layers: list[KernelLayer],
+    alive: dict[str, torch.Tensor],
+    saliency: dict[str, torch.Tensor],
+    lo: int = 1,
+    restore: frozenset[str] = frozenset(),
+    whole_groups: frozenset[str] = frozenset(),
+) -> StagePlan:
     """Stage 2: ``keep`` over all remaining kernels of every conv; in the ``restore`` convs a
     group left empty gets its strongest kernel back. The ``whole_groups`` convs (high-level
     ones, by default) instead keep ``keep`` of their input-channel groups, ranked by the
@@ -120,8 +130,13 @@ def in_layers(layers: list[KernelLayer], alive: dict[str, torch.Tensor], salienc
     return StagePlan(cost, select, max(kernel_plan.c_max, _c_max(e, n)))
 
 
-def _kernels_in_layers(layers: list[KernelLayer], alive: dict[str, torch.Tensor], saliency: dict[str, torch.Tensor],
-                       lo: int, restore: frozenset[str]) -> StagePlan:
+def _kernels_in_layers(
+    layers: list[KernelLayer],
+    alive: dict[str, torch.Tensor],
+    saliency: dict[str, torch.Tensor],
+    lo: int,
+    restore: frozenset[str],
+) -> StagePlan:
     """``keep`` over all remaining kernels of every conv (the ``restore`` ones give an emptied group its strongest back)."""
     rows = []
     for layer in layers:

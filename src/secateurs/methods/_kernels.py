@@ -1,5 +1,6 @@
 """Model-side helpers of kernel-level pruning: which convs have kernels to prune, what one
 kernel costs, the masks a model holds, and the materialisation record."""
+
 from __future__ import annotations
 
 import copy
@@ -103,12 +104,17 @@ def report_dict(r: MaterializeReport) -> dict[str, Any]:
     for k in r.kept:
         kept[k.role] = kept.get(k.role, 0) + 1
     return {
-        "dense_macs": list(r.macs), "sparse_macs": list(r.sparse_macs), "params": list(r.params),
-        "exact": r.exact, "approximate_at": list(r.fold.approximate_at) if r.fold is not None else [],
-        "inputs_removed": inputs, "inputs_removed_total": sum(inputs.values()),
+        "dense_macs": list(r.macs),
+        "sparse_macs": list(r.sparse_macs),
+        "params": list(r.params),
+        "exact": r.exact,
+        "approximate_at": list(r.fold.approximate_at) if r.fold is not None else [],
+        "inputs_removed": inputs,
+        "inputs_removed_total": sum(inputs.values()),
         "outputs_removed": {n: c.outputs_removed for n, c in r.layers.items() if c.outputs_removed},
         "units_removed": r.removed_units,
         "filters_folded": {n: len(rows) for n, rows in r.folded.items()},
         "filters_folded_total": sum(len(rows) for rows in r.folded.values()),
-        "kept": kept, "kept_examples": [f"{k.module} {k.role} {k.index}: {k.reason}" for k in r.kept[:5]],
+        "kept": kept,
+        "kept_examples": [f"{k.module} {k.role} {k.index}: {k.reason}" for k in r.kept[:5]],
     }

@@ -1,4 +1,5 @@
 """Which layers a criterion scores: the producers of prunable channel groups."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -5,6 +5,7 @@ separable block has two (the BN before the depthwise conv and the one after it),
 plain conv-BN-ReLU channel one, a linear bottleneck or a residual stream (BN -> add)
 none.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,8 +25,9 @@ class Point:
     order: int  # position of the BN in forward order
 
 
-def activation_after_bn(model: nn.Module, graph: ChannelGraph,
-                        act_types: tuple[type[nn.Module], ...] = RELU_TYPES) -> dict[str, tuple[str, int]]:
+def activation_after_bn(
+    model: nn.Module, graph: ChannelGraph, act_types: tuple[type[nn.Module], ...] = RELU_TYPES
+) -> dict[str, tuple[str, int]]:
     """``{bn name: (activation name, forward position)}`` for every BN read only by one such activation."""
     modules = dict(model.named_modules())
     calls: dict[str, int] = {}
@@ -37,14 +39,21 @@ def activation_after_bn(model: nn.Module, graph: ChannelGraph,
         if node.op != "call_module" or not isinstance(modules.get(node.target), NORMS) or len(node.users) != 1:
             continue
         (user,) = node.users
-        if (user.op == "call_module" and isinstance(modules.get(user.target), act_types)
-                and calls[node.target] == 1 and calls[user.target] == 1):
+        if (
+            user.op == "call_module"
+            and isinstance(modules.get(user.target), act_types)
+            and calls[node.target] == 1
+            and calls[user.target] == 1
+        ):
             found[node.target] = (user.target, pos)
     return found
 
 
 def unit_points(unit: Unit, after_bn: dict[str, tuple[str, int]]) -> list[Point]:
     """The unit's points in forward order."""
-    points = [Point(m.module, after_bn[m.module][0], m.index, after_bn[m.module][1])
-              for m in unit.members if m.kind == "bn" and m.module in after_bn]
+    points = [
+        Point(m.module, after_bn[m.module][0], m.index, after_bn[m.module][1])
+        for m in unit.members
+        if m.kind == "bn" and m.module in after_bn
+    ]
     return sorted(points, key=lambda p: p.order)

@@ -4,6 +4,7 @@ A channel method contributes a *scoring*: for each producer layer role it scores
 output channels (higher = more important). The pipeline turns layer scores into unit
 scores, solves the budget and does the surgery, so a new criterion is one function.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -116,14 +117,23 @@ class Method:
 METHODS: dict[str, Method] = {}
 
 
-def register_method(name: str, summary: str, options: type = NoOptions, rounds: int = 1,
-                    needs_data: bool = False, normalise: bool = True, **extra: Any) -> Callable[[ScoreFn], ScoreFn]:
+def register_method(
+    name: str,
+    summary: str,
+    options: type = NoOptions,
+    rounds: int = 1,
+    needs_data: bool = False,
+    normalise: bool = True,
+    **extra: Any,
+) -> Callable[[ScoreFn], ScoreFn]:
     """Register a scoring function under ``name`` (decorator); ``extra``: other :class:`Method` fields."""
+
     def deco(fn: ScoreFn) -> ScoreFn:
         if name in METHODS:
             raise ValueError(f"method {name!r} is registered twice")
         METHODS[name] = Method(name, summary, fn, options, rounds, needs_data, normalise, **extra)
         return fn
+
     return deco
 
 

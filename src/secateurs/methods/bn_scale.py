@@ -1,5 +1,6 @@
 """Network slimming (Liu et al. 2017): a channel whose BatchNorm scale |gamma| is small
 contributes little after normalisation, so it goes first."""
+
 from __future__ import annotations
 
 from ._layers import batchnorms
@@ -10,5 +11,8 @@ from ._registry import LayerScores, ScoreContext, register_method
 # one scale), so no per-layer normalisation.
 @register_method("bn-scale", "BatchNorm scale |gamma| (network slimming, Liu et al. 2017)", normalise=False)
 def bn_scale(ctx: ScoreContext) -> LayerScores:
-    return {(name, "bn"): bn.weight.detach().abs().float() for name, bn in batchnorms(ctx.model, ctx.graph)
-            if bn.weight is not None}
+    return {
+        (name, "bn"): bn.weight.detach().abs().float()
+        for name, bn in batchnorms(ctx.model, ctx.graph)
+        if bn.weight is not None
+    }

@@ -29,6 +29,7 @@ branch's output before the add is never read by anyone but the add, so judging t
 channels by it scores what the network does not use; ``stream=before_add`` keeps that
 reading for comparison.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -181,8 +182,10 @@ def fcs_group_scores(gram: torch.Tensor, a: torch.Tensor, options: FCSOptions, s
     n = gram.shape[0]
     scores = torch.full((n,), float("inf"), dtype=torch.float64)
     if not (torch.isfinite(gram).all() and torch.isfinite(a[~torch.isnan(a)]).all()):
-        raise ConfigError("fcs: the calibration feature maps hold non-finite values (nan or inf); check the model "
-                          "and the data's normalisation")
+        raise ConfigError(
+            "fcs: the calibration feature maps hold non-finite values (nan or inf); check the model "
+            "and the data's normalisation"
+        )
     seen = (~torch.isnan(a)).nonzero().flatten()
     # A channel whose map is zero on every sample is exactly redundant: it goes first, below
     # every similarity score (its cosine with anything would read 0, i.e. "unlike all").
@@ -205,10 +208,18 @@ def fcs_group_scores(gram: torch.Tensor, a: torch.Tensor, options: FCSOptions, s
     return scores
 
 
-@register_method("fcs", "feature-channel similarity: cosine-similar channels within K-means bins of feature L1 go "
-                 "first (Yang & Xiao, Appl. Intell. 2022)", options=FCSOptions, needs_data=True, unit_scores=True)
+@register_method(
+    "fcs",
+    "feature-channel similarity: cosine-similar channels within K-means bins of feature L1 go "
+    "first (Yang & Xiao, Appl. Intell. 2022)",
+    options=FCSOptions,
+    needs_data=True,
+    unit_scores=True,
+)
 def fcs(ctx: ScoreContext) -> UnitScores:
     stats = feature_stats(ctx)
-    return {gi: fcs_group_scores(*group_features(group, stats), ctx.options, ctx.seed + gi)
-            for gi, group in enumerate(ctx.graph.groups) if group.prunable}
-
+    return {
+        gi: fcs_group_scores(*group_features(group, stats), ctx.options, ctx.seed + gi)
+        for gi, group in enumerate(ctx.graph.groups)
+        if group.prunable
+    }

@@ -1,5 +1,6 @@
 """Layer-wise feature norm: the mean L1 norm of a channel's feature map over calibration
 samples. A channel that is quiet on real data goes first."""
+
 from __future__ import annotations
 
 import torch
@@ -8,8 +9,7 @@ from ._features import accumulate, collect_calibration
 from ._registry import LayerScores, ScoreContext, register_method
 
 
-@register_method("feature-l1", "mean L1 norm of each channel's feature map over calibration samples",
-                 needs_data=True)
+@register_method("feature-l1", "mean L1 norm of each channel's feature map over calibration samples", needs_data=True)
 def feature_l1(ctx: ScoreContext) -> LayerScores:
     sums: dict[tuple[str, str], torch.Tensor] = {}
 

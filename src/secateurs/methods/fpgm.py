@@ -1,6 +1,7 @@
 """FPGM (He et al. 2019): filters near the layer's geometric median are the most
 replaceable by the others, so they go first -- a filter's score is its summed distance
 to every other filter of the layer."""
+
 from __future__ import annotations
 
 import torch

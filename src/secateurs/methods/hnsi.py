@@ -18,6 +18,7 @@ will be materialised (which also drops the kernels of unread and constant filter
 by materialising copies; the record gives the dense MACs after materialisation too. Depthwise convs (one kernel per filter) and linear layers are left alone.
 A round's ``channels_removed`` counts kernels.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -88,8 +89,10 @@ class HNSIOptions:
         if not 0.0 < self.stage1_share < 1.0:
             raise ValueError(f"stage1_share must be strictly between 0 and 1, got {self.stage1_share!r}")
         if self.stage1_epochs is not None and (self.stage1_epochs < 0 or self.single_stage):
-            raise ValueError(f"stage1_epochs must be a non-negative integer of a two-stage run, got "
-                             f"{self.stage1_epochs!r}" + (" with single_stage" if self.single_stage else ""))
+            raise ValueError(
+                f"stage1_epochs must be a non-negative integer of a two-stage run, got "
+                f"{self.stage1_epochs!r}" + (" with single_stage" if self.single_stage else "")
+            )
 
 
 def kernel_saliency(weight: torch.Tensor, norm: str = "l1") -> torch.Tensor:
@@ -101,13 +104,15 @@ def kernel_saliency(weight: torch.Tensor, norm: str = "l1") -> torch.Tensor:
 def low_layers(layers: list[KernelLayer], options: HNSIOptions) -> list[str]:
     names = [layer.name for layer in layers]
     if options.low_layers is None:
-        return names[:math.floor(options.low_fraction * len(names) + 0.5)]
+        return names[: math.floor(options.low_fraction * len(names) + 0.5)]
     for name in options.low_layers:
         if name not in names:
             close = difflib.get_close_matches(name, names, n=3)
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise ConfigError(f"hnsi low_layers: {name!r} is not a conv with several kernels per filter.{hint} "
-                              f"Those of this model are: {', '.join(names)}")
+            raise ConfigError(
+                f"hnsi low_layers: {name!r} is not a conv with several kernels per filter.{hint} "
+                f"Those of this model are: {', '.join(names)}"
+            )
     return list(options.low_layers)
 
 
@@ -115,13 +120,15 @@ def _empty_groups(layer: KernelLayer, mask: torch.Tensor) -> int:
     return int((~by_input(mask, layer.conv.groups).any(1)).sum())
 
 
-def _through_materialisation(ctx: RoundContext, plan: StagePlan, fixed: int, target: float, c: float, cost: float,
-                             steps: int = 10) -> tuple[float, float, int]:
+def _through_materialisation(
+    ctx: RoundContext, plan: StagePlan, fixed: int, target: float, c: float, cost: float, steps: int = 10
+) -> tuple[float, float, int]:
     """The last stage aims at the materialised model: materialising also removes the kernels of
     filters no kernel reads any more, and of those reading a folded constant, so the masks may
     keep more than ``target``. The kernel-sparse MACs after materialising never decrease with
     the masks' budget (the masks grow with it), so the budget is bisected too; each step
     materialises a copy. Returns ``(c, masked cost, materialised sparse MACs)``."""
+
     def at(allowed: float) -> tuple[float, float, int]:
         c, cost, _ = solve_strength(plan.cost, allowed, plan.c_max)
         return c, cost, materialized_sparse_macs(ctx.model, plan.select(c), ctx.example)
@@ -157,8 +164,11 @@ def hnsi_round(ctx: RoundContext) -> RoundOutcome:
         plan = in_groups(layers, alive, saliency, lo)
     else:
         restore = {"stage": frozenset(low), "none": frozenset(), "all": frozenset(x.name for x in layers)}
-        whole = frozenset(x.name for x in layers if x.name not in low and x.name not in restore[o.at_least_one]
-                          and o.high_level == "groups")
+        whole = frozenset(
+            x.name
+            for x in layers
+            if x.name not in low and x.name not in restore[o.at_least_one] and o.high_level == "groups"
+        )
         plan = in_layers(layers, alive, saliency, lo, restore[o.at_least_one], whole)
     target = ctx.reference * (1 - ctx.goal)
     c, cost, reached = solve_strength(plan.cost, target - fixed, plan.c_max)
@@ -171,18 +181,26 @@ def hnsi_round(ctx: RoundContext) -> RoundOutcome:
     apply_kernel_masks(ctx.model, {name: m for name, m in masks.items() if not m.all()})
 
     before, after = sum(int(a.sum()) for a in alive.values()), sum(int(m.sum()) for m in masks.values())
-    details = {"stage": stage, "strength": c, "kernels_before": before, "kernels_after": after,
-               "predicted_sparse_macs": fixed + cost, "sparse_macs": count_macs(ctx.model, shape, sparse=True),
-               "materialized_sparse_macs": final,
-               "empty_groups": {x.name: k for x in layers if (k := _empty_groups(x, masks[x.name]))},
-               "empty_filters": {x.name: k for x in layers if (k := int((~masks[x.name].any(1)).sum()))}}
+    details = {
+        "stage": stage,
+        "strength": c,
+        "kernels_before": before,
+        "kernels_after": after,
+        "predicted_sparse_macs": fixed + cost,
+        "sparse_macs": count_macs(ctx.model, shape, sparse=True),
+        "materialized_sparse_macs": final,
+        "empty_groups": {x.name: k for x in layers if (k := _empty_groups(x, masks[x.name]))},
+        "empty_filters": {x.name: k for x in layers if (k := int((~masks[x.name].any(1)).sum()))},
+    }
     if stage == 2:
         details["low_layers"] = low
     note = None
     if not reached:
         where = "input-channel group" if stage == 1 else "layer"
-        note = (f"stage {stage} cannot reach {100 * ctx.goal:.1f}% kernel-sparse MACs reduction: with every {where} "
-                f"at its fewest kernels it reaches {100 * (1 - (fixed + cost) / ctx.reference):.2f}%")
+        note = (
+            f"stage {stage} cannot reach {100 * ctx.goal:.1f}% kernel-sparse MACs reduction: with every {where} "
+            f"at its fewest kernels it reaches {100 * (1 - (fixed + cost) / ctx.reference):.2f}%"
+        )
     return RoundOutcome(before - after, note, details, scored_at=scored_at)
 
 
@@ -190,24 +208,37 @@ def hnsi_schedule(options: HNSIOptions, epochs: int, rounds: int | None) -> list
     """(share of the target reached, fine-tuning epochs) per stage."""
     stages = 1 if options.single_stage else 2
     if rounds is not None and rounds != stages:
-        raise ConfigError(f"hnsi runs {stages} stage(s) as rounds{' (single_stage)' if stages == 1 else ''}, "
-                          f"not rounds={rounds}: leave rounds unset (single_stage=true gives one stage)")
+        raise ConfigError(
+            f"hnsi runs {stages} stage(s) as rounds{' (single_stage)' if stages == 1 else ''}, "
+            f"not rounds={rounds}: leave rounds unset (single_stage=true gives one stage)"
+        )
     if stages == 1:
         return [(1.0, epochs)]
     first = epochs // 2 if options.stage1_epochs is None else options.stage1_epochs
     if first > epochs:
-        raise ConfigError(f"hnsi stage1_epochs={first} is more than the {epochs} fine-tuning epochs in total "
-                          "(finetune_epochs)")
+        raise ConfigError(
+            f"hnsi stage1_epochs={first} is more than the {epochs} fine-tuning epochs in total (finetune_epochs)"
+        )
     return [(options.stage1_share, first), (1.0, epochs - first)]
 
 
-@register_method("hnsi", "HNSI kernel pruning in two stages (groups, then layers), unread input channels "
-                 "removed at the end; the target is on kernel-sparse MACs (Zhu & Pei, Appl. Intell. 2022)",
-                 options=HNSIOptions, rounds=2, prune_round=hnsi_round, kernel_level=True, restore=restore_masks,
-                 finalize=materialize_record, schedule=hnsi_schedule)
+@register_method(
+    "hnsi",
+    "HNSI kernel pruning in two stages (groups, then layers), unread input channels "
+    "removed at the end; the target is on kernel-sparse MACs (Zhu & Pei, Appl. Intell. 2022)",
+    options=HNSIOptions,
+    rounds=2,
+    prune_round=hnsi_round,
+    kernel_level=True,
+    restore=restore_masks,
+    finalize=materialize_record,
+    schedule=hnsi_schedule,
+)
 def hnsi_scores(ctx: ScoreContext) -> LayerScores:
     """Filter view of the kernel saliencies (their sum per filter); the rounds use :func:`hnsi_round`."""
     o: HNSIOptions = ctx.options
-    return {(name, "out"): kernel_saliency(conv.weight, o.norm).sum(1).float()
-            for name, conv in ctx.model.named_modules()
-            if multi_kernel(conv)}
+    return {
+        (name, "out"): kernel_saliency(conv.weight, o.norm).sum(1).float()
+        for name, conv in ctx.model.named_modules()
+        if multi_kernel(conv)
+    }

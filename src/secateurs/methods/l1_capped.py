@@ -8,6 +8,7 @@ The cap stops a few large weights from hiding a filter that is small everywhere 
 the plain L1 keeps the magnitude signal. The per-layer means make layers comparable,
 so the scores rank globally as they are.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,9 +45,12 @@ def l1_capped_scores(weight: torch.Tensor, alpha: float = 0.5, q: float = 0.5) -
     return (alpha * l1 / l1.mean().clamp_min(tiny) + (1 - alpha) * cap / cap.mean().clamp_min(tiny)).float()
 
 
-@register_method("l1-capped", "L1 + capped-L1 filter norm, pruned over 3 rounds with fine-tuning "
-                 "(Kumar et al., Appl. Intell. 2021)",
-                 options=L1CappedOptions, rounds=3)
+@register_method(
+    "l1-capped",
+    "L1 + capped-L1 filter norm, pruned over 3 rounds with fine-tuning (Kumar et al., Appl. Intell. 2021)",
+    options=L1CappedOptions,
+    rounds=3,
+)
 def l1_capped(ctx: ScoreContext) -> LayerScores:
     o: L1CappedOptions = ctx.options
     return {(name, "out"): l1_capped_scores(w, o.alpha, o.q) for name, w in filters(ctx.model, ctx.graph)}

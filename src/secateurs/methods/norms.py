@@ -1,4 +1,5 @@
 """Filter-norm baselines (Li et al. 2017) and the random control."""
+
 from __future__ import annotations
 
 import torch
@@ -17,9 +18,7 @@ def l2(ctx: ScoreContext) -> LayerScores:
     return {(name, "out"): w.norm(dim=1) for name, w in filters(ctx.model, ctx.graph)}
 
 
-@register_method("random", "uniformly random scores (seeded): the control every criterion must beat",
-                 normalise=False)
+@register_method("random", "uniformly random scores (seeded): the control every criterion must beat", normalise=False)
 def random(ctx: ScoreContext) -> LayerScores:
     gen = torch.Generator().manual_seed(ctx.seed)
     return {(name, "out"): torch.rand(w.shape[0], generator=gen) for name, w in filters(ctx.model, ctx.graph)}
-

@@ -22,6 +22,7 @@ A channel with ``gamma = 0`` is exactly constant whatever ``beta`` is; it is fla
 Units without such a point (linear bottlenecks, residual streams: BN -> add) are left
 alone, as are the groups the engine marks non-prunable.
 """
+
 from __future__ import annotations
 
 import logging
@@ -61,8 +62,11 @@ def _probabilities(ctx: ScoreContext) -> tuple[dict[str, tuple[str, int]], dict[
     """The BN -> activation points and ``P(y <= 0)`` per channel of each (BNs without affine
     parameters are no candidates: their output is a unit Gaussian, P = 0.5)."""
     modules = dict(ctx.model.named_modules())
-    after = {bn: v for bn, v in activation_after_bn(ctx.model, ctx.graph).items()
-             if modules[bn].weight is not None and modules[bn].bias is not None}
+    after = {
+        bn: v
+        for bn, v in activation_after_bn(ctx.model, ctx.graph).items()
+        if modules[bn].weight is not None and modules[bn].bias is not None
+    }
     probs = {}
     for bn in after:
         gamma, beta = modules[bn].weight.detach().cpu(), modules[bn].bias.detach().cpu()
@@ -87,19 +91,31 @@ def _threshold_message(tau: float, seen: list[float], removed: int) -> str | Non
     (a silent zero reads like a bug)."""
     reached = sum(p >= tau for p in seen)
     highest = max(seen, default=None)
-    log.info("probability: %d of %d foldable channel(s) reached P >= tau = %g (highest P %s), %d removed",
-             reached, len(seen), tau, "n/a" if highest is None else f"{highest:.4f}", removed)
+    log.info(
+        "probability: %d of %d foldable channel(s) reached P >= tau = %g (highest P %s), %d removed",
+        reached,
+        len(seen),
+        tau,
+        "n/a" if highest is None else f"{highest:.4f}",
+        removed,
+    )
     if removed:
         return None
     if highest is None:
-        return ("no channel removed: no channel has a BatchNorm followed by a ReLU-type activation whose "
-                "constant output could be folded forward, so probability has nothing to prune in this model")
+        return (
+            "no channel removed: no channel has a BatchNorm followed by a ReLU-type activation whose "
+            "constant output could be folded forward, so probability has nothing to prune in this model"
+        )
     if reached:
-        return (f"no channel removed: {reached} channel(s) reached P >= tau = {tau:g}, but min_keep_fraction "
-                "keeps them all; lower --min-keep-fraction")
-    return (f"no channel removed: none of the {len(seen)} foldable channel(s) reached P >= tau = {tau:g} (the "
-            f"highest P is {highest:.4f}); give --tau below that, or a --macs-reduction / --params-reduction "
-            "target and tau is solved")
+        return (
+            f"no channel removed: {reached} channel(s) reached P >= tau = {tau:g}, but min_keep_fraction "
+            "keeps them all; lower --min-keep-fraction"
+        )
+    return (
+        f"no channel removed: none of the {len(seen)} foldable channel(s) reached P >= tau = {tau:g} (the "
+        f"highest P is {highest:.4f}); give --tau below that, or a --macs-reduction / --params-reduction "
+        "target and tau is solved"
+    )
 
 
 def _case(flags: list[bool]) -> str:
@@ -113,8 +129,13 @@ def probability_round(ctx: RoundContext) -> RoundOutcome:
     o: ProbabilityOptions = ctx.options
     after, probs = _probabilities(ctx)
     modules = dict(ctx.model.named_modules())
-    candidates = [(gi, ui, unit, pts) for gi, group in enumerate(ctx.graph.groups) if group.prunable
-                  for ui, unit in enumerate(group.units) if (pts := unit_points(unit, after))]
+    candidates = [
+        (gi, ui, unit, pts)
+        for gi, group in enumerate(ctx.graph.groups)
+        if group.prunable
+        for ui, unit in enumerate(group.units)
+        if (pts := unit_points(unit, after))
+    ]
     # The constant must reach every place the unit lives from the point it is folded at:
     # from PW1's activation it passes DW, BN2 and the activation into PW2; from a Ghost
     # module's cheap branch it never reaches the primary half, and from a residual stream
@@ -123,8 +144,9 @@ def probability_round(ctx: RoundContext) -> RoundOutcome:
     first: dict[tuple[int, tuple[str, ...]], list[Point]] = {}
     for gi, _, _, pts in candidates:
         first.setdefault((gi, tuple(p.act for p in pts)), pts)
-    refused = fold_refusals(ctx.model, ctx.example, [(p.act, p.index) for pts in first.values() for p in pts],
-                            graph=ctx.graph)
+    refused = fold_refusals(
+        ctx.model, ctx.example, [(p.act, p.index) for pts in first.values() for p in pts], graph=ctx.graph
+    )
     foldable = {key: [i for i, p in enumerate(pts) if (p.act, p.index) not in refused] for key, pts in first.items()}
     tau = o.tau if o.tau is not None else DEFAULT_TAU
     scores: dict[int, torch.Tensor] = {}
@@ -145,12 +167,32 @@ def probability_round(ctx: RoundContext) -> RoundOutcome:
         points[id(unit)] = (pts, ps, usable)
     cost = CostModel.of(ctx.model, ctx.example)
     if ctx.goal is None:  # threshold mode: every flagged unit the floors allow
-        plan = solve(ctx.graph, scores, cost, 1.0, ctx.metric, "global", ctx.floors, ctx.reference,
-                     max_score=1.0, round_to=ctx.round_to)
+        plan = solve(
+            ctx.graph,
+            scores,
+            cost,
+            1.0,
+            ctx.metric,
+            "global",
+            ctx.floors,
+            ctx.reference,
+            max_score=1.0,
+            round_to=ctx.round_to,
+        )
         note = _threshold_message(tau, seen, len(plan.units))
     else:
-        plan = solve(ctx.graph, scores, cost, ctx.goal, ctx.metric, ctx.scope, ctx.floors, ctx.reference,
-                     max_score=1.0, round_to=ctx.round_to)
+        plan = solve(
+            ctx.graph,
+            scores,
+            cost,
+            ctx.goal,
+            ctx.metric,
+            ctx.scope,
+            ctx.floors,
+            ctx.reference,
+            max_score=1.0,
+            round_to=ctx.round_to,
+        )
         tau, note = _solved_tau(plan.units, points), plan.note
     scored_at = time.perf_counter()
     constants: dict[str, dict[int, float]] = {}
@@ -161,13 +203,20 @@ def probability_round(ctx: RoundContext) -> RoundOutcome:
         fold_at = max(i for i in usable if flags[i])  # the last flagged point the fold can start from
         pt = pts[fold_at]
         bn = modules[pt.bn]
-        value = expected_activation(modules[pt.act], bn.weight.detach()[pt.index:pt.index + 1].cpu(),
-                                    bn.bias.detach()[pt.index:pt.index + 1].cpu())
+        value = expected_activation(
+            modules[pt.act],
+            bn.weight.detach()[pt.index : pt.index + 1].cpu(),
+            bn.bias.detach()[pt.index : pt.index + 1].cpu(),
+        )
         constants.setdefault(pt.act, {})[pt.index] = float(value[0])
         cases[_case(flags)] += 1
-    details: dict = {"tau": tau, "cases": dict(cases), "fused": o.fuse, "candidates": len(candidates),
-                     "not_foldable": sum(1 for gi, _, _, pts in candidates
-                                         if not foldable[(gi, tuple(p.act for p in pts))])}
+    details: dict = {
+        "tau": tau,
+        "cases": dict(cases),
+        "fused": o.fuse,
+        "candidates": len(candidates),
+        "not_foldable": sum(1 for gi, _, _, pts in candidates if not foldable[(gi, tuple(p.act for p in pts))]),
+    }
     if plan.units:
         if o.fuse:
             report = fold_constant_channels(ctx.model, ctx.example, constants, graph=ctx.graph)
@@ -177,10 +226,17 @@ def probability_round(ctx: RoundContext) -> RoundOutcome:
     return RoundOutcome(len(plan.units), note, details, scored_at=scored_at)
 
 
-@register_method("probability", "P(BN output <= 0) from BN statistics, expected value folded forward; "
-                 "no fine-tuning (Zhao et al., J. Comput. Sci. Technol. 2022)", options=ProbabilityOptions,
-                 normalise=False, default_finetune="none", threshold_option="tau", prune_round=probability_round,
-                 recalibrate_by_default=False)
+@register_method(
+    "probability",
+    "P(BN output <= 0) from BN statistics, expected value folded forward; "
+    "no fine-tuning (Zhao et al., J. Comput. Sci. Technol. 2022)",
+    options=ProbabilityOptions,
+    normalise=False,
+    default_finetune="none",
+    threshold_option="tau",
+    prune_round=probability_round,
+    recalibrate_by_default=False,
+)
 def probability_scores(ctx: ScoreContext) -> LayerScores:
     """``1 - P`` per BN role with a ReLU-type activation after it (low = prune first)."""
     _, probs = _probabilities(ctx)

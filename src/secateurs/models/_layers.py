@@ -5,6 +5,7 @@ Every block keeps the promises the pruning engine relies on: only ``Conv2d``,
 instance, so a graph pass sees "BN followed by ReLU"; and ``forward`` reads channel
 counts from tensor shapes, so a model whose convs were physically narrowed still runs.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence

@@ -1,4 +1,5 @@
 """Model registry: a three-line factory per variant, looked up by name (after timm)."""
+
 from __future__ import annotations
 
 import fnmatch

@@ -8,6 +8,7 @@ kernels for those very ops. The classification models use none of them, so
 plain import fails; a detection op called afterwards still fails with torchvision's own
 error, nothing is faked.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -5,6 +5,7 @@ reference ``_make_divisible`` does), so the primary and cheap halves concatenate
 exactly the output width and no ``[:, :out]`` slice is needed. The CIFAR version runs
 the stem and the first stride-2 bottleneck at stride 1, so a 32x32 input ends at 4x4.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -29,11 +30,21 @@ Bneck = tuple[int, int, int, float, int]
 #: (kernel, expansion channels, output channels, SE ratio, stride) of the 16 bottlenecks (paper, Table 1).
 GHOSTNET_CFG: tuple[Bneck, ...] = (
     (3, 16, 16, 0, 1),
-    (3, 48, 24, 0, 2), (3, 72, 24, 0, 1),
-    (5, 72, 40, 0.25, 2), (5, 120, 40, 0.25, 1),
-    (3, 240, 80, 0, 2), (3, 200, 80, 0, 1), (3, 184, 80, 0, 1), (3, 184, 80, 0, 1),
-    (3, 480, 112, 0.25, 1), (3, 672, 112, 0.25, 1),
-    (5, 672, 160, 0.25, 2), (5, 960, 160, 0, 1), (5, 960, 160, 0.25, 1), (5, 960, 160, 0, 1), (5, 960, 160, 0.25, 1),
+    (3, 48, 24, 0, 2),
+    (3, 72, 24, 0, 1),
+    (5, 72, 40, 0.25, 2),
+    (5, 120, 40, 0.25, 1),
+    (3, 240, 80, 0, 2),
+    (3, 200, 80, 0, 1),
+    (3, 184, 80, 0, 1),
+    (3, 184, 80, 0, 1),
+    (3, 480, 112, 0.25, 1),
+    (3, 672, 112, 0.25, 1),
+    (5, 672, 160, 0.25, 2),
+    (5, 960, 160, 0, 1),
+    (5, 960, 160, 0.25, 1),
+    (5, 960, 160, 0, 1),
+    (5, 960, 160, 0.25, 1),
 )
 STEM_CHANNELS, FINAL_CHANNELS, HEAD_CHANNELS = 16, 960, 1280
 TEST_CFG: tuple[Bneck, ...] = ((3, 16, 8, 0, 1), (3, 24, 16, 0, 2), (3, 32, 16, 0.25, 1), (5, 48, 24, 0.25, 2))
@@ -129,8 +140,12 @@ class GhostNet(nn.Module):
         final = make_divisible(final_channels * width_mult, 4)
         self.final_conv = conv_bn(in_ch, final, 1)
         self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Conv2d(final, head_channels, 1), nn.ReLU(),
-            nn.Flatten(1), nn.Dropout(dropout), nn.Linear(head_channels, num_classes),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(final, head_channels, 1),
+            nn.ReLU(),
+            nn.Flatten(1),
+            nn.Dropout(dropout),
+            nn.Linear(head_channels, num_classes),
         )
         init_weights(self)
 

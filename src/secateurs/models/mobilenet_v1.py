@@ -3,6 +3,7 @@
 The CIFAR version keeps the ImageNet block strides and only runs the first conv at
 stride 1 (the common CIFAR port), so a 32x32 input ends at 2x2.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -16,8 +17,19 @@ from ._registry import register_model
 STEM_CHANNELS = 32
 #: (output channels, stride) of the 13 depthwise-separable blocks (paper, Table 1).
 MOBILENET_V1_CFG: tuple[tuple[int, int], ...] = (
-    (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
-    (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1),
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (512, 2),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (1024, 2),
+    (1024, 1),
 )
 TEST_STEM_CHANNELS = 8
 TEST_CFG: tuple[tuple[int, int], ...] = ((16, 1), (32, 2), (32, 1), (64, 2), (64, 1))

@@ -3,6 +3,7 @@
 The CIFAR version is the common port: first conv at stride 1 and the second stage
 (24 channels) at stride 1 instead of 2, so a 32x32 input ends at 4x4.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -15,7 +16,13 @@ from ._registry import register_model
 
 #: (expansion t, output channels c, repeats n, first stride s) per stage (paper, Table 2).
 MOBILENET_V2_CFG: tuple[tuple[int, int, int, int], ...] = (
-    (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1),
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
 )
 STEM_CHANNELS, LAST_CHANNELS = 32, 1280
 TEST_CFG: tuple[tuple[int, int, int, int], ...] = ((1, 8, 1, 1), (4, 16, 2, 2), (4, 24, 2, 2))

@@ -3,6 +3,7 @@
 Where the shape changes the shortcut is a 1x1 stride-2 conv + BN ("option B"): it has
 parameters the pruning engine can narrow, unlike the zero-padding of option A.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

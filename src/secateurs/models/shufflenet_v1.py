@@ -4,6 +4,7 @@ Units follow the paper's Figure 2: GConv1x1-BN-ReLU, shuffle, DW3x3-BN, GConv1x1
 then ``relu(out + x)``, or for stride 2 a concat with a 3x3/2 average-pooled shortcut.
 The bottleneck is a quarter of the stage width, as in the reference code.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -18,7 +19,11 @@ STEM_CHANNELS = 24
 STAGE_REPEATS = (4, 8, 4)
 #: Stage output channels of the 1x network for each group count (paper, Table 1).
 STAGE_CHANNELS: dict[int, tuple[int, int, int]] = {
-    1: (144, 288, 576), 2: (200, 400, 800), 3: (240, 480, 960), 4: (272, 544, 1088), 8: (384, 768, 1536),
+    1: (144, 288, 576),
+    2: (200, 400, 800),
+    3: (240, 480, 960),
+    4: (272, 544, 1088),
+    8: (384, 768, 1536),
 }
 TEST_STEM_CHANNELS, TEST_REPEATS, TEST_CHANNELS = 12, (2, 2, 1), (24, 48, 96)
 

@@ -3,6 +3,7 @@
 A stride-1 unit passes half of its input through untouched (``x.chunk(2, dim=1)``); a
 stride-2 unit feeds the whole input to two branches. Both end with a 2-group shuffle.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -17,7 +18,10 @@ STEM_CHANNELS = 24
 STAGE_REPEATS = (4, 8, 4)
 #: Output channels of the three stages and of the final 1x1 conv per width (paper, Table 5).
 STAGE_CHANNELS: dict[float, tuple[int, int, int, int]] = {
-    0.5: (48, 96, 192, 1024), 1.0: (116, 232, 464, 1024), 1.5: (176, 352, 704, 1024), 2.0: (244, 488, 976, 2048),
+    0.5: (48, 96, 192, 1024),
+    1.0: (116, 232, 464, 1024),
+    1.5: (176, 352, 704, 1024),
+    2.0: (244, 488, 976, 2048),
 }
 TEST_STEM_CHANNELS, TEST_REPEATS, TEST_CHANNELS = 8, (2, 2, 1), (16, 32, 64, 96)
 

@@ -4,6 +4,7 @@ The CIFAR head is the one of the pruning literature (Li et al. 2017, network sli
 global pool of the 1x1x512 map and a single linear layer, about 14.7 M parameters. The
 ImageNet head is the original 7x7 pool and two 4096-wide hidden layers.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -16,7 +17,24 @@ from ._registry import register_model
 
 #: Conv widths, "M" is a 2x2 max-pool. VGG-16 is configuration "D" of the paper.
 VGG16_CFG: tuple[int | str, ...] = (
-    64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M",
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    "M",
 )
 TEST_CFG: tuple[int | str, ...] = (8, "M", 16, "M", 32, 32, "M")
 
@@ -30,9 +48,14 @@ def _cifar_head(channels: int, num_classes: int, hidden: int) -> nn.Module:
 def _imagenet_head(channels: int, num_classes: int, hidden: int) -> nn.Module:
     # The 7x7 adaptive pool keeps the original 512*49 -> 4096 layer for any input size.
     return nn.Sequential(
-        nn.AdaptiveAvgPool2d(7), nn.Flatten(1),
-        nn.Linear(channels * 49, hidden), nn.ReLU(), nn.Dropout(0.5),
-        nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(0.5),
+        nn.AdaptiveAvgPool2d(7),
+        nn.Flatten(1),
+        nn.Linear(channels * 49, hidden),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(),
+        nn.Dropout(0.5),
         nn.Linear(hidden, num_classes),
     )
 

@@ -1,5 +1,6 @@
 """The cost model behind budget solving: MACs and params as functions of the channels removed
 per layer role, so a candidate removal costs a few additions to evaluate, not a forward pass."""
+
 from __future__ import annotations
 
 import math
@@ -57,14 +58,27 @@ class CostModel:
         def hook(name: str):
             def fn(m: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
                 if isinstance(m, CONVS):
-                    layers[name] = _Layer("conv", m.in_channels, m.out_channels, m.groups,
-                                          m.groups == m.in_channels and m.groups > 1,
-                                          math.prod(m.kernel_size), output[0, 0].numel(), m.bias is not None)
+                    layers[name] = _Layer(
+                        "conv",
+                        m.in_channels,
+                        m.out_channels,
+                        m.groups,
+                        m.groups == m.in_channels and m.groups > 1,
+                        math.prod(m.kernel_size),
+                        output[0, 0].numel(),
+                        m.bias is not None,
+                    )
                 elif isinstance(m, nn.Linear):
-                    layers[name] = _Layer("linear", m.in_features, m.out_features,
-                                          positions=output[0].numel() // m.out_features, bias=m.bias is not None)
+                    layers[name] = _Layer(
+                        "linear",
+                        m.in_features,
+                        m.out_features,
+                        positions=output[0].numel() // m.out_features,
+                        bias=m.bias is not None,
+                    )
                 elif m.affine:
                     layers[name] = _Layer("bn", out_ch=m.num_features)
+
             return fn
 
         for name, m in model.named_modules():

@@ -4,6 +4,7 @@ The data may be anything :func:`secateurs.data.as_loader` reads (an in-memory sp
 streamed image folder, a user's ``Dataset`` or ``DataLoader``); the input shape comes from
 an explicit argument, an example input, or the data's :class:`DatasetInfo` when it has one.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -20,27 +21,33 @@ from ..train import evaluate
 CalibrationSource = Callable[..., Callable[[], Iterator[torch.Tensor]]]
 
 
-def input_shape_of(input_shape: tuple[int, ...] | None, example_inputs: torch.Tensor | None,
-                   data: Any) -> tuple[int, ...]:
+def input_shape_of(
+    input_shape: tuple[int, ...] | None, example_inputs: torch.Tensor | None, data: Any
+) -> tuple[int, ...]:
     """One sample's shape: ``input_shape``, else ``example_inputs`` without its batch dimension,
     else the data's ``info``; both given must agree."""
     if example_inputs is not None:
         if not isinstance(example_inputs, torch.Tensor) or example_inputs.dim() < 2:
             got = tuple(example_inputs.shape) if isinstance(example_inputs, torch.Tensor) else type(example_inputs)
-            raise ConfigError(f"example_inputs must be one tensor with a batch dimension, such as "
-                              f"torch.randn(1, 3, 224, 224), got {got}")
+            raise ConfigError(
+                f"example_inputs must be one tensor with a batch dimension, such as "
+                f"torch.randn(1, 3, 224, 224), got {got}"
+            )
         shape = tuple(example_inputs.shape[1:])
         if input_shape is not None and tuple(input_shape) != shape:
-            raise ConfigError(f"input_shape {tuple(input_shape)} and example_inputs {tuple(example_inputs.shape)} "
-                              "disagree; give one of them")
+            raise ConfigError(
+                f"input_shape {tuple(input_shape)} and example_inputs {tuple(example_inputs.shape)} "
+                "disagree; give one of them"
+            )
         return shape
     if input_shape is not None:
         return tuple(input_shape)
     info = dataset_info(data) if data is not None else None
     if info is None:
         what = "no train_set/test_set" if data is None else f"a {type(data).__name__} without .info"
-        raise ConfigError(f"the input shape is unknown ({what}): give input_shape=(C, H, W) or "
-                          "example_inputs=torch.randn(1, C, H, W)")
+        raise ConfigError(
+            f"the input shape is unknown ({what}): give input_shape=(C, H, W) or example_inputs=torch.randn(1, C, H, W)"
+        )
     return info.in_channels, info.image_size, info.image_size
 
 
@@ -52,8 +59,9 @@ def top1_accuracy(model: nn.Module, test_set: Any | None, device: torch.device) 
     return evaluate(model, loader, info.num_classes if info is not None else None).top1
 
 
-def calibration_batches(train_set: Any, samples: int, seed: int, device: torch.device,
-                        batch_size: int = 64) -> Callable[[], Iterator[torch.Tensor]]:
+def calibration_batches(
+    train_set: Any, samples: int, seed: int, device: torch.device, batch_size: int = 64
+) -> Callable[[], Iterator[torch.Tensor]]:
     """A fixed, seeded subset of the training set, prepared like training batches (the
     in-memory path normalises; a Dataset's samples come as its ``__getitem__`` makes them)."""
     total = length_of(train_set)
@@ -68,4 +76,5 @@ def calibration_batches(train_set: Any, samples: int, seed: int, device: torch.d
     def batches() -> Iterator[torch.Tensor]:
         for x, _ in as_loader(subset, config):
             yield x
+
     return batches

@@ -15,6 +15,7 @@ removals come in steps after each of which every layer it narrows has a width th
 multiple of N (hardware runs such widths faster); a layer the plan leaves alone keeps its
 width, whatever it is.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -83,12 +84,23 @@ def _member_counts(units: Sequence[Unit]) -> Counter:
 def _steps(group: ChannelGroup, scores: torch.Tensor, graph: ChannelGraph) -> list[tuple[float, list[Unit]]]:
     """The group's removals in order: one unit at a time, or one per conv group when the
     group feeds a grouped conv (so its groups stay equal)."""
-    grouped = [(module, kind, graph.grouped_convs[module]) for module, kind in group.layers
-               if module in graph.grouped_convs and kind in ("in", "out")]
+    grouped = [
+        (module, kind, graph.grouped_convs[module])
+        for module, kind in group.layers
+        if module in graph.grouped_convs and kind in ("in", "out")
+    ]
     parts: dict[tuple, list[int]] = defaultdict(list)
     for ui, unit in enumerate(group.units):
-        key = tuple(sorted({(mod, gc.group_of(kind, m.index)) for mod, kind, gc in grouped for m in unit.members
-                            if m.module == mod and m.kind == kind}))
+        key = tuple(
+            sorted(
+                {
+                    (mod, gc.group_of(kind, m.index))
+                    for mod, kind, gc in grouped
+                    for m in unit.members
+                    if m.module == mod and m.kind == kind
+                }
+            )
+        )
         parts[key].append(ui)
     for idx in parts.values():
         idx.sort(key=lambda i: float(scores[i]))
@@ -99,8 +111,9 @@ def _steps(group: ChannelGroup, scores: torch.Tensor, graph: ChannelGraph) -> li
     return steps
 
 
-def _rounded(steps: list[tuple[float, list[Unit]]], widths: dict[tuple[str, str], int],
-             round_to: int) -> list[tuple[float, list[Unit]]]:
+def _rounded(
+    steps: list[tuple[float, list[Unit]]], widths: dict[tuple[str, str], int], round_to: int
+) -> list[tuple[float, list[Unit]]]:
     """``steps`` merged so that each ends where every producer layer they narrow has a width
     that is a multiple of ``round_to``; the merged step scores the mean of its parts. Steps
     past the last such point are dropped (that group cannot reach a multiple)."""
@@ -129,10 +142,19 @@ def check_round_to(round_to: object) -> None:
         raise ConfigError(f"round_to must be a positive integer (1: any width; 8: multiples of 8), got {round_to!r}")
 
 
-def solve(graph: ChannelGraph, unit_scores: dict[int, torch.Tensor], cost: CostModel, target: float,
-          metric: str = "macs", scope: str = "global", floors: dict[tuple[str, str], int] | None = None,
-          reference: float | None = None, max_score: float = math.inf, slack: float = SLACK,
-          round_to: int = 1) -> Plan:
+def solve(
+    graph: ChannelGraph,
+    unit_scores: dict[int, torch.Tensor],
+    cost: CostModel,
+    target: float,
+    metric: str = "macs",
+    scope: str = "global",
+    floors: dict[tuple[str, str], int] | None = None,
+    reference: float | None = None,
+    max_score: float = math.inf,
+    slack: float = SLACK,
+    round_to: int = 1,
+) -> Plan:
     """Pick units so that ``metric`` falls to ``(1 - target) * reference``.
 
     Args:
@@ -153,9 +175,10 @@ def solve(graph: ChannelGraph, unit_scores: dict[int, torch.Tensor], cost: CostM
     reference = reference if reference is not None else getattr(cost, metric)
     goal = (1.0 - target) * reference
     floors = floors if floors is not None else floors_for(cost.widths, 0.0)
-    steps = {gi: _rounded([st for st in _steps(graph.groups[gi], s, graph) if st[0] <= max_score], cost.widths,
-                          round_to)
-             for gi, s in unit_scores.items()}
+    steps = {
+        gi: _rounded([st for st in _steps(graph.groups[gi], s, graph) if st[0] <= max_score], cost.widths, round_to)
+        for gi, s in unit_scores.items()
+    }
     if scope == "global":
         chosen, tracker = _greedy(steps, cost, floors, metric, goal, slack=slack * reference)
     else:
@@ -167,16 +190,19 @@ def solve(graph: ChannelGraph, unit_scores: dict[int, torch.Tensor], cost: CostM
         note = f"reached a {metric} reduction of {100 * got:.1f}% instead of {100 * target:.1f}%: "
         if not any(steps.values()):
             stuck = [g.reason for g in graph.groups if not g.prunable]
-            note += (f"no channel group can be pruned ({len(graph.groups)} groups, every one kept by the engine, e.g. "
-                     f"{stuck[0] if stuck else 'no scores'})")
+            note += (
+                f"no channel group can be pruned ({len(graph.groups)} groups, every one kept by the engine, e.g. "
+                f"{stuck[0] if stuck else 'no scores'})"
+            )
         else:
-            note += ("every prunable channel group is at its floor (min_keep_fraction) or fully used; lower the "
-                     "target or the floor")
+            note += (
+                "every prunable channel group is at its floor (min_keep_fraction) or fully used; lower the "
+                "target or the floor"
+            )
     return Plan(chosen, dict(tracker.total), reached, note)
 
 
-def _greedy(steps: dict[int, list], cost: CostModel, floors: dict, metric: str, goal: float,
-            slack: float = 0.0):
+def _greedy(steps: dict[int, list], cost: CostModel, floors: dict, metric: str, goal: float, slack: float = 0.0):
     """Lowest scores first until ``goal``.
 
     The step that crosses the goal may overshoot it by a lot (a ResNet-56 residual channel
@@ -216,6 +242,7 @@ def _per_layer(steps: dict[int, list], cost: CostModel, floors: dict, metric: st
     steps make that fraction coarse (one more channel of every group at once), so the plan
     is the largest fraction that stays short of the goal, topped up one group at a time in
     score order -- each group ends within one step of the common fraction."""
+
     def take(ratio: float):
         tracker = _Tracker(cost, floors)
         chosen: list[Unit] = []

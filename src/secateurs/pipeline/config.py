@@ -1,5 +1,6 @@
 """The pruning run's configuration: one dataclass, validated on construction, that a
 recipe file, the CLI flags and the Python keywords all fill in the same way."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -63,18 +64,27 @@ class PruneConfig:
 
         method = get_method(self.method)
         method.make_options(self.method_options)
-        targets = {k: v for k, v in (("macs_reduction", self.macs_reduction),
-                                     ("params_reduction", self.params_reduction)) if v is not None}
+        targets = {
+            k: v
+            for k, v in (("macs_reduction", self.macs_reduction), ("params_reduction", self.params_reduction))
+            if v is not None
+        }
         threshold = method.threshold_option
         if len(targets) > 1 or (not targets and threshold is None):
-            raise ConfigError("give exactly one target: macs_reduction or params_reduction (a fraction such as 0.5), "
-                              f"got {targets or 'neither'}")
+            raise ConfigError(
+                "give exactly one target: macs_reduction or params_reduction (a fraction such as 0.5), "
+                f"got {targets or 'neither'}"
+            )
         if targets and threshold is not None and self.method_options.get(threshold) is not None:
-            raise ConfigError(f"give {self.method}'s {threshold} or a reduction target, not both: with a target, "
-                              f"{threshold} is solved (the record gives it)")
+            raise ConfigError(
+                f"give {self.method}'s {threshold} or a reduction target, not both: with a target, "
+                f"{threshold} is solved (the record gives it)"
+            )
         if not targets and self.scope != "global":
-            raise ConfigError(f"scope {self.scope!r} needs a reduction target; {self.method} without one removes "
-                              f"every channel its {threshold} flags")
+            raise ConfigError(
+                f"scope {self.scope!r} needs a reduction target; {self.method} without one removes "
+                f"every channel its {threshold} flags"
+            )
         for name, value in targets.items():
             if not isinstance(value, (int, float)) or not 0 < value < 1:
                 raise ConfigError(f"{name} must be a fraction strictly between 0 and 1, got {value!r}")
@@ -91,8 +101,9 @@ class PruneConfig:
         if self.finetune == "none" and self.finetune_epochs:
             raise ConfigError(f"finetune 'none' with finetune_epochs={self.finetune_epochs}: drop one of them")
         if self.bn_recalibration is not None and self.bn_recalibration < 0:
-            raise ConfigError(f"bn_recalibration must be a number of batches >= 0 (0: off), "
-                              f"got {self.bn_recalibration!r}")
+            raise ConfigError(
+                f"bn_recalibration must be a number of batches >= 0 (0: off), got {self.bn_recalibration!r}"
+            )
         if self.calib_samples < 1:
             raise ConfigError(f"calib_samples must be positive, got {self.calib_samples!r}")
         if "epochs" in self.finetune_train:
@@ -142,7 +153,9 @@ class PruneConfig:
         from ..methods import get_method
 
         method = get_method(self.method)
-        total = (3 if self.finetune_epochs is None else self.finetune_epochs) if self.resolved_finetune() != "none" else 0
+        total = (
+            (3 if self.finetune_epochs is None else self.finetune_epochs) if self.resolved_finetune() != "none" else 0
+        )
         if method.schedule is not None:
             return method.schedule(method.make_options(self.method_options), total, self.rounds)
         r = self.rounds if self.rounds is not None else method.rounds
@@ -152,8 +165,13 @@ class PruneConfig:
     def train_config(self, epochs: int):
         from ..train import TrainConfig
 
-        values = {**FINETUNE_TRAIN_DEFAULTS, "seed": self.seed, "device": self.device, **self.finetune_train,
-                  "epochs": max(epochs, 1)}
+        values = {
+            **FINETUNE_TRAIN_DEFAULTS,
+            "seed": self.seed,
+            "device": self.device,
+            **self.finetune_train,
+            "epochs": max(epochs, 1),
+        }
         return TrainConfig.from_dict(values)
 
     def to_dict(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ atomic checkpoints and resume come with it). Modes are registered by name:
 The distillation term is ``weight * T^2 * KL(p_other/T || p_self/T)``; ``T^2`` keeps its
 gradient on the scale of the cross-entropy's whatever the temperature.
 """
+
 from __future__ import annotations
 
 import copy
@@ -36,12 +37,26 @@ PEERS = ("unpruned", "pruned")
 def distillation(logits: torch.Tensor, target_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """``T^2 * KL(softmax(target/T) || softmax(logits/T))``, averaged over the batch."""
     t = temperature
-    return t * t * F.kl_div(F.log_softmax(logits.float() / t, 1), F.log_softmax(target_logits.float() / t, 1),
-                            reduction="batchmean", log_target=True)
+    return (
+        t
+        * t
+        * F.kl_div(
+            F.log_softmax(logits.float() / t, 1),
+            F.log_softmax(target_logits.float() / t, 1),
+            reduction="batchmean",
+            log_target=True,
+        )
+    )
 
 
-def mutual_loss(logits: torch.Tensor, other_logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
-                weight: float = 1.0, label_smoothing: float = 0.0) -> torch.Tensor:
+def mutual_loss(
+    logits: torch.Tensor,
+    other_logits: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 1.0,
+    weight: float = 1.0,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
     """One peer's loss: cross-entropy plus ``weight`` times distillation towards the other peer,
     whose prediction is a fixed target (no gradient flows into it)."""
     ce = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
@@ -138,6 +153,7 @@ def _kd(model: nn.Module, reference: nn.Module | None, config: TrainConfig, o: D
             target = teacher(x)
         logits = net(x)
         return mutual_loss(logits, target, y, o.temperature, o.weight, config.label_smoothing), logits
+
     return objective, {}
 
 
@@ -162,8 +178,9 @@ def _mlft(model: nn.Module, reference: nn.Module | None, config: TrainConfig, o:
     if o.peer_every > 1:
         peer.register_buffer(PEER_STEP, torch.zeros((), dtype=torch.int64))
 
-    def objective(net: nn.Module, x: torch.Tensor, y: torch.Tensor, peer: nn.Module
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    def objective(
+        net: nn.Module, x: torch.Tensor, y: torch.Tensor, peer: nn.Module
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         learns = True
         if o.peer_every > 1:
             step = getattr(getattr(peer, "module", peer), PEER_STEP)  # under DDP the peer comes wrapped
@@ -177,22 +194,44 @@ def _mlft(model: nn.Module, reference: nn.Module | None, config: TrainConfig, o:
         if learns:
             loss = loss + mutual_loss(theirs, mine, y, o.temperature, o.weight, config.label_smoothing)
         return loss, mine
+
     return objective, {"peer": peer}
 
 
-register_finetune(FinetuneMode("tft", "cross-entropy",
-                               lambda model, reference, config, o: (cross_entropy(config.label_smoothing), {})))
-register_finetune(FinetuneMode("kd", "cross-entropy + distillation from the frozen unpruned network", _kd,
-                               DistillOptions, needs_reference=True))
-register_finetune(FinetuneMode("mlft", "mutual learning: the pruned network and a peer trained together, each "
-                               "on cross-entropy + KL towards the other", _mlft, MutualOptions, needs_reference=True))
+register_finetune(
+    FinetuneMode(
+        "tft", "cross-entropy", lambda model, reference, config, o: (cross_entropy(config.label_smoothing), {})
+    )
+)
+register_finetune(
+    FinetuneMode(
+        "kd", "cross-entropy + distillation from the frozen unpruned network", _kd, DistillOptions, needs_reference=True
+    )
+)
+register_finetune(
+    FinetuneMode(
+        "mlft",
+        "mutual learning: the pruned network and a peer trained together, each on cross-entropy + KL towards the other",
+        _mlft,
+        MutualOptions,
+        needs_reference=True,
+    )
+)
 register_finetune(FinetuneMode("none", "no fine-tuning", lambda model, reference, config, o: (None, {})))
 
 
-def finetune(model: nn.Module, mode: str, reference: nn.Module | None, train_set: ImageDataset,
-             test_set: ImageDataset | None, config: TrainConfig, run_dir: Path | None,
-             meta: dict[str, Any] | None = None, resume: bool = False,
-             options: dict[str, Any] | None = None) -> TrainResult | None:
+def finetune(
+    model: nn.Module,
+    mode: str,
+    reference: nn.Module | None,
+    train_set: ImageDataset,
+    test_set: ImageDataset | None,
+    config: TrainConfig,
+    run_dir: Path | None,
+    meta: dict[str, Any] | None = None,
+    resume: bool = False,
+    options: dict[str, Any] | None = None,
+) -> TrainResult | None:
     """Fine-tune ``model`` in place; ``None`` when the mode trains nothing.
 
     ``reference`` (the unpruned network) is read, never changed: a mode that trains or
@@ -204,5 +243,14 @@ def finetune(model: nn.Module, mode: str, reference: nn.Module | None, train_set
     objective, companions = spec.build(model, reference, config, spec.make_options(options))
     if objective is None:
         return None
-    return train(model, train_set, test_set, config, run_dir=run_dir, resume=resume, objective=objective, meta=meta,
-                 companions=companions)
+    return train(
+        model,
+        train_set,
+        test_set,
+        config,
+        run_dir=run_dir,
+        resume=resume,
+        objective=objective,
+        meta=meta,
+        companions=companions,
+    )

@@ -6,6 +6,7 @@ before pruning. A resumed run loads it instead of redoing the cuts (which depend
 fine-tuned weights of the rounds before), and continues the interrupted fine-tuning from
 its last finished epoch with the trainer's own resume.
 """
+
 from __future__ import annotations
 
 import copy
@@ -50,8 +51,10 @@ def load_progress(run_dir: Path, model: nn.Module, config: dict[str, Any]) -> tu
 
     path = Path(run_dir) / PROGRESS_FILE
     if not path.is_file():
-        raise ConfigError(f"cannot resume: {str(path)!r} does not exist (the run never finished a cut); start it "
-                          "again without resume, in a new directory")
+        raise ConfigError(
+            f"cannot resume: {str(path)!r} does not exist (the run never finished a cut); start it "
+            "again without resume, in a new directory"
+        )
     saved = dict(read_meta(path).get("prune_progress") or {})
     if not saved:
         raise ConfigError(f"{str(path)!r} holds no pruning progress; it is not a secateurs pruning run")
@@ -59,6 +62,8 @@ def load_progress(run_dir: Path, model: nn.Module, config: dict[str, Any]) -> tu
     now = {k: v for k, v in config.items() if k not in RESUME_FREE}
     diff = {k: (then.get(k), now.get(k)) for k in then.keys() | now.keys() if then.get(k) != now.get(k)}
     if diff:
-        raise ConfigError(f"cannot resume with a different configuration: {diff} (saved, now); resume with the "
-                          "run's own options, or start a new run")
+        raise ConfigError(
+            f"cannot resume with a different configuration: {diff} (saved, now); resume with the "
+            "run's own options, or start a new run"
+        )
     return load(path, model=copy.deepcopy(model)), Progress(**saved)

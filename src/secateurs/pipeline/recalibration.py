@@ -26,6 +26,7 @@ Reproduce with::
         --max-steps-per-epoch 150 --out /tmp/h1-r20
     OMP_NUM_THREADS=1 python benchmarks/bn_recalibration.py --checkpoint /tmp/h1-r20/model.safetensors
 """
+
 from __future__ import annotations
 
 import time
@@ -76,18 +77,24 @@ class Recalibration:
         before = top1()
         if not self.batches:
             return {"top1_after_cut": before}
-        batches = self.source(self.train_set, self.batches * BATCH_SIZE, recalibration_seed(self.seed, round),
-                              self.device, BATCH_SIZE)
+        batches = self.source(
+            self.train_set, self.batches * BATCH_SIZE, recalibration_seed(self.seed, round), self.device, BATCH_SIZE
+        )
         mine = (x for i, x in enumerate(batches()) if i % self.info.world_size == self.info.rank)
         t0 = time.perf_counter()
         result = recalibrate_bn(model, mine, progress=True)  # silent for a short loop and on other ranks
         seconds = time.perf_counter() - t0
-        return {"top1_after_cut": before, "top1_after_recalibration": top1(), "recalibration_s": seconds,
-                "recalibration_batches": result.batches}
+        return {
+            "top1_after_cut": before,
+            "top1_after_recalibration": top1(),
+            "recalibration_s": seconds,
+            "recalibration_batches": result.batches,
+        }
 
 
-def recalibration_plan(config: PruneConfig, train_set: Any, device: torch.device, info: DistInfo,
-                       source: BatchSource) -> Recalibration:
+def recalibration_plan(
+    config: PruneConfig, train_set: Any, device: torch.device, info: DistInfo, source: BatchSource
+) -> Recalibration:
     """Off (0 batches) when asked, or by default when there is no training set to draw from."""
     batches = config.resolved_bn_recalibration(train_set is not None) if train_set is not None else 0
     return Recalibration(batches, train_set, config.seed, device, info, source)

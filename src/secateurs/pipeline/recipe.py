@@ -10,6 +10,7 @@
 Values are checked when the config is built; a key that is not an option is refused
 by name (a typo must not silently fall back to a default).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

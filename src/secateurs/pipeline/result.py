@@ -1,4 +1,5 @@
 """What a pruning run measured: one record per round and the whole-run result."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -64,17 +65,23 @@ class PruneResult:
     def summary(self) -> str:
         b, a = self.before, self.after
         aim = "no target" if self.target is None else f"target {100 * self.target:.1f}%"
-        lines = [f"{self.method}: {self.metric} reduction {100 * self.achieved:.2f}% ({aim})",
-                 f"  params {b['params']:,} -> {a['params']:,}   MACs {b['macs']:,} -> {a['macs']:,}"]
+        lines = [
+            f"{self.method}: {self.metric} reduction {100 * self.achieved:.2f}% ({aim})",
+            f"  params {b['params']:,} -> {a['params']:,}   MACs {b['macs']:,} -> {a['macs']:,}",
+        ]
         if "sparse_macs" in a:
-            lines.append(f"  kernel-sparse MACs {b['sparse_macs']:,} -> {a['sparse_macs']:,} (MACs above: dense, "
-                         "after materialisation)")
+            lines.append(
+                f"  kernel-sparse MACs {b['sparse_macs']:,} -> {a['sparse_macs']:,} (MACs above: dense, "
+                "after materialisation)"
+            )
         start = f"{b['top1']:.2f}% -> " if b.get("top1") is not None else ""
         if a.get("top1") is not None and not any(r.finetune_epochs for r in self.rounds):
             lines.append(f"  top-1 {start}{a['top1']:.2f}% (no fine-tuning)")
         elif a.get("top1") is not None:
-            lines.append(f"  top-1 {start}{self.rounds[-1].top1_after_pruning:.2f}% right after pruning -> "
-                         f"{a['top1']:.2f}% after fine-tuning")
+            lines.append(
+                f"  top-1 {start}{self.rounds[-1].top1_after_pruning:.2f}% right after pruning -> "
+                f"{a['top1']:.2f}% after fine-tuning"
+            )
         taus = [f"{r.details['tau']:.6g}" for r in self.rounds if "tau" in r.details]
         if taus:  # probability's threshold: solved when there is a target, else the one given
             lines.append(f"  tau {', '.join(taus)} ({'solved for the target' if self.target is not None else 'given'})")
@@ -87,8 +94,13 @@ class PruneResult:
 def latency_lines(c: dict[str, Any]) -> list[str]:
     """The interleaved comparison in words; a speed-up the comparison does not trust is
     printed with the reasons, never bare."""
-    lines = [f"batch {n}: {b['a']['median_ms']:.2f} -> {b['b']['median_ms']:.2f} ms, "
-             + speedup_text(b["ratio"], tuple(b["ratio_ci"]), c["reliable"]) for n, b in c["batches"].items()]
-    lines.append(f"(medians, interleaved, {c['threads']} thread(s) on {c['device']}) "
-                 + ("" if c["reliable"] else "UNRELIABLE: " + "; ".join(c["reasons"])))
+    lines = [
+        f"batch {n}: {b['a']['median_ms']:.2f} -> {b['b']['median_ms']:.2f} ms, "
+        + speedup_text(b["ratio"], tuple(b["ratio_ci"]), c["reliable"])
+        for n, b in c["batches"].items()
+    ]
+    lines.append(
+        f"(medians, interleaved, {c['threads']} thread(s) on {c['device']}) "
+        + ("" if c["reliable"] else "UNRELIABLE: " + "; ".join(c["reasons"]))
+    )
     return lines

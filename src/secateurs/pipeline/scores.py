@@ -7,6 +7,7 @@ different scale rank together (as l1-capped does, Kumar et al., Appl. Intell. 20
 method that ranks raw scores across layers on purpose (bn-scale, random, probability)
 registers with ``normalise=False``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,8 +21,7 @@ def normalise(scores: LayerScores) -> LayerScores:
     return {k: v.float() / v.float().abs().mean().clamp_min(tiny) for k, v in scores.items()}
 
 
-def unit_scores(graph: ChannelGraph, scores: LayerScores, normalise_layers: bool = True
-                ) -> dict[int, torch.Tensor]:
+def unit_scores(graph: ChannelGraph, scores: LayerScores, normalise_layers: bool = True) -> dict[int, torch.Tensor]:
     """``{group index: one score per unit}`` for every prunable group some score reaches."""
     scores = normalise(scores) if normalise_layers else {k: v.float() for k, v in scores.items()}
     out: dict[int, torch.Tensor] = {}

@@ -6,6 +6,7 @@ it from the run's files, and ``secateurs report A B ... --out DIR`` compares run
 number is read from what the run recorded (:mod:`.record`), and every table and figure
 names the ``metrics.json`` keys it shows.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,10 +33,12 @@ def _header(run: RunRecord) -> list[str]:
     lines = [f"# Pruning report: {run.name}", "", f"- method: `{m['method']}`, aiming at {target}"]
     if c:
         tuning = c.get("finetune") or "none"
-        lines += [f"- pruned checkpoint: `{c.get('checkpoint')}`; dataset: `{c.get('dataset')}`",
-                  f"- {c.get('rounds')} round(s); fine-tuning `{tuning}`, epochs per round "
-                  f"{c.get('epochs_per_round')}; BN recalibration batches: "
-                  f"{c.get('prune', {}).get('bn_recalibration', 'n/a')} (config.json)"]
+        lines += [
+            f"- pruned checkpoint: `{c.get('checkpoint')}`; dataset: `{c.get('dataset')}`",
+            f"- {c.get('rounds')} round(s); fine-tuning `{tuning}`, epochs per round "
+            f"{c.get('epochs_per_round')}; BN recalibration batches: "
+            f"{c.get('prune', {}).get('bn_recalibration', 'n/a')} (config.json)",
+        ]
     return lines
 
 
@@ -75,6 +78,20 @@ def write_run_report(run_dir: str | Path) -> Path:
     return atomic_write_text(run.path / REPORT_FILE, run_report_text(run, drawn, missing))
 
 
-__all__ = ["COLUMNS", "COMPARISON_FILE", "COMPARISON_PLOT", "REPORT_FILE", "RUN_PLOTS", "RunRecord",
-           "comparison_rows", "load_run", "plots_unavailable", "report_files", "run_report_text", "text_table",
-           "top1_trajectory", "write_comparison", "write_run_report"]
+__all__ = [
+    "COLUMNS",
+    "COMPARISON_FILE",
+    "COMPARISON_PLOT",
+    "REPORT_FILE",
+    "RUN_PLOTS",
+    "RunRecord",
+    "comparison_rows",
+    "load_run",
+    "plots_unavailable",
+    "report_files",
+    "run_report_text",
+    "text_table",
+    "top1_trajectory",
+    "write_comparison",
+    "write_run_report",
+]

@@ -4,6 +4,7 @@ The table's columns are :data:`COLUMNS`, each naming the ``metrics.json`` key it
 so ``secateurs report A B --out DIR`` and ``secateurs demo`` print the same figures the
 runs recorded, and the comparison says where each comes from.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,12 @@ def _speedup(batch: str) -> Column:
     def value(run: RunRecord) -> str:
         s = run.speedup(batch)
         return "n/a" if s is None else f"{s:.2f}x" + ("" if run.latency_caveat() is None else " (unreliable)")
-    return Column(f"speed-up b{batch}", f"`latency.batches.{batch}.ratio` (else `before.latency_ms.{batch}` / "
-                                        f"`after.latency_ms.{batch}`)", value)
+
+    return Column(
+        f"speed-up b{batch}",
+        f"`latency.batches.{batch}.ratio` (else `before.latency_ms.{batch}` / `after.latency_ms.{batch}`)",
+        value,
+    )
 
 
 COLUMNS: list[Column] = [
@@ -50,8 +55,11 @@ COLUMNS: list[Column] = [
     Column("MACs", "`after.macs`", lambda run: run.metrics["after"]["macs"]),
     Column("top-1 before", "`before.top1`", lambda run: run.metrics["before"]["top1"]),
     Column("after cut", "`rounds[-1].top1_after_cut`", _cut),
-    Column("after BN recal.", "`rounds[-1].top1_after_recalibration`",
-           lambda run: run.last_round().get("top1_after_recalibration")),
+    Column(
+        "after BN recal.",
+        "`rounds[-1].top1_after_recalibration`",
+        lambda run: run.last_round().get("top1_after_recalibration"),
+    ),
     Column("after fine-tuning", "`after.top1`", lambda run: run.metrics["after"]["top1"]),
 ]
 #: Shown when a kernel method is among the runs: MACs counts every kernel of the convs that
@@ -74,19 +82,29 @@ def comparison_rows(runs: Sequence[RunRecord]) -> tuple[list[str], list[list[Any
 
 def comparison_text(runs: Sequence[RunRecord], out: Path, figure: bool, missing: str | None) -> str:
     headers, rows = comparison_rows(runs)
-    lines = [f"# Comparison of {len(runs)} pruning runs", ""] + table(headers, rows) + [
-        "", "Test top-1 in %: before pruning, right after the (last) cut, after the BN recalibration that follows "
-            "it, and at the end. Where each column comes from (each run's metrics.json):", ""]
+    lines = (
+        [f"# Comparison of {len(runs)} pruning runs", ""]
+        + table(headers, rows)
+        + [
+            "",
+            "Test top-1 in %: before pruning, right after the (last) cut, after the BN recalibration that follows "
+            "it, and at the end. Where each column comes from (each run's metrics.json):",
+            "",
+        ]
+    )
     lines += [f"- {c.header}: {c.source}" for c in columns_for(runs)]
     caveats = [f"- {run.name}: {run.latency_caveat()}" for run in runs if run.latency_caveat()]
     if caveats:
         lines += ["", "Speed-ups marked unreliable, and why (`latency.reasons`):", "", *caveats]
     lines += ["", "## Test top-1 against MACs", ""]
     if figure:
-        lines += [f"![test top-1 against MACs]({COMPARISON_PLOT})", "",
-                  "After pruning (`after.macs`, `after.top1`, one point per run) and the unpruned models "
-                  "(`before.macs`, `before.top1`). MACs are dense: every kernel of the layers that remain, as the "
-                  "model runs; a kernel method's kernel-sparse MACs are in the table."]
+        lines += [
+            f"![test top-1 against MACs]({COMPARISON_PLOT})",
+            "",
+            "After pruning (`after.macs`, `after.top1`, one point per run) and the unpruned models "
+            "(`before.macs`, `before.top1`). MACs are dense: every kernel of the layers that remain, as the "
+            "model runs; a kernel method's kernel-sparse MACs are in the table.",
+        ]
     else:
         lines.append(f"No figure: {missing}.")
     reports = [(run.name, run.path / "report.md") for run in runs if (run.path / "report.md").is_file()]
@@ -136,12 +154,13 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path, overwrite:
     runs = [load_run(d) for d in run_dirs]
     names = [run.name for run in runs]
     if len(set(names)) < len(names):
-        raise ConfigError(f"run directories {names} share a name, so the comparison could not tell them apart; "
-                          "give runs with distinct folder names")
+        raise ConfigError(
+            f"run directories {names} share a name, so the comparison could not tell them apart; "
+            "give runs with distinct folder names"
+        )
     out = Path(out)
     missing = plots_unavailable()
     claim([out / COMPARISON_FILE] + ([] if missing else [out / COMPARISON_PLOT]), overwrite=overwrite)
     if not missing:
         _draw(runs, out / COMPARISON_PLOT)
     return atomic_write_text(out / COMPARISON_FILE, comparison_text(runs, out, missing is None, missing))
-

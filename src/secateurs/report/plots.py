@@ -6,6 +6,7 @@ written, with the tables, and says how to get the figures. Figures are drawn on 
 backend or open figures. Each plot is one :class:`Plot` in :data:`RUN_PLOTS`, naming the
 keys it reads, which the report prints under it.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -90,15 +91,30 @@ def _top1(fig: Any, run: RunRecord) -> None:
 
 
 RUN_PLOTS: list[Plot] = [
-    Plot("report-channels.png", "Output channels per layer, before and after pruning",
-         "metrics.json `channels_before`, `channels_after`", lambda run: True, _channels, per_layer=True),
-    Plot("report-top1.png", "Test top-1 across rounds and fine-tuning epochs",
-         f"metrics.json `before.top1`, `rounds[].top1_after_cut`, `rounds[].top1_after_recalibration`, "
-         f"`rounds[].top1_after_finetune`, `after.top1`; `finetune-<round>/{EPOCHS_FILE}` `test_top1`",
-         lambda run: len(top1_trajectory(run)) > 1, _top1),
-    Plot("report-kernels.png", "Kernels kept per layer (kernel pruning)",
-         "metrics.json `before.kernels`, `after.kernels`",
-         lambda run: run.kernel_level and bool(run.metrics["before"].get("kernels")), _kernels, per_layer=True),
+    Plot(
+        "report-channels.png",
+        "Output channels per layer, before and after pruning",
+        "metrics.json `channels_before`, `channels_after`",
+        lambda run: True,
+        _channels,
+        per_layer=True,
+    ),
+    Plot(
+        "report-top1.png",
+        "Test top-1 across rounds and fine-tuning epochs",
+        f"metrics.json `before.top1`, `rounds[].top1_after_cut`, `rounds[].top1_after_recalibration`, "
+        f"`rounds[].top1_after_finetune`, `after.top1`; `finetune-<round>/{EPOCHS_FILE}` `test_top1`",
+        lambda run: len(top1_trajectory(run)) > 1,
+        _top1,
+    ),
+    Plot(
+        "report-kernels.png",
+        "Kernels kept per layer (kernel pruning)",
+        "metrics.json `before.kernels`, `after.kernels`",
+        lambda run: run.kernel_level and bool(run.metrics["before"].get("kernels")),
+        _kernels,
+        per_layer=True,
+    ),
 ]
 
 

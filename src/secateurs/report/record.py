@@ -5,6 +5,7 @@ Everything a report shows comes from files the run wrote, never from a recomputa
 resolved configuration) and ``finetune-<round>/metrics.jsonl`` (one line per fine-tuning
 epoch). Each figure names the keys it shows, so a reader can check it against the file.
 """
+
 from __future__ import annotations
 
 import json
@@ -73,8 +74,10 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ConfigError(f"{str(path)!r} is not valid JSON ({e}); the run did not finish writing it, so "
-                          "run the prune again (or resume it with --resume)") from None
+        raise ConfigError(
+            f"{str(path)!r} is not valid JSON ({e}); the run did not finish writing it, so "
+            "run the prune again (or resume it with --resume)"
+        ) from None
 
 
 def _read_epochs(path: Path) -> list[dict[str, Any]]:
@@ -98,8 +101,10 @@ def load_run(run_dir: str | Path) -> RunRecord:
     metrics_path = path / METRICS_FILE
     if not metrics_path.is_file():
         why = "does not exist" if not path.exists() else f"holds no {METRICS_FILE}"
-        raise ConfigError(f"{str(path)!r} {why}: a report is built from a finished pruning run directory (the "
-                          "--out of `secateurs prune`); finish the run first, e.g. with `secateurs prune --resume`")
+        raise ConfigError(
+            f"{str(path)!r} {why}: a report is built from a finished pruning run directory (the "
+            "--out of `secateurs prune`); finish the run first, e.g. with `secateurs prune --resume`"
+        )
     config_path = path / CONFIG_FILE
     config = _read_json(config_path) if config_path.is_file() else {}
     metrics = _read_json(metrics_path)
@@ -133,8 +138,10 @@ def top1_trajectory(record: RunRecord) -> list[Point]:
         points.append(Point(f"r{r} cut", cut, f"rounds[{i}].{key}"))
         points.append(Point(f"r{r} BN", rnd.get("top1_after_recalibration"), f"rounds[{i}].top1_after_recalibration"))
         rows = [row for row in record.epochs.get(r, []) if row.get("test_top1") is not None]
-        points += [Point(f"r{r} e{row['epoch']}", row["test_top1"],
-                         f"finetune-{r}/{EPOCHS_FILE} line {k + 1} test_top1") for k, row in enumerate(rows)]
+        points += [
+            Point(f"r{r} e{row['epoch']}", row["test_top1"], f"finetune-{r}/{EPOCHS_FILE} line {k + 1} test_top1")
+            for k, row in enumerate(rows)
+        ]
         if not rows and rnd.get("finetune_epochs"):
             points.append(Point(f"r{r} tuned", rnd.get("top1_after_finetune"), f"rounds[{i}].top1_after_finetune"))
     if m.get("finalized"):

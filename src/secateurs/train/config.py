@@ -1,4 +1,5 @@
 """Training configuration: one dataclass, validated on construction."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -42,13 +43,21 @@ class TrainConfig:
 
         check_field_types(self, "training option")
 
-        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
-                    "eval_batch_size": self.eval_batch_size}
+        positive = {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "eval_batch_size": self.eval_batch_size,
+        }
         for name, value in positive.items():
             if not value > 0:
                 raise ConfigError(f"{name} must be positive, got {value!r}")
-        for name, value in {"momentum": self.momentum, "weight_decay": self.weight_decay,
-                            "warmup_epochs": self.warmup_epochs, "label_smoothing": self.label_smoothing}.items():
+        for name, value in {
+            "momentum": self.momentum,
+            "weight_decay": self.weight_decay,
+            "warmup_epochs": self.warmup_epochs,
+            "label_smoothing": self.label_smoothing,
+        }.items():
             if value < 0:
                 raise ConfigError(f"{name} must be >= 0, got {value!r}")
         if self.label_smoothing >= 1:

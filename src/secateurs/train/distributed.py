@@ -5,6 +5,7 @@ two-process run normalises each half-batch on its own and no longer matches a on
 run with the same global batch. :class:`GlobalBatchNorm2d` computes the statistics with
 the differentiable ``torch.distributed.nn.all_reduce``, which works on gloo and NCCL.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,9 @@ def dist_info() -> DistInfo:
     """Rank and world size from torchrun's environment variables (1 process without them)."""
     if dist.is_available() and dist.is_initialized():
         return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
-    return DistInfo(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                    int(os.environ.get("LOCAL_RANK", 0)))
+    return DistInfo(
+        int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+    )
 
 
 def resolve_device(device: str, info: DistInfo) -> torch.device:
@@ -132,4 +134,3 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
         values = values.clone()
         dist.all_reduce(values)
     return values
-

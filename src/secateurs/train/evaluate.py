@@ -1,4 +1,5 @@
 """Top-1 / top-5 accuracy and loss of a classifier over a whole split."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -41,9 +42,14 @@ def _batches(model: nn.Module, data: Any, batch_size: int) -> Iterable[tuple[tor
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, batches: Any, num_classes: int | None = None,
-             autocast_dtype: torch.dtype | None = None, batch_size: int = 512,
-             progress: bool | None = None) -> EvalResult:
+def evaluate(
+    model: nn.Module,
+    batches: Any,
+    num_classes: int | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    batch_size: int = 512,
+    progress: bool | None = None,
+) -> EvalResult:
     """Evaluate in eval mode (restoring the previous mode), summing over every batch.
 
     Args:
@@ -78,5 +84,6 @@ def evaluate(model: nn.Module, batches: Any, num_classes: int | None = None,
         model.train(was_training)
     if n == 0:
         raise ValueError("evaluate() received no batches")
-    return EvalResult(loss=loss_sum / n, top1=100.0 * correct1 / n,
-                      top5=100.0 * correct5 / n if num_classes > 10 else None, samples=n)
+    return EvalResult(
+        loss=loss_sum / n, top1=100.0 * correct1 / n, top5=100.0 * correct5 / n if num_classes > 10 else None, samples=n
+    )

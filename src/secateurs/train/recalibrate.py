@@ -24,6 +24,7 @@ pass has run, so a failure leaves the model as it was.
     >>> result.layers, result.batches, result.samples
     (1, 3, 24)
 """
+
 from __future__ import annotations
 
 import time
@@ -75,8 +76,9 @@ class _Moments:
         n_b = x.numel() / x.shape[1]
         # One fused pass in the input's precision, as BN's own kernel does (float32 at least);
         # the merging across batches and ranks, where the cancellation would be, is float64.
-        var_b, mean_b = torch.var_mean(x.float() if x.dtype in (torch.float16, torch.bfloat16) else x,
-                                       [0, *range(2, x.dim())], correction=0)
+        var_b, mean_b = torch.var_mean(
+            x.float() if x.dtype in (torch.float16, torch.bfloat16) else x, [0, *range(2, x.dim())], correction=0
+        )
         mean_b, m2_b = mean_b.double(), var_b.double() * n_b
         delta, total = mean_b - self.mean, self.n + n_b
         self.mean += delta * (n_b / total)
@@ -85,8 +87,14 @@ class _Moments:
 
 
 def _batchnorms(model: nn.Module) -> list[_BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats
-            and m.running_mean is not None and m.running_var is not None]
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, _BatchNorm)
+        and m.track_running_stats
+        and m.running_mean is not None
+        and m.running_var is not None
+    ]
 
 
 def _inputs(batch: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
@@ -95,8 +103,9 @@ def _inputs(batch: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _passes(model: nn.Module, bns: list[_BatchNorm], batches: Iterable, limit: int | None,
-            progress: bool) -> tuple[list[_Moments], int, int]:
+def _passes(
+    model: nn.Module, bns: list[_BatchNorm], batches: Iterable, limit: int | None, progress: bool
+) -> tuple[list[_Moments], int, int]:
     """Run the forward passes with the BNs in train mode on batch statistics, the rest in eval
     mode; every module's mode, class and ``track_running_stats`` are restored afterwards."""
     device = bns[0].running_mean.device
@@ -125,8 +134,9 @@ def _passes(model: nn.Module, bns: list[_BatchNorm], batches: Iterable, limit: i
     return moments, count, samples
 
 
-def _reduce(moments: list[_Moments], count: int, samples: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                                        int, int]:
+def _reduce(
+    moments: list[_Moments], count: int, samples: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
     """Counts, means and centred sums of squares over every rank (each rank's own when one).
 
     Two all-reduces: the sums give the global mean; each rank's centred sum of squares is then
@@ -136,15 +146,20 @@ def _reduce(moments: list[_Moments], count: int, samples: int) -> tuple[torch.Te
     head = torch.tensor([count, samples], dtype=torch.float64, device=device)
     n = torch.stack([m.n for m in moments])
     total = all_reduce_sum(torch.cat([head, n, torch.cat([m.mean * m.n for m in moments])]))
-    n_all = torch.repeat_interleave(total[2:2 + len(moments)], sizes)
-    mean = total[2 + len(moments):] / n_all.clamp(min=1)
+    n_all = torch.repeat_interleave(total[2 : 2 + len(moments)], sizes)
+    mean = total[2 + len(moments) :] / n_all.clamp(min=1)
     shift = torch.repeat_interleave(n, sizes) * (torch.cat([m.mean for m in moments]) - mean).square()
     m2 = all_reduce_sum(torch.cat([m.m2 for m in moments]) + shift)
     return n_all, mean, m2, int(total[0]), int(total[1])
 
 
-def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor | Sequence[torch.Tensor]], *,
-                   max_batches: int | None = None, progress: bool = False) -> RecalibrationResult:
+def recalibrate_bn(
+    model: nn.Module,
+    batches: Iterable[torch.Tensor | Sequence[torch.Tensor]],
+    *,
+    max_batches: int | None = None,
+    progress: bool = False,
+) -> RecalibrationResult:
     """Re-estimate the running mean and (unbiased) variance of every BatchNorm in ``model``, in place.
 
     Args:
@@ -178,8 +193,9 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor | Sequence[t
             end = start + m.num_features
             seen = n[start:end] > 1  # fewer than two values per channel: no variance, keep the old one
             m.running_mean.copy_(torch.where(seen, mean[start:end], m.running_mean.double()))
-            m.running_var.copy_(torch.where(seen, m2[start:end] / (n[start:end] - 1).clamp(min=1),
-                                            m.running_var.double()))
+            m.running_var.copy_(
+                torch.where(seen, m2[start:end] / (n[start:end] - 1).clamp(min=1), m.running_var.double())
+            )
             if m.num_batches_tracked is not None and bool(seen.any()):
                 m.num_batches_tracked.fill_(count)
             start = end

@@ -3,6 +3,7 @@
 A pure function needs no state in the resume file and gives every process the same
 rate, which is why these are not ``torch.optim.lr_scheduler`` objects.
 """
+
 from __future__ import annotations
 
 import math

@@ -6,6 +6,7 @@ RNG (dropout) is re-seeded at every epoch -- and the rest (weights, optimizer bu
 the loss scaler, the step counter) is in the state file written atomically at the end of
 every epoch.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,6 +51,7 @@ def cross_entropy(label_smoothing: float = 0.0) -> Objective:
     def objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(x)
         return F.cross_entropy(logits, y, label_smoothing=label_smoothing), logits
+
     return objective
 
 
@@ -74,29 +76,44 @@ def check_run_dir(run_dir: Path | None, resume: bool) -> None:
         return
     has_state = (run_dir / STATE_FILE).is_file()
     if resume and not has_state:
-        raise ConfigError(f"cannot resume: {str(run_dir / STATE_FILE)!r} does not exist "
-                          "(the run never finished an epoch); start it again without --resume")
+        raise ConfigError(
+            f"cannot resume: {str(run_dir / STATE_FILE)!r} does not exist "
+            "(the run never finished an epoch); start it again without --resume"
+        )
     if not resume and has_state:
-        raise ConfigError(f"{str(run_dir)!r} already holds a training run; pass --resume to continue it, "
-                          "or choose another --out")
+        raise ConfigError(
+            f"{str(run_dir)!r} already holds a training run; pass --resume to continue it, or choose another --out"
+        )
 
 
-def _restore(state: dict[str, Any], config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-             scaler: torch.amp.GradScaler, companions: dict[str, nn.Module]) -> None:
+def _restore(
+    state: dict[str, Any],
+    config: TrainConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    companions: dict[str, nn.Module],
+) -> None:
     saved_epochs = state["config"]["epochs"]
     if config.epochs < saved_epochs:
-        raise ConfigError(f"cannot resume with epochs={config.epochs}: the run has {saved_epochs} epochs; give "
-                          f"--epochs {saved_epochs} or more (more extends it), or start a new run")
+        raise ConfigError(
+            f"cannot resume with epochs={config.epochs}: the run has {saved_epochs} epochs; give "
+            f"--epochs {saved_epochs} or more (more extends it), or start a new run"
+        )
     saved = {k: v for k, v in state["config"].items() if k not in RESUME_FREE | EXTENDABLE}
     now = {k: v for k, v in config.to_dict().items() if k not in RESUME_FREE | EXTENDABLE}
     diff = {k: (saved.get(k), now.get(k)) for k in saved.keys() | now.keys() if saved.get(k) != now.get(k)}
     if diff:
-        raise ConfigError(f"cannot resume with a different configuration: {diff} (saved, now); "
-                          "resume with the run's own options, or start a new run")
+        raise ConfigError(
+            f"cannot resume with a different configuration: {diff} (saved, now); "
+            "resume with the run's own options, or start a new run"
+        )
     saved_companions = state.get("companions") or {}
     if sorted(saved_companions) != sorted(companions):
-        raise ConfigError(f"cannot resume: the run trained companions {sorted(saved_companions)}, this one "
-                          f"{sorted(companions)}; resume with the run's own fine-tuning mode")
+        raise ConfigError(
+            f"cannot resume: the run trained companions {sorted(saved_companions)}, this one "
+            f"{sorted(companions)}; resume with the run's own fine-tuning mode"
+        )
     model.load_state_dict(state["model"])
     for name, module in companions.items():
         module.load_state_dict(saved_companions[name])
@@ -105,11 +122,18 @@ def _restore(state: dict[str, Any], config: TrainConfig, model: nn.Module, optim
         scaler.load_state_dict(state["scaler"])
 
 
-def train(model: nn.Module, train_set: Any, test_set: Any | None, config: TrainConfig,
-          run_dir: str | Path | None = None, resume: bool = False, meta: dict[str, Any] | None = None,
-          objective: Objective | None = None,
-          after_step: Callable[[nn.Module], None] | None = None,
-          companions: dict[str, nn.Module] | None = None) -> TrainResult:
+def train(
+    model: nn.Module,
+    train_set: Any,
+    test_set: Any | None,
+    config: TrainConfig,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    meta: dict[str, Any] | None = None,
+    objective: Objective | None = None,
+    after_step: Callable[[nn.Module], None] | None = None,
+    companions: dict[str, nn.Module] | None = None,
+) -> TrainResult:
     """Train ``model`` in place; under ``torchrun`` every process calls this the same way.
 
     Args:
@@ -142,8 +166,10 @@ def train(model: nn.Module, train_set: Any, test_set: Any | None, config: TrainC
     companions = dict(companions or {})
     clash = sorted(set(companions) & {"net", "x", "y"})
     if clash:
-        raise ConfigError(f"companion name(s) {clash} would collide with the objective's own arguments "
-                          "(net, x, y); name them otherwise")
+        raise ConfigError(
+            f"companion name(s) {clash} would collide with the objective's own arguments "
+            "(net, x, y); name them otherwise"
+        )
     trained = [model, *companions.values()]
     with process_group(device) as info:
         if config.batch_size % info.world_size:
@@ -153,9 +179,13 @@ def train(model: nn.Module, train_set: Any, test_set: Any | None, config: TrainC
             if info.enabled and config.sync_bn:
                 set_global_batchnorm(m, True)
         params = [p for m in trained for p in m.parameters()]
-        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
-                                    nesterov=config.nesterov and config.momentum > 0,
-                                    weight_decay=config.weight_decay)
+        optimizer = torch.optim.SGD(
+            params,
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=config.nesterov and config.momentum > 0,
+            weight_decay=config.weight_decay,
+        )
         amp_dtype = _amp_dtype(device, config.amp)
         scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
         start_epoch, step, history = 0, 0, []
@@ -165,18 +195,36 @@ def train(model: nn.Module, train_set: Any, test_set: Any | None, config: TrainC
             start_epoch, step, history = state["epoch"], state["step"], state["history"]
             if info.is_main and config.progress:
                 tqdm.write(_resume_line(run_dir, start_epoch, state["config"]["epochs"], config.epochs))
+
         def wrap(m: nn.Module) -> nn.Module:
             if not info.enabled:
                 return m
             return nn.parallel.DistributedDataParallel(m, device_ids=[device.index] if device.type == "cuda" else None)
+
         net, peers = wrap(model), {name: wrap(m) for name, m in companions.items()}
-        loader = as_loader(train_set, LoaderConfig(batch_size=config.batch_size // info.world_size, train=True,
-                                                   augment=config.augment, seed=config.seed, device=device,
-                                                   num_workers=config.num_workers),
-                           rank=info.rank, world_size=info.world_size)
-        test_loader = None if test_set is None else as_loader(
-            test_set, LoaderConfig(batch_size=config.eval_batch_size, train=False, device=device,
-                                   num_workers=config.num_workers))
+        loader = as_loader(
+            train_set,
+            LoaderConfig(
+                batch_size=config.batch_size // info.world_size,
+                train=True,
+                augment=config.augment,
+                seed=config.seed,
+                device=device,
+                num_workers=config.num_workers,
+            ),
+            rank=info.rank,
+            world_size=info.world_size,
+        )
+        test_loader = (
+            None
+            if test_set is None
+            else as_loader(
+                test_set,
+                LoaderConfig(
+                    batch_size=config.eval_batch_size, train=False, device=device, num_workers=config.num_workers
+                ),
+            )
+        )
         steps_per_epoch = min(len(loader), config.max_steps_per_epoch or len(loader))
         total_steps = steps_per_epoch * config.epochs
         warmup = int(config.warmup_epochs * steps_per_epoch)
@@ -193,8 +241,11 @@ def train(model: nn.Module, train_set: Any, test_set: Any | None, config: TrainC
                 t0 = time.perf_counter()
                 sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*n, correct, n
                 # A bar on a terminal, a line every half minute in a log (see secateurs._progress).
-                bar = progress(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
-                               enabled=config.progress and info.is_main)
+                bar = progress(
+                    total=steps_per_epoch,
+                    desc=f"epoch {epoch + 1}/{config.epochs}",
+                    enabled=config.progress and info.is_main,
+                )
                 for i, (x, y) in enumerate(loader):
                     if i >= steps_per_epoch:
                         break
@@ -212,8 +263,13 @@ def train(model: nn.Module, train_set: Any, test_set: Any | None, config: TrainC
                     step += 1
                     with torch.no_grad():
                         n = y.numel()
-                        sums += torch.stack([loss.detach().double() * n, (logits.argmax(1) == y).sum().double(),
-                                             torch.tensor(n, dtype=torch.float64, device=device)])
+                        sums += torch.stack(
+                            [
+                                loss.detach().double() * n,
+                                (logits.argmax(1) == y).sum().double(),
+                                torch.tensor(n, dtype=torch.float64, device=device),
+                            ]
+                        )
                     bar.update(1)
                     if i % 20 == 0:
                         bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.4f}")
@@ -221,36 +277,50 @@ def train(model: nn.Module, train_set: Any, test_set: Any | None, config: TrainC
                 sums = all_reduce_sum(sums)
                 seconds = time.perf_counter() - t0
                 record: dict[str, Any] = {
-                    "epoch": epoch + 1, "lr": lr, "train_loss": float(sums[0] / sums[2]),
-                    "train_top1": float(100 * sums[1] / sums[2]), "epoch_time_s": seconds,
-                    "train_samples_per_s": float(sums[2]) / seconds, "world_size": info.world_size,
+                    "epoch": epoch + 1,
+                    "lr": lr,
+                    "train_loss": float(sums[0] / sums[2]),
+                    "train_top1": float(100 * sums[1] / sums[2]),
+                    "epoch_time_s": seconds,
+                    "train_samples_per_s": float(sums[2]) / seconds,
+                    "world_size": info.world_size,
                 }
                 if test_loader is not None:
-                    ev = evaluate(model, test_loader, _num_classes(test_set), amp_dtype,
-                                  progress=config.progress and info.is_main)
+                    ev = evaluate(
+                        model, test_loader, _num_classes(test_set), amp_dtype, progress=config.progress and info.is_main
+                    )
                     record.update({f"test_{k}": v for k, v in ev.to_dict().items() if k != "samples"})
                 history.append(record)
                 if info.is_main and run_dir is not None:
-                    _write_epoch(run_dir, model, optimizer, scaler, config, epoch + 1, step, history, train_set, meta,
-                                 companions)
+                    _write_epoch(
+                        run_dir, model, optimizer, scaler, config, epoch + 1, step, history, train_set, meta, companions
+                    )
                 if info.is_main and config.progress:
                     tqdm.write(_format_record(record))
         finally:
             if info.enabled and config.sync_bn:
                 for m in trained:
                     set_global_batchnorm(m, False)
-        return TrainResult(history=history, wall_time_s=time.perf_counter() - started, run_dir=run_dir,
-                           final=history[-1] if history else {})
+        return TrainResult(
+            history=history,
+            wall_time_s=time.perf_counter() - started,
+            run_dir=run_dir,
+            final=history[-1] if history else {},
+        )
 
 
 def _resume_line(run_dir: Path, done: int, saved_epochs: int, epochs: int) -> str:
     """What a resumed run continues from, or that there is nothing left to do."""
     if epochs > saved_epochs:
-        return (f"extending {run_dir} from {saved_epochs} to {epochs} epochs, after epoch {done} (the learning-rate "
-                f"schedule is recomputed for {epochs} epochs from there)")
+        return (
+            f"extending {run_dir} from {saved_epochs} to {epochs} epochs, after epoch {done} (the learning-rate "
+            f"schedule is recomputed for {epochs} epochs from there)"
+        )
     if done >= epochs:
-        return (f"{run_dir} finished all {epochs} epochs already; nothing to do (to train longer: --resume "
-                f"--epochs N, N > {epochs})")
+        return (
+            f"{run_dir} finished all {epochs} epochs already; nothing to do (to train longer: --resume "
+            f"--epochs N, N > {epochs})"
+        )
     return f"resuming {run_dir} after epoch {done} of {epochs}"
 
 
@@ -268,16 +338,24 @@ def _num_classes(data: Any) -> int | None:
     return info.num_classes if info is not None else None  # None: evaluate reads the model's output width
 
 
-def model_meta(train_set: Any, config: TrainConfig | None = None,
-               metrics: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def model_meta(
+    train_set: Any,
+    config: TrainConfig | None = None,
+    metrics: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The metadata every secateurs model checkpoint carries; a user's dataset without a
     :class:`DatasetInfo` (``.info``) contributes none, and the caller adds ``input_shape``."""
     info = dataset_info(train_set)
-    meta: dict[str, Any] = {} if info is None else {
-        "dataset": info.to_dict(),
-        "input_shape": [info.in_channels, info.image_size, info.image_size],
-        "normalisation": {"mean": list(info.mean), "std": list(info.std)},
-    }
+    meta: dict[str, Any] = (
+        {}
+        if info is None
+        else {
+            "dataset": info.to_dict(),
+            "input_shape": [info.in_channels, info.image_size, info.image_size],
+            "normalisation": {"mean": list(info.mean), "std": list(info.std)},
+        }
+    )
     if config is not None:
         meta["train_config"] = config.to_dict()
     if metrics is not None:
@@ -286,16 +364,33 @@ def model_meta(train_set: Any, config: TrainConfig | None = None,
     return meta
 
 
-def _write_epoch(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 scaler: torch.amp.GradScaler, config: TrainConfig,
-                 epoch: int, step: int, history: list[dict[str, Any]], train_set: Any,
-                 meta: dict[str, Any] | None, companions: dict[str, nn.Module]) -> None:
+def _write_epoch(
+    run_dir: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    config: TrainConfig,
+    epoch: int,
+    step: int,
+    history: list[dict[str, Any]],
+    train_set: Any,
+    meta: dict[str, Any] | None,
+    companions: dict[str, nn.Module],
+) -> None:
     bare = unwrap(model)
     # State first: if the process dies before the model file, resume still has everything.
-    save_tree(run_dir / STATE_FILE, {
-        "model": bare.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
-        "history": history, "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-        "config": config.to_dict(), "companions": {name: unwrap(m).state_dict() for name, m in companions.items()},
-    })
+    save_tree(
+        run_dir / STATE_FILE,
+        {
+            "model": bare.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "epoch": epoch,
+            "step": step,
+            "history": history,
+            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+            "config": config.to_dict(),
+            "companions": {name: unwrap(m).state_dict() for name, m in companions.items()},
+        },
+    )
     save(bare, run_dir / MODEL_FILE, model_meta(train_set, config, history[-1], meta))
     atomic_write_text(run_dir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in history))
