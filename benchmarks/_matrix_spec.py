@@ -232,13 +232,15 @@ def parse_target(label: str) -> dict[str, float]:
 
 
 def cells(profile: Profile) -> Iterator[Cell]:
-    """Every cell of the profile, once, in the blocks' order."""
+    """Every cell of the profile, once, in the blocks' order, seed by seed: a matrix that is
+    interrupted (it fills up over several sittings on a CPU) then holds whole seeds of every
+    variant, so its partial tables still compare every method on the same seeds."""
     seen: set[str] = set()
     for b in profile.blocks:
         for model in b.models:
             for target in b.targets:
-                for variant in b.variants:
-                    for seed in b.seeds:
+                for seed in b.seeds:
+                    for variant in b.variants:
                         cell = Cell(model, variant, target, seed)
                         if cell.name not in seen:
                             seen.add(cell.name)
