@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,26 @@ def test_the_target_is_met_within_tolerance(method, whole_run):
     assert secateurs.count_params(run.pruned) < secateurs.count_params(run.model)
 
 
+@pytest.mark.parametrize("method", [m for m in METHODS if not get_method(m).kernel_level])
+def test_a_params_target_is_met_within_tolerance(method):
+    """Without fine-tuning, in the method's own rounds (a kernel-level method refuses a params target,
+    see the refusals below)."""
+    model = fresh_model()
+    pruned, report = secateurs.prune(
+        model,
+        method,
+        params_reduction=TARGET,
+        finetune="none",
+        train_set=samples(),
+        input_shape=SHAPE,
+        calib_samples=32,
+        latency=False,
+    )
+    achieved = 1 - secateurs.count_params(pruned) / secateurs.count_params(model)
+    assert TARGET <= achieved <= TARGET + TOLERANCE, achieved
+    assert report.achieved == pytest.approx(achieved, abs=1e-9)
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_the_model_passed_in_is_untouched(method, whole_run):
     run = whole_run(method)
@@ -228,24 +249,65 @@ def test_a_resumed_run_ends_as_an_uninterrupted_one(method, kill, whole_run, tmp
 
 def bad_options(method: str) -> list[tuple[dict[str, Any], str]]:
     """``(options, the name the refusal must give)``: an unknown method option, a target out of
-    range, and each of the method's own options given a mapping, which none of them takes."""
+    range, a target on what the method does not prune (params, for a kernel-level method), a
+    threshold given with a target, and each of the method's own options given a mapping and a
+    text that none of them takes."""
+    spec = get_method(method)
     cases = [({"method_options": {"no_such_option": 1}}, "no_such_option"), ({"macs_reduction": 1.5}, "macs_reduction")]
-    for f in dataclasses.fields(get_method(method).options):
+    if spec.kernel_level:
+        cases.append(({"macs_reduction": None, "params_reduction": TARGET}, "params_reduction"))
+    if spec.threshold_option is not None:
+        cases.append(({"method_options": {spec.threshold_option: 0.5}}, spec.threshold_option))
+    for f in dataclasses.fields(spec.options):
         cases.append(({"method_options": {f.name: {"not": "an option value"}}}, f.name))
+        cases.append(({"method_options": {f.name: "no-such-value"}}, f.name))
     return cases
 
 
-BAD = [(method, options, name) for method in METHODS for options, name in bad_options(method)]
+def _case_id(method: str, options: dict[str, Any], name: str) -> str:
+    value = options.get("method_options", {}).get(name, options.get(name))
+    return f"{method}-{name}={type(value).__name__}"
 
 
-@pytest.mark.parametrize("method, bad, name", BAD, ids=[f"{m}-{n}" for m, _, n in BAD])
+#: Contract violations found by this file, each named precisely; strict, so a fix shows up as a failure
+#: here that asks for the mark to go.
+KNOWN_VIOLATIONS = {
+    "hnsi-low_layers=str": (
+        "hnsi checks the names in low_layers against the model's convs only inside its first round "
+        "(methods/hnsi.py low_layers(), called from hnsi_round): prune() has by then evaluated the "
+        "unpruned model on the whole test set, so the ConfigError comes after the data was read"
+    ),
+}
+
+BAD = [
+    pytest.param(
+        method,
+        options,
+        name,
+        id=case,
+        marks=[pytest.mark.xfail(raises=AssertionError, strict=True, reason=KNOWN_VIOLATIONS[case])] if case in KNOWN_VIOLATIONS else [],
+    )
+    for method in METHODS
+    for options, name in bad_options(method)
+    for case in [_case_id(method, options, name)]
+]
+
+
+@pytest.mark.parametrize("method, bad, name", BAD)
 def test_a_bad_option_is_refused_by_name_before_anything_is_touched(method, bad, name, tmp_path):
-    model, data = fresh_model(), samples()
+    model, train_set, test_set = fresh_model(), samples(), samples()
     before = snapshot(model)
     run_dir = tmp_path / "run"
-    with pytest.raises(secateurs.ConfigError, match=f"'{name}'|{name} "):
+    with pytest.raises(secateurs.ConfigError, match=rf"\b{re.escape(name)}\b"):
         secateurs.prune(
-            model, method, train_set=data, input_shape=SHAPE, run_dir=run_dir, **{**options_for(method), **bad}
+            model,
+            method,
+            train_set=train_set,
+            test_set=test_set,
+            input_shape=SHAPE,
+            run_dir=run_dir,
+            **{**options_for(method), **bad},
         )
-    assert data.reads == 0 and not run_dir.exists()
+    assert (train_set.reads, test_set.reads) == (0, 0), "the data was read before the refusal"
+    assert not run_dir.exists()
     assert_untouched(model, before)
