@@ -285,7 +285,9 @@ BAD = [
         options,
         name,
         id=case,
-        marks=[pytest.mark.xfail(raises=AssertionError, strict=True, reason=KNOWN_VIOLATIONS[case])] if case in KNOWN_VIOLATIONS else [],
+        marks=[pytest.mark.xfail(raises=AssertionError, strict=True, reason=KNOWN_VIOLATIONS[case])]
+        if case in KNOWN_VIOLATIONS
+        else [],
     )
     for method in METHODS
     for options, name in bad_options(method)

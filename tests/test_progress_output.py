@@ -14,7 +14,6 @@ import torch
 
 from secateurs import _progress, prune
 from secateurs.cli import main
-from secateurs.data import load_dataset
 from secateurs.errors import ConfigError
 from secateurs.models import create_model
 from secateurs.train import TrainConfig, train
@@ -23,12 +22,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 FAST = dict(batch_size=64, lr=0.05, eval_batch_size=256)  # 256 samples: 4 steps per epoch
 DATA = ["--dataset-option", "num_samples=128"]
-
-
-@pytest.fixture(scope="module")
-def data():
-    kw = dict(num_samples=256, num_classes=4, in_channels=3, image_size=32, seed=0)
-    return load_dataset("synthetic", "train", **kw), load_dataset("synthetic", "test", **kw)
 
 
 def _model(seed: int = 0):
@@ -119,28 +112,7 @@ def test_cli_train_extends_and_ends_with_the_model_path(tmp_path, capsys):
     assert "not shortened" in capsys.readouterr().err
 
 
-def test_prune_prints_a_readable_configuration_and_the_summary_once(tmp_path, capsys):
-    ckpt = tmp_path / "train"
-    assert (
-        main(
-            [
-                "train",
-                "--model",
-                "test_resnet",
-                "--dataset",
-                "synthetic",
-                *DATA,
-                "--epochs",
-                "1",
-                "--batch-size",
-                "64",
-                "--no-progress",
-                "--out",
-                str(ckpt),
-            ]
-        )
-        == 0
-    )
+def test_prune_prints_a_readable_configuration_and_the_summary_once(trained, tmp_path, capsys):
     capsys.readouterr()
     out = tmp_path / "pruned"
     assert (
@@ -148,7 +120,7 @@ def test_prune_prints_a_readable_configuration_and_the_summary_once(tmp_path, ca
             [
                 "prune",
                 "--from",
-                str(ckpt / "model.safetensors"),
+                str(trained),
                 "--out",
                 str(out),
                 "--method",
@@ -167,7 +139,7 @@ def test_prune_prints_a_readable_configuration_and_the_summary_once(tmp_path, ca
     )
     captured = capsys.readouterr()
     both = captured.out + captured.err
-    head = f"pruning {ckpt / 'model.safetensors'} with l1: macs reduction 30%, global scope, 1 round(s), no fine-tuning"
+    head = f"pruning {trained} with l1: macs reduction 30%, global scope, 1 round(s), no fine-tuning"
     assert head in captured.err and "  options: " in captured.err and "seed=3" in captured.err
     assert f"full configuration: {out / 'config.json'}" in captured.err and "{'method'" not in both
     first = "% (target 30.0%)\n  params "  # the summary's first line

@@ -21,32 +21,6 @@ RUN_FILES = {"model.safetensors", "config.json", "metrics.json", "log.txt"}
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("prune-cli") / "train"
-    assert (
-        main(
-            [
-                "train",
-                "--model",
-                "test_resnet",
-                "--dataset",
-                "synthetic",
-                *DATA,
-                "--epochs",
-                "1",
-                "--batch-size",
-                "64",
-                "--no-progress",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    return out / "model.safetensors"
-
-
-@pytest.fixture(scope="module")
 def pruned(trained, tmp_path_factory):
     out = tmp_path_factory.mktemp("prune-cli") / "pruned"
     assert (

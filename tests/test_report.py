@@ -24,32 +24,6 @@ FAST = ["--finetune-batch-size", "64", "--finetune-max-steps-per-epoch", "2", "-
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("report") / "train"
-    assert (
-        main(
-            [
-                "train",
-                "--model",
-                "test_resnet",
-                "--dataset",
-                "synthetic",
-                *DATA,
-                "--epochs",
-                "1",
-                "--batch-size",
-                "64",
-                "--no-progress",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    return out / "model.safetensors"
-
-
 def _prune(trained, folder, method, *extra):
     assert (
         main(

@@ -10,19 +10,12 @@ import sys
 import pytest
 import torch
 
-from secateurs.data import load_dataset
 from secateurs.errors import ConfigError
 from secateurs.io import load
 from secateurs.models import create_model
 from secateurs.train import MODEL_FILE, STATE_FILE, TrainConfig, train
 
 FAST = dict(batch_size=64, lr=0.05, progress=False, eval_batch_size=256)
-
-
-@pytest.fixture(scope="module")
-def data():
-    kw = dict(num_samples=256, num_classes=4, in_channels=3, image_size=32, seed=0)
-    return load_dataset("synthetic", "train", **kw), load_dataset("synthetic", "test", **kw)
 
 
 def _model(seed: int = 0):
