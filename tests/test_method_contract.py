@@ -33,6 +33,7 @@ from torch.utils.data import Dataset
 
 import secateurs
 from secateurs.methods import get_method
+from secateurs.pipeline import FINETUNE_MODES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -46,6 +47,7 @@ TOLERANCE = 0.01
 #: depend on the first round's fine-tuning, and for a kill to land inside a fine-tuning.
 OPTIONS: dict[str, Any] = dict(
     macs_reduction=TARGET,
+    rounds=2,
     finetune="tft",
     finetune_epochs=4,
     finetune_train={"batch_size": 16, "progress": False, "max_steps_per_epoch": 1},
@@ -54,9 +56,11 @@ OPTIONS: dict[str, Any] = dict(
 )
 
 
-def options_for(method: str) -> dict[str, Any]:
-    """``OPTIONS`` with two rounds; a method with a schedule of its own (hnsi: two stages) keeps it."""
-    return OPTIONS if get_method(method).schedule is not None else {**OPTIONS, "rounds": 2}
+#: Every method fine-tunes with the default mode; the other modes (a frozen teacher, a peer
+#: trained alongside) are resumed with one method.
+FINETUNE_CASES = [(method, "tft") for method in METHODS] + [
+    ("l1", mode) for mode in FINETUNE_MODES if mode not in ("tft", "none")
+]
 
 
 class Interrupted(Exception):
@@ -137,16 +141,16 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def whole_run(tmp_path_factory) -> Callable[[str], Run]:
+def whole_run(tmp_path_factory) -> Callable[..., Run]:
     """Each method's uninterrupted run, made once and shared by the checks that read it."""
 
     @functools.cache
-    def run(method: str) -> Run:
+    def run(method: str, finetune: str = "tft") -> Run:
         model, data = fresh_model(), samples()
         before = snapshot(model)
-        run_dir = tmp_path_factory.mktemp(f"whole-{method}")
+        run_dir = tmp_path_factory.mktemp(f"whole-{method}-{finetune}")
         pruned, report = secateurs.prune(
-            model, method, train_set=data, input_shape=SHAPE, run_dir=run_dir, **options_for(method)
+            model, method, train_set=data, input_shape=SHAPE, run_dir=run_dir, **{**OPTIONS, "finetune": finetune}
         )
         return Run(model, before, pruned, report, data.reads)
 
@@ -225,20 +229,19 @@ KILL_POINTS: dict[str, Callable[[Path], bool]] = {
 
 
 @pytest.mark.parametrize("kill", KILL_POINTS)
-@pytest.mark.parametrize("method", METHODS)
-def test_a_resumed_run_ends_as_an_uninterrupted_one(method, kill, whole_run, tmp_path):
-    whole = whole_run(method)
+@pytest.mark.parametrize("method, finetune", FINETUNE_CASES, ids=[f"{m}-{f}" for m, f in FINETUNE_CASES])
+def test_a_resumed_run_ends_as_an_uninterrupted_one(method, finetune, kill, whole_run, tmp_path):
+    whole = whole_run(method, finetune)
+    options = {**OPTIONS, "finetune": finetune}
     run_dir = tmp_path / "run"
     data = samples()
     data.die_when = functools.partial(KILL_POINTS[kill], run_dir)
     with pytest.raises(Interrupted):
-        secateurs.prune(
-            fresh_model(), method, train_set=data, input_shape=SHAPE, run_dir=run_dir, **options_for(method)
-        )
+        secateurs.prune(fresh_model(), method, train_set=data, input_shape=SHAPE, run_dir=run_dir, **options)
     model = fresh_model()
     before = snapshot(model)
     resumed, report = secateurs.prune(
-        model, method, train_set=samples(), input_shape=SHAPE, run_dir=run_dir, resume=True, **options_for(method)
+        model, method, train_set=samples(), input_shape=SHAPE, run_dir=run_dir, resume=True, **options
     )
     assert repr(resumed) == repr(whole.pruned)
     assert_same_weights(resumed.state_dict(), whole.pruned.state_dict())
@@ -308,7 +311,7 @@ def test_a_bad_option_is_refused_by_name_before_anything_is_touched(method, bad,
             test_set=test_set,
             input_shape=SHAPE,
             run_dir=run_dir,
-            **{**options_for(method), **bad},
+            **{**OPTIONS, **bad},
         )
     assert (train_set.reads, test_set.reads) == (0, 0), "the data was read before the refusal"
     assert not run_dir.exists()
