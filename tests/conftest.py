@@ -19,15 +19,15 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def data():
+def synthetic_data():
     """Train and test splits of 256 synthetic 3x32x32 images in 4 classes (4 steps of 64 an
-    epoch). A module that needs other data defines its own ``data``, which takes precedence."""
+    epoch)."""
     kw = dict(num_samples=256, num_classes=4, in_channels=3, image_size=32, seed=0)
     return load_dataset("synthetic", "train", **kw), load_dataset("synthetic", "test", **kw)
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory):
+def trained_checkpoint(tmp_path_factory):
     """``secateurs train`` of ``test_resnet`` for one epoch on 128 synthetic samples: the checkpoint
     the CLI tests prune. Trained once per session; the tests only read it."""
     out = tmp_path_factory.mktemp("trained") / "train"
