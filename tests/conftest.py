@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from secateurs.cli import main
+from secateurs.data import load_dataset
+
 
 @pytest.fixture
 def one_thread():
@@ -13,3 +16,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def synthetic_data():
+    """Train and test splits of 256 synthetic 3x32x32 images in 4 classes (4 steps of 64 an
+    epoch)."""
+    kw = dict(num_samples=256, num_classes=4, in_channels=3, image_size=32, seed=0)
+    return load_dataset("synthetic", "train", **kw), load_dataset("synthetic", "test", **kw)
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory):
+    """``secateurs train`` of ``test_resnet`` for one epoch on 128 synthetic samples: the checkpoint
+    the CLI tests prune. Trained once per session; the tests only read it."""
+    out = tmp_path_factory.mktemp("trained") / "train"
+    args = ["--dataset", "synthetic", "--dataset-option", "num_samples=128", "--epochs", "1", "--batch-size", "64"]
+    assert main(["train", "--model", "test_resnet", *args, "--no-progress", "--out", str(out)]) == 0
+    return out / "model.safetensors"

@@ -14,7 +14,6 @@ import torch
 
 from secateurs import _progress, prune
 from secateurs.cli import main
-from secateurs.data import load_dataset
 from secateurs.errors import ConfigError
 from secateurs.models import create_model
 from secateurs.train import TrainConfig, train
@@ -23,12 +22,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 FAST = dict(batch_size=64, lr=0.05, eval_batch_size=256)  # 256 samples: 4 steps per epoch
 DATA = ["--dataset-option", "num_samples=128"]
-
-
-@pytest.fixture(scope="module")
-def data():
-    kw = dict(num_samples=256, num_classes=4, in_channels=3, image_size=32, seed=0)
-    return load_dataset("synthetic", "train", **kw), load_dataset("synthetic", "test", **kw)
 
 
 def _model(seed: int = 0):
@@ -59,10 +52,10 @@ def test_line_form_stays_silent_in_a_short_loop():
     assert out.getvalue() == ""
 
 
-def test_training_prints_lines_within_an_epoch_off_a_terminal(tmp_path, data, capsys, monkeypatch):
+def test_training_prints_lines_within_an_epoch_off_a_terminal(tmp_path, synthetic_data, capsys, monkeypatch):
     monkeypatch.setattr(_progress, "LINE_INTERVAL_S", 0.0)
     monkeypatch.setattr(_progress, "QUIET_S", 0.0)
-    train(_model(), *data, TrainConfig(epochs=1, **FAST, progress=True), run_dir=tmp_path)
+    train(_model(), *synthetic_data, TrainConfig(epochs=1, **FAST, progress=True), run_dir=tmp_path)
     err = capsys.readouterr().err  # pytest's capture is not a terminal
     assert "epoch 1/1: 1/4 (25%)" in err and "epoch 1/1: 4/4 (100%)" in err
     assert "evaluating: " in err
@@ -72,7 +65,7 @@ class Killed(Exception):
     pass
 
 
-def test_resume_says_where_it_resumes_and_a_finished_run_says_so(tmp_path, data, capsys):
+def test_resume_says_where_it_resumes_and_a_finished_run_says_so(tmp_path, synthetic_data, capsys):
     config = TrainConfig(epochs=2, **FAST, progress=True)
     steps = {"n": 0}
 
@@ -82,27 +75,29 @@ def test_resume_says_where_it_resumes_and_a_finished_run_says_so(tmp_path, data,
             raise Killed()
 
     with pytest.raises(Killed):
-        train(_model(), *data, config, run_dir=tmp_path, after_step=kill_in_epoch_2)
+        train(_model(), *synthetic_data, config, run_dir=tmp_path, after_step=kill_in_epoch_2)
     capsys.readouterr()
-    train(_model(), *data, config, run_dir=tmp_path, resume=True)
+    train(_model(), *synthetic_data, config, run_dir=tmp_path, resume=True)
     assert f"resuming {tmp_path} after epoch 1 of 2" in capsys.readouterr().out
-    result = train(_model(), *data, config, run_dir=tmp_path, resume=True)
+    result = train(_model(), *synthetic_data, config, run_dir=tmp_path, resume=True)
     assert f"{tmp_path} finished all 2 epochs already; nothing to do" in capsys.readouterr().out
     assert len(result.history) == 2
 
 
-def test_a_finished_run_is_extended_on_the_longer_schedule(tmp_path, data, capsys):
+def test_a_finished_run_is_extended_on_the_longer_schedule(tmp_path, synthetic_data, capsys):
     """Extending 1 -> 2 epochs: the cosine schedule is recomputed for 2 epochs and followed from
     the saved step (the documented warm restart)."""
-    train(_model(), *data, TrainConfig(epochs=1, **FAST, progress=True), run_dir=tmp_path)
+    train(_model(), *synthetic_data, TrainConfig(epochs=1, **FAST, progress=True), run_dir=tmp_path)
     capsys.readouterr()
-    result = train(_model(), *data, TrainConfig(epochs=2, **FAST, progress=True), run_dir=tmp_path, resume=True)
+    result = train(
+        _model(), *synthetic_data, TrainConfig(epochs=2, **FAST, progress=True), run_dir=tmp_path, resume=True
+    )
     assert f"extending {tmp_path} from 1 to 2 epochs, after epoch 1" in capsys.readouterr().out
     assert [r["epoch"] for r in result.history] == [1, 2]
     last_step, total = 7, 8  # the lr recorded is the one of the epoch's last step
     assert result.history[1]["lr"] == pytest.approx(0.05 * 0.5 * (1 + math.cos(math.pi * last_step / total)))
     with pytest.raises(ConfigError, match="the run has 2 epochs"):
-        train(_model(), *data, TrainConfig(epochs=1, **FAST, progress=True), run_dir=tmp_path, resume=True)
+        train(_model(), *synthetic_data, TrainConfig(epochs=1, **FAST, progress=True), run_dir=tmp_path, resume=True)
 
 
 def test_cli_train_extends_and_ends_with_the_model_path(tmp_path, capsys):
@@ -119,28 +114,7 @@ def test_cli_train_extends_and_ends_with_the_model_path(tmp_path, capsys):
     assert "not shortened" in capsys.readouterr().err
 
 
-def test_prune_prints_a_readable_configuration_and_the_summary_once(tmp_path, capsys):
-    ckpt = tmp_path / "train"
-    assert (
-        main(
-            [
-                "train",
-                "--model",
-                "test_resnet",
-                "--dataset",
-                "synthetic",
-                *DATA,
-                "--epochs",
-                "1",
-                "--batch-size",
-                "64",
-                "--no-progress",
-                "--out",
-                str(ckpt),
-            ]
-        )
-        == 0
-    )
+def test_prune_prints_a_readable_configuration_and_the_summary_once(trained_checkpoint, tmp_path, capsys):
     capsys.readouterr()
     out = tmp_path / "pruned"
     assert (
@@ -148,7 +122,7 @@ def test_prune_prints_a_readable_configuration_and_the_summary_once(tmp_path, ca
             [
                 "prune",
                 "--from",
-                str(ckpt / "model.safetensors"),
+                str(trained_checkpoint),
                 "--out",
                 str(out),
                 "--method",
@@ -167,7 +141,7 @@ def test_prune_prints_a_readable_configuration_and_the_summary_once(tmp_path, ca
     )
     captured = capsys.readouterr()
     both = captured.out + captured.err
-    head = f"pruning {ckpt / 'model.safetensors'} with l1: macs reduction 30%, global scope, 1 round(s), no fine-tuning"
+    head = f"pruning {trained_checkpoint} with l1: macs reduction 30%, global scope, 1 round(s), no fine-tuning"
     assert head in captured.err and "  options: " in captured.err and "seed=3" in captured.err
     assert f"full configuration: {out / 'config.json'}" in captured.err and "{'method'" not in both
     first = "% (target 30.0%)\n  params "  # the summary's first line
@@ -208,7 +182,7 @@ def test_probability_prints_the_solved_tau(caplog):
     assert f"tau {tau:.6g} (solved for the target)" in result.summary()
 
 
-def test_a_resumed_prune_says_where_it_resumes_and_does_not_cut_again(data, tmp_path, monkeypatch, caplog):
+def test_a_resumed_prune_says_where_it_resumes_and_does_not_cut_again(synthetic_data, tmp_path, monkeypatch, caplog):
     from secateurs.train import trainer
 
     options = dict(
@@ -226,11 +200,19 @@ def test_a_resumed_prune_says_where_it_resumes_and_does_not_cut_again(data, tmp_
 
     monkeypatch.setattr(trainer, "_write_epoch", dying)
     with pytest.raises(Killed):
-        prune(_model(), "l1", train_set=data[0], test_set=data[1], run_dir=tmp_path, **options)
+        prune(_model(), "l1", train_set=synthetic_data[0], test_set=synthetic_data[1], run_dir=tmp_path, **options)
     monkeypatch.setattr(trainer, "_write_epoch", real)
     caplog.clear()
     caplog.set_level(logging.INFO, logger="secateurs")
-    _, report = prune(_model(), "l1", train_set=data[0], test_set=data[1], run_dir=tmp_path, resume=True, **options)
+    _, report = prune(
+        _model(),
+        "l1",
+        train_set=synthetic_data[0],
+        test_set=synthetic_data[1],
+        run_dir=tmp_path,
+        resume=True,
+        **options,
+    )
     removed = report.rounds[0].channels_removed
     assert f"resuming {tmp_path} from round 1 of 2, after its cut, before its fine-tuning" in caplog.text
     assert f"round 1/2: cut before the interruption ({removed} channels), fine-tuning it now" in caplog.text

@@ -21,40 +21,14 @@ RUN_FILES = {"model.safetensors", "config.json", "metrics.json", "log.txt"}
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("prune-cli") / "train"
-    assert (
-        main(
-            [
-                "train",
-                "--model",
-                "test_resnet",
-                "--dataset",
-                "synthetic",
-                *DATA,
-                "--epochs",
-                "1",
-                "--batch-size",
-                "64",
-                "--no-progress",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    return out / "model.safetensors"
-
-
-@pytest.fixture(scope="module")
-def pruned(trained, tmp_path_factory):
+def pruned(trained_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("prune-cli") / "pruned"
     assert (
         main(
             [
                 "prune",
                 "--from",
-                str(trained),
+                str(trained_checkpoint),
                 "--out",
                 str(out),
                 "--method",
@@ -84,7 +58,7 @@ def _on_target(m) -> None:
         assert any(f"{100 * m['achieved']:.2f}%" in note for note in m["notes"])
 
 
-def test_the_run_directory(pruned, trained):
+def test_the_run_directory(pruned, trained_checkpoint):
     assert RUN_FILES <= {p.name for p in pruned.iterdir()}
     # l1-capped: three rounds, the one fine-tuning epoch goes to the last
     assert (pruned / "finetune-3").is_dir() and not (pruned / "finetune-1").exists()
@@ -93,17 +67,17 @@ def test_the_run_directory(pruned, trained):
     assert config["rounds"] == 3 and config["epochs_per_round"] == [0, 0, 1]
     assert config["method_options"] == {"alpha": 0.5, "q": 0.5}
     assert config["dataset"] == "synthetic" and config["dataset_options"] == {"num_samples": 128}
-    assert config["checkpoint"] == str(trained)
+    assert config["checkpoint"] == str(trained_checkpoint)
     log = (pruned / "log.txt").read_text()
     assert "round 1/3" in log and "round 3/3" in log
 
 
-def test_metrics_json(pruned, trained):
+def test_metrics_json(pruned, trained_checkpoint):
     m = _json(pruned / "metrics.json")
     assert m["method"] == "l1-capped" and m["metric"] == "macs" and m["target"] == 0.5
     for side in ("before", "after"):
         assert set(m[side]) >= {"top1", "params", "macs"} and 0 <= m[side]["top1"] <= 100
-    original = load(trained)
+    original = load(trained_checkpoint)
     assert m["before"]["macs"] == count_macs(original, (3, 32, 32))
     assert m["before"]["params"] == count_params(original)
     assert m["achieved"] == pytest.approx(1 - m["after"]["macs"] / m["before"]["macs"])
@@ -114,7 +88,7 @@ def test_metrics_json(pruned, trained):
     assert [r["finetune_epochs"] for r in m["rounds"]] == [0, 0, 1]
 
 
-def test_the_pruned_checkpoint(pruned, trained):
+def test_the_pruned_checkpoint(pruned, trained_checkpoint):
     model = load(pruned / "model.safetensors")
     m = _json(pruned / "metrics.json")
     assert count_macs(model, (3, 32, 32)) == m["after"]["macs"]
@@ -126,8 +100,8 @@ def test_the_pruned_checkpoint(pruned, trained):
     }
     assert widths == m["channels_after"]
     meta = read_meta(pruned / "model.safetensors")
-    assert meta["pruning"]["method"] == "l1-capped" and meta["pruning"]["source"] == str(trained)
-    assert meta["dataset"] == read_meta(trained)["dataset"]
+    assert meta["pruning"]["method"] == "l1-capped" and meta["pruning"]["source"] == str(trained_checkpoint)
+    assert meta["dataset"] == read_meta(trained_checkpoint)["dataset"]
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
@@ -144,7 +118,7 @@ def test_eval_and_measure_read_the_pruned_checkpoint(pruned, capsys):
     assert measured["macs"] == m["after"]["macs"] and measured["params"] == m["after"]["params"]
 
 
-def test_a_second_prune_into_the_same_run_is_refused(pruned, trained, capsys):
+def test_a_second_prune_into_the_same_run_is_refused(pruned, trained_checkpoint, capsys):
     files = {p.name: p.read_bytes() for p in pruned.iterdir() if p.is_file()}
     capsys.readouterr()
     assert (
@@ -152,7 +126,7 @@ def test_a_second_prune_into_the_same_run_is_refused(pruned, trained, capsys):
             [
                 "prune",
                 "--from",
-                str(trained),
+                str(trained_checkpoint),
                 "--out",
                 str(pruned),
                 "--method",
@@ -180,14 +154,17 @@ def _recipe(tmp_path, text: str):
     return str(path)
 
 
-def test_a_recipe_runs(trained, tmp_path):
+def test_a_recipe_runs(trained_checkpoint, tmp_path):
     recipe = _recipe(
         tmp_path,
         "method: l1\nmacs_reduction: 0.4\nfinetune_epochs: 1\n"
         "finetune_train: {batch_size: 64, max_steps_per_epoch: 1, progress: false}\n",
     )
     out = tmp_path / "run"
-    assert main(["prune", "--from", str(trained), "--out", str(out), "--recipe", recipe, "--no-latency", *DATA]) == 0
+    assert (
+        main(["prune", "--from", str(trained_checkpoint), "--out", str(out), "--recipe", recipe, "--no-latency", *DATA])
+        == 0
+    )
     config = _json(out / "config.json")
     assert config["prune"]["method"] == "l1" and config["prune"]["macs_reduction"] == 0.4
     assert config["prune"]["finetune_epochs"] == 1 and config["epochs_per_round"] == [1]
@@ -198,7 +175,7 @@ def test_a_recipe_runs(trained, tmp_path):
     assert count_macs(load(out / "model.safetensors"), (3, 32, 32)) == m["after"]["macs"]
 
 
-def test_flags_override_the_recipe(trained, tmp_path):
+def test_flags_override_the_recipe(trained_checkpoint, tmp_path):
     recipe = _recipe(
         tmp_path, "method: l1\nmacs_reduction: 0.5\nfinetune_epochs: 3\nfinetune_train: {batch_size: 64, lr: 0.02}\n"
     )
@@ -208,7 +185,7 @@ def test_flags_override_the_recipe(trained, tmp_path):
             [
                 "prune",
                 "--from",
-                str(trained),
+                str(trained_checkpoint),
                 "--out",
                 str(out),
                 "--recipe",
@@ -249,19 +226,29 @@ def test_flags_override_the_recipe(trained, tmp_path):
         ("method: l1\nmacs_reduction: 0.5\nmethod_options: {alpha: 0.5}\n", "alpha"),
     ],
 )
-def test_bad_recipes_are_refused(trained, tmp_path, capsys, text, needle):
+def test_bad_recipes_are_refused(trained_checkpoint, tmp_path, capsys, text, needle):
     recipe = _recipe(tmp_path, text)
     out = tmp_path / "run"
     capsys.readouterr()
-    assert main(["prune", "--from", str(trained), "--out", str(out), "--recipe", recipe, *FAST]) == 2
+    assert main(["prune", "--from", str(trained_checkpoint), "--out", str(out), "--recipe", recipe, *FAST]) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1
     assert not out.exists()
 
 
-def test_a_missing_recipe_is_named(trained, tmp_path, capsys):
+def test_a_missing_recipe_is_named(trained_checkpoint, tmp_path, capsys):
     assert (
-        main(["prune", "--from", str(trained), "--out", str(tmp_path / "run"), "--recipe", str(tmp_path / "nope.yaml")])
+        main(
+            [
+                "prune",
+                "--from",
+                str(trained_checkpoint),
+                "--out",
+                str(tmp_path / "run"),
+                "--recipe",
+                str(tmp_path / "nope.yaml"),
+            ]
+        )
         == 2
     )
     assert "nope.yaml" in capsys.readouterr().err
@@ -278,10 +265,10 @@ def test_a_missing_recipe_is_named(trained, tmp_path, capsys):
         (["--method", "l1", "--macs-reduction", "0.5", "--method-option", "alpha=0.5"], "alpha"),
     ],
 )
-def test_bad_flags_are_one_clear_line(trained, tmp_path, capsys, argv, needle):
+def test_bad_flags_are_one_clear_line(trained_checkpoint, tmp_path, capsys, argv, needle):
     out = tmp_path / "run"
     capsys.readouterr()
-    assert main(["prune", "--from", str(trained), "--out", str(out), *argv, *DATA]) == 2
+    assert main(["prune", "--from", str(trained_checkpoint), "--out", str(out), *argv, *DATA]) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1
     assert not out.exists()
@@ -301,7 +288,7 @@ def test_methods_lists_every_registered_method(capsys):
     assert {"l1", "l2", "l1-capped", "fpgm", "bn-scale", "feature-l1", "random"} <= set(list_methods())
 
 
-def test_a_run_dir_with_leftover_finetuning_is_refused(trained, tmp_path, capsys):
+def test_a_run_dir_with_leftover_finetuning_is_refused(trained_checkpoint, tmp_path, capsys):
     """An interrupted run leaves finetune-<r>/ behind; a new run there would re-cut and then
     collide with it, so it is refused before anything is loaded."""
     out = tmp_path / "interrupted"
@@ -311,7 +298,7 @@ def test_a_run_dir_with_leftover_finetuning_is_refused(trained, tmp_path, capsys
             [
                 "prune",
                 "--from",
-                str(trained),
+                str(trained_checkpoint),
                 "--out",
                 str(out),
                 "--method",

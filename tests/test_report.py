@@ -24,39 +24,13 @@ FAST = ["--finetune-batch-size", "64", "--finetune-max-steps-per-epoch", "2", "-
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("report") / "train"
-    assert (
-        main(
-            [
-                "train",
-                "--model",
-                "test_resnet",
-                "--dataset",
-                "synthetic",
-                *DATA,
-                "--epochs",
-                "1",
-                "--batch-size",
-                "64",
-                "--no-progress",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    return out / "model.safetensors"
-
-
-def _prune(trained, folder, method, *extra):
+def _prune(trained_checkpoint, folder, method, *extra):
     assert (
         main(
             [
                 "prune",
                 "--from",
-                str(trained),
+                str(trained_checkpoint),
                 "--out",
                 str(folder),
                 "--method",
@@ -73,14 +47,16 @@ def _prune(trained, folder, method, *extra):
 
 
 @pytest.fixture(scope="module")
-def capped(trained, tmp_path_factory):
+def capped(trained_checkpoint, tmp_path_factory):
     """Three rounds, fine-tuning in the last two: every row kind of the accuracy table."""
-    return _prune(trained, tmp_path_factory.mktemp("report") / "capped", "l1-capped", "--finetune-epochs", "2")
+    return _prune(
+        trained_checkpoint, tmp_path_factory.mktemp("report") / "capped", "l1-capped", "--finetune-epochs", "2"
+    )
 
 
 @pytest.fixture(scope="module")
-def hnsi(trained, tmp_path_factory):
-    return _prune(trained, tmp_path_factory.mktemp("report") / "hnsi", "hnsi", "--finetune-epochs", "2")
+def hnsi(trained_checkpoint, tmp_path_factory):
+    return _prune(trained_checkpoint, tmp_path_factory.mktemp("report") / "hnsi", "hnsi", "--finetune-epochs", "2")
 
 
 def _metrics(run):
@@ -183,13 +159,13 @@ def test_figures_are_pngs_named_in_the_report(capped):
     assert "Source: metrics.json `channels_before`, `channels_after`" in text
 
 
-def test_kernel_method_records_and_reports_kernels_per_layer(hnsi, trained):
+def test_kernel_method_records_and_reports_kernels_per_layer(hnsi, trained_checkpoint):
     """before.kernels counted by hand on the unpruned weights (every kernel of a trained conv
     is non-zero), after.kernels on the saved pruned model; the report shows both."""
     m = _metrics(hnsi)
     convs = lambda model: {n: mod for n, mod in model.named_modules() if isinstance(mod, torch.nn.Conv2d)}
     assert m["before"]["kernels"] == {
-        n: c.out_channels * c.in_channels // c.groups for n, c in convs(load(trained)).items()
+        n: c.out_channels * c.in_channels // c.groups for n, c in convs(load(trained_checkpoint)).items()
     }
     pruned = convs(load(hnsi / "model.safetensors"))
     after = {n: int(c.weight.detach().flatten(2).ne(0).any(-1).sum()) for n, c in pruned.items()}
@@ -298,7 +274,7 @@ def test_bad_report_requests_are_one_line_and_write_nothing(argv, needle, capped
     assert list(tmp_path.iterdir()) == [] and sorted(p.name for p in capped.iterdir()) == before
 
 
-def test_prune_refuses_an_out_holding_a_users_report(trained, tmp_path, capsys):
+def test_prune_refuses_an_out_holding_a_users_report(trained_checkpoint, tmp_path, capsys):
     out = tmp_path / "pruned"
     out.mkdir()
     (out / "report.md").write_text("my report")
@@ -307,7 +283,7 @@ def test_prune_refuses_an_out_holding_a_users_report(trained, tmp_path, capsys):
             [
                 "prune",
                 "--from",
-                str(trained),
+                str(trained_checkpoint),
                 "--out",
                 str(out),
                 "--method",

@@ -10,7 +10,6 @@ import sys
 import pytest
 import torch
 
-from secateurs.data import load_dataset
 from secateurs.errors import ConfigError
 from secateurs.io import load
 from secateurs.models import create_model
@@ -19,20 +18,14 @@ from secateurs.train import MODEL_FILE, STATE_FILE, TrainConfig, train
 FAST = dict(batch_size=64, lr=0.05, progress=False, eval_batch_size=256)
 
 
-@pytest.fixture(scope="module")
-def data():
-    kw = dict(num_samples=256, num_classes=4, in_channels=3, image_size=32, seed=0)
-    return load_dataset("synthetic", "train", **kw), load_dataset("synthetic", "test", **kw)
-
-
 def _model(seed: int = 0):
     torch.manual_seed(seed)
     return create_model("test_resnet", num_classes=4, in_channels=3)
 
 
-def test_loss_falls_and_metrics_are_written(tmp_path, data):
+def test_loss_falls_and_metrics_are_written(tmp_path, synthetic_data):
     model = _model()
-    result = train(model, *data, TrainConfig(epochs=3, **FAST), run_dir=tmp_path)
+    result = train(model, *synthetic_data, TrainConfig(epochs=3, **FAST), run_dir=tmp_path)
     losses = [r["train_loss"] for r in result.history]
     assert losses[-1] < losses[0]
     lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -48,10 +41,10 @@ class Killed(Exception):
     pass
 
 
-def test_resume_continues_a_killed_run_exactly(tmp_path, data):
+def test_resume_continues_a_killed_run_exactly(tmp_path, synthetic_data):
     config = TrainConfig(epochs=3, **FAST)
     full = _model()
-    train(full, *data, config, run_dir=tmp_path / "full")
+    train(full, *synthetic_data, config, run_dir=tmp_path / "full")
 
     steps = {"n": 0}
 
@@ -61,10 +54,10 @@ def test_resume_continues_a_killed_run_exactly(tmp_path, data):
             raise Killed()
 
     with pytest.raises(Killed):
-        train(_model(), *data, config, run_dir=tmp_path / "cut", after_step=kill_in_epoch_3)
+        train(_model(), *synthetic_data, config, run_dir=tmp_path / "cut", after_step=kill_in_epoch_3)
     assert len((tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()) == 2
     resumed = _model(seed=123)  # a different init: everything must come from the state file
-    train(resumed, *data, config, run_dir=tmp_path / "cut", resume=True)
+    train(resumed, *synthetic_data, config, run_dir=tmp_path / "cut", resume=True)
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
     full_hist = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
@@ -75,17 +68,17 @@ def test_resume_continues_a_killed_run_exactly(tmp_path, data):
     assert strip(full_hist) == strip(cut_hist)
 
 
-def test_resume_refuses_a_changed_configuration(tmp_path, data):
-    train(_model(), *data, TrainConfig(epochs=1, **FAST), run_dir=tmp_path)
+def test_resume_refuses_a_changed_configuration(tmp_path, synthetic_data):
+    train(_model(), *synthetic_data, TrainConfig(epochs=1, **FAST), run_dir=tmp_path)
     with pytest.raises(ConfigError, match="lr"):
-        train(_model(), *data, TrainConfig(epochs=1, **{**FAST, "lr": 0.2}), run_dir=tmp_path, resume=True)
+        train(_model(), *synthetic_data, TrainConfig(epochs=1, **{**FAST, "lr": 0.2}), run_dir=tmp_path, resume=True)
 
 
-def test_existing_run_is_not_overwritten(tmp_path, data):
-    train(_model(), *data, TrainConfig(epochs=1, **FAST), run_dir=tmp_path)
+def test_existing_run_is_not_overwritten(tmp_path, synthetic_data):
+    train(_model(), *synthetic_data, TrainConfig(epochs=1, **FAST), run_dir=tmp_path)
     before = (tmp_path / STATE_FILE).read_bytes()
     with pytest.raises(ConfigError, match="--resume"):
-        train(_model(), *data, TrainConfig(epochs=1, **FAST), run_dir=tmp_path)
+        train(_model(), *synthetic_data, TrainConfig(epochs=1, **FAST), run_dir=tmp_path)
     assert (tmp_path / STATE_FILE).read_bytes() == before
 
 
