@@ -314,6 +314,11 @@ def main(argv=None) -> int:
     p.add_argument("--profile-reps", type=int, default=5, help="--step-profile: passes")
     args = p.parse_args(argv)
     if args.step_profile:
+        if args.profile_batches % 4:
+            p.error(
+                f"--profile-batches must be a multiple of 4 (got {args.profile_batches}): a pass then holds whole "
+                "cycles of peer_every=2 and 4, learning steps and the others in their proportion"
+            )
         if not args.checkpoint:
             p.error(
                 "--step-profile needs --checkpoint PATH (e.g. benchmarks/checkpoints/fashion-mnist/resnet20/model.safetensors)"
