@@ -98,15 +98,18 @@ class MutualOptions(DistillOptions):
     #: through the sum of both losses. Measured with an unpruned peer (resnet20, Fashion-MNIST,
     #: l1 50% MACs, batch 128, one thread, interleaved with tft on a busy machine, median of
     #: 5 passes), per step against tft's: the peer's forward + backward 1.4x, its no-grad forward
-    #: 0.5x; mlft 2.3x with ``peer_every=1`` (the paper's setting), 1.9x with 2, 1.75x with 4,
-    #: kd 1.4x. Only below 2x does mlft's E/2 epochs cost less wall time than tft's E, hence 4:
-    #: the pruned network still distils from the peer on every step and the peer still learns
-    #: from it, on a quarter of the steps.
+    #: 0.4-0.5x; mlft 2.3x with ``peer_every=1`` (the paper's setting), 1.9x with 2, 1.75x with 4
+    #: (1.66x from the parts; 2.0x in a noisier 3-pass rerun), kd 1.4x. Only below 2x does
+    #: mlft's E/2 epochs cost less wall time than tft's E (measured: 0.86x with 4, 1.06x with 1;
+    #: benchmarks/results/finetune_modes_mlft_proxy.md), hence 4: the pruned network still
+    #: distils from the peer on every step and the peer still learns from it, on a quarter of
+    #: the steps.
     peer_every: int = 4
     #: On the steps the peer does not learn: ``True`` distils from its no-grad prediction
     #: (cost 1.4x tft's on those steps); ``False`` trains the pruned network on cross-entropy
-    #: alone there and skips the peer (cost 1.0x), so the mutual term acts on one step in
-    #: ``peer_every`` only.
+    #: alone there and skips the peer (cost 1.0x; 1.3-1.6x tft over a ``peer_every=4`` cycle),
+    #: so the mutual term acts on one step in ``peer_every`` only. Not the default: in the
+    #: proxy above it gave 91.06% top-1 against 91.15% with distillation on every step.
     distil_every_step: bool = True
 
     def __post_init__(self) -> None:
