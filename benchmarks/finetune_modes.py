@@ -10,25 +10,35 @@ optimiser settings as prune_filters.py; only the objective and the epoch count c
 
 Runs are cached in ``cache/finetune_modes/PROFILE/MODEL/``; results go to
 results/finetune_modes_PROFILE.{json,md}. Also times fcs scoring with 256 samples.
+
+Where mlft's step cost goes, against tft's (interleaved in one process, ratios per pass):
+
+    .venv/bin/python benchmarks/finetune_modes.py --step-profile \
+        --checkpoint benchmarks/checkpoints/fashion-mnist/resnet20/model.safetensors
+
+writes results/finetune_modes_step_profile.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from _common import machine, markdown_table, write_report
+from _common import busy_note, machine, markdown_table, timing_watch, write_report
 from baselines import CACHE, DATASET, ensure_baseline
 from prune_filters import BUDGETS, Budget, _train_overrides
 
 from secateurs import load, read_meta, save, trace
+from secateurs.data.loader import LoaderConfig, as_loader
 from secateurs.methods import ScoreContext, get_method
-from secateurs.pipeline import PruneConfig, prune
+from secateurs.pipeline import FINETUNE_MODES, PruneConfig, prune
 from secateurs.pipeline.finetune import finetune
 from secateurs.pipeline.run import calibration_batches, top1_accuracy
 from secateurs.runs import checkpoint_dataset
@@ -46,16 +56,16 @@ def _data(ckpt: Path):
     )
 
 
-def pruned_checkpoint(ckpt: Path, target: float, root: Path) -> tuple[Path, dict[str, Any]]:
-    """The baseline pruned by fcs to ``target`` MACs reduction, without fine-tuning (cached)."""
-    out = root / f"{METHOD}-{int(round(100 * target))}"
+def pruned_checkpoint(ckpt: Path, target: float, root: Path, method: str = METHOD) -> tuple[Path, dict[str, Any]]:
+    """The baseline pruned by ``method`` to ``target`` MACs reduction, without fine-tuning (cached)."""
+    out = root / f"{method}-{int(round(100 * target))}"
     path, rec_path = out / "pruned.safetensors", out / "pruned.json"
     if rec_path.exists():
         return path, json.loads(rec_path.read_text())
     train_set, test_set, meta = _data(ckpt)
     pruned, res = prune(
         load(ckpt),
-        METHOD,
+        method,
         macs_reduction=target,
         finetune="none",
         train_set=train_set,
@@ -122,6 +132,143 @@ def step_times(
     return best
 
 
+#: What ``--step-profile`` times: a whole training step of each mode (objective, backward,
+#: optimizer step over every trained network), as (label, mode, options).
+STEP_VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("tft", "tft", {}),
+    ("kd", "kd", {}),
+    ("mlft peer_every=1 (the paper's)", "mlft", {"peer_every": 1}),
+    ("mlft peer_every=2", "mlft", {"peer_every": 2}),
+    ("mlft peer_every=4 (default)", "mlft", {"peer_every": 4}),
+    ("mlft peer_every=4, distil_every_step=False", "mlft", {"peer_every": 4, "distil_every_step": False}),
+    ("mlft peer=pruned, peer_every=1", "mlft", {"peer": "pruned", "peer_every": 1}),
+    ("mlft peer=pruned, peer_every=4", "mlft", {"peer": "pruned", "peer_every": 4}),
+)
+
+
+def _mode_step(ckpt: Path, pruned_path: Path, mode: str, options: dict[str, Any]) -> Callable[[Any, Any], None]:
+    spec = FINETUNE_MODES[mode]
+    config = PruneConfig(method="l1", macs_reduction=0.5, finetune=mode).train_config(1)
+    model = load(pruned_path)
+    objective, companions = spec.build(model, load(ckpt), config, spec.make_options(options))
+    trained = [model, *companions.values()]
+    for m in trained:
+        m.train()
+    optimizer = torch.optim.SGD(
+        [p for m in trained for p in m.parameters()], lr=config.lr, momentum=config.momentum, nesterov=True
+    )
+
+    def step(x, y) -> None:
+        loss, _ = objective(model, x, y, **companions)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def _component_steps(ckpt: Path, pruned_path: Path) -> dict[str, Callable[[Any, Any], None]]:
+    """The parts an mlft step is made of, each on its own."""
+    pruned, unpruned = load(pruned_path).train(), load(ckpt).train()
+
+    def forward(m):
+        def run(x, y):
+            m(x)
+
+        return run
+
+    def no_grad_forward(m):
+        def run(x, y):
+            with torch.no_grad():
+                m(x)
+
+        return run
+
+    def forward_backward(m):
+        def run(x, y):
+            torch.nn.functional.cross_entropy(m(x), y).backward()
+
+        return run
+
+    return {
+        "pruned: forward": forward(pruned),
+        "pruned: forward + backward": forward_backward(pruned),
+        "unpruned: forward without gradients": no_grad_forward(unpruned),
+        "unpruned: forward + backward": forward_backward(unpruned),
+    }
+
+
+def step_profile(ckpt: Path, pruned_path: Path, batches: int, reps: int, batch_size: int = 128) -> dict[str, Any]:
+    """Seconds per step of each variant and part, every one timed on the same ``batches``
+    augmented batches once per pass, ``reps`` passes; the ratio to tft is taken within each
+    pass (so a machine whose load changes between passes still compares like with like) and
+    its median over the passes is reported. Data loading is timed on its own."""
+    train_set, _, _ = _data(ckpt)
+    loader = as_loader(train_set, LoaderConfig(batch_size=batch_size, train=True, augment=True, seed=0))
+    loader.set_epoch(0)
+    it = iter(loader)
+    data = [next(it) for _ in range(batches)]
+    steps = {label: _mode_step(ckpt, pruned_path, mode, o) for label, mode, o in STEP_VARIANTS}
+    steps.update(_component_steps(ckpt, pruned_path))
+
+    def load_batches(x, y) -> None:  # one fresh batch from the loader per call
+        it = iter(loader)
+        next(it)
+
+    steps["data loading and augmentation (one batch)"] = load_batches
+    for s in steps.values():
+        s(*data[0])  # warm-up
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for r in range(reps):
+        for label, s in steps.items():
+            t0 = time.perf_counter()
+            for x, y in data:
+                s(x, y)
+            times[label].append((time.perf_counter() - t0) / batches)
+        print(
+            f"pass {r + 1}/{reps}: " + ", ".join(f"{k} {v[-1] / times['tft'][-1]:.2f}" for k, v in times.items()),
+            file=sys.stderr,
+            flush=True,
+        )
+    return {
+        label: {
+            "s_per_step_median": statistics.median(v),
+            "ratio_to_tft_median": statistics.median(a / b for a, b in zip(v, times["tft"])),
+            "ratio_to_tft_passes": [a / b for a, b in zip(v, times["tft"])],
+        }
+        for label, v in times.items()
+    }
+
+
+def step_profile_main(args: argparse.Namespace, argv: list[str] | None) -> int:
+    ckpt = Path(args.checkpoint)
+    root = CACHE / "finetune_modes" / "step_profile" / ckpt.parent.name
+    pruned_path, pruned = pruned_checkpoint(ckpt, args.reduction, root, args.method)
+    torch.set_num_threads(1)
+    with timing_watch() as watch:
+        profile = step_profile(ckpt, pruned_path, args.profile_batches, args.profile_reps)
+    note = busy_note(watch.window)
+    command = "python benchmarks/finetune_modes.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    data = {"machine": machine(), "command": command, "checkpoint": str(ckpt), "pruned": pruned, "profile": profile}
+    rows = [[k, f"{v['ratio_to_tft_median']:.2f}", f"{v['s_per_step_median']:.3f}"] for k, v in profile.items()]
+    section = (
+        f"{ckpt} pruned by {args.method} to {100 * pruned['achieved']:.1f}% fewer MACs; batch 128, augmented, "
+        f"one torch thread; {args.profile_batches} batches per pass, {args.profile_reps} passes, every variant "
+        "timed once per pass.\n\n"
+        + markdown_table(["what", "cost per step / tft's (median of per-pass ratios)", "s per step (median)"], rows)
+        + ("\n\n" + note if note else "")
+    )
+    write_report(
+        "finetune_modes_step_profile",
+        data,
+        "Where mlft's step cost goes, against tft's",
+        "A step is the objective, the backward pass and the optimizer step over every trained network. "
+        "The ratios, not the seconds, are the result: the seconds depend on the machine's load.",
+        [section],
+    )
+    return 0
+
+
 def scoring_time(ckpt: Path, samples: int, threads: int) -> float:
     """Seconds for fcs to score the baseline on ``samples`` calibration samples (median of 3)."""
     train_set, _, meta = _data(ckpt)
@@ -160,7 +307,23 @@ def main(argv=None) -> int:
     p.add_argument("--cached-only", action="store_true", help="report cached runs only, train nothing")
     p.add_argument("--score-threads", type=int, default=2, help="torch threads for the fcs scoring time")
     p.add_argument("--time-steps", type=int, default=10, help="steps per mode for the back-to-back step times")
+    p.add_argument("--step-profile", action="store_true", help="only time where mlft's step cost goes (see above)")
+    p.add_argument("--checkpoint", help="--step-profile: the unpruned checkpoint (.safetensors)")
+    p.add_argument("--method", default="l1", help="--step-profile: the pruning method (default l1)")
+    p.add_argument("--profile-batches", type=int, default=4, help="--step-profile: batches per pass")
+    p.add_argument("--profile-reps", type=int, default=5, help="--step-profile: passes")
     args = p.parse_args(argv)
+    if args.step_profile:
+        if args.profile_batches % 4:
+            p.error(
+                f"--profile-batches must be a multiple of 4 (got {args.profile_batches}): a pass then holds whole "
+                "cycles of peer_every=2 and 4, learning steps and the others in their proportion"
+            )
+        if not args.checkpoint:
+            p.error(
+                "--step-profile needs --checkpoint PATH (e.g. benchmarks/checkpoints/fashion-mnist/resnet20/model.safetensors)"
+            )
+        return step_profile_main(args, argv)
     budget = BUDGETS[args.profile]
     steps = args.steps_per_epoch or (30 if args.profile == "quick" else budget.max_steps_per_epoch)
     budget = Budget(budget.epochs, steps, budget.lr, budget.batch_size)

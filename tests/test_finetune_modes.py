@@ -94,7 +94,8 @@ def _build(mode: str, model: nn.Module, reference: nn.Module, **options):
 def test_mlft_trains_both_peers_and_leaves_the_reference(data):
     model, reference = net(0, 4), net(1)
     ref_before, model_before = state(reference), state(model)
-    objective, companions = _build("mlft", model, reference)
+    # peer_every=1: the peer carries no step counter, so its state is the reference's, key for key
+    objective, companions = _build("mlft", model, reference, peer_every=1)
     peer = companions["peer"]
     assert peer is not reference and all(torch.equal(v, ref_before[k]) for k, v in peer.state_dict().items())
     peer_before = state(peer)
@@ -105,7 +106,7 @@ def test_mlft_trains_both_peers_and_leaves_the_reference(data):
 
 def test_mlft_with_a_pruned_peer_starts_from_a_perturbed_copy(data):
     model = net(0, 4)
-    _, companions = _build("mlft", model, net(1), peer="pruned", peer_noise=0.05)
+    _, companions = _build("mlft", model, net(1), peer="pruned", peer_noise=0.05, peer_every=1)  # no step counter
     peer = companions["peer"]
     assert [v.shape for v in peer.state_dict().values()] == [v.shape for v in model.state_dict().values()]
     w, pw = model[0].weight.detach(), peer[0].weight.detach()
