@@ -388,6 +388,55 @@ def test_train_flags_show_the_dataclass_defaults():
             assert f"(default: {_shown(f.default)})" in action.help, f.name
 
 
+def test_prune_flags_are_the_config_fields_with_their_defaults():
+    """Every PruneConfig field is a flag showing the dataclass default, or is listed as not one;
+    the --finetune-* flags show the fine-tuning defaults, which differ from training's."""
+    from secateurs.commands.prune import FINETUNE_TRAIN_FLAGS, NOT_FLAGS
+    from secateurs.pipeline import PruneConfig
+    from secateurs.pipeline.config import FINETUNE_TRAIN_DEFAULTS
+    from secateurs.train import TrainConfig
+
+    by_dest = {a.dest: a for a in _subparsers()["prune"]._actions}
+    for f in dataclasses.fields(PruneConfig):
+        if f.name in NOT_FLAGS:
+            assert f.name not in by_dest, f.name
+            continue
+        action = by_dest[f.name]
+        assert not action.help.startswith("pruning option"), f"--{f.name} has no description"
+        if f.default not in (None, dataclasses.MISSING):
+            assert f"(default: {_shown(f.default)})" in action.help, f.name
+    train_defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for name in FINETUNE_TRAIN_FLAGS:
+        action = by_dest["finetune_" + name]
+        assert not action.help.startswith("fine-tuning option"), f"--finetune-{name} has no description"
+        default = FINETUNE_TRAIN_DEFAULTS.get(name, train_defaults[name])
+        if default is not None:
+            assert f"(default: {_shown(default)})" in action.help, name
+    assert by_dest["scope"].choices == ("global", "layer")
+
+
+def test_prune_flags_become_the_config_keywords():
+    """What the user typed reaches PruneConfig under the field's name: scalars as given,
+    KEY=VALUE flags as dicts, --finetune-* into finetune_train, --tau into method_options."""
+    from secateurs.commands.prune import prune_options
+
+    argv = ["prune", "--out", "o", "--macs-reduction", "0.4", "--scope", "layer", "--no-latency"]
+    argv += ["--method-option", "alpha=0.7", "--finetune-option", "temperature=2", "--tau", "0.9"]
+    argv += ["--finetune-lr", "0.05", "--finetune-max-steps-per-epoch", "3", "--round-to", "8"]
+    assert prune_options(build_parser().parse_args(argv)) == {
+        "macs_reduction": 0.4,
+        "scope": "layer",
+        "latency": False,
+        "round_to": 8,
+        "method_options": {"alpha": 0.7, "tau": 0.9},
+        "finetune_options": {"temperature": 2},
+        "finetune_train": {"lr": 0.05, "max_steps_per_epoch": 3},
+    }
+    assert prune_options(build_parser().parse_args(["prune", "--out", "o"])) == {}
+    with pytest.raises(SystemExit):  # one target at most
+        build_parser().parse_args(["prune", "--out", "o", "--macs-reduction", "0.4", "--params-reduction", "0.4"])
+
+
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_every_command_ends_with_examples(name):
     text = _subparsers()[name].format_help()

@@ -18,8 +18,8 @@ import torch.nn as nn
 
 import secateurs
 from secateurs import ConfigError, count_macs
-from secateurs._cli_prune import prune_options
 from secateurs.cli import build_parser
+from secateurs.commands.prune import prune_options
 from secateurs.graph import remove_units
 from secateurs.methods import ScoreContext, get_method
 from secateurs.pipeline import CostModel, PruneConfig, floors_for, solve, unit_scores
