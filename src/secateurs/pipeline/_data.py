@@ -8,7 +8,8 @@ an explicit argument, an example input, or the data's :class:`DatasetInfo` when 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
@@ -16,6 +17,9 @@ import torch.nn as nn
 from ..data import ImageDataset, LoaderConfig, as_loader, dataset_info, length_of, subset_of
 from ..errors import ConfigError
 from ..train import evaluate
+
+if TYPE_CHECKING:
+    from .plan import RunPlan
 
 #: ``(samples, seed, batch_size) -> batches``, see :func:`calibration_batches`.
 CalibrationSource = Callable[..., Callable[[], Iterator[torch.Tensor]]]
@@ -78,3 +82,40 @@ def calibration_batches(
             yield x
 
     return batches
+
+
+@dataclass(frozen=True)
+class RunData:
+    """What a pruning run reads: its data and one sample's shape, checked against the plan."""
+
+    train_set: Any
+    test_set: Any
+    shape: tuple[int, ...]
+
+    @classmethod
+    def of(
+        cls,
+        plan: RunPlan,
+        train_set: Any,
+        test_set: Any,
+        input_shape: tuple[int, ...] | None = None,
+        example_inputs: torch.Tensor | None = None,
+    ) -> RunData:
+        """Refuse, before anything runs, data that the plan cannot run on."""
+        shape = input_shape_of(input_shape, example_inputs, train_set if train_set is not None else test_set)
+        epochs = plan.epochs
+        if any(epochs) and train_set is None:
+            raise ConfigError(
+                f"fine-tuning ({plan.finetuning.name}, {sum(epochs)} epochs) needs a train_set; "
+                "give one, or set finetune='none'"
+            )
+        if plan.method.needs_data and train_set is None:
+            raise ConfigError(
+                f"method {plan.method.name!r} scores channels on calibration samples of the training set: "
+                "give a train_set"
+            )
+        if plan.config.bn_recalibration and train_set is None:
+            raise ConfigError(
+                f"bn_recalibration={plan.config.bn_recalibration} draws batches from a train_set: give one, or 0"
+            )
+        return cls(train_set, test_set, tuple(shape))

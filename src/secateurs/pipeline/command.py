@@ -11,18 +11,25 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn as nn
 
 from .._atomic import atomic_write_text
 from ..errors import ConfigError
 from ..io._factory import ArchSpec, load_model
 from ..report import write_run_report
+from ..train.distributed import process_group
+from ._data import RunData
 from .config import PruneConfig
+from .plan import PRUNE_RESUME_FREE, RunPlan, resume_conflicts
 from .result import PruneResult
-from .run import prune
+from .run import run_plan
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -33,8 +40,6 @@ LOG_FILE = "log.txt"
 def resume_arguments(out: Path, ckpt: Path | None, options: dict[str, Any]) -> dict[str, Any]:
     """What ``prune --resume --out OUT`` continues with: the run's own checkpoint, dataset and
     configuration from ``config.json``; of ``options`` only those a resumed run may change."""
-    from .progress import RESUME_FREE
-
     path = Path(out) / CONFIG_FILE
     if not path.is_file():
         raise ConfigError(f"cannot resume: {str(path)!r} does not exist; {str(out)!r} is not a pruning run directory")
@@ -43,21 +48,42 @@ def resume_arguments(out: Path, ckpt: Path | None, options: dict[str, Any]) -> d
         raise ConfigError(
             f"--resume continues the run in {str(out)!r}, which prunes {saved['checkpoint']!r}, not {str(ckpt)!r}"
         )
-    fixed = {k: v for k, v in options.items() if k not in RESUME_FREE and v != saved["prune"].get(k)}
+    fixed = resume_conflicts(saved["prune"], options, keys=options)
     if fixed:
         raise ConfigError(
             f"--resume continues the run exactly as it was started; these options differ from it: "
             f"{sorted(fixed)}. Start a new run to change them."
         )
-    config = PruneConfig.from_dict({**saved["prune"], **{k: v for k, v in options.items() if k in RESUME_FREE}})
+    free = {k: v for k, v in options.items() if k in PRUNE_RESUME_FREE}
     return {
         "ckpt": Path(saved["checkpoint"]),
-        "config": config,
+        "config": PruneConfig.from_dict({**saved["prune"], **free}),
         "dataset": saved["dataset"],
         "data_dir": saved["data_dir"],
         "dataset_options": saved["dataset_options"],
         "arch": ArchSpec(**saved["arch"]) if saved.get("arch") else None,
     }
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the model and its data come from: the checkpoint, its dataset (None: the one it
+    was trained on) and ``arch``, the factory of a model not in the zoo."""
+
+    ckpt: Path
+    dataset: str | None = None
+    data_dir: str | None = None
+    dataset_options: dict[str, Any] | None = None
+    arch: ArchSpec | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "checkpoint": str(self.ckpt),
+            "dataset": self.dataset,
+            "data_dir": self.data_dir,
+            "dataset_options": self.dataset_options or {},
+            "arch": self.arch.to_dict() if self.arch is not None else None,
+        }
 
 
 def prune_command(
@@ -73,15 +99,13 @@ def prune_command(
     """Prune the model in ``ckpt`` as ``config`` says and write the run directory ``out``
     (``resume``: continue the interrupted run there; see :func:`resume_arguments`; ``arch``:
     the factory of a model not in the zoo, recorded with the run and the pruned model)."""
-    from ..train import dist_info
-    from ..train.distributed import process_group, resolve_device
-
+    plan = config.plan
     # Under torchrun every rank checks the directory before any rank writes to it.
-    with process_group(resolve_device(config.device, dist_info())) as info:
+    with process_group(plan.device):
         check_out(Path(out), resume)
-        if info.enabled:
+        if plan.dist.enabled:
             torch.distributed.barrier()
-        return _prune_into(Path(ckpt), Path(out), config, dataset, data_dir, dataset_options, resume, arch)
+        return _prune_into(plan, Source(Path(ckpt), dataset, data_dir, dataset_options, arch), Path(out), resume)
 
 
 def check_out(out: Path, resume: bool) -> None:
@@ -101,13 +125,14 @@ def check_out(out: Path, resume: bool) -> None:
 _HEADLINE = {"method", "macs_reduction", "params_reduction", "scope", "rounds", "finetune", "finetune_epochs"}
 
 
-def describe(config: PruneConfig, ckpt: Path, out: Path) -> str:
+def describe(plan: RunPlan, ckpt: Path, out: Path) -> str:
     """The configuration as a person reads it: what is pruned how far, in how many rounds,
     with what fine-tuning; then only the options that differ from their defaults."""
+    config = plan.config
     aim = "no target" if config.target is None else f"{config.metric} reduction {100 * config.target:g}%"
-    epochs = sum(config.epochs_per_round())
-    tuning = f"fine-tuning {config.resolved_finetune()} for {epochs} epoch(s) in all" if epochs else "no fine-tuning"
-    rounds = config.resolved_rounds()
+    epochs = sum(plan.epochs)
+    tuning = f"fine-tuning {plan.finetuning.name} for {epochs} epoch(s) in all" if epochs else "no fine-tuning"
+    rounds = len(plan.rounds)
     lines = [f"pruning {ckpt} with {config.method}: {aim}, {config.scope} scope, {rounds} round(s), {tuning}"]
     defaults = {
         f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -120,95 +145,82 @@ def describe(config: PruneConfig, ckpt: Path, out: Path) -> str:
     return "\n".join(lines)
 
 
-def _to_file_only(handler: logging.Handler, text: str) -> None:
+def _to_file_only(handler: logging.Handler | None, text: str) -> None:
     """Log ``text`` into the run's log.txt only: the caller prints the summary (the CLI on
     stdout), and a second copy on stderr read as a second run."""
-    handler.handle(logging.LogRecord("secateurs.prune", logging.INFO, __file__, 0, "%s", (text,), None))
+    if handler is not None:
+        handler.handle(logging.LogRecord("secateurs.prune", logging.INFO, __file__, 0, "%s", (text,), None))
 
 
-def _prune_into(
-    ckpt: Path,
-    out: Path,
-    config: PruneConfig,
-    dataset: str | None,
-    data_dir: str | None,
-    dataset_options: dict[str, Any] | None,
-    resume: bool,
-    arch: ArchSpec | None = None,
-) -> PruneResult:
-    from ..io import read_meta, save
-    from ..methods import get_method
-    from ..runs import checkpoint_dataset
-    from ..train import dist_info
-    from ..train.trainer import model_meta
-
-    meta = read_meta(ckpt)
-    spec = get_method(config.method)
-    # The checkpoint's dataset has a training split: BN recalibration is on by default with it.
-    need_train = spec.needs_data or any(config.epochs_per_round()) or config.resolved_bn_recalibration(True) > 0
-    dataset, test_set = checkpoint_dataset(Path(ckpt), meta, dataset, "test", data_dir, dataset_options)
-    train_set = (
-        checkpoint_dataset(Path(ckpt), meta, dataset, "train", data_dir, dataset_options)[1] if need_train else None
-    )
-    model = load_model(ckpt, arch)
-    main = dist_info().is_main
-    handler = None
+@contextmanager
+def _run_log(out: Path, main: bool) -> Iterator[logging.Handler | None]:
+    """On rank 0, the ``secateurs`` log at INFO into ``out/log.txt`` for the block."""
+    if not main:
+        yield None
+        return
     logger = logging.getLogger("secateurs")
     level = logger.level
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(out / LOG_FILE)
-        handler.setLevel(logging.INFO)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logger.addHandler(handler)
-        if logger.getEffectiveLevel() > logging.INFO:
-            logger.setLevel(logging.INFO)
-        epochs = config.epochs_per_round()
-        resolved = {
-            "checkpoint": str(ckpt),
-            "dataset": dataset,
-            "data_dir": data_dir,
-            "dataset_options": dataset_options or {},
-            "prune": config.to_dict(),
-            "arch": arch.to_dict() if arch is not None else None,
-            "finetune": config.resolved_finetune(),
-            "rounds": config.resolved_rounds(),
-            "epochs_per_round": epochs,
-            "finetune_train": config.train_config(max(epochs, default=1)).to_dict() if any(epochs) else None,
-            "method_options": dataclasses.asdict(spec.make_options(config.method_options)),
-        }
-        if not resume:
-            atomic_write_text(out / CONFIG_FILE, json.dumps(resolved, indent=2))
+    out.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out / LOG_FILE)
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
     try:
-        logging.getLogger("secateurs.prune").info("%s", describe(config, ckpt, out))
-        pruned, result = prune(model, config=config, train_set=train_set, test_set=test_set, run_dir=out, resume=resume)
-        if main:
-            data = train_set or test_set
-            base = {k: meta[k] for k in ("dataset", "input_shape", "normalisation") if k in meta}
-            if arch is not None:  # names the factory to load it with (see secateurs.load)
-                base["architecture"] = arch.to_dict()
-            save(
-                pruned.cpu(),
-                out / MODEL_FILE,
-                {
-                    **model_meta(data),
-                    **base,
-                    "pruning": {
-                        "method": config.method,
-                        "source": str(ckpt),
-                        "metric": result.metric,
-                        "target": result.target,
-                        "achieved": result.achieved,
-                    },
-                    "metrics": {"test_top1": result.after["top1"]},
-                },
-            )
-            atomic_write_text(out / METRICS_FILE, json.dumps(result.to_dict(), indent=2))
-            write_run_report(out)  # report.md and its figures, read back from the files just written
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        handler.close()
+
+
+def _prune_into(plan: RunPlan, source: Source, out: Path, resume: bool) -> PruneResult:
+    from ..io import read_meta
+    from ..runs import checkpoint_dataset
+
+    meta = read_meta(source.ckpt)
+    where = (source.ckpt, meta, source.dataset)
+    dataset, test_set = checkpoint_dataset(*where, "test", source.data_dir, source.dataset_options)
+    # The checkpoint's dataset has a training split: BN recalibration is on by default with it.
+    train_set = (
+        checkpoint_dataset(*where, "train", source.data_dir, source.dataset_options)[1]
+        if plan.reads_train_set
+        else None
+    )
+    source = dataclasses.replace(source, dataset=dataset)
+    data = RunData.of(plan, train_set, test_set)
+    model = load_model(source.ckpt, source.arch)
+    with _run_log(out, plan.dist.is_main) as handler:
+        if plan.dist.is_main and not resume:
+            atomic_write_text(out / CONFIG_FILE, json.dumps({**source.to_dict(), **plan.to_dict()}, indent=2))
+        logging.getLogger("secateurs.prune").info("%s", describe(plan, source.ckpt, out))
+        pruned, result = run_plan(plan, model, data, out, resume)
+        if plan.dist.is_main:
+            _write_outputs(pruned, result, source, meta, out, train_set or test_set)
             _to_file_only(handler, result.summary())
         return result
-    finally:
-        if handler is not None:
-            logger.removeHandler(handler)
-            logger.setLevel(level)
-            handler.close()
+
+
+def _write_outputs(
+    pruned: nn.Module, result: PruneResult, source: Source, meta: dict[str, Any], out: Path, data: Any
+) -> None:
+    """The pruned model (with what a later command needs to load and describe it), metrics.json
+    and the report."""
+    from ..io import save
+    from ..train.trainer import model_meta
+
+    base = {k: meta[k] for k in ("dataset", "input_shape", "normalisation") if k in meta}
+    if source.arch is not None:  # names the factory to load it with (see secateurs.load)
+        base["architecture"] = source.arch.to_dict()
+    pruning = {
+        "method": result.method,
+        "source": str(source.ckpt),
+        "metric": result.metric,
+        "target": result.target,
+        "achieved": result.achieved,
+    }
+    extra = {"pruning": pruning, "metrics": {"test_top1": result.after["top1"]}}
+    save(pruned.cpu(), out / MODEL_FILE, {**model_meta(data), **base, **extra})
+    atomic_write_text(out / METRICS_FILE, json.dumps(result.to_dict(), indent=2))
+    write_run_report(out)  # report.md and its figures, read back from the files just written

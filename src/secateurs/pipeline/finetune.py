@@ -220,6 +220,60 @@ register_finetune(
 register_finetune(FinetuneMode("none", "no fine-tuning", lambda model, reference, config, o: (None, {})))
 
 
+@dataclass(frozen=True)
+class Finetuning:
+    """A fine-tuning mode with its options object, resolved once for a run."""
+
+    mode: FinetuneMode
+    options: Any
+
+    @classmethod
+    def of(cls, name: str, values: dict[str, Any] | None = None) -> Finetuning:
+        mode = get_finetune_mode(name)
+        return cls(mode, mode.make_options(values))
+
+    @property
+    def name(self) -> str:
+        return self.mode.name
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.mode.needs_reference
+
+    def run(
+        self,
+        model: nn.Module,
+        reference: nn.Module | None,
+        train_set: ImageDataset,
+        test_set: ImageDataset | None,
+        config: TrainConfig,
+        run_dir: Path | None = None,
+        meta: dict[str, Any] | None = None,
+        resume: bool = False,
+    ) -> TrainResult | None:
+        """Fine-tune ``model`` in place; ``None`` when the mode trains nothing.
+
+        ``reference`` (the unpruned network) is read, never changed: a mode that trains or
+        freezes it works on its own copy.
+        """
+        if self.mode.needs_reference and reference is None:
+            raise ConfigError(f"fine-tuning mode {self.name!r} reads the unpruned network: pass it as reference")
+        objective, companions = self.mode.build(model, reference, config, self.options)
+        if objective is None:
+            return None
+        return train(
+            model,
+            train_set,
+            test_set,
+            config,
+            run_dir=run_dir,
+            resume=resume,
+            objective=objective,
+            meta=meta,
+            companions=companions,
+        )
+
+
 def finetune(
     model: nn.Module,
     mode: str,
@@ -227,30 +281,9 @@ def finetune(
     train_set: ImageDataset,
     test_set: ImageDataset | None,
     config: TrainConfig,
-    run_dir: Path | None,
-    meta: dict[str, Any] | None = None,
-    resume: bool = False,
+    run_dir: Path | None = None,
     options: dict[str, Any] | None = None,
 ) -> TrainResult | None:
-    """Fine-tune ``model`` in place; ``None`` when the mode trains nothing.
-
-    ``reference`` (the unpruned network) is read, never changed: a mode that trains or
-    freezes it works on its own copy.
-    """
-    spec = get_finetune_mode(mode)
-    if spec.needs_reference and reference is None:
-        raise ConfigError(f"fine-tuning mode {mode!r} reads the unpruned network: pass it as reference")
-    objective, companions = spec.build(model, reference, config, spec.make_options(options))
-    if objective is None:
-        return None
-    return train(
-        model,
-        train_set,
-        test_set,
-        config,
-        run_dir=run_dir,
-        resume=resume,
-        objective=objective,
-        meta=meta,
-        companions=companions,
-    )
+    """Fine-tune ``model`` in place with the mode named ``mode`` and its ``options``; see
+    :meth:`Finetuning.run` (a pruning run resolves its :class:`Finetuning` once instead)."""
+    return Finetuning.of(mode, options).run(model, reference, train_set, test_set, config, run_dir)
