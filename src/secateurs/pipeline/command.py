@@ -76,6 +76,11 @@ class Source:
     dataset_options: dict[str, Any] | None = None
     arch: ArchSpec | None = None
 
+    @property
+    def data(self) -> tuple[str | None, dict[str, Any] | None]:
+        """``(data_dir, dataset_options)``, as ``checkpoint_dataset`` takes them."""
+        return self.data_dir, self.dataset_options
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "checkpoint": str(self.ckpt),
@@ -180,15 +185,12 @@ def _prune_into(plan: RunPlan, source: Source, out: Path, resume: bool) -> Prune
     from ..runs import checkpoint_dataset
 
     meta = read_meta(source.ckpt)
-    where = (source.ckpt, meta, source.dataset)
-    dataset, test_set = checkpoint_dataset(*where, "test", source.data_dir, source.dataset_options)
+    dataset, test_set = checkpoint_dataset(source.ckpt, meta, source.dataset, "test", *source.data)
+    source = dataclasses.replace(source, dataset=dataset)
     # The checkpoint's dataset has a training split: BN recalibration is on by default with it.
     train_set = (
-        checkpoint_dataset(*where, "train", source.data_dir, source.dataset_options)[1]
-        if plan.reads_train_set
-        else None
+        checkpoint_dataset(source.ckpt, meta, dataset, "train", *source.data)[1] if plan.reads_train_set else None
     )
-    source = dataclasses.replace(source, dataset=dataset)
     data = RunData.of(plan, train_set, test_set)
     model = load_model(source.ckpt, source.arch)
     with _run_log(out, plan.dist.is_main) as handler:
