@@ -23,11 +23,11 @@ from prune_filters import _tp_prune
 
 from secateurs import PruneConfig, count_macs, count_params, load, prune, read_meta
 from secateurs._atomic import atomic_write
+from secateurs.commands import checkpoint_dataset
 from secateurs.data import ImageDataset
 from secateurs.measure.latency import measure_latency
 from secateurs.pipeline.finetune import finetune
 from secateurs.pipeline.run import calibration_batches, top1_accuracy
-from secateurs.runs import checkpoint_dataset
 
 #: Whether this secateurs has the pipeline's BN recalibration option (issue 12, section 1).
 HAS_RECAL_OPTION = "bn_recalibration" in {f.name for f in dataclasses.fields(PruneConfig)}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from _common import machine, machine_line, markdown_table, write_results
 
-from secateurs import runs
+from secateurs import commands
 from secateurs.train import MODEL_FILE, STATE_FILE
 
 DATASET = "fashion-mnist"
@@ -128,7 +128,7 @@ def ensure_baseline(
     out = run_dir(model, profile, cache)
     recipe = _recipe(spec, progress)
     if (out / STATE_FILE).exists():
-        saved = runs.read_run(out)["train"]
+        saved = commands.read_run(out)["train"]
         differs = {k: (saved.get(k), v) for k, v in recipe.items() if k != "progress" and saved.get(k) != v}
         if differs:
             raise SystemExit(f"{out} was trained with another recipe (saved, profile): {differs}; delete it to retrain")
@@ -140,7 +140,7 @@ def ensure_baseline(
                 f"the {model} baseline in {out} has {done} of {spec.epochs} epochs; finish it first: "
                 f"python benchmarks/baselines.py --profile {profile} --models {model}"
             )
-        runs.train_command(
+        commands.train_command(
             out,
             resume=(out / STATE_FILE).exists(),
             model=model,
@@ -164,8 +164,8 @@ def main(argv=None) -> int:
     for spec in specs:
         ckpt = ensure_baseline(spec.model, args.profile, args.cache, args.data_dir)
         history = [json.loads(l) for l in (ckpt.parent / "metrics.jsonl").read_text().splitlines()]
-        ev = runs.evaluate_checkpoint(ckpt, spec.dataset, args.data_dir, dataset_options=spec.dataset_options)
-        m = runs.measure_checkpoint(ckpt, repeats=30)
+        ev = commands.evaluate_checkpoint(ckpt, spec.dataset, args.data_dir, dataset_options=spec.dataset_options)
+        m = commands.measure_checkpoint(ckpt, repeats=30)
         train_s = sum(h["epoch_time_s"] for h in history)
         conv = convergence(history)
         results.append(

@@ -29,11 +29,11 @@ import torch.nn as nn
 from _common import machine, machine_line, markdown_table, write_results
 
 from secateurs import load, read_meta
+from secateurs.commands import checkpoint_dataset
 from secateurs.data import ImageDataset
 from secateurs.pipeline import prune
 from secateurs.pipeline.recalibration import BATCH_SIZE, recalibration_seed
 from secateurs.pipeline.run import calibration_batches, top1_accuracy
-from secateurs.runs import checkpoint_dataset
 from secateurs.train import recalibrate_bn
 
 CPU = torch.device("cpu")

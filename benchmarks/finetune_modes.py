@@ -36,12 +36,12 @@ from baselines import CACHE, DATASET, ensure_baseline
 from prune_filters import BUDGETS, Budget, _train_overrides
 
 from secateurs import load, read_meta, save, trace
+from secateurs.commands import checkpoint_dataset
 from secateurs.data.loader import LoaderConfig, as_loader
 from secateurs.methods import ScoreContext, get_method
 from secateurs.pipeline import FINETUNE_MODES, PruneConfig, prune
 from secateurs.pipeline.finetune import finetune
 from secateurs.pipeline.run import calibration_batches, top1_accuracy
-from secateurs.runs import checkpoint_dataset
 
 MODES = ("tft", "mlft", "kd")
 METHOD = "fcs"

@@ -32,10 +32,10 @@ from _common import machine, markdown_table, write_report
 from baselines import CACHE, DATASET, ensure_baseline
 
 from secateurs import count_macs, count_params, load, measure, read_meta, save
+from secateurs.commands import checkpoint_dataset
 from secateurs.pipeline import PruneConfig, prune
 from secateurs.pipeline.finetune import finetune
 from secateurs.pipeline.run import top1_accuracy
-from secateurs.runs import checkpoint_dataset
 
 OURS = ["l1-capped", "l1-capped-1r", "l1", "l2", "fpgm", "bn-scale", "feature-l1", "fcs", "random"]
 TP = "tp-magnitude"

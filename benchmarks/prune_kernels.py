@@ -34,8 +34,8 @@ from baselines import CACHE, DATASET, ensure_baseline
 from prune_filters import BUDGETS, VARIANTS, Budget, _latency, run_one
 
 from secateurs import count_macs, count_params, load, read_meta
+from secateurs.commands import checkpoint_dataset
 from secateurs.pipeline.run import top1_accuracy
-from secateurs.runs import checkpoint_dataset
 
 HNSI = {
     "hnsi": {},

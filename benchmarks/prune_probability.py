@@ -19,9 +19,9 @@ from _common import RESULTS, machine, machine_line, markdown_table, write_result
 from baselines import CACHE, DATASET, ensure_baseline
 
 from secateurs import load, read_meta
+from secateurs.commands import checkpoint_dataset
 from secateurs.pipeline import prune
 from secateurs.pipeline.run import top1_accuracy
-from secateurs.runs import checkpoint_dataset
 
 TAUS = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99]
 HEADLINE_TAU = 0.99

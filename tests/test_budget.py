@@ -23,7 +23,7 @@ import secateurs
 from secateurs import ConfigError, count_macs, count_params
 from secateurs.graph import remove_units
 from secateurs.methods import ScoreContext, get_method
-from secateurs.pipeline import CostModel, floors_for, solve, unit_scores
+from secateurs.select import CostModel, floors_for, solve, unit_scores
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -18,7 +18,7 @@ from engine_models import randomise
 import secateurs
 from secateurs import ConfigError
 from secateurs.methods import METHODS, ScoreContext, get_method, list_methods
-from secateurs.pipeline import unit_scores
+from secateurs.select import unit_scores
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

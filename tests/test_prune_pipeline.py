@@ -19,8 +19,9 @@ from secateurs import ConfigError, count_macs, count_params
 from secateurs.data import LoaderConfig, make_loader
 from secateurs.graph import remove_units
 from secateurs.methods import ScoreContext, get_method
-from secateurs.pipeline import CostModel, PruneConfig, floors_for, prune, solve, unit_scores
+from secateurs.pipeline import PruneConfig, prune
 from secateurs.pipeline import run as run_module
+from secateurs.select import CostModel, floors_for, solve, unit_scores
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -22,7 +22,8 @@ from secateurs.cli import build_parser
 from secateurs.commands.prune import prune_options
 from secateurs.graph import remove_units
 from secateurs.methods import ScoreContext, get_method
-from secateurs.pipeline import CostModel, PruneConfig, floors_for, solve, unit_scores
+from secateurs.pipeline import PruneConfig
+from secateurs.select import CostModel, floors_for, solve, unit_scores
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

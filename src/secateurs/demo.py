@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import runs
+from . import commands
 from ._atomic import atomic_write_text
 from .errors import ConfigError
 from .io.outdir import discard
@@ -149,7 +149,7 @@ def _baseline(out: Path, config: DemoConfig, manifest: dict[str, Any]) -> Path:
     )
     manifest["baseline"] = _baseline_key(config)
     with _Recorder(out, manifest):
-        runs.train_command(
+        commands.train_command(
             folder,
             resume=epochs > 0,
             model=config.model,
@@ -179,7 +179,7 @@ def _prune_config(config: DemoConfig, method: str) -> Any:
 
 
 def _prune(out: Path, ckpt: Path, prune_config: Any, step: int, config: DemoConfig, manifest: dict[str, Any]) -> Path:
-    from .pipeline.command import prune_command
+    from .commands.prune_run import prune_command
 
     folder = out / prune_config.method
     print(
@@ -194,13 +194,13 @@ def _prune(out: Path, ckpt: Path, prune_config: Any, step: int, config: DemoConf
 
 def _outputs(out: Path, methods: list[str]) -> list[Path]:
     """Every file the demo's steps write by name (the fine-tuning folders are new ones)."""
-    from .pipeline.command import CONFIG_FILE, LOG_FILE, METRICS_FILE, MODEL_FILE
+    from .commands.prune_run import CONFIG_FILE, LOG_FILE, METRICS_FILE, MODEL_FILE
     from .pipeline.progress import PROGRESS_FILE
     from .report import COMPARISON_FILE, COMPARISON_PLOT, report_files
 
     prune_files = (MODEL_FILE, CONFIG_FILE, METRICS_FILE, LOG_FILE, PROGRESS_FILE, *report_files())
     return (
-        [out / BASELINE / f for f in runs.TRAIN_FILES]
+        [out / BASELINE / f for f in commands.TRAIN_FILES]
         + [out / m / f for m in methods for f in prune_files]
         + [out / COMPARISON_FILE, out / COMPARISON_PLOT]
     )

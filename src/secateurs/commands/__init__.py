@@ -5,7 +5,7 @@ benchmarks and tests call too, its flags, and its examples.
     evaluate.py  evaluate_checkpoint                secateurs eval
     measure.py   measure_checkpoint, compare_...    secateurs measure [--compare A B]
     export.py    export_checkpoint                  secateurs export
-    prune.py     prune_options (the flags)          secateurs prune (the run: pipeline/command.py)
+    prune.py     prune_options (the flags)          secateurs prune (the run directory: prune_run.py)
     report.py                                       secateurs report
     listings.py                                     secateurs methods | models | datasets
     demo.py                                         secateurs demo (the run: secateurs/demo.py)

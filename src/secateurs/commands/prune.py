@@ -4,7 +4,7 @@ Every pruning flag is a field: of :class:`~secateurs.pipeline.PruneConfig`; of
 :class:`~secateurs.train.TrainConfig` for ``--finetune-*`` (into ``finetune_train``, with the
 fine-tuning defaults); of the probability method's options for ``--tau``. Defaults and
 choices come from those classes and the registries; the tables here hold only the words.
-What the command does is :mod:`secateurs.pipeline.command`.
+What the command does is :mod:`secateurs.commands.prune_run`.
 """
 
 from __future__ import annotations
@@ -59,10 +59,10 @@ def prune_flags() -> tuple[Flags, Flags, Flags]:
     from ..methods import METHODS
     from ..methods.probability import DEFAULT_TAU, ProbabilityOptions
     from ..pipeline import PruneConfig
-    from ..pipeline.budget import SCOPES
     from ..pipeline.config import FINETUNE_TRAIN_DEFAULTS
     from ..pipeline.finetune import FINETUNE_MODES
     from ..pipeline.recalibration import DEFAULT_BN_RECALIBRATION
+    from ..select.budget import SCOPES
     from ..train import TrainConfig
 
     bn_default = _by_method(
@@ -153,7 +153,10 @@ def prune_options(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> None:
     from ..io.outdir import claim
     from ..pipeline import PruneConfig, load_recipe
-    from ..pipeline.command import (
+    from ..pipeline.progress import PROGRESS_FILE
+    from ..report import report_files
+    from ..train import dist_info
+    from .prune_run import (
         CONFIG_FILE,
         LOG_FILE,
         METRICS_FILE,
@@ -162,9 +165,6 @@ def run(args: argparse.Namespace) -> None:
         prune_command,
         resume_arguments,
     )
-    from ..pipeline.progress import PROGRESS_FILE
-    from ..report import report_files
-    from ..train import dist_info
 
     options = prune_options(args)
     logging_to_stderr()

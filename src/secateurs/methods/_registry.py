@@ -1,14 +1,17 @@
 """The method registry: every pruning method is one entry, looked up by name.
 
 A channel method contributes a *scoring*: for each producer layer role it scores the
-output channels (higher = more important). The pipeline turns layer scores into unit
-scores, solves the budget and does the surgery, so a new criterion is one function.
+output channels (higher = more important), and the default round (:mod:`._round`) turns
+them into unit scores, solves the budget and cuts, so a new criterion is one function. A
+method that prunes otherwise brings its own round, and what else sets it apart (its
+schedule, what it measures, its last step) is a field of its entry, never a flag the
+pipeline tests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,60 +19,42 @@ import torch.nn as nn
 
 from .._types import build_options
 from ..errors import unknown_choice
-from ..graph import ChannelGraph
-
-#: ``(module name, kind)`` -> one score per channel of that role; ``kind`` is ``out``
-#: (a Conv/Linear's filters) or ``bn`` (a BatchNorm's channels).
-LayerScores = dict[tuple[str, str], torch.Tensor]
-#: Index of a group in ``graph.groups`` -> one score per unit, for criteria defined on whole
-#: units (``fcs`` compares a unit's feature maps with its group-mates').
-UnitScores = dict[int, torch.Tensor]
-
-
-@dataclass
-class ScoreContext:
-    """What a scoring function may use."""
-
-    model: nn.Module
-    graph: ChannelGraph
-    options: Any  # the method's own options dataclass instance
-    #: Calibration batches of inputs (already on the model's device), for data-driven criteria.
-    calibration: Callable[[], Iterator[torch.Tensor]] | None = None
-    seed: int = 0
-
+from ..select import LayerScores, UnitScores
+from ._context import RoundContext, RoundOutcome, ScoreContext
+from ._round import even_schedule, score_and_cut, solver_note
 
 ScoreFn = Callable[[ScoreContext], "LayerScores | UnitScores"]
-
-
-@dataclass
-class RoundContext(ScoreContext):
-    """What a method with its own round procedure gets: the pipeline's budget as well."""
-
-    example: torch.Tensor | None = None  # a (1, C, H, W) input on the model's device
-    goal: float | None = None  # the cumulative reduction to reach, relative to ``reference``; None: threshold mode
-    metric: str = "macs"
-    scope: str = "global"
-    floors: dict = field(default_factory=dict)  # fewest channels per producer role
-    round_to: int = 1  # every layer a round narrows keeps a width that is a multiple of it
-    reference: float = 0.0  # the unpruned model's MACs or params
-    round: int = 1  # this round's number, from 1
-    rounds: int = 1  # the run's number of rounds
-
-
-@dataclass
-class RoundOutcome:
-    removed: int  # channels (units) removed
-    note: str | None = None  # why the goal was not reached, if it was not
-    details: dict[str, Any] = field(default_factory=dict)  # method-specific counts for the report
-    scored_at: float | None = None  # perf_counter() when selection ended and surgery began
-
-
 RoundFn = Callable[[RoundContext], RoundOutcome]
+#: ``(model, one sample's shape)`` -> a figure recorded before and after pruning.
+MeasureFn = Callable[[nn.Module, tuple[int, ...]], Any]
 
 
 @dataclass(frozen=True)
 class NoOptions:
     """The method has no options of its own."""
+
+
+def any_target(metric: str, scope: str) -> None:
+    """Every metric and scope suit a channel method."""
+
+
+def nothing_to_restore(model: nn.Module) -> None:
+    """A channel method's checkpoint holds all of its model."""
+
+
+def no_holdout(options: Any) -> int:
+    """A method that sets no training samples aside."""
+    return 0
+
+
+def no_score(ctx: ScoreContext) -> LayerScores:
+    """The scoring of a method whose round does not score channels itself (``auto``)."""
+    raise TypeError("this method selects with its own round; it has no channel scores")
+
+
+def nothing_to_finalize(model: nn.Module, example: torch.Tensor) -> dict[str, Any]:
+    """A channel method's model is final after its last round: nothing done, nothing recorded."""
+    return {}
 
 
 @dataclass(frozen=True)
@@ -95,23 +80,43 @@ class Method:
     threshold_option: str | None = None
     #: ``score`` returns :data:`UnitScores` itself instead of layer scores to be combined per unit.
     unit_scores: bool = False
-    #: The method masks kernels (``apply_kernel_masks``): the target and the achieved reduction
-    #: are on kernel-sparse MACs (a params target is refused), and the rounds' masks stay on
-    #: the model, held through fine-tuning.
-    kernel_level: bool = False
+    #: Figures recorded before and after pruning beside params, MACs and top-1, by name (hnsi:
+    #: kernel-sparse MACs and kernels per conv).
+    measures: tuple[tuple[str, MeasureFn], ...] = ()
+    #: The figure (one of ``measures``) the target and the achieved reduction are on; None: the
+    #: configuration's metric (MACs or params).
+    target_on: str | None = None
+    #: ``(metric, scope)`` -> None, or a ConfigError for a target the method cannot aim at.
+    check_target: Callable[[str, str], None] = any_target
     #: Puts back on a model loaded to resume a run what its checkpoint does not hold (kernel masks).
-    restore: Callable[[nn.Module], None] | None = None
+    restore: Callable[[nn.Module], None] = nothing_to_restore
     #: Called on the pruned model, in place, after the last round's fine-tuning (hnsi:
-    #: materialisation); what it returns (JSON-able) is the result's ``finalized``.
-    finalize: Callable[[nn.Module, torch.Tensor], dict[str, Any]] | None = None
+    #: materialisation); what it returns (JSON-able; empty: nothing changed) is the result's
+    #: ``finalized``.
+    finalize: Callable[[nn.Module, torch.Tensor], dict[str, Any]] = nothing_to_finalize
     #: ``(options, total fine-tuning epochs, rounds asked or None)`` -> ``[(share of the target
-    #: reached by the end of the round, its fine-tuning epochs)]``, one per round; None: the
-    #: even split of ``PruneConfig.epochs_per_round`` and equal steps towards the target.
+    #: reached by the end of the round, its fine-tuning epochs)]``, one per round; None: equal
+    #: steps and an even split over ``rounds`` (:func:`._round.even_schedule`).
     schedule: Callable[[Any, int, int | None], list[tuple[float, int]]] | None = None
+    #: ``options`` -> training samples the run sets aside before anything reads the training set,
+    #: for the method's round to judge cuts on (``RoundContext.judge``; ``auto``); 0: none.
+    holdout: Callable[[Any], int] = no_holdout
+    #: ``(achieved, target, last round's achieved)`` -> the note of a run more than a point off target.
+    off_target_note: Callable[[float, float, float], str] = solver_note
 
     def make_options(self, values: dict[str, Any] | None = None) -> Any:
         """The options dataclass from ``values``; an unknown key or a bad value names itself."""
         return build_options(self.options, values, f"method {self.name!r}")
+
+    def round(self, ctx: RoundContext) -> RoundOutcome:
+        """One round on ``ctx.model``, in place: the method's own, or score -> solve -> cut."""
+        return self.prune_round(ctx) if self.prune_round is not None else score_and_cut(self, ctx)
+
+    def round_schedule(self, options: Any, epochs: int, rounds: int | None) -> list[tuple[float, int]]:
+        """Per round: the share of the target reached by its end, and its fine-tuning epochs."""
+        if self.schedule is not None:
+            return self.schedule(options, epochs, rounds)
+        return even_schedule(rounds if rounds is not None else self.rounds, epochs)
 
 
 METHODS: dict[str, Method] = {}

@@ -32,6 +32,9 @@ from .._types import check_field_types
 from ..errors import ConfigError
 from ..graph import apply_kernel_masks
 from ..measure import count_macs
+from ..measure.macs import kernels_per_layer
+from ..select import LayerScores
+from ._context import RoundContext, RoundOutcome, ScoreContext
 from ._hnsi import solve_strength
 from ._hnsi_plans import StagePlan, by_input, in_groups, in_layers
 from ._kernels import (
@@ -44,7 +47,7 @@ from ._kernels import (
     multi_kernel,
     restore_masks,
 )
-from ._registry import LayerScores, RoundContext, RoundOutcome, ScoreContext, register_method
+from ._registry import register_method
 
 NORMS = ("l1", "l2")
 #: Where the at-least-one-kernel rule applies: "stage" as in the paper (stage 1, and the
@@ -204,6 +207,31 @@ def hnsi_round(ctx: RoundContext) -> RoundOutcome:
     return RoundOutcome(before - after, note, details, scored_at=scored_at)
 
 
+def sparse_macs(model: torch.nn.Module, shape: tuple[int, ...]) -> int:
+    """The kernel-sparse MACs, what hnsi's target and achieved reduction are on."""
+    return count_macs(model, shape, sparse=True)
+
+
+def kernel_sparse_target(metric: str, scope: str) -> None:
+    """hnsi aims at kernel-sparse MACs in its own scopes (groups, then layers)."""
+    if metric != "macs" or scope != "global":
+        raise ConfigError(
+            "method 'hnsi' prunes kernels, and its target is on kernel-sparse MACs: give "
+            "macs_reduction instead of params_reduction, and no scope (it has its own: groups, then "
+            f"layers), got {metric} reduction and scope {scope!r}"
+        )
+
+
+def materialisation_note(achieved: float, target: float, masked: float) -> str:
+    """Why the materialised model ends more than a point off the target the masks met."""
+    return (
+        f"achieved {100 * achieved:.2f}% kernel-sparse MACs reduction against a target of "
+        f"{100 * target:.1f}% (the masked model: {100 * masked:.2f}%): finalizing "
+        "removed the filters no kernel read any more and folded those left constant, with the "
+        "kernels that produced or read them"
+    )
+
+
 def hnsi_schedule(options: HNSIOptions, epochs: int, rounds: int | None) -> list[tuple[float, int]]:
     """(share of the target reached, fine-tuning epochs) per stage."""
     stages = 1 if options.single_stage else 2
@@ -229,7 +257,10 @@ def hnsi_schedule(options: HNSIOptions, epochs: int, rounds: int | None) -> list
     options=HNSIOptions,
     rounds=2,
     prune_round=hnsi_round,
-    kernel_level=True,
+    measures=(("sparse_macs", sparse_macs), ("kernels", lambda model, shape: kernels_per_layer(model))),
+    target_on="sparse_macs",
+    check_target=kernel_sparse_target,
+    off_target_note=materialisation_note,
     restore=restore_masks,
     finalize=materialize_record,
     schedule=hnsi_schedule,

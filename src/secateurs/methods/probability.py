@@ -34,9 +34,12 @@ from dataclasses import dataclass
 import torch
 
 from .._types import check_field_types
+from ..graph import Unit, fold_constant_channels, fold_refusals, remove_units
+from ..select import CostModel, LayerScores, solve
+from ._context import RoundContext, RoundOutcome, ScoreContext
 from ._gaussian import expected_activation, prob_nonpositive
 from ._points import Point, activation_after_bn, unit_points
-from ._registry import LayerScores, RoundContext, RoundOutcome, ScoreContext, register_method
+from ._registry import register_method
 
 DEFAULT_TAU = 0.99
 log = logging.getLogger(__name__)
@@ -122,13 +125,15 @@ def _case(flags: list[bool]) -> str:
     return "single" if len(flags) == 1 else "/".join("yes" if f else "no" for f in flags)
 
 
-def probability_round(ctx: RoundContext) -> RoundOutcome:
-    from ..graph import fold_constant_channels, fold_refusals, remove_units
-    from ..pipeline.budget import CostModel, solve
+#: A unit of a group that could be flagged: (group index, unit index, unit, its BN+activation points).
+Candidate = tuple[int, int, Unit, list[Point]]
+#: Per flagged unit (by ``id``): its points, P at each, and which of them the fold can start from.
+Flagged = dict[int, tuple[list[Point], list[float], list[int]]]
 
-    o: ProbabilityOptions = ctx.options
-    after, probs = _probabilities(ctx)
-    modules = dict(ctx.model.named_modules())
+
+def _candidates(ctx: RoundContext, after: dict[str, tuple[str, int]]) -> tuple[list[Candidate], dict]:
+    """The units with BN+activation points, and per (group, points) the indices of the points
+    a constant can be folded forward from."""
     candidates = [
         (gi, ui, unit, pts)
         for gi, group in enumerate(ctx.graph.groups)
@@ -148,10 +153,17 @@ def probability_round(ctx: RoundContext) -> RoundOutcome:
         ctx.model, ctx.example, [(p.act, p.index) for pts in first.values() for p in pts], graph=ctx.graph
     )
     foldable = {key: [i for i, p in enumerate(pts) if (p.act, p.index) not in refused] for key, pts in first.items()}
-    tau = o.tau if o.tau is not None else DEFAULT_TAU
+    return candidates, foldable
+
+
+def _flag(
+    ctx: RoundContext, candidates: list[Candidate], foldable: dict, probs: dict[str, torch.Tensor], tau: float
+) -> tuple[dict[int, torch.Tensor], Flagged, list[float]]:
+    """Unit scores ``1 - P`` of the foldable units (in threshold mode only those with P >= tau),
+    what is known of each, and the highest P of every foldable unit (for the messages)."""
     scores: dict[int, torch.Tensor] = {}
-    points: dict[int, tuple[list[Point], list[float], list[int]]] = {}
-    seen: list[float] = []  # the highest P of every foldable unit, for the messages
+    points: Flagged = {}
+    seen: list[float] = []
     for gi, ui, unit, pts in candidates:
         usable = foldable[(gi, tuple(p.act for p in pts))]
         if not usable:
@@ -165,43 +177,40 @@ def probability_round(ctx: RoundContext) -> RoundOutcome:
             scores[gi] = torch.full((ctx.graph.groups[gi].size,), math.inf, dtype=torch.float64)
         scores[gi][ui] = 1 - best
         points[id(unit)] = (pts, ps, usable)
-    cost = CostModel.of(ctx.model, ctx.example)
-    if ctx.goal is None:  # threshold mode: every flagged unit the floors allow
-        plan = solve(
-            ctx.graph,
-            scores,
-            cost,
-            1.0,
-            ctx.metric,
-            "global",
-            ctx.floors,
-            ctx.reference,
-            max_score=1.0,
-            round_to=ctx.round_to,
-        )
-        note = _threshold_message(tau, seen, len(plan.units))
-    else:
-        plan = solve(
-            ctx.graph,
-            scores,
-            cost,
-            ctx.goal,
-            ctx.metric,
-            ctx.scope,
-            ctx.floors,
-            ctx.reference,
-            max_score=1.0,
-            round_to=ctx.round_to,
-        )
-        tau, note = _solved_tau(plan.units, points), plan.note
-    scored_at = time.perf_counter()
+    return scores, points, seen
+
+
+def _select(ctx: RoundContext, scores: dict[int, torch.Tensor], points: Flagged, tau: float, seen: list[float]):
+    """The plan: every flagged unit the floors allow (threshold mode), or the units that reach
+    the goal, lowest score first (tau solved); with the tau used and the round's note."""
+    threshold = ctx.goal is None
+    plan = solve(
+        ctx.graph,
+        scores,
+        CostModel.of(ctx.model, ctx.example),
+        1.0 if threshold else ctx.goal,
+        ctx.metric,
+        "global" if threshold else ctx.scope,
+        ctx.floors,
+        ctx.reference,
+        max_score=1.0,
+        round_to=ctx.round_to,
+    )
+    if threshold:
+        return plan, tau, _threshold_message(tau, seen, len(plan.units))
+    return plan, _solved_tau(plan.units, points), plan.note
+
+
+def _constants(ctx: RoundContext, units: list[Unit], points: Flagged, tau: float):
+    """Per activation, the constant each removed channel is replaced by (taken at its last
+    flagged point the fold can start from), and how many units fell in each case."""
+    modules = dict(ctx.model.named_modules())
     constants: dict[str, dict[int, float]] = {}
     cases: Counter = Counter()
-    for unit in plan.units:
+    for unit in units:
         pts, ps, usable = points[id(unit)]
         flags = [p >= tau for p in ps]
-        fold_at = max(i for i in usable if flags[i])  # the last flagged point the fold can start from
-        pt = pts[fold_at]
+        pt = pts[max(i for i in usable if flags[i])]
         bn = modules[pt.bn]
         value = expected_activation(
             modules[pt.act],
@@ -210,6 +219,18 @@ def probability_round(ctx: RoundContext) -> RoundOutcome:
         )
         constants.setdefault(pt.act, {})[pt.index] = float(value[0])
         cases[_case(flags)] += 1
+    return constants, cases
+
+
+def probability_round(ctx: RoundContext) -> RoundOutcome:
+    o: ProbabilityOptions = ctx.options
+    after, probs = _probabilities(ctx)
+    candidates, foldable = _candidates(ctx, after)
+    tau = o.tau if o.tau is not None else DEFAULT_TAU
+    scores, points, seen = _flag(ctx, candidates, foldable, probs, tau)
+    plan, tau, note = _select(ctx, scores, points, tau, seen)
+    scored_at = time.perf_counter()
+    constants, cases = _constants(ctx, plan.units, points, tau)
     details: dict = {
         "tau": tau,
         "cases": dict(cases),

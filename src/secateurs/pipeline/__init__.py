@@ -1,29 +1,32 @@
-"""The pruning pipeline: methods plug in a scoring; the pipeline solves the budget, cuts
-with the engine and fine-tunes with the trainer, round after round."""
+"""The pruning pipeline: a configuration resolved once into a :class:`RunPlan`, then the loop
+(:mod:`.run`) in which each round the method cuts (:mod:`secateurs.methods`, selecting with
+:mod:`secateurs.select`), BN statistics are recalibrated and the trainer fine-tunes.
 
-from .budget import CostModel, Plan, floors_for, solve
+Modules: ``config`` (the options), ``plan`` (what they resolve to), ``run`` (the loop),
+``_state`` (what the loop carries), ``progress`` (resume), ``result`` (the records),
+``finetune`` (fine-tuning modes), ``recalibration`` (BN recalibration), ``recipe`` (YAML
+recipes), ``_data`` (what the run reads of its data), ``command`` (``secateurs prune``).
+"""
+
 from .config import PruneConfig
-from .finetune import FINETUNE_MODES, FinetuneMode, distillation, mutual_loss, register_finetune
+from .finetune import FINETUNE_MODES, FinetuneMode, Finetuning, distillation, mutual_loss, register_finetune
+from .plan import RunPlan
 from .recipe import load_recipe, read_recipe
 from .result import PruneResult, RoundRecord
 from .run import prune
-from .scores import unit_scores
 
 __all__ = [
-    "CostModel",
     "FINETUNE_MODES",
     "FinetuneMode",
-    "Plan",
+    "Finetuning",
     "PruneConfig",
     "PruneResult",
     "RoundRecord",
+    "RunPlan",
     "distillation",
-    "floors_for",
     "load_recipe",
     "mutual_loss",
     "prune",
     "read_recipe",
     "register_finetune",
-    "solve",
-    "unit_scores",
 ]

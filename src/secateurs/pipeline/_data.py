@@ -8,14 +8,19 @@ an explicit argument, an example input, or the data's :class:`DatasetInfo` when 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
+from torch.utils.data import DataLoader, Subset
 
 from ..data import ImageDataset, LoaderConfig, as_loader, dataset_info, length_of, subset_of
 from ..errors import ConfigError
 from ..train import evaluate
+
+if TYPE_CHECKING:
+    from .plan import RunPlan
 
 #: ``(samples, seed, batch_size) -> batches``, see :func:`calibration_batches`.
 CalibrationSource = Callable[..., Callable[[], Iterator[torch.Tensor]]]
@@ -78,3 +83,69 @@ def calibration_batches(
             yield x
 
     return batches
+
+
+@dataclass(frozen=True)
+class RunData:
+    """What a pruning run reads: its data and one sample's shape, checked against the plan."""
+
+    train_set: Any
+    test_set: Any
+    shape: tuple[int, ...]
+    #: Training samples set aside for the method to judge its cuts on (``Method.holdout``);
+    #: ``train_set`` is then the rest. None: nothing set aside.
+    holdout: Any = None
+
+    @classmethod
+    def of(
+        cls,
+        plan: RunPlan,
+        train_set: Any,
+        test_set: Any,
+        input_shape: tuple[int, ...] | None = None,
+        example_inputs: torch.Tensor | None = None,
+    ) -> RunData:
+        """Refuse, before anything runs, data that the plan cannot run on."""
+        shape = input_shape_of(input_shape, example_inputs, train_set if train_set is not None else test_set)
+        epochs = plan.epochs
+        if any(epochs) and train_set is None:
+            raise ConfigError(
+                f"fine-tuning ({plan.finetuning.name}, {sum(epochs)} epochs) needs a train_set; "
+                "give one, or set finetune='none'"
+            )
+        if plan.method.needs_data and train_set is None:
+            raise ConfigError(
+                f"method {plan.method.name!r} scores channels on calibration samples of the training set: "
+                "give a train_set"
+            )
+        if plan.config.bn_recalibration and train_set is None:
+            raise ConfigError(
+                f"bn_recalibration={plan.config.bn_recalibration} draws batches from a train_set: give one, or 0"
+            )
+        holdout = plan.method.holdout(plan.options)
+        if holdout:
+            train_set, held = split_holdout(train_set, holdout, plan.config.seed, plan.method.name)
+            return cls(train_set, test_set, tuple(shape), held)
+        return cls(train_set, test_set, tuple(shape))
+
+
+def split_holdout(train_set: Any, n: int, seed: int, owner: str) -> tuple[Any, Any]:
+    """(the rest, ``n`` seeded samples) of ``train_set``: the samples set aside are chosen
+    before anything reads the training set, so no calibration, recalibration or fine-tuning
+    batch can contain one."""
+    if train_set is None:
+        raise ConfigError(f"method {owner!r} sets {n} training samples aside to judge its cuts on: give a train_set")
+    if isinstance(train_set, DataLoader):
+        raise ConfigError(
+            f"method {owner!r} sets training samples aside, which needs the dataset itself: pass the "
+            f"DataLoader's dataset (a map-style Dataset), not the DataLoader"
+        )
+    total = length_of(train_set)
+    if not 0 < n < total:
+        raise ConfigError(f"method {owner!r}: holdout={n} must leave training samples, the train_set has {total}")
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+    held, rest = order[:n].sort().values, order[n:].sort().values
+    if isinstance(train_set, ImageDataset):
+        part = lambda i: ImageDataset(train_set.info, train_set.images[i], train_set.labels[i], train_set.split)
+        return part(rest), part(held)
+    return Subset(train_set, rest.tolist()), Subset(train_set, held.tolist())

@@ -7,14 +7,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import ConfigError, unknown_choice
-from .budget import SCOPES, check_round_to
-from .recalibration import DEFAULT_BN_RECALIBRATION
+from ..select import SCOPES, check_round_to
+from ..train import TrainConfig
+from .plan import RunPlan
 
 #: Fine-tuning defaults that differ from training from scratch.
 FINETUNE_TRAIN_DEFAULTS: dict[str, Any] = {"lr": 0.01, "schedule": "cosine"}
 
 
-@dataclass
+@dataclass(frozen=True)
 class PruneConfig:
     """Everything that decides a pruning run's result.
 
@@ -23,6 +24,9 @@ class PruneConfig:
     ``probability``'s ``tau``, may run without one). ``finetune_epochs`` is the total over all
     rounds, split as evenly as possible (later rounds get the remainder), so methods with
     different round counts compare at the same fine-tuning budget.
+
+    Frozen: building it resolves its :attr:`plan` once, and a changed option would leave
+    the plan behind (``dataclasses.replace`` builds a new one).
     """
 
     method: str = "l1-capped"
@@ -57,19 +61,29 @@ class PruneConfig:
 
     def __post_init__(self) -> None:
         from .._types import check_field_types
-        from ..methods import get_method
-        from .finetune import get_finetune_mode
 
         check_field_types(self, "pruning option")
+        object.__setattr__(self, "_plan", RunPlan.resolve(self))
 
-        method = get_method(self.method)
-        method.make_options(self.method_options)
+    @property
+    def plan(self) -> RunPlan:
+        """Everything this configuration decides, resolved once (:class:`.plan.RunPlan`)."""
+        if "_plan" not in self.__dict__:  # unpickled: the plan is not pickled with it
+            object.__setattr__(self, "_plan", RunPlan.resolve(self))
+        return self.__dict__["_plan"]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The plan holds the registry's functions (lambdas among them); it is resolved again.
+        return {k: v for k, v in self.__dict__.items() if k != "_plan"}
+
+    def check_target(self, threshold: str | None) -> None:
+        """Exactly one reduction target in (0, 1), unless the method runs on its own
+        ``threshold`` option instead; a known scope, and no scope without a target."""
         targets = {
             k: v
             for k, v in (("macs_reduction", self.macs_reduction), ("params_reduction", self.params_reduction))
             if v is not None
         }
-        threshold = method.threshold_option
         if len(targets) > 1 or (not targets and threshold is None):
             raise ConfigError(
                 "give exactly one target: macs_reduction or params_reduction (a fraction such as 0.5), "
@@ -90,7 +104,9 @@ class PruneConfig:
                 raise ConfigError(f"{name} must be a fraction strictly between 0 and 1, got {value!r}")
         if self.scope not in SCOPES:
             raise unknown_choice("scope", self.scope, SCOPES)
-        get_finetune_mode(self.resolved_finetune()).make_options(self.finetune_options)
+
+    def check_values(self) -> None:
+        """The options every method reads the same way."""
         if self.rounds is not None and (not isinstance(self.rounds, int) or self.rounds < 1):
             raise ConfigError(f"rounds must be a positive integer, got {self.rounds!r}")
         check_round_to(self.round_to)
@@ -108,7 +124,6 @@ class PruneConfig:
             raise ConfigError(f"calib_samples must be positive, got {self.calib_samples!r}")
         if "epochs" in self.finetune_train:
             raise ConfigError("finetune_train sets epochs through finetune_epochs; remove 'epochs' from it")
-        self.train_config(1)  # unknown or bad training options fail now, not after pruning
 
     @property
     def metric(self) -> str:
@@ -120,55 +135,34 @@ class PruneConfig:
         value = self.macs_reduction if self.macs_reduction is not None else self.params_reduction
         return None if value is None else float(value)
 
-    def resolved_finetune(self) -> str:
-        from ..methods import get_method
+    # What the plan resolved, read from it (never derived again).
 
-        if self.finetune is not None:
-            return self.finetune
-        if self.finetune_epochs:  # asking for epochs is asking for fine-tuning
-            return "tft"
-        return get_method(self.method).default_finetune
+    def resolved_finetune(self) -> str:
+        return self.plan.finetuning.name
 
     def resolved_bn_recalibration(self, has_train_set: bool) -> int:
         """Batches to recalibrate on after each cut: the explicit value, else the default when
         there is a training set to draw them from and the method does not need to go without."""
-        from ..methods import get_method
-
-        if self.bn_recalibration is not None:
-            return self.bn_recalibration
-        return DEFAULT_BN_RECALIBRATION if has_train_set and get_method(self.method).recalibrate_by_default else 0
+        explicit = self.bn_recalibration is not None
+        return self.plan.bn_recalibration if has_train_set or explicit else 0
 
     def resolved_rounds(self) -> int:
-        return len(self.schedule())
+        return len(self.plan.rounds)
 
     def epochs_per_round(self) -> list[int]:
-        return [epochs for _, epochs in self.schedule()]
+        return self.plan.epochs
 
     def schedule(self) -> list[tuple[float, int]]:
-        """Per round: the share of the target reached by its end, and its fine-tuning epochs.
+        """Per round: the share of the target reached by its end, and its fine-tuning epochs."""
+        return [(r.share, r.epochs) for r in self.plan.rounds]
 
-        Equal steps and an even split (later rounds get the remainder), unless the method
-        has a schedule of its own (hnsi: its stages).
-        """
-        from ..methods import get_method
-
-        method = get_method(self.method)
-        total = (
-            (3 if self.finetune_epochs is None else self.finetune_epochs) if self.resolved_finetune() != "none" else 0
-        )
-        if method.schedule is not None:
-            return method.schedule(method.make_options(self.method_options), total, self.rounds)
-        r = self.rounds if self.rounds is not None else method.rounds
-        base, extra = divmod(total, r)
-        return [((i + 1) / r, base + (1 if i >= r - extra else 0)) for i in range(r)]
-
-    def train_config(self, epochs: int):
-        from ..train import TrainConfig
-
+    def train_config(self, epochs: int, device: str | None = None) -> TrainConfig:
+        """The fine-tuning configuration of a round of ``epochs`` epochs (at least 1) on
+        ``device`` (default: the configuration's own, unresolved)."""
         values = {
             **FINETUNE_TRAIN_DEFAULTS,
             "seed": self.seed,
-            "device": self.device,
+            "device": self.device if device is None else device,
             **self.finetune_train,
             "epochs": max(epochs, 1),
         }

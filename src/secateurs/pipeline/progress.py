@@ -5,46 +5,85 @@ reached, and its header the stage, the rounds recorded so far and what the run m
 before pruning. A resumed run loads it instead of redoing the cuts (which depend on the
 fine-tuned weights of the rounds before), and continues the interrupted fine-tuning from
 its last finished epoch with the trainer's own resume.
+
+A round is one :class:`~.result.RoundRecord` from its cut on: the header holds it as
+``asdict`` and loading makes it a record again, the only two places it is anything else.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
 
 from ..errors import ConfigError
+from .plan import RunPlan, resume_conflicts
+from .result import RoundRecord
 
 PROGRESS_FILE = "progress.safetensors"
-#: Options a resumed run may change: they do not change which channels are cut or how.
-RESUME_FREE = {"device", "latency", "eval_each_epoch"}
 
 
 @dataclass
 class Progress:
     round: int = 0  # the last round with a stage reached
     stage: str = "start"  # "cut": round's removal done, fine-tuning not finished; "done": round finished
-    records: list[dict[str, Any]] = field(default_factory=list)  # finished rounds (RoundRecord fields)
-    cut: dict[str, Any] = field(default_factory=dict)  # the unfinished round's removal, when stage == "cut"
+    records: list[RoundRecord] = field(default_factory=list)  # finished rounds
+    cut: RoundRecord | None = None  # the last round cut (its fine-tuning figures filled in when done)
     notes: list[str] = field(default_factory=list)
     before: dict[str, Any] = field(default_factory=dict)
     channels_before: dict[str, int] = field(default_factory=dict)
     floors: list[list] = field(default_factory=list)  # [module, kind, fewest channels]
 
+    def resumed_cut(self, round: int) -> RoundRecord | None:
+        """``round``'s record when the run stopped between its cut and the end of its fine-tuning."""
+        return self.cut if self.stage == "cut" and self.round == round else None
+
     def to_meta(self, config: dict[str, Any]) -> dict[str, Any]:
-        return {"prune_progress": {**self.__dict__, "config": config}}
+        state = {**self.__dict__, "records": [asdict(r) for r in self.records]}
+        state["cut"] = asdict(self.cut) if self.cut is not None else {}
+        return {"prune_progress": {**state, "config": config}}
+
+    @classmethod
+    def from_meta(cls, saved: dict[str, Any]) -> Progress:
+        state = dict(saved)
+        state["records"] = [RoundRecord(**r) for r in state.get("records", [])]
+        cut = state.get("cut") or None
+        state["cut"] = _record_of_cut(state.get("round", 0), cut) if cut else None
+        return cls(**state)
 
 
-def save_progress(run_dir: Path, model: nn.Module, progress: Progress, config: dict[str, Any]) -> None:
+def _record_of_cut(round: int, cut: dict[str, Any]) -> RoundRecord:
+    """A saved cut as its record; a run written before a round had one shape saved its cut as a
+    dict of its own (``removed``, ``top1``, ``goal``, ...), read here so that it resumes too."""
+    if "removed" not in cut:
+        return RoundRecord(**cut)
+    return RoundRecord(
+        round=round,
+        target=cut["goal"],
+        achieved=cut["achieved"],
+        channels_removed=cut["removed"],
+        top1_after_pruning=cut["top1"],
+        top1_after_finetune=None,
+        finetune_epochs=0,  # the loop takes the round's epochs from the plan
+        scoring_s=cut["scoring_s"],
+        surgery_s=cut["surgery_s"],
+        finetune_s=0.0,
+        note=cut["note"],
+        details=cut["details"],
+        **cut.get("recalibration", {}),
+    )
+
+
+def save_progress(run_dir: Path, model: nn.Module, progress: Progress, plan: RunPlan) -> None:
     from ..io import save
 
-    save(model, run_dir / PROGRESS_FILE, progress.to_meta(config))
+    save(model, run_dir / PROGRESS_FILE, progress.to_meta(plan.config.to_dict()))
 
 
-def load_progress(run_dir: Path, model: nn.Module, config: dict[str, Any]) -> tuple[nn.Module, Progress]:
+def load_progress(run_dir: Path, model: nn.Module, plan: RunPlan) -> tuple[nn.Module, Progress]:
     """The model and state a resumed run continues from; ``model`` is the unpruned network
     (a fresh copy of it is narrowed to the saved widths)."""
     from ..io import load, read_meta
@@ -58,12 +97,10 @@ def load_progress(run_dir: Path, model: nn.Module, config: dict[str, Any]) -> tu
     saved = dict(read_meta(path).get("prune_progress") or {})
     if not saved:
         raise ConfigError(f"{str(path)!r} holds no pruning progress; it is not a secateurs pruning run")
-    then = {k: v for k, v in saved.pop("config").items() if k not in RESUME_FREE}
-    now = {k: v for k, v in config.items() if k not in RESUME_FREE}
-    diff = {k: (then.get(k), now.get(k)) for k in then.keys() | now.keys() if then.get(k) != now.get(k)}
+    diff = resume_conflicts(saved.pop("config"), plan.config.to_dict())
     if diff:
         raise ConfigError(
             f"cannot resume with a different configuration: {diff} (saved, now); resume with the "
             "run's own options, or start a new run"
         )
-    return load(path, model=copy.deepcopy(model)), Progress(**saved)
+    return load(path, model=copy.deepcopy(model)), Progress.from_meta(saved)

@@ -41,7 +41,7 @@ from ..train import recalibrate_bn
 from ..train.distributed import DistInfo
 
 if TYPE_CHECKING:
-    from .config import PruneConfig
+    from .plan import RunPlan
 
 #: Batches per cut when the configuration names none and there is a training set.
 DEFAULT_BN_RECALIBRATION = 20
@@ -92,9 +92,7 @@ class Recalibration:
         }
 
 
-def recalibration_plan(
-    config: PruneConfig, train_set: Any, device: torch.device, info: DistInfo, source: BatchSource
-) -> Recalibration:
-    """Off (0 batches) when asked, or by default when there is no training set to draw from."""
-    batches = config.resolved_bn_recalibration(train_set is not None) if train_set is not None else 0
-    return Recalibration(batches, train_set, config.seed, device, info, source)
+def recalibration_plan(plan: RunPlan, train_set: Any, source: BatchSource) -> Recalibration:
+    """The plan's batches per cut, or off (0 batches) when there is no training set to draw from."""
+    batches = plan.bn_recalibration if train_set is not None else 0
+    return Recalibration(batches, train_set, plan.config.seed, plan.device, plan.dist, source)

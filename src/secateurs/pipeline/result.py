@@ -6,12 +6,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..measure.compare import speedup_text
+from ..methods import RoundOutcome
 
 
 @dataclass
 class RoundRecord:
+    """One round, from its cut to its fine-tuning: made after the cut, saved in the run's
+    progress, completed by fine-tuning, and written to ``metrics.json`` as it is."""
+
     round: int
-    target: float  # cumulative reduction aimed at after this round, vs the unpruned model
+    target: float | None  # cumulative reduction aimed at after this round, vs the unpruned model
     achieved: float
     channels_removed: int
     top1_after_pruning: float | None
@@ -28,6 +32,34 @@ class RoundRecord:
     top1_after_recalibration: float | None = None
     recalibration_s: float = 0.0
     recalibration_batches: int = 0  # over all ranks; 0: off
+
+    @classmethod
+    def after_cut(
+        cls,
+        round: int,
+        target: float | None,
+        achieved: float,
+        top1: float | None,
+        outcome: RoundOutcome,
+        timing: tuple[float, float],
+        recalibration: dict[str, Any],
+    ) -> RoundRecord:
+        """The round's record once it is cut (and BN recalibrated); fine-tuning fills in the rest."""
+        return cls(
+            round=round,
+            target=target,
+            achieved=achieved,
+            channels_removed=outcome.removed,
+            top1_after_pruning=top1,
+            top1_after_finetune=None,
+            finetune_epochs=0,
+            scoring_s=timing[0],
+            surgery_s=timing[1],
+            finetune_s=0.0,
+            note=outcome.note,
+            details=outcome.details,
+            **recalibration,
+        )
 
 
 @dataclass

@@ -13,7 +13,13 @@ from __future__ import annotations
 import torch
 
 from ..graph import ChannelGraph, ChannelGroup
-from ..methods import LayerScores
+
+#: ``(module name, kind)`` -> one score per channel of that role; ``kind`` is ``out``
+#: (a Conv/Linear's filters) or ``bn`` (a BatchNorm's channels).
+LayerScores = dict[tuple[str, str], torch.Tensor]
+#: Index of a group in ``graph.groups`` -> one score per unit, for criteria defined on whole
+#: units (``fcs`` compares a unit's feature maps with its group-mates').
+UnitScores = dict[int, torch.Tensor]
 
 
 def normalise(scores: LayerScores) -> LayerScores:
