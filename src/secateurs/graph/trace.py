@@ -29,7 +29,12 @@ class _Tracer(torch.fx.Tracer):
         self.extra_leaves = tuple(leaf_modules)
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, self.extra_leaves) or super().is_leaf_module(m, qualname)
+        # A module whose exact type has a registered trace handler is one node, whatever its forward.
+        return (
+            isinstance(m, self.extra_leaves)
+            or H.module_handler(m) is not H.unknown
+            or super().is_leaf_module(m, qualname)
+        )
 
 
 def symbolic_trace(model: nn.Module, leaf_modules: Sequence[type[nn.Module]] = ()) -> torch.fx.GraphModule:

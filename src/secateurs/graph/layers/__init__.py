@@ -35,7 +35,7 @@ from ._registry import (
 from ._surgery import Journal, keep_indices, narrow, narrow_param
 from .channelwise import ACTIVATION, AVG_POOL, FLATTEN, IDENTITY, PAD, POOL
 from .conv import CONV, CONV_TRANSPOSE
-from .linear import LINEAR
+from .linear import LINEAR, dense_flow
 from .norm import BATCHNORM, GROUPNORM, LAYERNORM
 
 BUILTIN = (
@@ -87,5 +87,6 @@ __all__ = [
     "role_of",
     "spec_classes",
     "unregister_layer",
+    "dense_flow",
     "working_kernels",
 ]

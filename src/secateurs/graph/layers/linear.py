@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -11,20 +12,28 @@ from .. import _ids
 from .._flow import describe, module_of
 from .._fold_ops import first_input
 from .._state import State
-from ._registry import LayerCost, LayerType
+from ._registry import LayerCost, LayerType, layer_type
 from ._surgery import Journal, keep_indices, narrow_param
 
 
-def flow(state: State, node, out, args, kwargs):
-    m = module_of(node)
-    cids = _ids.along(args[0], -1)
-    if cids is None:
-        state.stop(args[0], f"{describe(node)} reads features that an earlier op mixed together")
-    else:
-        state.add_members(cids, node.target, "in")
-    out_ids = state.new(m.out_features)
-    state.add_members(out_ids, node.target, "out")
-    return _ids.broadcast_channels(out_ids, out.shape, -1)
+def dense_flow(channel_dim: int = 1, what: str = "channels") -> Callable:
+    """The trace handler of a layer in which every output channel reads every input channel
+    along ``channel_dim`` (a Linear, a 1x1 conv written by hand): its inputs are one role
+    (``in``) of the groups upstream, its outputs (as many as ``LayerType.widths`` says) the
+    ``out`` role of a new group."""
+
+    def flow(state: State, node, out, args, kwargs):
+        m = module_of(node)
+        cids = _ids.along(args[0], channel_dim)
+        if cids is None:  # mixed upstream: the input is kept, the output is still free
+            state.stop(args[0], f"{describe(node)} reads {what} that an earlier op mixed together")
+        else:
+            state.add_members(cids, node.target, "in")
+        out_ids = state.new(layer_type(m).widths(m)[1])
+        state.add_members(out_ids, node.target, "out")
+        return _ids.broadcast_channels(out_ids, out.shape, channel_dim)
+
+    return flow
 
 
 def prune(j: Journal, m: nn.Linear, rm: dict[str, list[int]]) -> None:
@@ -83,7 +92,7 @@ LINEAR = LayerType(
     (nn.Linear,),
     role="out",
     channel_dim=-1,
-    flow=flow,
+    flow=dense_flow(-1, "features"),
     fold=fold,
     fold_back=fold_back,
     prune=prune,
