@@ -10,6 +10,7 @@ units' members and the layers' shapes, not taken from the engine.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import math
 import random
@@ -25,7 +26,7 @@ from engine_models import TOYS, DataDependent
 
 import secateurs
 from secateurs.errors import PruningError, TraceError
-from secateurs.graph import SURGEONS, ChannelGraph, ChannelGroup, Unit, prune_channels, remove_units, trace
+from secateurs.graph import LAYER_TYPES, ChannelGraph, ChannelGroup, Unit, prune_channels, remove_units, trace
 from secateurs.models import create_model, list_models
 
 # shufflenet_v1 (full size, slow in float64) is walked through test_shufflenet_v1.
@@ -360,7 +361,8 @@ def test_failure_during_surgery_is_undone(monkeypatch) -> None:
     def broken(journal, module, removals):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setitem(SURGEONS, nn.Linear, broken)  # the head comes last in the plan
+    linear = dataclasses.replace(LAYER_TYPES[nn.Linear], prune=broken)
+    monkeypatch.setitem(LAYER_TYPES, nn.Linear, linear)  # the head comes last in the plan
     group = graph.groups[next(i for i, g in enumerate(graph.groups) if ("head.2", "in") in g.layers)]
     with pytest.raises(PruningError, match="undone.*disk on fire"):
         remove_units(model, graph, group.units[:3], torch.zeros(IMAGE))

@@ -13,12 +13,15 @@ The public API::
     pruned, report = secateurs.prune(net, "l1", macs_reduction=0.5, train_set=my_dataset,
                                      example_inputs=torch.randn(1, 3, 224, 224))
     net = secateurs.load("pruned.safetensors", arch=build_net)   # its factory; no pickle
+
+    # A layer type of your own: one LayerType (see secateurs.graph.layers), registered once.
+    secateurs.register_layer(secateurs.LayerType("my-conv", (MyConv,), role="out", flow=..., prune=..., ...))
 """
 
 from ._version import __version__
 from .data import as_loader, list_datasets, load_dataset
 from .errors import CheckpointError, ConfigError, DatasetError, PruningError, SecateursError, TraceError
-from .graph import ChannelGraph, prune_channels, trace
+from .graph import ChannelGraph, LayerType, prune_channels, register_layer, trace
 from .io import load, read_meta, save
 from .measure import Measurement, count_macs, count_params, measure
 from .methods import list_methods, register_method
@@ -28,6 +31,7 @@ from .train import TrainConfig, evaluate, train
 
 __all__ = [
     "ChannelGraph",
+    "LayerType",
     "CheckpointError",
     "ConfigError",
     "DatasetError",
@@ -41,6 +45,7 @@ __all__ = [
     "list_methods",
     "prune",
     "prune_channels",
+    "register_layer",
     "register_method",
     "trace",
     "__version__",

@@ -1,12 +1,12 @@
 """The pruning engine: torch.fx tracing, channel groups, exact physical surgery, kernel
-masks and constant folding."""
+masks and constant folding; what it knows per layer type is in ``layers/``."""
 
 from ..errors import PruningError, TraceError
-from ._handlers import FUNCTION_HANDLERS, METHOD_HANDLERS, MODULE_HANDLERS, NAMED_FUNCTION_HANDLERS
-from ._layers import SURGEONS
+from ._handlers import FUNCTION_HANDLERS, METHOD_HANDLERS, NAMED_FUNCTION_HANDLERS
 from ._state import Member
 from .fold import FoldReport, fold_constant_channels, fold_refusals
 from .groups import ChannelGraph, ChannelGroup, Unit
+from .layers import LAYER_TYPES, LayerType, layer_type, register_layer, unregister_layer
 from .masks import KernelMasks, apply_kernel_masks
 from .materialize import MaterializeReport, materialize
 from .surgery import prune_channels, remove_units
@@ -18,21 +18,24 @@ __all__ = [
     "FUNCTION_HANDLERS",
     "FoldReport",
     "KernelMasks",
+    "LAYER_TYPES",
+    "LayerType",
     "METHOD_HANDLERS",
-    "MODULE_HANDLERS",
     "NAMED_FUNCTION_HANDLERS",
     "MaterializeReport",
     "Member",
     "PruningError",
-    "SURGEONS",
     "TraceError",
     "Unit",
     "apply_kernel_masks",
     "fold_constant_channels",
     "fold_refusals",
+    "layer_type",
     "materialize",
     "prune_channels",
+    "register_layer",
     "remove_units",
     "symbolic_trace",
     "trace",
+    "unregister_layer",
 ]

@@ -1,9 +1,8 @@
-"""How each op moves channels: one handler per op, in tables keyed by op.
+"""Which trace handler each op gets: layer types for modules, tables for functions and
+tensor methods (the handlers themselves are in ``_flow.py`` and ``layers/``).
 
-A handler gets the analysis state, the node, its real (meta) output and its arguments with
-every tensor replaced by its id tensor, and returns the id tensor(s) of the output. Ops
-not in the tables stop every channel they touch: an op the engine does not know is never
-assumed to be element-wise. Every stop records a reason that names the op and where it is.
+Ops not found stop every channel they touch: an op the engine does not know is never
+assumed to be element-wise.
 """
 
 from __future__ import annotations
@@ -17,443 +16,65 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import _ids, _shuffle
-from ._state import GroupedConv, State
+from ._flow import (
+    cat,
+    channelwise,
+    elementwise,
+    get_attr,
+    getitem,
+    placeholder,
+    reduction,
+    reshape_like,
+    split_like,
+    tensors_in,
+    transpose_like,
+    unknown,
+)
+from ._state import State
+from .layers import flow_type, layer_type
+from .layers import kinds as K
 
 Handler = Callable[[State, torch.fx.Node, Any, tuple, dict], Any]
 
-
-def tensors_in(args: Any) -> list[torch.Tensor]:
-    """Every tensor inside a nested structure of arguments or results."""
-    out: list[torch.Tensor] = []
-    torch.fx.node.map_aggregate(args, lambda a: out.append(a) if isinstance(a, torch.Tensor) else None)
-    return out
-
-
-def describe(node: torch.fx.Node) -> str:
-    """``view (view_2 in stages.0.shuffle, a ChannelShuffle)``: the op and where it runs."""
-    if node.op == "call_module":
-        return f"{node.target} ({type(node.graph.owning_module.get_submodule(node.target)).__name__})"
-    t = node.target
-    op = t if isinstance(t, str) else getattr(t, "__name__", str(t))
-    stack = node.meta.get("nn_module_stack")
-    if stack:
-        path, cls = list(stack.values())[-1]
-        return f"{op} ({node.name} in {path}, a {getattr(cls, '__name__', cls)})"
-    return f"{op} ({node.name} in the top-level forward)"
-
-
-def _module(node: torch.fx.Node) -> nn.Module:
-    return node.graph.owning_module.get_submodule(node.target)
-
-
-def fresh_stopped(state: State, out: Any, reason: str) -> Any:
-    """New ids for every tensor in ``out`` (one per channel), all stopped."""
-
-    def make(t):
-        if not isinstance(t, torch.Tensor):
-            return None
-        dim = 1 if t.dim() >= 2 else 0
-        ids = _ids.fresh(state.new(t.shape[dim] if t.dim() else 1), t.shape, dim)
-        state.stop(ids, reason)
-        return ids
-
-    return torch.fx.node.map_aggregate(out, make)
-
-
-def stop_all(state: State, out: Any, args: Any, reason: str) -> Any:
-    """Stop the channels of every input tensor and give the output fresh, stopped ids."""
-    for t in tensors_in(args):
-        state.stop(t, reason)
-    return fresh_stopped(state, out, reason)
-
-
-def unknown(state: State, node, out, args, kwargs):
-    if node.op == "call_module":
-        reason = (
-            f"{describe(node)} is a module the engine does not look into (a leaf module, or a type without "
-            "a handler in secateurs.graph.MODULE_HANDLERS); its input and output channels are kept"
-        )
-    else:
-        table = "METHOD_HANDLERS" if node.op == "call_method" else "FUNCTION_HANDLERS"
-        reason = (
-            f"{describe(node)} is an op without a channel handler, so the channels it touches are kept "
-            f"(unknown ops are never assumed element-wise); register one in secateurs.graph.{table}"
-        )
-    return stop_all(state, out, (args, kwargs), reason)
-
-
-def get_attr(state: State, node, out, args, kwargs):
-    return fresh_stopped(
-        state,
-        out,
-        f"tensor attribute {node.target!r} is used directly in forward and the "
-        "engine cannot narrow it, so the channels it meets are kept",
-    )
-
-
-def placeholder(state: State, node, out, args, kwargs):
-    return fresh_stopped(state, out, "network input")
-
-
-def channelwise(state: State, node, out, args, kwargs):
-    """Output channel c comes from input channel c alone (activations, pooling, dropout)."""
-    x = args[0] if args else next(iter(kwargs.values()))
-    if not isinstance(out, torch.Tensor):
-        return unknown(state, node, out, args, kwargs)
-    if x.shape == out.shape:
-        if _shuffle.is_marked(state, node.args[0] if node.args else None):
-            state.split_nodes.add(node.name)  # e.g. the .contiguous() inside a shuffle
-        return x
-    cids = _ids.along(x, 1)
-    if cids is None or out.dim() < 2 or out.shape[1] != cids.numel():
-        return unknown(state, node, out, args, kwargs)
-    return _ids.broadcast_channels(cids, out.shape)
-
-
-def elementwise(state: State, node, out, args, kwargs):
-    """add/sub/mul/div with broadcasting: the channels met at one position are tied.
-
-    An operand of one channel broadcast over all channels (a spatial gate) ties nothing:
-    removing any channel of the other operand leaves the rest of the product as it was.
-    Its own channel is stopped, since removing it would empty every channel.
-    """
-    tensors = tensors_in((args, kwargs))
-    if not isinstance(out, torch.Tensor) or not tensors:
-        return None
-    if out.dim() < 2:
-        return _tie_everywhere(state, tensors, out)
-    spans = []
-    for t in tensors:
-        d = t.dim() - out.dim() + 1  # the operand's dim that lines up with the channel dim
-        if d >= 0 and t.shape[d] == out.shape[1]:
-            spans.append((t, d))
-        else:
-            state.stop(
-                t,
-                f"{describe(node)} broadcasts this one-channel operand over every channel of the "
-                "other, so removing it would empty them all",
-            )
-    cids = [_ids.along(t, d) for t, d in spans]
-    if any(c is None for c in cids):  # mixed ids inside a channel: tie position by position
-        return _tie_everywhere(state, [t for t, _ in spans], out)
-    for c in cids[1:]:
-        state.tie(cids[0], c)
-    return _ids.broadcast_channels(cids[0], out.shape)
-
-
-def _tie_everywhere(state: State, tensors: list[torch.Tensor], out: torch.Tensor) -> torch.Tensor:
-    """Tie the ids met at every position (no channel dim, or ids mixed inside channels)."""
-    first = torch.broadcast_to(tensors[0], out.shape)
-    for t in tensors[1:]:
-        a, b = torch.broadcast_tensors(first, t)
-        pairs = torch.unique(torch.stack([a.reshape(-1), b.reshape(-1)]), dim=1)
-        state.tie(pairs[0], pairs[1])
-    return first
-
-
-def _replay(node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
-    """Run the node's own op on the id tensors (``view`` as ``reshape``: id tensors are often
-    broadcast views, which ``view`` cannot always reshape)."""
-    if node.op == "call_method":
-        self_, *rest = args
-        return getattr(self_, "reshape" if node.target == "view" else node.target)(*rest, **kwargs)
-    return node.target(*args, **kwargs)
-
-
-def _dim_arg(args: tuple, kwargs: dict, position: int, default: int) -> Any:
-    return kwargs.get("dim", args[position] if len(args) > position else default)
-
-
-def cat(state: State, node, out, args, kwargs):
-    """Concatenation along channels stacks the id vectors; along another dim it ties them."""
-    tensors = list(args[0] if args else kwargs["tensors"])
-    dim = _dim_arg(args, kwargs, 1, 0)
-    cids = [_ids.along(t, 1) if t.dim() >= 2 else None for t in tensors]
-    if any(c is None for c in cids) or not isinstance(dim, int):
-        return _replay(node, args, kwargs)
-    if dim % out.dim() == 1:  # keep the result an expanded view
-        return _ids.broadcast_channels(torch.cat(cids), out.shape)
-    for c in cids[1:]:
-        state.tie(cids[0], c)
-    return _ids.broadcast_channels(cids[0], out.shape)
-
-
-def _literal_width(node: torch.fx.Node) -> int | None:
-    """The size a view/reshape gives dim 1 as a constant in the code (e.g. ``view(n, 512)``)."""
-    if node.target not in ("view", "reshape", torch.reshape):
-        return None
-    shape = node.args[1:] if node.op == "call_method" else node.args[1:2]
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = shape[0]
-    width = shape[1] if len(shape) > 1 else None
-    return width if isinstance(width, int) and width != -1 else None
-
-
-def reshape_like(state: State, node, out, args, kwargs):
-    """view/reshape/flatten/squeeze/unsqueeze: fine unless the channel dim is split or moved,
-    or its size is written into the code (it would be wrong once channels are removed). A
-    split into a written and a computed size, and its merge back, are a shuffle's halves:
-    ``_shuffle`` maps them exactly."""
-    x = args[0]
-    if _shuffle.is_marked(state, node.args[0]) and _literal_width(node) is None:
-        merged = _shuffle.merge(state, node, x, out)
-        if merged is not None:
-            return merged
-    ids = _replay(node, args, kwargs)
-    if _shuffle.split(state, node, x, ids):
-        return ids
-    if not (_ids.keeps_channel_dim(x.shape, ids.shape) or _ids.is_flatten_of_channels(x.shape, ids.shape)):
-        reason = (
-            f"{describe(node)} reshapes the channel dimension {tuple(x.shape)} -> {tuple(ids.shape)} "
-            "(e.g. a channel shuffle): removing a channel would change which channels meet downstream"
-        )
-        return stop_all(state, out, x, reason)
-    width = _literal_width(node)
-    if width is not None:
-        reason = (
-            f"{describe(node)} hard-codes {width} as the size of dim 1; removing a channel would break it "
-            "(read the size from the tensor, x.size(1), or use -1)"
-        )
-        return stop_all(state, out, x, reason)
-    return ids
-
-
-def transpose_like(state: State, node, out, args, kwargs):
-    """transpose/permute: fine while the channel order along dim 1 is untouched."""
-    x = args[0]
-    ids = _replay(node, args, kwargs)
-    before, after = _ids.along(x, 1), _ids.along(ids, 1)
-    if (before is not None and after is not None and torch.equal(before, after)) or _shuffle.swap(state, node, x, ids):
-        return ids
-    return stop_all(state, out, x, f"{describe(node)} moves the channel dimension")
-
-
-def split_like(state: State, node, out, args, kwargs):
-    """chunk/split along channels cut at fixed positions: removing a channel moves the cut,
-    unless the parts are equal chunks that lose the same positions (see ``_shuffle``)."""
-    x = args[0]
-    dim = _dim_arg(args, kwargs, 2, 0)
-    if isinstance(dim, int) and x.dim() >= 2 and dim % x.dim() == 1:
-        parts = kwargs.get("chunks", args[1] if len(args) > 1 else None)
-        if (
-            node.target in ("chunk", torch.chunk)
-            and isinstance(parts, int)
-            and _shuffle.equal_chunks(state, node, x, parts)
-        ):
-            return _replay(node, args, kwargs)
-        reason = (
-            f"{describe(node)} splits the channel dimension at fixed positions: removing a channel would "
-            "move channels from one part to the other"
-        )
-        return stop_all(state, out, x, reason)
-    return _replay(node, args, kwargs)
-
-
-def getitem(state: State, node, out, args, kwargs):
-    base, idx = args
-    if not isinstance(base, torch.Tensor):
-        return base[idx]  # an element of a tuple of id tensors, or of a real size
-    index = idx if isinstance(idx, tuple) else (idx,)
-    if all(isinstance(i, slice) and i == slice(None) for i in index[:2]):
-        return base[idx]
-    return stop_all(state, out, base, f"{describe(node)} indexes the batch or channel dimension at fixed positions")
-
-
-def reduction(state: State, node, out, args, kwargs):
-    """mean/sum/amax over some dims: fine when the channel dim is kept and was uniform."""
-    x = args[0]
-    dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
-    if dim is None or not isinstance(out, torch.Tensor):
-        return stop_all(state, out, x, f"{describe(node)} reduces over every dimension")
-    dims = {d % x.dim() for d in (dim if isinstance(dim, (tuple, list)) else (dim,))}
-    if dims & {0, 1}:
-        return stop_all(state, out, x, f"{describe(node)} reduces over the batch or channel dimension")
-    cids = _ids.along(x, 1)
-    if cids is not None and out.dim() >= 2 and out.shape[1] == cids.numel():
-        return _ids.broadcast_channels(cids, out.shape)
-    return unknown(state, node, out, args, kwargs)
-
-
-# --- modules --------------------------------------------------------------------------
-
-
-def conv(state: State, node, out, args, kwargs):
-    m = _module(node)
-    name = node.target
-    cids = _ids.along(args[0], 1)
-    if cids is None:  # channels mixed upstream: the input is kept, the output is still free
-        state.stop(args[0], f"{describe(node)} reads channels that an earlier op mixed together")
-    else:
-        state.add_members(cids, name, "in")
-    out_ids = state.new(m.out_channels)
-    state.add_members(out_ids, name, "out")
-    if 1 < m.groups == m.in_channels and cids is not None:
-        # Depthwise, with a channel multiplier when out > in: each output channel belongs
-        # to its input channel, so both go together.
-        state.tie(cids.repeat_interleave(m.out_channels // m.in_channels), out_ids)
-    elif m.groups > 1:
-        state.grouped[name] = GroupedConv(name, m.groups, m.in_channels, m.out_channels)
-    return _ids.broadcast_channels(out_ids, out.shape)
-
-
-def linear(state: State, node, out, args, kwargs):
-    m = _module(node)
-    cids = _ids.along(args[0], -1)
-    if cids is None:
-        state.stop(args[0], f"{describe(node)} reads features that an earlier op mixed together")
-    else:
-        state.add_members(cids, node.target, "in")
-    out_ids = state.new(m.out_features)
-    state.add_members(out_ids, node.target, "out")
-    return _ids.broadcast_channels(out_ids, out.shape, -1)
-
-
-def batchnorm(state: State, node, out, args, kwargs):
-    cids = _ids.along(args[0], 1)
-    if cids is None:
-        return unknown(state, node, out, args, kwargs)
-    state.add_members(cids, node.target, "bn")
-    return args[0]
-
-
-def flatten_module(state: State, node, out, args, kwargs):
-    m = _module(node)
-    x = args[0]
-    ids = torch.flatten(x, m.start_dim, m.end_dim)
-    if _ids.keeps_channel_dim(x.shape, ids.shape) or _ids.is_flatten_of_channels(x.shape, ids.shape):
-        return ids
-    return stop_all(state, out, x, f"{describe(node)} flattens the channel dimension with the batch")
-
-
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_POINTWISE = (  # activations, dropout, identity
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.CELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Hardswish,
-    nn.Hardsigmoid,
-    nn.Sigmoid,
-    nn.Tanh,
-    nn.Hardtanh,
-    nn.Softplus,
-    nn.Identity,
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.AlphaDropout,
-)
-
-#: Modules whose output has their input's shape and dtype (used to skip work on meta tensors).
-SHAPE_PRESERVING_MODULES = _POINTWISE + _NORMS
-
-CHANNELWISE_MODULES = _POINTWISE + (
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.MaxPool3d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveAvgPool3d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-    nn.Upsample,
-    nn.UpsamplingNearest2d,
-    nn.UpsamplingBilinear2d,
-    # Padding: channel-wise as long as it pads spatial dims only (a changed width is caught).
-    nn.ZeroPad1d,
-    nn.ZeroPad2d,
-    nn.ConstantPad1d,
-    nn.ConstantPad2d,
-    nn.ReflectionPad1d,
-    nn.ReflectionPad2d,
-    nn.ReplicationPad1d,
-    nn.ReplicationPad2d,
-)
-
-MODULE_HANDLERS: dict[type, Handler] = {
-    **{cls: channelwise for cls in CHANNELWISE_MODULES},
-    nn.Conv1d: conv,
-    nn.Conv2d: conv,
-    nn.Conv3d: conv,
-    nn.Linear: linear,
-    **{cls: batchnorm for cls in _NORMS},
-    nn.Flatten: flatten_module,
-}
-
-_CHANNELWISE_FUNCTIONS = [
-    F.relu,
-    F.relu6,
-    F.leaky_relu,
-    F.elu,
-    F.gelu,
-    F.silu,
-    F.mish,
-    F.hardswish,
-    F.hardsigmoid,
-    F.hardtanh,
-    F.sigmoid,
-    F.tanh,
-    torch.relu,
-    torch.sigmoid,
-    torch.tanh,
-    F.dropout,
-    F.dropout2d,
-    F.max_pool1d,
-    F.max_pool2d,
-    F.avg_pool1d,
-    F.avg_pool2d,
-    F.adaptive_avg_pool1d,
-    F.adaptive_avg_pool2d,
-    F.adaptive_max_pool2d,
-    F.interpolate,
-    torch.clone,
-    torch.clamp,
-    F.softplus,
-    F.pad,
+__all__ = [
+    "FUNCTION_HANDLERS",
+    "METHOD_HANDLERS",
+    "NAMED_FUNCTION_HANDLERS",
+    "Handler",
+    "function_handler",
+    "get_attr",
+    "module_handler",
+    "placeholder",
+    "shape_preserving",
+    "tensors_in",
+    "unknown",
 ]
-_ELEMENTWISE_FUNCTIONS = [
-    operator.add,
-    operator.sub,
-    operator.mul,
-    operator.truediv,
-    torch.add,
-    torch.sub,
-    torch.mul,
-    torch.div,
-    operator.iadd,
-    operator.isub,
-    operator.imul,
-    operator.itruediv,
-]
+
+
+def module_handler(module: nn.Module) -> Handler:
+    """The trace handler of a module: its exact type's ``LayerType.flow``, else ``unknown``."""
+    layer = flow_type(module)
+    return unknown if layer is None or layer.flow is None else layer.flow
+
+
+def shape_preserving(module: nn.Module) -> bool:
+    """Whether the module's output has its input's shape and dtype (meta runs skip its work)."""
+    layer = layer_type(module)
+    return layer is not None and layer.shape_preserving
+
 
 FUNCTION_HANDLERS: dict[Any, Handler] = {
-    **{f: channelwise for f in _CHANNELWISE_FUNCTIONS},
-    **{f: elementwise for f in _ELEMENTWISE_FUNCTIONS},
-    torch.cat: cat,
-    torch.concat: cat,
-    torch.flatten: reshape_like,
-    torch.reshape: reshape_like,
-    torch.squeeze: reshape_like,
-    torch.unsqueeze: reshape_like,
+    **{f: channelwise for f in (*K.POINTWISE_FUNCTIONS, *K.SAME_VALUE_FUNCTIONS, *K.AVG_POOL_FUNCTIONS, F.pad)},
+    **{f: elementwise for f in K.ARITHMETIC_FUNCTIONS},
+    **{f: cat for f in K.CAT_FUNCTIONS},
+    **{f: reshape_like for f in K.RESHAPE_FUNCTIONS},
     torch.transpose: transpose_like,
     torch.permute: transpose_like,
     torch.chunk: split_like,
     torch.split: split_like,
     torch.tensor_split: split_like,
     operator.getitem: getitem,
-    torch.mean: reduction,
-    torch.sum: reduction,
-    torch.amax: reduction,
+    **{f: reduction for f in K.REDUCTION_FUNCTIONS},
 }
 
 #: Functions of optional packages, by ``module.qualname``, so the engine imports none of them.
@@ -473,27 +94,10 @@ def function_handler(target: Any) -> Handler:
 
 
 METHOD_HANDLERS: dict[str, Handler] = {
-    **{
-        m: channelwise
-        for m in (
-            "relu",
-            "relu_",
-            "sigmoid",
-            "sigmoid_",
-            "tanh",
-            "clamp",
-            "clamp_",
-            "contiguous",
-            "clone",
-            "float",
-            "to",
-            "type_as",
-            "detach",
-        )
-    },
-    **{m: elementwise for m in ("add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_")},
-    **{m: reshape_like for m in ("view", "reshape", "flatten", "squeeze", "unsqueeze")},
+    **{m: channelwise for m in (*K.POINTWISE_METHODS, *K.SAME_VALUE_METHODS, "type_as")},
+    **{m: elementwise for m in K.ARITHMETIC_METHODS},
+    **{m: reshape_like for m in K.RESHAPE_METHODS},
     **{m: transpose_like for m in ("transpose", "permute")},
     **{m: split_like for m in ("chunk", "split", "tensor_split")},
-    **{m: reduction for m in ("mean", "sum", "amax")},
+    **{m: reduction for m in K.REDUCTION_METHODS},
 }

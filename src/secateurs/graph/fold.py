@@ -19,9 +19,6 @@ zero-padded conv is exact only away from them, and the report names those layers
 
 from __future__ import annotations
 
-import difflib
-import math
-import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,9 +28,11 @@ import torch.fx
 import torch.nn as nn
 
 from ..errors import PruningError
-from ._fold_rules import _BATCHNORMS, _CONVS, CHANNELWISE_RULES, Context, Walk, rule_for
+from ._fold_plan import FoldPlan, plan_fold
+from ._fold_rules import Context
 from ._state import Member
-from .groups import ChannelGraph, Unit
+from .groups import ChannelGraph
+from .layers import layer_type
 from .surgery import removal_problems, remove_units
 from .trace import trace
 
@@ -96,148 +95,6 @@ class FoldReport:
         return "\n".join(lines)
 
 
-# --- one request: where the channel lives, what the constant does ------------------------
-
-
-@dataclass
-class _Plan:
-    request: tuple[str, int, float]
-    unit: Unit
-    unit_key: tuple[int, int]
-    walk: Walk
-
-
-def _start_node(ctx: Context, name: str) -> torch.fx.Node:
-    if name not in ctx.modules:
-        close = difflib.get_close_matches(name, list(ctx.modules), n=3)
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise PruningError(f"the model has no module {name!r}{hint}")
-    nodes = [n for n in ctx.gm.graph.nodes if n.op == "call_module" and n.target == name]
-    m = ctx.modules[name]
-    if not nodes:
-        raise PruningError(
-            f"{name!r} ({type(m).__name__}) is not a layer called in the traced forward; name the "
-            "Conv, BatchNorm or activation whose output channel is constant"
-        )
-    if len(nodes) > 1:
-        raise PruningError(
-            f"{name!r} is called {len(nodes)} times in forward, so 'its output' is ambiguous; name "
-            "the BatchNorm or conv before the call you mean"
-        )
-    return nodes[0]
-
-
-def _trace_back(walk: Walk, node: torch.fx.Node, c: int) -> None:
-    """Touch the layers that produce channel ``c`` of ``node``'s output, up to the first
-    conv or linear: removing the channel removes them, and they read nothing else of it."""
-    while True:
-        if node.op == "call_module":
-            m = walk.ctx.modules[node.target]
-            if isinstance(m, _CONVS):
-                walk.touch(node.target, "out", c)
-                if not (m.groups > 1 and m.groups == m.in_channels):
-                    return
-                c //= m.out_channels // m.in_channels  # depthwise: input channel c feeds this output
-                walk.touch(node.target, "in", c)
-                node = node.args[0]
-                continue
-            if isinstance(m, nn.Linear):
-                walk.touch(node.target, "out", c)
-                return
-            if isinstance(m, _BATCHNORMS):
-                walk.touch(node.target, "bn", c)
-                node = node.args[0]
-                continue
-        inputs = [a for a in node.all_input_nodes if walk.ctx.is_tensor(a)]
-        if rule_for(walk.ctx, node) not in CHANNELWISE_RULES or len(inputs) != 1:
-            return  # an add, a cat, the network input: whatever else the unit holds is not covered
-        node = inputs[0]
-
-
-def _plan(ctx: Context, graph: ChannelGraph, name: str, channel: Any, value: Any) -> _Plan:
-    start = _start_node(ctx, name)
-    m = ctx.modules[name]
-    if not isinstance(m, _CONVS + _BATCHNORMS + (nn.Linear,)) and rule_for(ctx, start) not in CHANNELWISE_RULES:
-        raise PruningError(
-            f"{name!r} is a {type(m).__name__}; name a Conv, Linear, BatchNorm or channel-wise "
-            "activation whose output channel is constant"
-        )
-    shape = ctx.shape(start) if ctx.is_tensor(start) else None
-    if shape is None or len(shape) < 2 or (isinstance(m, nn.Linear) and len(shape) != 2):
-        raise PruningError(
-            f"the output of {name!r} has shape {None if shape is None else tuple(shape)}; the fold "
-            "needs (batch, channels, ...)"
-        )
-    width = shape[1]
-    try:
-        if isinstance(channel, bool):
-            raise TypeError
-        channel = operator.index(channel)  # Python, NumPy and 0-d torch integers
-    except TypeError:
-        raise PruningError(f"channel {channel!r} of {name!r} is not an integer index") from None
-    if not 0 <= channel < width:
-        raise PruningError(
-            f"channel {channel} of {name!r} is out of range: it has {width} output channels (0..{width - 1})"
-        )
-    try:
-        value = float(value)
-    except (TypeError, ValueError) as e:
-        raise PruningError(f"the constant for channel {channel} of {name!r} must be a number, not {value!r}") from e
-    if not math.isfinite(value):
-        raise PruningError(f"the constant for channel {channel} of {name!r} is {value}; it must be finite")
-    walk = Walk(ctx, f"channel {channel} of {name!r}")
-    _trace_back(walk, start, channel)
-    located = _locate(graph, walk)
-    if located is not None:
-        _check_prunable(located[0], name, channel)
-    walk.carry(start, {channel: value})
-    located = located or _locate(graph, walk)
-    if located is None:
-        raise PruningError(f"channel {channel} of {name!r} belongs to no channel group (no layer produces or reads it)")
-    unit, key = located
-    _check_prunable(unit, name, channel)
-    _check_covers(graph, walk, unit, key)
-    return _Plan((name, channel, value), unit, key, walk)
-
-
-def _locate(graph: ChannelGraph, walk: Walk) -> tuple[Unit, tuple[int, int]] | None:
-    """The unit of the first place the walk touched (``_check_covers`` checks the rest)."""
-    for mem in sorted(walk.members):
-        hit = graph.locate(mem.module, mem.kind, mem.index)
-        if hit is not None:
-            group, pos = hit
-            return group.units[pos], (id(group), pos)
-    return None
-
-
-def _check_prunable(unit: Unit, name: str, channel: int) -> None:
-    if not unit.prunable:
-        raise PruningError(f"channel {channel} of {name!r} cannot be removed: {unit.reason}")
-
-
-def _check_covers(graph: ChannelGraph, walk: Walk, unit: Unit, key: tuple[int, int]) -> None:
-    """The constant must reach every place the unit lives, and nothing outside it."""
-    foreign = [
-        m
-        for m in sorted(walk.members)
-        if (hit := graph.locate(m.module, m.kind, m.index)) is None or (id(hit[0]), hit[1]) != key
-    ]
-    if foreign:
-        raise PruningError(
-            f"cannot fold {walk.what}: the traced graph places {foreign[0]} in another channel "
-            "group; trace the model again (was it pruned since?)"
-        )
-    uncovered = [m for m in unit.members if m not in walk.members]
-    if uncovered:
-        shown = ", ".join(f"{m.module} ({m.kind} {m.index})" for m in uncovered[:4])
-        more = f" and {len(uncovered) - 4} more" if len(uncovered) > 4 else ""
-        raise PruningError(
-            f"cannot fold {walk.what}: the channel also lives in {shown}{more}, which the constant "
-            "does not reach (a residual add, a concat or a second reader ties them to it); the "
-            "model is unchanged"
-        )
-
-
 # --- applying: deltas into biases / running means, then the engine's surgery ------------
 
 
@@ -259,9 +116,12 @@ def _target(ctx: Context, consumer: str) -> _Target:
     node = next(n for n in ctx.gm.graph.nodes if n.op == "call_module" and n.target == consumer)
     users = list(node.users)
     if len(users) == 1 and users[0].op == "call_module" and ctx.calls[users[0].target] == 1:
-        bn = ctx.modules[users[0].target]
-        if isinstance(bn, _BATCHNORMS) and bn.running_mean is not None:
-            return _Target(bn, "running_mean", -1.0, f"{users[0].target}.running_mean", bn.running_mean)
+        reader = ctx.modules[users[0].target]
+        layer = layer_type(reader)
+        shift = None if layer is None or layer.input_shift is None else getattr(reader, layer.input_shift, None)
+        if shift is not None:
+            label = f"{users[0].target}.{layer.input_shift}"
+            return _Target(reader, layer.input_shift, -1.0, label, shift)
     return _Target(m, "bias", 1.0, f"{consumer}.bias (new)", m.weight, new=True)
 
 
@@ -287,7 +147,7 @@ def fold_refusals(
     refused: dict[tuple[str, int], str] = {}
     for name, channel in channels:
         try:
-            _plan(ctx, graph, name, channel, 0.0)
+            plan_fold(ctx, graph, name, channel, 0.0)
         except PruningError as e:
             refused[(name, channel)] = str(e)
     return refused
@@ -323,10 +183,10 @@ def fold_constant_channels(
         return FoldReport()
     graph = graph or trace(model, example_inputs)
     ctx = Context.build(model, graph, example_inputs)
-    plans: dict[tuple[int, int], _Plan] = {}
+    plans: dict[tuple[int, int], FoldPlan] = {}
     for name, channels in constants.items():
         for channel, value in channels.items():
-            plan = _plan(ctx, graph, name, channel, value)
+            plan = plan_fold(ctx, graph, name, channel, value)
             if plan.unit_key in plans:
                 other = plans[plan.unit_key].request
                 raise PruningError(

@@ -19,10 +19,10 @@ import torch
 import torch.nn as nn
 
 from ..errors import PruningError
+from .layers import has_kernels
 
 MASK = "kernel_mask"
 _HOOKS = "_kernel_mask_hooks"  # on the conv: (forward pre-hook handle, (weight ref, gradient hook handle))
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def _spread(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -78,11 +78,11 @@ def _check(
     for name, mask in masks.items():
         conv = modules.get(name)
         if conv is None:
-            convs = [n for n, m in modules.items() if isinstance(m, _CONVS)]
+            convs = [n for n, m in modules.items() if has_kernels(m)]
             close = difflib.get_close_matches(name, convs, n=3)
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else f"; its convs are {convs}"
             raise PruningError(f"the model has no module {name!r}{hint}")
-        if not isinstance(conv, _CONVS):
+        if not has_kernels(conv):
             raise PruningError(f"{name!r} is a {type(conv).__name__}; kernel masks go on Conv1d/2d/3d layers")
         want = tuple(conv.weight.shape[:2])
         if want[1] == 1:

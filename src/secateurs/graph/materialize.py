@@ -16,7 +16,8 @@ from ..errors import PruningError
 from ..measure import count_macs, count_params
 from .fold import FoldReport, fold_constant_channels
 from .groups import ChannelGraph, Unit
-from .masks import _CONVS, MASK, KernelMasks, _check, _take_off, _zero
+from .layers import layer_type
+from .masks import MASK, KernelMasks, _check, _take_off, _zero
 from .surgery import removal_problems, remove_units
 from .trace import trace
 
@@ -58,14 +59,12 @@ class MaterializeReport:
 
 
 def _widths(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """(input, output) channels of every layer of known widths (convs, linears, BNs)."""
     out = {}
     for name, m in model.named_modules():
-        if isinstance(m, _CONVS):
-            out[name] = (m.in_channels, m.out_channels)
-        elif isinstance(m, nn.Linear):
-            out[name] = (m.in_features, m.out_features)
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-            out[name] = (0, m.num_features)
+        layer = layer_type(m)
+        if layer is not None and layer.widths is not None:
+            out[name] = layer.widths(m)
     return out
 
 

@@ -17,25 +17,9 @@ from typing import Any
 import torch.nn as nn
 
 from ..errors import PruningError
-from ._layers import Journal, surgeon_for
 from .groups import ChannelGraph, Unit
+from .layers import Journal, layer_type, out_width
 from .trace import MetaInterpreter, trace
-
-_OUTPUT_KIND = {
-    nn.Conv1d: "out",
-    nn.Conv2d: "out",
-    nn.Conv3d: "out",
-    nn.Linear: "out",
-    nn.BatchNorm1d: "bn",
-    nn.BatchNorm2d: "bn",
-    nn.BatchNorm3d: "bn",
-}
-
-
-def _width(m: nn.Module, kind: str) -> int:
-    if kind == "bn":
-        return m.num_features
-    return m.out_features if isinstance(m, nn.Linear) else m.out_channels
 
 
 def resolve_request(model: nn.Module, graph: ChannelGraph, request: Mapping[str, Iterable[int]]) -> list[Unit]:
@@ -48,13 +32,14 @@ def resolve_request(model: nn.Module, graph: ChannelGraph, request: Mapping[str,
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
             raise PruningError(f"the model has no module {name!r}{hint}")
         m = modules[name]
-        kind = next((k for c, k in _OUTPUT_KIND.items() if isinstance(m, c)), None)
+        layer = layer_type(m)
+        kind = None if layer is None else layer.role
         if kind is None:
             raise PruningError(
                 f"{name!r} is a {type(m).__name__}; name a Conv, Linear or BatchNorm layer whose "
-                "output channels to remove"
+                "output channels to remove (or register its layer type with a role: secateurs.register_layer)"
             )
-        width = _width(m, kind)
+        width = out_width(m)
         try:
             indices = list(indices)
         except TypeError:
@@ -111,15 +96,16 @@ def _problems(model: nn.Module, graph: ChannelGraph, plan: dict[str, dict[str, l
         if m is None:
             problems[name] = f"the graph has a layer {name!r} that the model does not have; trace this model"
             continue
-        if surgeon_for(m) is None:
+        layer = layer_type(m)
+        if layer is None or layer.prune is None:
             problems[name] = (
                 f"{name!r} ({type(m).__name__}) holds these channels but the engine cannot narrow that layer type"
             )
             continue
         for kind in ("out", "bn"):
-            if kind in kinds and len(kinds[kind]) >= _width(m, kind):
+            if kind in kinds and len(kinds[kind]) >= out_width(m):
                 problems[name] = (
-                    f"the request removes all {_width(m, kind)} output channels of {name!r}; keep at least one"
+                    f"the request removes all {out_width(m)} output channels of {name!r}; keep at least one"
                 )
         gc = graph.grouped_convs.get(name)
         if gc is not None:
@@ -160,7 +146,7 @@ def remove_units(model: nn.Module, graph: ChannelGraph, units: Sequence[Unit], e
     journal = Journal()
     try:
         for name, kinds in plan.items():
-            surgeon_for(modules[name])(journal, modules[name], kinds)
+            layer_type(modules[name]).prune(journal, modules[name], kinds)
         if example_inputs is not None:
             # Every shape of the narrowed model, checked against the traced graph on meta
             # tensors: the safety net costs no arithmetic.

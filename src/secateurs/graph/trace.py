@@ -29,7 +29,12 @@ class _Tracer(torch.fx.Tracer):
         self.extra_leaves = tuple(leaf_modules)
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, self.extra_leaves) or super().is_leaf_module(m, qualname)
+        # A module whose exact type has a registered trace handler is one node, whatever its forward.
+        return (
+            isinstance(m, self.extra_leaves)
+            or H.module_handler(m) is not H.unknown
+            or super().is_leaf_module(m, qualname)
+        )
 
 
 def symbolic_trace(model: nn.Module, leaf_modules: Sequence[type[nn.Module]] = ()) -> torch.fx.GraphModule:
@@ -58,7 +63,7 @@ class MetaInterpreter(torch.fx.Interpreter):
 
     def call_module(self, target: str, args: tuple, kwargs: dict) -> Any:
         module = self.fetch_attr(target)
-        if isinstance(module, H.SHAPE_PRESERVING_MODULES) and len(args) == 1 and not kwargs:
+        if H.shape_preserving(module) and len(args) == 1 and not kwargs:
             # Same shape out as in; skips slow meta decompositions (batch norm). Per-channel
             # parameters must still fit the input, which is what running would check.
             x = args[0]
@@ -108,7 +113,7 @@ class MetaInterpreter(torch.fx.Interpreter):
 
     def _opaque(self, n: torch.fx.Node) -> bool:
         if n.op == "call_module":
-            return type(self.fetch_attr(n.target)) not in H.MODULE_HANDLERS
+            return H.module_handler(self.fetch_attr(n.target)) is H.unknown
         if n.op == "call_function":
             return H.function_handler(n.target) is H.unknown
         return n.op == "call_method" and n.target not in H.METHOD_HANDLERS
@@ -135,7 +140,7 @@ class _ChannelPass(MetaInterpreter):
 
     def _handler(self, node: torch.fx.Node) -> H.Handler:
         if node.op == "call_module":
-            return H.MODULE_HANDLERS.get(type(self.module.get_submodule(node.target)), H.unknown)
+            return H.module_handler(self.module.get_submodule(node.target))
         if node.op == "call_function":
             return H.function_handler(node.target)
         if node.op == "call_method":

@@ -1,116 +1,46 @@
 """Constructor arguments of parametrised layers, so a pruned model can be rebuilt.
 
 Pruning narrows layers; the architecture's factory builds them wide. A checkpoint stores
-each layer's constructor arguments, and loading replaces every layer whose arguments
-differ with a fresh one of the stored shape before the weights go in. One entry per layer
-type: adding a type touches only the table below.
+each layer's constructor arguments (its layer type's ``LayerType.spec``, see
+``secateurs.graph.layers``), and loading replaces every layer whose arguments differ with a
+fresh one of the stored shape before the weights go in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn as nn
 
 from ..errors import CheckpointError
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    cls: type[nn.Module]
-    to_args: Callable[[nn.Module], dict[str, Any]]
-
-
-def _conv_args(m: nn.Module) -> dict[str, Any]:
-    return {
-        "in_channels": m.in_channels,
-        "out_channels": m.out_channels,
-        "kernel_size": list(m.kernel_size),
-        "stride": list(m.stride),
-        "padding": m.padding if isinstance(m.padding, str) else list(m.padding),
-        "dilation": list(m.dilation),
-        "groups": m.groups,
-        "bias": m.bias is not None,
-        "padding_mode": m.padding_mode,
-    }
-
-
-def _bn_args(m: nn.Module) -> dict[str, Any]:
-    return {
-        "num_features": m.num_features,
-        "eps": m.eps,
-        "momentum": m.momentum,
-        "affine": m.affine,
-        "track_running_stats": m.track_running_stats,
-    }
-
-
-def _linear_args(m: nn.Module) -> dict[str, Any]:
-    return {"in_features": m.in_features, "out_features": m.out_features, "bias": m.bias is not None}
-
-
-def _groupnorm_args(m: nn.Module) -> dict[str, Any]:
-    return {"num_groups": m.num_groups, "num_channels": m.num_channels, "eps": m.eps, "affine": m.affine}
-
-
-def _layernorm_args(m: nn.Module) -> dict[str, Any]:
-    return {
-        "normalized_shape": list(m.normalized_shape),
-        "eps": m.eps,
-        "elementwise_affine": m.elementwise_affine,
-        "bias": getattr(m, "bias", None) is not None,
-    }
-
-
-LAYER_SPECS: dict[str, LayerSpec] = {
-    cls.__name__: LayerSpec(cls, fn)
-    for cls, fn in [
-        (nn.Conv1d, _conv_args),
-        (nn.Conv2d, _conv_args),
-        (nn.Conv3d, _conv_args),
-        (nn.BatchNorm1d, _bn_args),
-        (nn.BatchNorm2d, _bn_args),
-        (nn.BatchNorm3d, _bn_args),
-        (nn.Linear, _linear_args),
-        (nn.GroupNorm, _groupnorm_args),
-        (nn.LayerNorm, _layernorm_args),
-    ]
-}
+from ..graph.layers import LAYER_TYPES, spec_classes
 
 
 def layer_specs(model: nn.Module) -> dict[str, dict[str, Any]]:
-    """``{module_name: {"type": ..., "args": {...}}}`` for every layer type in the table."""
+    """``{module_name: {"type": ..., "args": {...}}}`` for every layer whose type has a spec."""
     out = {}
     for name, m in model.named_modules():
-        # The first known class in the MRO: a subclass that only changes forward (such as
-        # the trainer's GlobalBatchNorm2d) is rebuilt as its base layer.
-        spec = next(
-            (
-                LAYER_SPECS[c.__name__]
-                for c in type(m).__mro__
-                if c.__name__ in LAYER_SPECS and LAYER_SPECS[c.__name__].cls is c
-            ),
-            None,
-        )
-        if spec is not None:
-            out[name] = {"type": spec.cls.__name__, "args": spec.to_args(m)}
+        # The first class in the MRO with a spec: a subclass that only changes forward (such
+        # as the trainer's GlobalBatchNorm2d) is rebuilt as its base layer.
+        cls = next((c for c in type(m).__mro__ if c in LAYER_TYPES and LAYER_TYPES[c].spec is not None), None)
+        if cls is not None:
+            out[name] = {"type": cls.__name__, "args": LAYER_TYPES[cls].spec(m)}
     return out
 
 
 def apply_layer_specs(model: nn.Module, specs: dict[str, dict[str, Any]]) -> int:
     """Replace every layer whose stored arguments differ from the live one; returns how many."""
     live = layer_specs(model)
+    known = spec_classes()
     replaced = 0
     for name, spec in specs.items():
         if live.get(name) == spec:
             continue
-        if spec["type"] not in LAYER_SPECS:
+        if spec["type"] not in known:
             raise CheckpointError(
                 f"layer {name!r} has type {spec['type']!r}, which this version cannot rebuild "
-                f"(known: {sorted(LAYER_SPECS)})"
+                f"(known: {sorted(known)}); register its layer type with a spec (secateurs.register_layer)"
             )
         try:
             model.get_submodule(name)
@@ -126,7 +56,7 @@ def apply_layer_specs(model: nn.Module, specs: dict[str, dict[str, Any]]) -> int
         if isinstance(args.get("padding"), list):
             args["padding"] = tuple(args["padding"])
         try:
-            layer = LAYER_SPECS[spec["type"]].cls(**args)
+            layer = known[spec["type"]](**args)
         except (TypeError, ValueError) as e:
             raise CheckpointError(f"layer {name!r}: cannot rebuild {spec['type']} from {spec['args']}: {e}") from e
         model.set_submodule(name, layer)

@@ -3,12 +3,11 @@
 from .compare import LatencyComparison, compare_latency, default_threads
 from .latency import measure_latency
 from .load import LoadMonitor, LoadWindow
-from .macs import MACS_COUNTERS, count_macs
+from .macs import count_macs
 from .params import count_params
 from .report import Measurement, measure
 
 __all__ = [
-    "MACS_COUNTERS",
     "LatencyComparison",
     "LoadMonitor",
     "LoadWindow",

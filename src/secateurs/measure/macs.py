@@ -2,103 +2,66 @@
 
 Counting happens in forward hooks, so it sees the real output sizes whatever the
 architecture does between layers (strides, pooling, reshapes, layers called twice).
-Layers that are not in :data:`MACS_COUNTERS` (BatchNorm, activations, pooling, additions)
-count zero: they are cheap next to the convolutions and depend on the runtime's fusion.
+Each layer type's count is its ``LayerType.macs`` (``secateurs.graph.layers``); layers
+without one (BatchNorm, activations, pooling, additions) count zero: they are cheap next
+to the convolutions and depend on the runtime's fusion.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
 
 from ..errors import SecateursError
+from ..graph.layers import LayerCost, has_kernels, layer_type, nonzero_kernels, working_kernels
 from ._common import eval_mode, forward_errors_as_config, model_device_dtype, sample_shape
+
+__all__ = ["count_macs", "counter_for", "kernels_per_layer", "layer_costs", "nonzero_kernels"]
 
 #: ``fn(module, inputs, output, sparse) -> MACs`` of one call of a layer.
 MacsFn = Callable[[nn.Module, tuple, torch.Tensor, bool], int]
 
 
-def nonzero_kernels(weight: torch.Tensor) -> torch.Tensor:
-    """One boolean per kernel ``weight[j, i]`` (shape ``weight.shape[:2]``): True where any of its elements is non-zero."""
-    return weight.detach().flatten(2).ne(0).any(-1)
-
-
-def _nonzero_kernels(module: nn.Module) -> int:
-    """Kernels ``weight[j, i]`` that do any work: the ``kernel_mask`` if set, else non-zero ones.
-
-    A pruning method that masks kernels in its forward leaves the weights themselves
-    non-zero, so its boolean ``kernel_mask`` (shape ``weight.shape[:2]``) is the truth.
-    """
-    weight = module.weight
-    mask = getattr(module, "kernel_mask", None)
-    if mask is None:
-        return int(nonzero_kernels(weight).sum())
-    if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(weight.shape[:2]):
-        got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
-        raise SecateursError(
-            f"kernel_mask has shape {got} but the weight {tuple(weight.shape)} needs "
-            f"{tuple(weight.shape[:2])}; set it to one boolean per kernel or delete it"
-        )
-    return int(mask.ne(0).sum())
-
-
 def kernels_per_layer(model: nn.Module) -> dict[str, int]:
-    """Kernels that do any work in each conv, by module name (see :func:`_nonzero_kernels`):
+    """Kernels that do any work in each conv, by module name (see :func:`working_kernels`):
     what a kernel-pruning run records per layer, before and after, for its report."""
-    return {
-        name: _nonzero_kernels(m)
-        for name, m in model.named_modules()
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
-    }
-
-
-def _conv(module: nn.Module, inputs: tuple, output: torch.Tensor, sparse: bool) -> int:
-    kernel = math.prod(module.kernel_size)
-    if not sparse:
-        return output.numel() * (module.in_channels // module.groups) * kernel
-    out_spatial = output.numel() // module.out_channels
-    return out_spatial * _nonzero_kernels(module) * kernel
-
-
-def _conv_transpose(module: nn.Module, inputs: tuple, output: torch.Tensor, sparse: bool) -> int:
-    # Every input element is scattered through (C_out / groups) kernels; weight is [C_in, C_out/g, *k].
-    kernel = math.prod(module.kernel_size)
-    x = inputs[0]
-    if not sparse:
-        return x.numel() * (module.out_channels // module.groups) * kernel
-    in_spatial = x.numel() // module.in_channels
-    return in_spatial * _nonzero_kernels(module) * kernel
-
-
-def _linear(module: nn.Module, inputs: tuple, output: torch.Tensor, sparse: bool) -> int:
-    rows = output.numel() // module.out_features  # all leading dims; the batch is 1 here
-    if not sparse:
-        return rows * module.out_features * module.in_features
-    return rows * int(module.weight.detach().ne(0).sum())
-
-
-#: Layer type -> MACs-counting function; subclasses are found through their MRO, so a
-#: masked ``Conv2d`` subclass is counted like a ``Conv2d``. Add a layer type here.
-MACS_COUNTERS: dict[type[nn.Module], MacsFn] = {
-    nn.Conv1d: _conv,
-    nn.Conv2d: _conv,
-    nn.Conv3d: _conv,
-    nn.ConvTranspose1d: _conv_transpose,
-    nn.ConvTranspose2d: _conv_transpose,
-    nn.ConvTranspose3d: _conv_transpose,
-    nn.Linear: _linear,
-}
+    return {name: working_kernels(m) for name, m in model.named_modules() if has_kernels(m)}
 
 
 def counter_for(module: nn.Module) -> MacsFn | None:
-    """The counting function registered for ``module``'s type or its nearest base class."""
-    for cls in type(module).__mro__:
-        if cls in MACS_COUNTERS:
-            return MACS_COUNTERS[cls]
-    return None
+    """The counting function of ``module``'s layer type (``LayerType.macs``), or None."""
+    layer = layer_type(module)
+    return None if layer is None else layer.macs
+
+
+def layer_costs(model: nn.Module, example_inputs: torch.Tensor) -> dict[str, LayerCost]:
+    """Each layer's :class:`LayerCost` (``LayerType.cost``) by module name, from one forward
+    of the first sample in eval mode: the budget solver's cost model. Layers the forward
+    does not reach have no entry."""
+    costs: dict[str, LayerCost] = {}
+
+    def hook(name: str, fn: Callable) -> Callable:
+        def record(m: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            cost = fn(m, output)
+            if cost is not None:
+                costs[name] = cost
+
+        return record
+
+    hooks = []
+    for name, m in model.named_modules():
+        layer = layer_type(m)
+        if layer is not None and layer.cost is not None:
+            hooks.append(m.register_forward_hook(hook(name, layer.cost)))
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(example_inputs[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    return costs
 
 
 def count_macs(

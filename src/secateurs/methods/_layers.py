@@ -8,9 +8,10 @@ import torch
 import torch.nn as nn
 
 from ..graph import ChannelGraph
+from ..graph.layers import role_of
+from ..graph.layers.kinds import BATCHNORMS as NORMS
 
-WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+__all__ = ["NORMS", "batchnorms", "filters", "producer_roles"]
 
 
 def producer_roles(graph: ChannelGraph, kind: str) -> list[str]:
@@ -24,16 +25,17 @@ def producer_roles(graph: ChannelGraph, kind: str) -> list[str]:
 
 
 def filters(model: nn.Module, graph: ChannelGraph) -> Iterator[tuple[str, torch.Tensor]]:
-    """``(name, weight as [out, -1])`` of every Conv/Linear whose filters are prunable."""
+    """``(name, weight as [out, -1])`` of every producer (layer role ``out``: Conv, Linear)
+    whose filters are prunable."""
     modules = dict(model.named_modules())
     for name in producer_roles(graph, "out"):
         m = modules[name]
-        if isinstance(m, WEIGHTED):
+        if role_of(m) == "out":
             yield name, m.weight.detach().reshape(m.weight.shape[0], -1).float()
 
 
 def batchnorms(model: nn.Module, graph: ChannelGraph) -> Iterator[tuple[str, nn.Module]]:
     modules = dict(model.named_modules())
     for name in producer_roles(graph, "bn"):
-        if isinstance(modules[name], NORMS):
+        if role_of(modules[name]) == "bn":
             yield name, modules[name]

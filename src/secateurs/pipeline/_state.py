@@ -10,6 +10,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..graph.layers import out_widths
 from ..measure import count_macs, count_params
 from ._data import RunData, top1_accuracy
 from .plan import RunPlan
@@ -22,11 +23,7 @@ log = logging.getLogger("secateurs.prune")
 
 def channels(model: nn.Module) -> dict[str, int]:
     """Output channels (features) per conv and linear layer, for the record."""
-    return {
-        name: (m.out_channels if hasattr(m, "out_channels") else m.out_features)
-        for name, m in model.named_modules()
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))
-    }
+    return out_widths(model)
 
 
 def snapshot(
