@@ -62,7 +62,10 @@ class AutoOptions:
         check_field_types(self, "auto option")
         names = self.methods
         for name in names:
-            method = get_method(name)  # an unknown name is refused with the known ones
+            try:
+                method = get_method(name)
+            except ConfigError as e:  # an unknown name, refused with the known ones
+                raise ValueError(f"candidates: {e}") from e
             if name == "auto" or method.target_on is not None:
                 why = "auto cannot choose itself" if name == "auto" else f"its target is on {method.target_on}"
                 raise ValueError(f"candidate {name!r} cannot be compared with the others: {why}")
