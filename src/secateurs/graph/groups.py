@@ -59,12 +59,18 @@ class _Layout:
     """Every unit's members as flat arrays, units numbered group by group: unit ``u`` holds
     ``(roles[slot[k]], index[k])`` for ``k`` in ``starts[u]:starts[u + 1]``."""
 
-    __slots__ = ("roles", "slot", "index", "starts")
+    __slots__ = ("roles", "_tensors", "slot", "index", "starts")
 
-    def __init__(self, roles: list[tuple[str, str]], slot: list[int], index: list[int], starts: list[int]) -> None:
-        self.roles, self.slot, self.index, self.starts = roles, slot, index, starts
+    def __init__(
+        self, roles: list[tuple[str, str]], slot: torch.Tensor, index: torch.Tensor, starts: torch.Tensor
+    ) -> None:
+        self.roles = roles
+        self._tensors: tuple[torch.Tensor, ...] | None = (slot, index, starts)  # made lists on first use
 
     def members(self, u: int) -> tuple[Member, ...]:
+        if self._tensors is not None:
+            self.slot, self.index, self.starts = (t.tolist() for t in self._tensors)
+            self._tensors = None
         a, b = self.starts[u], self.starts[u + 1]
         roles = self.roles
         return tuple(Member(*roles[s], i) for s, i in zip(self.slot[a:b], self.index[a:b]))
@@ -186,8 +192,7 @@ def build_graph(gm: torch.fx.GraphModule, state: State, model: nn.Module) -> Cha
     pu, ps = pairs // n_slots, pairs % n_slots
     rand = torch.randint(0, 1 << 50, (n_slots,), generator=torch.Generator().manual_seed(0))
     h = torch.zeros(U, dtype=torch.long).index_add_(0, pu, rand.index_select(0, ps))
-    n_roles = torch.bincount(pu, minlength=U)
-    _, g_of_u = torch.unique(torch.stack([h, n_roles], 1), dim=0, return_inverse=True)
+    _, g_of_u = torch.unique(h, return_inverse=True)
     G = int(g_of_u.max()) + 1
     g_size = torch.bincount(g_of_u, minlength=G)
     gs_pairs, gs_count = torch.unique(g_of_u.index_select(0, pu) * n_slots + ps, return_counts=True)
@@ -196,10 +201,8 @@ def build_graph(gm: torch.fx.GraphModule, state: State, model: nn.Module) -> Cha
     # Group order: where its first channel sits (module order, index), then first seen.
     g_first = torch.full((G,), M, dtype=torch.long).scatter_reduce_(0, g_of_u, first, reduce="amin")
     module_rank = torch.tensor([order.get(mod, 1 << 30) for mod, _ in roles])
-    g_order = sorted(
-        range(G),
-        key=lambda g: (int(module_rank[S[g_first[g]]]), int(I[g_first[g]]), int(g_first[g])),
-    )
+    g_key = zip(module_rank.index_select(0, S.index_select(0, g_first)).tolist(), I.index_select(0, g_first).tolist())
+    g_order = [g for _, g in sorted((k, g) for g, k in enumerate(zip(g_key, g_first.tolist())))]
     g_rank = torch.empty(G, dtype=torch.long)
     g_rank[torch.tensor(g_order)] = torch.arange(G)
     # Units group by group, by their first channel (all of a group's start in one role).
@@ -209,21 +212,21 @@ def build_graph(gm: torch.fx.GraphModule, state: State, model: nn.Module) -> Cha
     m_order = torch.argsort(u_rank.index_select(0, inv) * (M + 1) + torch.arange(M))
     starts = torch.zeros(U + 1, dtype=torch.long)
     starts[1:] = torch.cumsum(torch.bincount(inv, minlength=U).index_select(0, u_order), 0)
-    layout = _Layout(roles, S.index_select(0, m_order).tolist(), I.index_select(0, m_order).tolist(), starts.tolist())
+    layout = _Layout(roles, S.index_select(0, m_order), I.index_select(0, m_order), starts)
     # Reasons: the unit's first stop, else none of its roles produces it.
-    k_of = why.index_select(0, uroot.index_select(0, u_order)).tolist()
-    g_roles: dict[int, list[int]] = defaultdict(list)
-    for g, sl in zip((g_of_u.index_select(0, pu)).tolist(), ps.tolist()):
+    stop_reasons = [reason for _, reason in state.stops] + [None]
+    k_of = why.index_select(0, uroot.index_select(0, u_order)).clamp_(max=len(state.stops)).tolist()
+    g_roles: list[list[int]] = [[] for _ in range(G)]
+    for g, sl in zip((gs_pairs // n_slots).tolist(), (gs_pairs % n_slots).tolist()):  # sorted by group, role
         g_roles[g].append(sl)
     groups: list[ChannelGroup] = []
-    n_stops = len(state.stops)
     offset = 0
     sizes_in_order = g_size.index_select(0, torch.tensor(g_order)).tolist()
     for g, size in zip(g_order, sizes_in_order):
-        layers = tuple(roles[s] for s in sorted(set(g_roles[g])))
-        produced = any(kind in PRODUCER_KINDS for _, kind in layers)
-        default = None if produced else "no layer produces these channels"
-        reasons = [state.stops[k][1] if k < n_stops else default for k in k_of[offset : offset + size]]
+        layers = tuple(roles[s] for s in g_roles[g])
+        reasons = list(map(stop_reasons.__getitem__, k_of[offset : offset + size]))
+        if not any(kind in PRODUCER_KINDS for _, kind in layers):
+            reasons = [r or "no layer produces these channels" for r in reasons]
         name = next((mod for mod, kind in layers if kind in PRODUCER_KINDS), layers[0][0])
         group = ChannelGroup(name, None, layers, (layout, offset, reasons))
         if size == 1:
