@@ -103,3 +103,51 @@ def test_fast_layer_shapes_leave_mismatches_to_the_meta_kernels() -> None:
     assert T._fast_shape(conv, torch.empty(1, 5, 8, 8, device="meta")) is None
     assert T._fast_shape(conv, torch.empty(1, 4, 2, 2, device="meta")) is None  # output would be empty
     assert T._fast_shape(nn.Linear(6, 3), torch.empty(2, 5, device="meta")) is None
+
+
+@pytest.mark.parametrize("name", ["resnet20", "mobilenet_v2", "vgg16"])
+def test_vectorised_removals_equal_walking_the_members(name: str) -> None:
+    """Units in a shuffled order, some twice: the same modules, kinds, order and indices."""
+    from secateurs.graph.groups import removals
+
+    graph = secateurs.trace(secateurs.create_model(name).eval(), torch.randn(1, 3, 32, 32))
+    units = [u for g in graph.groups for u in g.units]
+    rng = torch.Generator().manual_seed(0)
+    picked = [units[int(i)] for i in torch.randint(0, len(units), (len(units) // 3,), generator=rng)]
+    fast = removals(picked)
+    walked: dict = {}
+    for u in picked:
+        for m in u.members:  # materialised now: removals() of these units walks them
+            walked.setdefault(m.module, {}).setdefault(m.kind, set()).add(m.index)
+    walked = {n: {k: sorted(v) for k, v in kinds.items()} for n, kinds in walked.items()}
+    assert [(n, list(k.items())) for n, k in fast.items()] == [(n, list(k.items())) for n, k in walked.items()]
+    assert removals(picked) == fast  # the member walk, now that members exist
+
+
+def test_shape_check_catches_a_broken_surgeon(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A conv surgeon that forgets the input side leaves a consumer one channel too wide:
+    the shape check on meta tensors (fast conv shapes included) must catch it and undo all."""
+    import copy
+
+    from secateurs.errors import PruningError
+    from secateurs.graph import SURGEONS, remove_units
+
+    model = secateurs.create_model("resnet20").eval()
+    x = torch.randn(1, 3, 32, 32)
+    graph = secateurs.trace(model, x)
+    before = copy.deepcopy(model.state_dict())
+    real = SURGEONS[nn.Conv2d]
+
+    def forgets_inputs(journal, module, kinds):
+        return real(journal, module, {k: v for k, v in kinds.items() if k != "in"})
+
+    monkeypatch.setitem(SURGEONS, nn.Conv2d, forgets_inputs)
+    group = next(g for g in graph.prunable_groups if g.name == "stages.0.0.conv1.0")
+    with pytest.raises(PruningError, match="undone"):
+        remove_units(model, graph, group.units[:2], x)
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+    monkeypatch.setitem(SURGEONS, nn.Conv2d, real)
+    remove_units(model, graph, group.units[:2], x)  # the same request, surgeon intact: fine
+    block = model.get_submodule("stages.0.0")
+    assert block.conv1[0].out_channels == block.conv2[0].in_channels == 14

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
@@ -59,21 +62,65 @@ class _Layout:
     """Every unit's members as flat arrays, units numbered group by group: unit ``u`` holds
     ``(roles[slot[k]], index[k])`` for ``k`` in ``starts[u]:starts[u + 1]``."""
 
-    __slots__ = ("roles", "_tensors", "slot", "index", "starts")
+    __slots__ = ("roles", "slot", "index", "starts", "_units")
 
-    def __init__(
-        self, roles: list[tuple[str, str]], slot: torch.Tensor, index: torch.Tensor, starts: torch.Tensor
-    ) -> None:
-        self.roles = roles
-        self._tensors: tuple[torch.Tensor, ...] | None = (slot, index, starts)  # made lists on first use
+    def __init__(self, roles: list[tuple[str, str]], slot: torch.Tensor, index: torch.Tensor, starts: torch.Tensor):
+        self.roles, self.slot, self.index, self.starts = roles, slot, index, starts
+        self._units: list[tuple[Member, ...]] | None = None
 
     def members(self, u: int) -> tuple[Member, ...]:
-        if self._tensors is not None:
-            self.slot, self.index, self.starts = (t.tolist() for t in self._tensors)
-            self._tensors = None
-        a, b = self.starts[u], self.starts[u + 1]
-        roles = self.roles
-        return tuple(Member(*roles[s], i) for s, i in zip(self.slot[a:b], self.index[a:b]))
+        if self._units is None:
+            # All at once, collector paused: made one unit at a time, the tens of thousands of
+            # members would set off full collections that cost 100x the members themselves.
+            with gc_paused():
+                modules = [m for m, _ in self.roles]
+                kinds = [k for _, k in self.roles]
+                slot = self.slot.tolist()
+                flat = list(
+                    map(Member, map(modules.__getitem__, slot), map(kinds.__getitem__, slot), self.index.tolist())
+                )
+                starts = self.starts.tolist()
+                self._units = [tuple(flat[a:b]) for a, b in zip(starts, starts[1:])]
+        return self._units[u]
+
+    def removals(self, numbers: list[int]) -> dict[str, dict[str, list[int]]]:
+        """What removing units ``numbers`` (in this order) removes, by module and role: the
+        order of first appearance, as walking their members would give, indices sorted."""
+        u = torch.tensor(numbers, dtype=torch.long)
+        a, b = self.starts.index_select(0, u), self.starts.index_select(0, u + 1)
+        n = b - a
+        pos = torch.repeat_interleave(a - (torch.cumsum(n, 0) - n), n) + torch.arange(int(n.sum()))
+        slot, index = self.slot.index_select(0, pos), self.index.index_select(0, pos)
+        n_slots = len(self.roles)
+        # Within a unit members go by slot, so (unit's place in the request, slot) orders them.
+        seen = torch.repeat_interleave(torch.arange(len(numbers)), n) * n_slots + slot
+        first = torch.full((n_slots,), seen.numel() * n_slots, dtype=torch.long).scatter_reduce_(
+            0, slot, seen, reduce="amin"
+        )
+        width = int(index.max()) + 1 if index.numel() else 1
+        pairs = torch.unique(slot * width + index)  # by slot, then index; duplicates gone
+        p_slot, p_index = (pairs // width).tolist(), (pairs % width).tolist()
+        by_slot: dict[int, list[int]] = defaultdict(list)
+        for sl, i in zip(p_slot, p_index):
+            by_slot[sl].append(i)
+        plan: dict[str, dict[str, list[int]]] = {}
+        for sl in sorted(by_slot, key=lambda sl: int(first[sl])):
+            module, kind = self.roles[sl]
+            plan.setdefault(module, {})[kind] = by_slot[sl]
+        return plan
+
+
+def removals(units: Sequence[Unit]) -> dict[str, dict[str, list[int]]]:
+    """``{module: {kind: sorted indices}}`` that removing ``units`` removes, modules and kinds in
+    the order walking the units' members meets them."""
+    layouts = {id(u._lazy[0]) for u in units if u._members is None and u._lazy is not None}
+    if len(layouts) == 1 and all(u._members is None for u in units):
+        return units[0]._lazy[0].removals([u._lazy[1] for u in units])
+    plan: dict[str, dict[str, set[int]]] = {}
+    for u in units:
+        for mem in u.members:
+            plan.setdefault(mem.module, {}).setdefault(mem.kind, set()).add(mem.index)
+    return {name: {k: sorted(v) for k, v in kinds.items()} for name, kinds in plan.items()}
 
 
 class ChannelGroup:
@@ -367,3 +414,16 @@ def _all_or_nothing(units: list[Unit], state: State) -> list[Unit] | None:
 def _first_position(unit: Unit, order: dict[str, int]) -> tuple[int, int]:
     m = unit.members[0]
     return order.get(m.module, 1 << 30), m.index
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Building tens of thousands of small members would set off several full collections,
+    each scanning every live object (torch's included): 4x the cost of the build itself."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

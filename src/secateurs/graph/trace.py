@@ -8,9 +8,7 @@ are replayed on the ids; an op with no handler stops the channels it touches.
 
 from __future__ import annotations
 
-import contextlib
-import gc
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -20,7 +18,12 @@ import torch.nn as nn
 from ..errors import TraceError
 from . import _handlers as H
 from ._state import State
-from .groups import ChannelGraph, build_graph
+from .groups import ChannelGraph, build_graph, gc_paused
+
+try:  # generates and compiles the forward's Python code on first call, not up front
+    from torch.fx._lazy_graph_module import _LazyGraphModule as _GraphModule
+except ImportError:  # pragma: no cover - older torch
+    _GraphModule = torch.fx.GraphModule
 
 
 class _Tracer(torch.fx.Tracer):
@@ -46,7 +49,7 @@ def symbolic_trace(model: nn.Module, leaf_modules: Sequence[type[nn.Module]] = (
             "control flow cannot be traced: move it into a submodule and pass that type in leaf_modules "
             "(its channels are then kept), or rewrite it without branching on tensor values."
         ) from e
-    return torch.fx.GraphModule(tracer.root, graph, type(model).__name__)
+    return _GraphModule(tracer.root, graph, type(model).__name__)
 
 
 class MetaInterpreter(torch.fx.Interpreter):
@@ -333,18 +336,5 @@ def trace(model: nn.Module, example_inputs: Any, leaf_modules: Sequence[type[nn.
     gm = symbolic_trace(model, leaf_modules)
     state = State()
     _ChannelPass(gm, state).run_meta(example_inputs)  # gm holds the model's own submodules
-    with _gc_paused():
+    with gc_paused():
         return build_graph(gm, state, model)
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Building tens of thousands of small members would set off several full collections,
-    each scanning every live object (torch's included): 4x the cost of the build itself."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
