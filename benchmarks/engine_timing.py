@@ -305,7 +305,8 @@ def main(argv=None) -> int:
     missed = [f"{r['model']} {k}" for r in results for k, ok in r["goal_met"].items() if not ok]
     disagree = [r["model"] for r in results if not r["pruned_models_agree"]]
     busy = [f"{name}: {note}" for name, window in windows.items() if (note := busy_note(window))]
-    load_line = f"1-minute load average {load_before:.2f} before, {load_after:.2f} after, on {m['cpu_count']} cores."
+    la = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+    load_line = f"1-minute load average {la(load_before)} before, {la(load_after)} after, on {m['cpu_count']} cores."
     notes = [
         *(
             [

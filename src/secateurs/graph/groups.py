@@ -99,10 +99,13 @@ class _Layout:
         )
         width = int(index.max()) + 1 if index.numel() else 1
         pairs = torch.unique(slot * width + index)  # by slot, then index; duplicates gone
-        p_slot, p_index = (pairs // width).tolist(), (pairs % width).tolist()
-        by_slot: dict[int, list[int]] = defaultdict(list)
-        for sl, i in zip(p_slot, p_index):
-            by_slot[sl].append(i)
+        p_slot, counts = torch.unique_consecutive(pairs // width, return_counts=True)
+        p_index = (pairs % width).tolist()
+        by_slot: dict[int, list[int]] = {}
+        at = 0
+        for sl, n in zip(p_slot.tolist(), counts.tolist()):
+            by_slot[sl] = p_index[at : at + n]
+            at += n
         plan: dict[str, dict[str, list[int]]] = {}
         for sl in sorted(by_slot, key=lambda sl: int(first[sl])):
             module, kind = self.roles[sl]
@@ -146,7 +149,8 @@ class ChannelGroup:
         units = self._units
         if units is None:
             layout, first, reasons = self._lazy
-            units = self._units = [Unit(None, r, (layout, first + i)) for i, r in enumerate(reasons)]
+            with gc_paused():  # thousands of objects at once: see _Layout.members
+                units = self._units = [Unit(None, r, (layout, first + i)) for i, r in enumerate(reasons)]
         return units
 
     @property
