@@ -116,8 +116,8 @@ class _Layout:
 def removals(units: Sequence[Unit]) -> dict[str, dict[str, list[int]]]:
     """``{module: {kind: sorted indices}}`` that removing ``units`` removes, modules and kinds in
     the order walking the units' members meets them."""
-    layouts = {id(u._lazy[0]) for u in units if u._members is None and u._lazy is not None}
-    if len(layouts) == 1 and all(u._members is None for u in units):
+    layouts = {id(u._lazy[0]) if u._lazy is not None else None for u in units}
+    if len(layouts) == 1 and None not in layouts:  # all read off one trace's arrays
         return units[0]._lazy[0].removals([u._lazy[1] for u in units])
     plan: dict[str, dict[str, set[int]]] = {}
     for u in units:
