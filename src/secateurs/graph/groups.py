@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
+from typing import Any
 
 import torch
 import torch.fx
@@ -16,40 +20,158 @@ from ._unionfind import components
 PRODUCER_KINDS = ("out", "bn")
 
 
-@dataclass(frozen=True)
 class Unit:
-    """One removable channel: every place it lives. Removing it removes all of them."""
+    """One removable channel: every place it lives. Removing it removes all of them.
 
-    members: tuple[Member, ...]
-    reason: str | None = None  # why it cannot be removed; None when it can
+    A trace makes one per channel (tens of thousands for a MobileNet), so the members are
+    read off the trace's arrays on first use, not built up front (see :class:`_Layout`).
+    """
+
+    __slots__ = ("_members", "_lazy", "reason")
+
+    def __init__(self, members: tuple[Member, ...] | None, reason: str | None = None, lazy: Any = None) -> None:
+        self._members = members
+        self._lazy = lazy  # (layout, unit number) when members is None
+        self.reason = reason  # why it cannot be removed; None when it can
+
+    @property
+    def members(self) -> tuple[Member, ...]:
+        members = self._members
+        if members is None:
+            layout, u = self._lazy
+            members = self._members = layout.members(u)
+        return members
 
     @property
     def prunable(self) -> bool:
         return self.reason is None
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Unit):
+            return NotImplemented
+        return self.reason == other.reason and self.members == other.members
 
-@dataclass
+    def __hash__(self) -> int:
+        return hash((self.members, self.reason))
+
+    def __repr__(self) -> str:
+        return f"Unit(members={self.members!r}, reason={self.reason!r})"
+
+
+class _Layout:
+    """Every unit's members as flat arrays, units numbered group by group: unit ``u`` holds
+    ``(roles[slot[k]], index[k])`` for ``k`` in ``starts[u]:starts[u + 1]``."""
+
+    __slots__ = ("roles", "slot", "index", "starts", "_units")
+
+    def __init__(self, roles: list[tuple[str, str]], slot: torch.Tensor, index: torch.Tensor, starts: torch.Tensor):
+        self.roles, self.slot, self.index, self.starts = roles, slot, index, starts
+        self._units: list[tuple[Member, ...]] | None = None
+
+    def members(self, u: int) -> tuple[Member, ...]:
+        if self._units is None:
+            # All at once, collector paused: made one unit at a time, the tens of thousands of
+            # members would set off full collections that cost 100x the members themselves.
+            with gc_paused():
+                modules = [m for m, _ in self.roles]
+                kinds = [k for _, k in self.roles]
+                slot = self.slot.tolist()
+                flat = list(
+                    map(Member, map(modules.__getitem__, slot), map(kinds.__getitem__, slot), self.index.tolist())
+                )
+                starts = self.starts.tolist()
+                self._units = [tuple(flat[a:b]) for a, b in zip(starts, starts[1:])]
+        return self._units[u]
+
+    def removals(self, numbers: list[int]) -> dict[str, dict[str, list[int]]]:
+        """What removing units ``numbers`` (in this order) removes, by module and role: the
+        order of first appearance, as walking their members would give, indices sorted."""
+        u = torch.tensor(numbers, dtype=torch.long)
+        a, b = self.starts.index_select(0, u), self.starts.index_select(0, u + 1)
+        n = b - a
+        pos = torch.repeat_interleave(a - (torch.cumsum(n, 0) - n), n) + torch.arange(int(n.sum()))
+        slot, index = self.slot.index_select(0, pos), self.index.index_select(0, pos)
+        n_slots = len(self.roles)
+        # Within a unit members go by slot, so (unit's place in the request, slot) orders them.
+        seen = torch.repeat_interleave(torch.arange(len(numbers)), n) * n_slots + slot
+        first = torch.full((n_slots,), seen.numel() * n_slots, dtype=torch.long).scatter_reduce_(
+            0, slot, seen, reduce="amin"
+        )
+        width = int(index.max()) + 1 if index.numel() else 1
+        pairs = torch.unique(slot * width + index)  # by slot, then index; duplicates gone
+        p_slot, counts = torch.unique_consecutive(pairs // width, return_counts=True)
+        p_index = (pairs % width).tolist()
+        by_slot: dict[int, list[int]] = {}
+        at = 0
+        for sl, n in zip(p_slot.tolist(), counts.tolist()):
+            by_slot[sl] = p_index[at : at + n]
+            at += n
+        plan: dict[str, dict[str, list[int]]] = {}
+        for sl in sorted(by_slot, key=lambda sl: int(first[sl])):
+            module, kind = self.roles[sl]
+            plan.setdefault(module, {})[kind] = by_slot[sl]
+        return plan
+
+
+def removals(units: Sequence[Unit]) -> dict[str, dict[str, list[int]]]:
+    """``{module: {kind: sorted indices}}`` that removing ``units`` removes, modules and kinds in
+    the order walking the units' members meets them."""
+    layouts = {id(u._lazy[0]) if u._lazy is not None else None for u in units}
+    if len(layouts) == 1 and None not in layouts:  # all read off one trace's arrays
+        return units[0]._lazy[0].removals([u._lazy[1] for u in units])
+    plan: dict[str, dict[str, set[int]]] = {}
+    for u in units:
+        for mem in u.members:
+            plan.setdefault(mem.module, {}).setdefault(mem.kind, set()).add(mem.index)
+    return {name: {k: sorted(v) for k, v in kinds.items()} for name, kinds in plan.items()}
+
+
 class ChannelGroup:
     """Channels with the same coupling pattern, e.g. the 16 channels of a ResNet stage's
     residual stream: channel ``i`` of the group is ``units[i]``. Any subset of the units of
     a prunable group can be removed on its own, as long as it leaves every layer at least
     one channel and every grouped conv it touches equal groups."""
 
-    name: str
-    units: list[Unit]
-    layers: tuple[tuple[str, str], ...]  # (module, kind) pairs every unit touches
+    def __init__(
+        self,
+        name: str,
+        units: list[Unit] | None,
+        layers: tuple[tuple[str, str], ...],
+        lazy: tuple[_Layout, int, list[str | None]] | None = None,
+    ) -> None:
+        self.name = name
+        self.layers = layers  # (module, kind) pairs every unit touches
+        self._units = units
+        self._lazy = lazy  # (layout, first unit number, reason of each unit) when units is None
+
+    @property
+    def units(self) -> list[Unit]:
+        units = self._units
+        if units is None:
+            layout, first, reasons = self._lazy
+            with gc_paused():  # thousands of objects at once: see _Layout.members
+                units = self._units = [Unit(None, r, (layout, first + i)) for i, r in enumerate(reasons)]
+        return units
 
     @property
     def size(self) -> int:
-        return len(self.units)
+        return len(self._lazy[2]) if self._units is None else len(self._units)
 
     @property
     def prunable(self) -> bool:
-        return all(u.prunable for u in self.units)
+        return self.reason is None
 
     @property
     def reason(self) -> str | None:
-        return next((u.reason for u in self.units if u.reason), None)
+        reasons = self._lazy[2] if self._units is None else (u.reason for u in self._units)
+        return next((r for r in reasons if r), None)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ChannelGroup):
+            return NotImplemented
+        return (self.name, self.layers, self.units) == (other.name, other.layers, other.units)
+
+    __hash__ = None  # mutable, like the dataclass it replaces
 
     def __repr__(self) -> str:
         state = "prunable" if self.prunable else f"not prunable: {self.reason}"
@@ -63,17 +185,18 @@ class ChannelGraph:
     gm: torch.fx.GraphModule
     groups: list[ChannelGroup]
     grouped_convs: dict[str, GroupedConv] = field(default_factory=dict)
-    # (module, kind) -> the unit root of each channel index; root -> (group, position).
+    # (module, kind) -> the unit root of each channel index; per root, its group and position.
     _roots: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict, repr=False)
-    _at: dict[int, tuple[int, int]] = field(default_factory=dict, repr=False)
+    _group_of: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long), repr=False)
+    _pos_of: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long), repr=False)
 
     def locate(self, module: str, kind: str, index: int) -> tuple[ChannelGroup, int] | None:
         """The group and position of channel ``index`` of ``module`` in role ``kind``."""
         roots = self._roots.get((module, kind))
         if roots is None or not 0 <= index < len(roots):
             return None
-        gi, ui = self._at[int(roots[index])]
-        return self.groups[gi], ui
+        r = int(roots[index])
+        return self.groups[int(self._group_of[r])], int(self._pos_of[r])
 
     @property
     def prunable_groups(self) -> list[ChannelGroup]:
@@ -85,12 +208,100 @@ class ChannelGraph:
         return "\n".join(lines)
 
 
-def build_graph(gm: torch.fx.GraphModule, state: State, model: nn.Module) -> ChannelGraph:
-    """Resolve the recorded ties into units, and units with one pattern into groups."""
-    root = components(state.count, state.ties)
-    why = _first_stop(root, state)
+def _ordered_slots(state: State, model: nn.Module) -> tuple[dict[str, int], list[tuple[tuple[str, str], torch.Tensor]]]:
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
     slots = sorted(state.slots.items(), key=lambda kv: (order.get(kv[0][0], len(order)), kv[0][1]))
+    return order, slots
+
+
+def build_graph(gm: torch.fx.GraphModule, state: State, model: nn.Module) -> ChannelGraph:
+    """Resolve the recorded ties into units, and units with one pattern into groups.
+
+    Vectorised over channels (a few tensor passes, Python per group only); models with
+    grouped convs, whose units need a per-unit look at conv groups, take
+    :func:`build_graph_reference`, which is also what tests hold this one to.
+    """
+    if state.grouped or not state.slots:
+        return build_graph_reference(gm, state, model)
+    root = components(state.count, state.ties)
+    why = _first_stop(root, state)
+    order, slots = _ordered_slots(state, model)
+    roles = [k for k, _ in slots]
+    roots = {k: root.index_select(0, ids) for k, ids in slots}
+    sizes = torch.tensor([ids.numel() for _, ids in slots])
+    n_slots = len(slots)
+    R = torch.cat(list(roots.values()))  # members in slot order, then channel order
+    M = R.numel()
+    S = torch.repeat_interleave(torch.arange(n_slots), sizes)
+    I = torch.arange(M) - torch.repeat_interleave(torch.cumsum(sizes, 0) - sizes, sizes)  # noqa: E741
+    uroot, inv = torch.unique(R, return_inverse=True)  # unit u has root uroot[u]
+    U = uroot.numel()
+    first = torch.full((U,), M, dtype=torch.long).scatter_reduce_(0, inv, torch.arange(M), reduce="amin")
+    # A unit's key is the set of layer roles it touches. Hash it (the sum of one random
+    # number per role, each role once), group by hash, then check the grouping exactly.
+    pairs = torch.unique(inv * n_slots + S)
+    pu, ps = pairs // n_slots, pairs % n_slots
+    rand = torch.randint(0, 1 << 50, (n_slots,), generator=torch.Generator().manual_seed(0))
+    h = torch.zeros(U, dtype=torch.long).index_add_(0, pu, rand.index_select(0, ps))
+    _, g_of_u = torch.unique(h, return_inverse=True)
+    G = int(g_of_u.max()) + 1
+    g_size = torch.bincount(g_of_u, minlength=G)
+    gs_pairs, gs_count = torch.unique(g_of_u.index_select(0, pu) * n_slots + ps, return_counts=True)
+    if not torch.equal(gs_count, g_size.index_select(0, gs_pairs // n_slots)):  # a hash collision
+        return build_graph_reference(gm, state, model)
+    # Group order: where its first channel sits (module order, index), then first seen.
+    g_first = torch.full((G,), M, dtype=torch.long).scatter_reduce_(0, g_of_u, first, reduce="amin")
+    module_rank = torch.tensor([order.get(mod, 1 << 30) for mod, _ in roles])
+    g_key = zip(module_rank.index_select(0, S.index_select(0, g_first)).tolist(), I.index_select(0, g_first).tolist())
+    g_order = [g for _, g in sorted((k, g) for g, k in enumerate(zip(g_key, g_first.tolist())))]
+    g_rank = torch.empty(G, dtype=torch.long)
+    g_rank[torch.tensor(g_order)] = torch.arange(G)
+    # Units group by group, by their first channel (all of a group's start in one role).
+    u_order = torch.argsort(g_rank.index_select(0, g_of_u) * (M + 1) + first)
+    u_rank = torch.empty(U, dtype=torch.long)
+    u_rank[u_order] = torch.arange(U)
+    m_order = torch.argsort(u_rank.index_select(0, inv) * (M + 1) + torch.arange(M))
+    starts = torch.zeros(U + 1, dtype=torch.long)
+    starts[1:] = torch.cumsum(torch.bincount(inv, minlength=U).index_select(0, u_order), 0)
+    layout = _Layout(roles, S.index_select(0, m_order), I.index_select(0, m_order), starts)
+    # Reasons: the unit's first stop, else none of its roles produces it.
+    stop_reasons = [reason for _, reason in state.stops] + [None]
+    k_of = why.index_select(0, uroot.index_select(0, u_order)).clamp_(max=len(state.stops)).tolist()
+    g_roles: list[list[int]] = [[] for _ in range(G)]
+    for g, sl in zip((gs_pairs // n_slots).tolist(), (gs_pairs % n_slots).tolist()):  # sorted by group, role
+        g_roles[g].append(sl)
+    groups: list[ChannelGroup] = []
+    offset = 0
+    sizes_in_order = g_size.index_select(0, torch.tensor(g_order)).tolist()
+    for g, size in zip(g_order, sizes_in_order):
+        layers = tuple(roles[s] for s in g_roles[g])
+        reasons = list(map(stop_reasons.__getitem__, k_of[offset : offset + size]))
+        if not any(kind in PRODUCER_KINDS for _, kind in layers):
+            reasons = [r or "no layer produces these channels" for r in reasons]
+        name = next((mod for mod, kind in layers if kind in PRODUCER_KINDS), layers[0][0])
+        group = ChannelGroup(name, None, layers, (layout, offset, reasons))
+        if size == 1:
+            lone = _all_or_nothing(group.units, state)
+            if lone:
+                group = ChannelGroup(name, lone, layers)
+        groups.append(group)
+        offset += size
+    group_of = torch.zeros(state.count, dtype=torch.long)
+    pos_of = torch.zeros(state.count, dtype=torch.long)
+    u_group = g_rank.index_select(0, g_of_u)  # group number of each unit, by unit
+    g_start = torch.zeros(G, dtype=torch.long)
+    g_start[1:] = torch.cumsum(torch.tensor(sizes_in_order), 0)[:-1]
+    group_of[uroot] = u_group
+    pos_of[uroot] = u_rank - g_start.index_select(0, u_group)
+    return ChannelGraph(gm, groups, {}, roots, group_of, pos_of)
+
+
+def build_graph_reference(gm: torch.fx.GraphModule, state: State, model: nn.Module) -> ChannelGraph:
+    """:func:`build_graph` one unit and one member at a time: the plain statement of what it
+    computes, used for grouped convs and as the reference in tests."""
+    root = components(state.count, state.ties)
+    why = _first_stop(root, state)
+    order, slots = _ordered_slots(state, model)
     members: dict[int, list[Member]] = defaultdict(list)
     roots: dict[tuple[str, str], torch.Tensor] = {}
     for (module, kind), ids in slots:  # in model order, so every unit's members come out sorted
@@ -108,16 +319,19 @@ def build_graph(gm: torch.fx.GraphModule, state: State, model: nn.Module) -> Cha
         # Straddling units form a group of their own, so that the rest stays prunable.
         by_key[key + (("straddles", ""),) if straddles else key].append((rr, Unit(tuple(mems), reason or straddles)))
     groups: list[ChannelGroup] = []
-    at: dict[int, tuple[int, int]] = {}
+    group_of = torch.zeros(state.count, dtype=torch.long)
+    pos_of = torch.zeros(state.count, dtype=torch.long)
     for key, entries in sorted(by_key.items(), key=lambda kv: _first_position(kv[1][0][1], order)):
         entries.sort(key=lambda e: e[1].members[0].index)
         units = [u for _, u in entries]
         key = tuple(k for k in key if k[0] != "straddles")
         units = _unbalanced(units, key, state.grouped) or _all_or_nothing(units, state) or units
         producer = next((m.module for m in units[0].members if m.kind in PRODUCER_KINDS), units[0].members[0].module)
-        at.update((rr, (len(groups), ui)) for ui, (rr, _) in enumerate(entries))
+        rr = torch.tensor([r for r, _ in entries], dtype=torch.long)
+        group_of[rr] = len(groups)
+        pos_of[rr] = torch.arange(len(entries))
         groups.append(ChannelGroup(producer, units, key))
-    return ChannelGraph(gm, groups, dict(state.grouped), roots, at)
+    return ChannelGraph(gm, groups, dict(state.grouped), roots, group_of, pos_of)
 
 
 def _first_stop(root: torch.Tensor, state: State) -> torch.Tensor:
@@ -204,3 +418,16 @@ def _all_or_nothing(units: list[Unit], state: State) -> list[Unit] | None:
 def _first_position(unit: Unit, order: dict[str, int]) -> tuple[int, int]:
     m = unit.members[0]
     return order.get(m.module, 1 << 30), m.index
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Building tens of thousands of small members would set off several full collections,
+    each scanning every live object (torch's included): 4x the cost of the build itself."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

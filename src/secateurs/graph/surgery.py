@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import difflib
 import operator
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch.nn as nn
 
 from ..errors import PruningError
-from .groups import ChannelGraph, Unit
+from .groups import ChannelGraph, Unit, removals
 from .layers import Journal, layer_type, out_width
 from .trace import MetaInterpreter, trace
 
@@ -72,11 +72,7 @@ def _as_index(i: Any, name: str) -> int:
 
 
 def _removals(units: Sequence[Unit]) -> dict[str, dict[str, list[int]]]:
-    plan: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
-    for u in units:
-        for mem in u.members:
-            plan[mem.module][mem.kind].add(mem.index)
-    return {name: {k: sorted(v) for k, v in kinds.items()} for name, kinds in plan.items()}
+    return removals(units)
 
 
 def removal_problems(model: nn.Module, graph: ChannelGraph, units: Sequence[Unit]) -> dict[str, str]:
