@@ -128,26 +128,27 @@ def test_shape_check_catches_a_broken_surgeon(monkeypatch: pytest.MonkeyPatch) -
     """A conv surgeon that forgets the input side leaves a consumer one channel too wide:
     the shape check on meta tensors (fast conv shapes included) must catch it and undo all."""
     import copy
+    import dataclasses
 
     from secateurs.errors import PruningError
-    from secateurs.graph import SURGEONS, remove_units
+    from secateurs.graph import LAYER_TYPES, remove_units
 
     model = secateurs.create_model("resnet20").eval()
     x = torch.randn(1, 3, 32, 32)
     graph = secateurs.trace(model, x)
     before = copy.deepcopy(model.state_dict())
-    real = SURGEONS[nn.Conv2d]
+    conv = LAYER_TYPES[nn.Conv2d]
 
     def forgets_inputs(journal, module, kinds):
-        return real(journal, module, {k: v for k, v in kinds.items() if k != "in"})
+        return conv.prune(journal, module, {k: v for k, v in kinds.items() if k != "in"})
 
-    monkeypatch.setitem(SURGEONS, nn.Conv2d, forgets_inputs)
+    monkeypatch.setitem(LAYER_TYPES, nn.Conv2d, dataclasses.replace(conv, prune=forgets_inputs))
     group = next(g for g in graph.prunable_groups if g.name == "stages.0.0.conv1.0")
     with pytest.raises(PruningError, match="undone"):
         remove_units(model, graph, group.units[:2], x)
     after = model.state_dict()
     assert all(torch.equal(after[k], v) for k, v in before.items())
-    monkeypatch.setitem(SURGEONS, nn.Conv2d, real)
+    monkeypatch.setitem(LAYER_TYPES, nn.Conv2d, conv)
     remove_units(model, graph, group.units[:2], x)  # the same request, surgeon intact: fine
     block = model.get_submodule("stages.0.0")
     assert block.conv1[0].out_channels == block.conv2[0].in_channels == 14

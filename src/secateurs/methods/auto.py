@@ -54,8 +54,8 @@ def default_candidates() -> tuple[str, ...]:
 @dataclass(frozen=True)
 class AutoOptions:
     #: The methods to try, comma-separated, in order (``l1,fcs,bn-scale``: the same text on the
-    #: command line, in a recipe and in ``config.json``); empty: :func:`default_candidates`.
-    candidates: str = ""
+    #: command line, in a recipe and in ``config.json``); None: :func:`default_candidates`.
+    candidates: str | None = None
     holdout: int = DEFAULT_HOLDOUT  # training samples set aside to score the candidates on
 
     def __post_init__(self) -> None:
@@ -77,7 +77,7 @@ class AutoOptions:
     @property
     def methods(self) -> tuple[str, ...]:
         """The candidates' names, in the order they are tried."""
-        names = tuple(n.strip() for n in self.candidates.split(",") if n.strip())
+        names = tuple(n.strip() for n in (self.candidates or "").split(",") if n.strip())
         return names or default_candidates()
 
 
