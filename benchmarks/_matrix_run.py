@@ -140,6 +140,7 @@ def _secateurs_run(
         "notes": res.notes,
         "details": {
             "inputs_removed": res.finalized.get("inputs_removed_total"),
+            "auto": res.rounds[-1].details.get("auto"),  # auto's candidates and choice (None otherwise)
             "per_round": [{k: v for k, v in asdict(r).items() if k != "details"} for r in res.rounds],
         },
     }

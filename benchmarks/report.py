@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import machine_line, markdown_table
+from _matrix_auto import auto_rows
 from _matrix_claims import Stat, difference, pair_claim_rows, probability_claim_rows
 from _matrix_spec import PROFILES, VARIANTS, Profile, cells
 
@@ -232,6 +233,9 @@ def build_report(profile: Profile, results: Path, out: Path) -> str:
     claims = pair_claim_rows(groups, planned) + probability_claim_rows(groups, planned)
     claim_md = markdown_table(["paper", "claim", "where", "our numbers (top-1 %)", "status"], claims)
     picture = plot(groups, out.parent / f"matrix_{profile.name}.png")
+    auto, auto_summary = auto_rows(groups)
+    auto_head = ["model", "target", "seed", "picked (held-out top-1)", "best after FT (top-1)", "same?"]
+    auto_md = markdown_table([*auto_head, "selection s", "auto final top-1"], auto) if auto else ""
     md = "\n\n".join(
         [
             f"# Which pruning method? The matrix, profile `{profile.name}`",
@@ -243,6 +247,10 @@ def build_report(profile: Profile, results: Path, out: Path) -> str:
             "*not significant* when it is within twice the combined standard error (or one seed only), "
             "*not run yet* when a side has no run.",
             claim_md,
+            "## auto's pick",
+            "`auto` chooses before fine-tuning, on held-out training samples; the check is against the "
+            "candidate whose own one-round run ends best on the same seed (`_matrix_auto.py`). " + auto_summary,
+            auto_md,
             "## Accuracy against MACs reduction",
             picture,
             "## Tables",
@@ -252,7 +260,7 @@ def build_report(profile: Profile, results: Path, out: Path) -> str:
         ]
     )
     atomic_write(out, lambda tmp: tmp.write_text(md + "\n"))
-    data = {"profile": profile.name, "figures": figures, "claims": claims, "missing": missing}
+    data = {"profile": profile.name, "figures": figures, "claims": claims, "auto": auto, "missing": missing}
     atomic_write(out.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(data, indent=1) + "\n"))
     return md
 

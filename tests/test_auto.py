@@ -136,6 +136,7 @@ def test_the_chosen_cut_is_fine_tuned(one_thread, data, tmp_path) -> None:
         ({"candidates": "l1,l1"}, "repeat"),
         ({"holdout": 0}, "holdout"),
         ({"holdout": "many"}, "holdout"),
+        ({"holdout": 1.5}, "holdout"),
         ({"no_such": 1}, "no_such"),
     ],
 )
@@ -156,6 +157,12 @@ def test_refusals_come_before_the_model_is_touched(data) -> None:
     with pytest.raises(ConfigError, match="DataLoader"):
         prune(model, "auto", macs_reduction=0.4, train_set=loader, input_shape=(3, 16, 16), finetune="none")
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+def test_a_fractional_holdout_is_a_share_of_the_training_set(data) -> None:
+    train, _ = data
+    rest, held = split_holdout(train, 0.25, 0, "auto")
+    assert (len(held), len(rest)) == (48, 144)
 
 
 def test_default_candidates_leave_out_the_control_and_other_targets() -> None:

@@ -203,3 +203,25 @@ def test_unknown_filter_is_refused_with_the_choices(tmp_path):
     assert done.returncode != 0
     assert "--methods l9: not in this profile" in done.stderr and "random" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "results").exists()
+
+
+def test_auto_pick_is_checked_against_the_best_one_round_run_on_its_seed(monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    from _matrix_auto import auto_rows
+
+    def run(variant, seed, top1, auto=None):
+        return {"variant": variant, "seed": seed, "top1": top1, "details": {"auto": auto} if auto else {}}
+
+    def picked(method):
+        return {"chosen": method, "candidates": [{"method": method, "holdout_top1": 80.0, "seconds": 3.0}]}
+
+    key = ("resnet20", "macs50")
+    groups = {
+        (*key, "l1"): [run("l1", 0, 90.0), run("l1", 1, 91.0)],
+        (*key, "fcs"): [run("fcs", 0, 90.5), run("fcs", 1, 90.0)],
+        (*key, "auto"): [run("auto", 0, 90.4, picked("fcs")), run("auto", 1, 90.1, picked("fcs"))],
+    }
+    rows, summary = auto_rows(groups)
+    assert [r[5] for r in rows] == ["yes", "no"]  # seed 0: fcs best (90.5); seed 1: l1 best (91.0)
+    assert rows[1][4] == "`l1` (91.00)" and rows[0][3] == "`fcs` (80.00)" and rows[0][6] == "3"
+    assert "1 of 2" in summary

@@ -42,7 +42,7 @@ def nothing_to_restore(model: nn.Module) -> None:
     """A channel method's checkpoint holds all of its model."""
 
 
-def no_holdout(options: Any) -> int:
+def no_holdout(options: Any) -> int | float:
     """A method that sets no training samples aside."""
     return 0
 
@@ -99,8 +99,9 @@ class Method:
     #: steps and an even split over ``rounds`` (:func:`._round.even_schedule`).
     schedule: Callable[[Any, int, int | None], list[tuple[float, int]]] | None = None
     #: ``options`` -> training samples the run sets aside before anything reads the training set,
-    #: for the method's round to judge cuts on (``RoundContext.judge``; ``auto``); 0: none.
-    holdout: Callable[[Any], int] = no_holdout
+    #: for the method's round to judge cuts on (``RoundContext.judge``; ``auto``): a count, or a
+    #: fraction of the training set below 1; 0: none.
+    holdout: Callable[[Any], int | float] = no_holdout
     #: ``(achieved, target, last round's achieved)`` -> the note of a run more than a point off target.
     off_target_note: Callable[[float, float, float], str] = solver_note
 

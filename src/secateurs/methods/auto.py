@@ -56,7 +56,9 @@ class AutoOptions:
     #: The methods to try, comma-separated, in order (``l1,fcs,bn-scale``: the same text on the
     #: command line, in a recipe and in ``config.json``); None: :func:`default_candidates`.
     candidates: str | None = None
-    holdout: int = DEFAULT_HOLDOUT  # training samples set aside to score the candidates on
+    #: Training samples set aside to score the candidates on: a count, or a fraction of the
+    #: training set when below 1 (``0.05``: 5%).
+    holdout: int | float = DEFAULT_HOLDOUT
 
     def __post_init__(self) -> None:
         check_field_types(self, "auto option")
@@ -71,8 +73,11 @@ class AutoOptions:
                 raise ValueError(f"candidate {name!r} cannot be compared with the others: {why}")
         if len(set(names)) != len(names):
             raise ValueError(f"candidates must not repeat a method, got {self.candidates!r}")
-        if self.holdout < 1:
-            raise ValueError(f"holdout must be a positive number of training samples, got {self.holdout!r}")
+        if not (self.holdout > 0 and (isinstance(self.holdout, int) or self.holdout < 1)):
+            raise ValueError(
+                f"holdout must be a number of training samples (an integer >= 1) or a fraction of them "
+                f"in (0, 1), got {self.holdout!r}"
+            )
 
     @property
     def methods(self) -> tuple[str, ...]:

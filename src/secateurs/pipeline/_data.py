@@ -129,20 +129,24 @@ class RunData:
         return cls(train_set, test_set, tuple(shape))
 
 
-def split_holdout(train_set: Any, n: int, seed: int, owner: str) -> tuple[Any, Any]:
-    """(the rest, ``n`` seeded samples) of ``train_set``: the samples set aside are chosen
-    before anything reads the training set, so no calibration, recalibration or fine-tuning
-    batch can contain one."""
+def split_holdout(train_set: Any, size: int | float, seed: int, owner: str) -> tuple[Any, Any]:
+    """(the rest, ``size`` seeded samples -- a count, or a fraction of the set below 1) of
+    ``train_set``: the samples set aside are chosen before anything reads the training set, so
+    no calibration, recalibration or fine-tuning batch can contain one."""
     if train_set is None:
-        raise ConfigError(f"method {owner!r} sets {n} training samples aside to judge its cuts on: give a train_set")
+        raise ConfigError(f"method {owner!r} sets training samples aside to judge its cuts on: give a train_set")
     if isinstance(train_set, DataLoader):
         raise ConfigError(
             f"method {owner!r} sets training samples aside, which needs the dataset itself: pass the "
             f"DataLoader's dataset (a map-style Dataset), not the DataLoader"
         )
     total = length_of(train_set)
+    n = size if isinstance(size, int) else round(size * total)
     if not 0 < n < total:
-        raise ConfigError(f"method {owner!r}: holdout={n} must leave training samples, the train_set has {total}")
+        raise ConfigError(
+            f"method {owner!r}: holdout={size} sets {n} of the train_set's {total} samples aside; "
+            "it must set some aside and leave some"
+        )
     order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
     held, rest = order[:n].sort().values, order[n:].sort().values
     if isinstance(train_set, ImageDataset):
