@@ -70,20 +70,16 @@ def train(
 
     Args:
         model: the network (built identically on every process).
-        train_set / test_set: what :func:`secateurs.data.as_loader` reads: an in-memory
-            ``ImageDataset`` (augmented as ``config`` says), a torch ``Dataset`` of ``(image,
-            label)`` (batched by a seeded DistributedSampler, ``config.num_workers`` workers) or
-            a ``DataLoader`` (used as it is); ``test_set`` may be None (no evaluation).
+        train_set / test_set: what :func:`secateurs.data.as_loader` reads (an ``ImageDataset``,
+            a torch ``Dataset`` of ``(image, label)`` or a ``DataLoader``); no test set, no evaluation.
         config: see :class:`TrainConfig`.
         run_dir: where rank 0 writes ``metrics.jsonl``, ``model.safetensors`` (model +
             metadata, what ``secateurs eval/measure/export`` read) and ``state.safetensors``
             (everything needed to resume), each atomically at the end of every epoch.
-        resume: continue the run in ``run_dir`` from its last finished epoch. With
-            ``config.epochs`` larger than the run's, a run (finished or not) is extended: the
-            learning-rate schedule is recomputed for the new number of epochs and followed
-            from the saved step, so with ``cosine`` a finished run's rate rises again from
-            about zero to where the longer curve stands at that step (a warm restart), then
-            decays to zero at the new end. Every other option must be the run's own.
+        resume: continue the run in ``run_dir`` after its last finished epoch. A larger
+            ``config.epochs`` extends the run (finished or not): the schedule is recomputed for
+            the new length and followed from the saved step (with ``cosine``, a warm restart).
+            Every other option must be the run's own.
         meta: extra metadata stored in ``model.safetensors``.
         objective: loss function, default cross-entropy with the configured smoothing.
         after_step: called with the bare model after every optimizer step (e.g. to hold masks).
