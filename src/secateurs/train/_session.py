@@ -89,6 +89,8 @@ class Trainees:
 
 @dataclass(frozen=True)
 class Loaders:
+    """The training set split over the processes (each takes its share of the global batch), the test set whole."""
+
     train: Any  # a secateurs loader: set_epoch(epoch), then (inputs, targets) batches
     test: Any | None
     num_classes: int | None  # of the test set; None: evaluate reads the model's output width
