@@ -20,7 +20,7 @@ from _common import machine, machine_line, markdown_table, write_results
 from secateurs.data import LoaderConfig, load_dataset, make_loader
 from secateurs.models import create_model
 from secateurs.train import TrainConfig, dist_info, train
-from secateurs.train.distributed import resolve_device
+from secateurs.train.distributed import training_device
 
 
 def model_alone(name: str, batch: int, steps: int, device: torch.device) -> float:
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
-    device = resolve_device(args.device, dist_info())  # the trainer's own "auto" rule
+    device = training_device(args.device, dist_info())  # the trainer's own "auto" rule
     data = load_dataset("fashion-mnist", "train")
     rows, results = [], []
     loader_rate = loader_alone(data, args.batch_size, 200)

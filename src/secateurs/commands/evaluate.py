@@ -26,10 +26,10 @@ def evaluate_checkpoint(
     from ..io import read_meta
     from ..io._factory import load_model
     from ..train import dist_info, evaluate
-    from ..train.distributed import resolve_device
+    from ..train.distributed import training_device
 
     dataset, data = checkpoint_dataset(ckpt, read_meta(ckpt), dataset, split, data_dir, dataset_options)
-    dev = resolve_device(device, dist_info())
+    dev = training_device(device, dist_info())
     model = load_model(ckpt, arch).to(dev)
     result = evaluate(
         model, as_loader(data, LoaderConfig(batch_size=batch_size, train=False, device=dev)), data.info.num_classes

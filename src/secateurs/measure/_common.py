@@ -103,8 +103,13 @@ def forward_errors_as_config(shape: tuple[int, ...]) -> Iterator[None]:
         raise ConfigError(f"forward on a sample of shape {shape} failed ({e}); check input_shape") from e
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``torch.device`` with the index filled in, so ``"cuda"`` equals the model's ``cuda:0``."""
+def indexed_device(device: str | torch.device) -> torch.device:
+    """``torch.device`` with the index filled in, so ``"cuda"`` equals the model's ``cuda:0``.
+
+    A bare ``"cuda"`` is the current CUDA device, as torch places a tensor sent there; it
+    does not take ``"auto"``. Deciding which device a run trains on is
+    :func:`secateurs.train.distributed.training_device`.
+    """
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         return torch.device("cuda", torch.cuda.current_device())

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
-from ._common import eval_mode, forward_errors_as_config, model_device_dtype, resolve_device, sample_shape
+from ._common import eval_mode, forward_errors_as_config, indexed_device, model_device_dtype, sample_shape
 from .latency import call_ms
 from .load import LoadMonitor, LoadWindow
 
@@ -234,7 +234,7 @@ def compare_latency(
     sizes, threads = _check(batch_sizes, threads, rel_ci, budget_s, min_pairs, max_pairs)
     shape = sample_shape(model_a, input_shape)
     sample_shape(model_b, shape)
-    target = resolve_device(device) if device is not None else model_device_dtype(model_a)[0]
+    target = indexed_device(device) if device is not None else model_device_dtype(model_a)[0]
     dtype = model_device_dtype(model_a)[1]
     a, b = _runner(model_a, target), _runner(model_b, target)
     old_threads, started = torch.get_num_threads(), time.monotonic()

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
-from ._common import eval_mode, forward_errors_as_config, model_device_dtype, resolve_device, sample_shape
+from ._common import eval_mode, forward_errors_as_config, indexed_device, model_device_dtype, sample_shape
 
 
 def _check_counts(batch_sizes: Sequence[int], warmup: int, repeats: int, threads: int | None) -> tuple[int, ...]:
@@ -78,7 +78,7 @@ def measure_latency(
     sizes = _check_counts(batch_sizes, warmup, repeats, threads)
     shape = sample_shape(model, input_shape)
     model_device, dtype = model_device_dtype(model)
-    target = resolve_device(device) if device is not None else model_device
+    target = indexed_device(device) if device is not None else model_device
     runner = model if target == model_device else copy.deepcopy(model).to(target)
     old_threads = torch.get_num_threads()
     batches: dict[int, dict[str, float]] = {}

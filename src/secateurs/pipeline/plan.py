@@ -22,7 +22,7 @@ from ..measure import count_macs, count_params
 from ..methods import Method, get_method
 from ..methods._registry import MeasureFn
 from ..train import TrainConfig, dist_info
-from ..train.distributed import DistInfo, resolve_device
+from ..train.distributed import DistInfo, training_device
 from .finetune import Finetuning
 from .recalibration import DEFAULT_BN_RECALIBRATION
 
@@ -156,7 +156,7 @@ def _bn_recalibration(config: PruneConfig, method: Method) -> int:
 def _device(name: str, dist: DistInfo) -> torch.device:
     """The one place a pruning run's device is decided (under torchrun: this rank's GPU)."""
     try:
-        return resolve_device(name, dist)
+        return training_device(name, dist)
     except RuntimeError as e:
         raise ConfigError(f"device {name!r} is not a device torch knows (auto, cpu, cuda, cuda:1, ...): {e}") from e
 

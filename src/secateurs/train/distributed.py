@@ -42,7 +42,13 @@ def dist_info() -> DistInfo:
     )
 
 
-def resolve_device(device: str, info: DistInfo) -> torch.device:
+def training_device(device: str, info: DistInfo) -> torch.device:
+    """The device this process trains on: ``"auto"`` is CUDA when there is one, and a CUDA
+    device without an index is this process's own GPU (torchrun's ``LOCAL_RANK``).
+
+    Unlike :func:`secateurs.measure._common.indexed_device`, which names the device a model
+    already sits on, this decides where a run goes.
+    """
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
