@@ -51,6 +51,9 @@ class _Tracker:
         self.cost, self.floors = cost, floors
         self.removed: Counter = Counter()
         self.total = {"macs": cost.macs, "params": cost.params}
+        # Each layer's (MACs, params) at its current removals, so a step costs one
+        # evaluation per layer it touches instead of two.
+        self.current: dict[str, tuple[float, float]] = {}
 
     def fits(self, counts: Counter) -> bool:
         for role, n in counts.items():
@@ -59,18 +62,22 @@ class _Tracker:
         return True
 
     def apply(self, counts: Counter, sign: int = 1) -> None:
-        names = {module for module, _ in counts}
-        for name in names:
+        by_module: dict[str, list[tuple[str, int]]] = defaultdict(list)
+        for (module, kind), n in counts.items():
+            by_module[module].append((kind, n))
+        removed, current, total = self.removed, self.current, self.total
+        for name, changes in by_module.items():
             layer = self.cost.layers.get(name)
             if layer is None:
                 continue
-            before = self._layer_cost(name, layer)
-            for (module, kind), n in counts.items():
-                if module == name:
-                    self.removed[(module, kind)] += sign * n
-            after = self._layer_cost(name, layer)
-            self.total["macs"] += after[0] - before[0]
-            self.total["params"] += after[1] - before[1]
+            before = current.get(name)
+            if before is None:
+                before = self._layer_cost(name, layer)
+            for kind, n in changes:
+                removed[(name, kind)] += sign * n
+            after = current[name] = self._layer_cost(name, layer)
+            total["macs"] += after[0] - before[0]
+            total["params"] += after[1] - before[1]
 
     def _layer_cost(self, name: str, layer: _Layer) -> tuple[float, float]:
         r_out = self.removed[(name, "bn" if layer.kind == "bn" else "out")]
@@ -89,6 +96,10 @@ def _steps(group: ChannelGroup, scores: torch.Tensor, graph: ChannelGraph) -> li
         for module, kind in group.layers
         if module in graph.grouped_convs and kind in ("in", "out")
     ]
+    if not grouped:  # one unit per step, in score order (a stable sort, as below)
+        order = torch.sort(scores, stable=True).indices.tolist()
+        units, values = group.units, scores.tolist()
+        return [(values[i], [units[i]]) for i in order]
     parts: dict[tuple, list[int]] = defaultdict(list)
     for ui, unit in enumerate(group.units):
         key = tuple(
