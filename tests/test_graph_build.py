@@ -18,9 +18,9 @@ from engine_models import TOYS
 
 import secateurs
 from secateurs.graph._state import State
-from secateurs.graph.groups import build_graph, build_graph_reference
+from secateurs.graph._build import build_graph, build_graph_reference
 
-T = importlib.import_module("secateurs.graph.trace")
+T = importlib.import_module("secateurs.graph._meta")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -68,7 +68,7 @@ def test_a_hash_collision_falls_back_to_the_reference(monkeypatch: pytest.Monkey
     calls = []
     real = build_graph_reference
     monkeypatch.setattr(torch, "randint", lambda lo, hi, size, generator=None: torch.zeros(size, dtype=torch.long))
-    import secateurs.graph.groups as G
+    import secateurs.graph._build as G
 
     monkeypatch.setattr(G, "build_graph_reference", lambda *a: calls.append(1) or real(*a))
     fast = G.build_graph(gm, state, model)

@@ -158,6 +158,18 @@ class ChannelGroup:
         return self.reason is None
 
     @property
+    def one_per_role(self) -> bool:
+        """Whether every unit has exactly one member in each role of ``layers`` (every unit
+        touches each of them, so equal totals mean one each): removing ``n`` units then
+        removes ``n`` channels from every role. Read off the trace's arrays, members unbuilt."""
+        if self._units is None:
+            layout, first, reasons = self._lazy
+            total = int(layout.starts[first + len(reasons)] - layout.starts[first])
+        else:
+            total = sum(len(u.members) for u in self._units)
+        return total == self.size * len(self.layers)
+
+    @property
     def reason(self) -> str | None:
         reasons = self._lazy[2] if self._units is None else (u.reason for u in self._units)
         return next((r for r in reasons if r), None)

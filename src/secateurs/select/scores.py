@@ -31,9 +31,7 @@ def unit_scores(graph: ChannelGraph, scores: LayerScores, normalise_layers: bool
     """``{group index: one score per unit}`` for every prunable group some score reaches."""
     scores = normalise(scores) if normalise_layers else {k: v.float() for k, v in scores.items()}
     wanted = [
-        gi
-        for gi, group in enumerate(graph.groups)
-        if group.prunable and any(role in scores for role in group.layers)
+        gi for gi, group in enumerate(graph.groups) if group.prunable and any(role in scores for role in group.layers)
     ]
     gathered = _gathered(graph, scores, wanted)
     if gathered is not None:
