@@ -162,7 +162,7 @@ class ChannelGroup:
         """Whether every unit has exactly one member in each role of ``layers`` (every unit
         touches each of them, so equal totals mean one each): removing ``n`` units then
         removes ``n`` channels from every role. Read off the trace's arrays, members unbuilt."""
-        if self._units is None:
+        if self._lazy is not None:  # built from the layout (the units may be built by now, members not)
             layout, first, reasons = self._lazy
             total = int(layout.starts[first + len(reasons)] - layout.starts[first])
         else:

@@ -54,6 +54,7 @@ class _Tracker:
         # Each layer's (MACs, params) at its current removals, so a step costs one
         # evaluation per layer it touches instead of two.
         self.current: dict[str, tuple[float, float]] = {}
+        self._prepared: dict[int, tuple[Counter, list]] = {}
 
     def fits(self, counts: Counter) -> bool:
         for role, n in counts.items():
@@ -62,26 +63,34 @@ class _Tracker:
         return True
 
     def apply(self, counts: Counter, sign: int = 1) -> None:
-        by_module: dict[str, list[tuple[str, int]]] = defaultdict(list)
-        for (module, kind), n in counts.items():
-            by_module[module].append((kind, n))
         removed, current, total = self.removed, self.current, self.total
-        for name, changes in by_module.items():
-            layer = self.cost.layers.get(name)
-            if layer is None:
-                continue
+        for name, layer, in_role, out_role, changes in self._by_layer(counts):
             before = current.get(name)
             if before is None:
-                before = self._layer_cost(name, layer)
-            for kind, n in changes:
-                removed[(name, kind)] += sign * n
-            after = current[name] = self._layer_cost(name, layer)
+                before = layer.cost(removed[in_role], removed[out_role])
+            for role, n in changes:
+                removed[role] += sign * n
+            after = current[name] = layer.cost(removed[in_role], removed[out_role])
             total["macs"] += after[0] - before[0]
             total["params"] += after[1] - before[1]
 
-    def _layer_cost(self, name: str, layer: _Layer) -> tuple[float, float]:
-        r_out = self.removed[(name, "bn" if layer.kind == "bn" else "out")]
-        return layer.cost(self.removed[(name, "in")], r_out)
+    def _by_layer(self, counts: Counter) -> list[tuple[str, _Layer, tuple, tuple, list]]:
+        """``counts`` by layer of the cost model, in order of first appearance: the layer,
+        the roles its cost reads, and its changes. Steps share their counts (a group's
+        single-unit steps all hold one), so this is worked out once per counts object."""
+        hit = self._prepared.get(id(counts))
+        if hit is not None and hit[0] is counts:
+            return hit[1]
+        by_module: dict[str, list[tuple[tuple[str, str], int]]] = defaultdict(list)
+        for role, n in counts.items():
+            by_module[role[0]].append((role, n))
+        out = []
+        for name, changes in by_module.items():
+            layer = self.cost.layers.get(name)
+            if layer is not None:
+                out.append((name, layer, (name, "in"), (name, "bn" if layer.kind == "bn" else "out"), changes))
+        self._prepared[id(counts)] = (counts, out)
+        return out
 
 
 def _member_counts(units: Sequence[Unit]) -> Counter:
