@@ -17,10 +17,11 @@ import torch.nn as nn
 from engine_models import TOYS
 
 import secateurs
+from secateurs.graph._build import build_graph, build_graph_reference
 from secateurs.graph._state import State
-from secateurs.graph.groups import build_graph, build_graph_reference
 
 T = importlib.import_module("secateurs.graph.trace")
+M = importlib.import_module("secateurs.graph._meta")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -68,7 +69,7 @@ def test_a_hash_collision_falls_back_to_the_reference(monkeypatch: pytest.Monkey
     calls = []
     real = build_graph_reference
     monkeypatch.setattr(torch, "randint", lambda lo, hi, size, generator=None: torch.zeros(size, dtype=torch.long))
-    import secateurs.graph.groups as G
+    import secateurs.graph._build as G
 
     monkeypatch.setattr(G, "build_graph_reference", lambda *a: calls.append(1) or real(*a))
     fast = G.build_graph(gm, state, model)
@@ -91,7 +92,7 @@ def test_a_hash_collision_falls_back_to_the_reference(monkeypatch: pytest.Monkey
 )
 def test_fast_layer_shapes_equal_the_meta_kernels(module: nn.Module, shape: tuple) -> None:
     x = torch.empty(shape, device="meta")
-    fast = T._fast_shape(module, x)
+    fast = M._fast_shape(module, x)
     ref = torch.func.functional_call(module, {k: v.to("meta") for k, v in module.named_parameters()}, (x,))
     assert fast is not None and fast.shape == ref.shape and fast.dtype == ref.dtype
 
@@ -100,9 +101,9 @@ def test_fast_layer_shapes_leave_mismatches_to_the_meta_kernels() -> None:
     """A conv whose weight does not fit its input gets no shape from arithmetic: the meta
     kernels run and raise, as the real forward would."""
     conv = nn.Conv2d(4, 6, 3)
-    assert T._fast_shape(conv, torch.empty(1, 5, 8, 8, device="meta")) is None
-    assert T._fast_shape(conv, torch.empty(1, 4, 2, 2, device="meta")) is None  # output would be empty
-    assert T._fast_shape(nn.Linear(6, 3), torch.empty(2, 5, device="meta")) is None
+    assert M._fast_shape(conv, torch.empty(1, 5, 8, 8, device="meta")) is None
+    assert M._fast_shape(conv, torch.empty(1, 4, 2, 2, device="meta")) is None  # output would be empty
+    assert M._fast_shape(nn.Linear(6, 3), torch.empty(2, 5, device="meta")) is None
 
 
 @pytest.mark.parametrize("name", ["resnet20", "mobilenet_v2", "vgg16"])

@@ -18,7 +18,7 @@ from ..errors import SecateursError
 from ..graph.layers import LayerCost, has_kernels, layer_type, nonzero_kernels, working_kernels
 from ._common import eval_mode, forward_errors_as_config, model_device_dtype, sample_shape
 
-__all__ = ["count_macs", "counter_for", "kernels_per_layer", "layer_costs", "nonzero_kernels"]
+__all__ = ["count_macs", "counter_for", "kernels_per_layer", "layer_costs", "layer_figures", "nonzero_kernels"]
 
 #: ``fn(module, inputs, output, sparse) -> MACs`` of one call of a layer.
 MacsFn = Callable[[nn.Module, tuple, torch.Tensor, bool], int]
@@ -40,28 +40,43 @@ def layer_costs(model: nn.Module, example_inputs: torch.Tensor) -> dict[str, Lay
     """Each layer's :class:`LayerCost` (``LayerType.cost``) by module name, from one forward
     of the first sample in eval mode: the budget solver's cost model. Layers the forward
     does not reach have no entry."""
-    costs: dict[str, LayerCost] = {}
+    return layer_figures(model, example_inputs)[0]
 
-    def hook(name: str, fn: Callable) -> Callable:
+
+def layer_figures(model: nn.Module, example_inputs: torch.Tensor) -> tuple[dict[str, LayerCost], int]:
+    """:func:`layer_costs` and the dense :func:`count_macs` of the first sample, from the same
+    forward: the cost model needs both, and the forward is most of their cost."""
+    costs: dict[str, LayerCost] = {}
+    macs: dict[str, int] = {}
+
+    def hook(name: str, cost_fn: Callable | None, macs_fn: MacsFn | None) -> Callable:
         def record(m: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            cost = fn(m, output)
-            if cost is not None:
-                costs[name] = cost
+            if cost_fn is not None:
+                cost = cost_fn(m, output)
+                if cost is not None:
+                    costs[name] = cost
+            if macs_fn is not None:
+                try:
+                    n = macs_fn(m, inputs, output, False)
+                except SecateursError as e:
+                    raise type(e)(f"layer {name!r} ({type(m).__name__}): {e}") from e
+                macs[name] = macs.get(name, 0) + n
 
         return record
 
     hooks = []
     for name, m in model.named_modules():
         layer = layer_type(m)
-        if layer is not None and layer.cost is not None:
-            hooks.append(m.register_forward_hook(hook(name, layer.cost)))
+        if layer is not None and (layer.cost is not None or layer.macs is not None):
+            hooks.append(m.register_forward_hook(hook(name, layer.cost, layer.macs)))
+    x = example_inputs[:1]
     try:
-        with eval_mode(model), torch.no_grad():
-            model(example_inputs[:1])
+        with eval_mode(model), torch.inference_mode(), forward_errors_as_config(tuple(x.shape[1:])):
+            model(x)
     finally:
         for h in hooks:
             h.remove()
-    return costs
+    return costs, sum(macs.values())
 
 
 def count_macs(

@@ -27,13 +27,21 @@ def channels(model: nn.Module) -> dict[str, int]:
 
 
 def snapshot(
-    model: nn.Module, plan: RunPlan, shape: tuple[int, ...], test_set: Any, top1: float | None = None
+    model: nn.Module,
+    plan: RunPlan,
+    shape: tuple[int, ...],
+    test_set: Any,
+    top1: float | None = None,
+    macs: int | None = None,
 ) -> dict[str, Any]:
     """Params, MACs, the method's own figures (``Method.measures``) and test top-1 (``top1``
-    when it is already known); latency is measured apart, at the end."""
+    when it is already known, ``macs`` likewise: ``count_macs(model, shape)``); latency is
+    measured apart, at the end."""
     if top1 is None:
         top1 = top1_accuracy(model, test_set, plan.device)
-    out: dict[str, Any] = {"params": count_params(model), "macs": count_macs(model, shape), "top1": top1}
+    if macs is None:
+        macs = count_macs(model, shape)
+    out: dict[str, Any] = {"params": count_params(model), "macs": macs, "top1": top1}
     out.update({name: measure(model, shape) for name, measure in plan.method.measures})
     return out
 

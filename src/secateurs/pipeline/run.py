@@ -114,8 +114,10 @@ def _start(plan: RunPlan, model: nn.Module, data: RunData, run_dir: Path | None,
         log.info("resuming %s from round %d of %d, %s", run_dir, progress.round, len(plan.rounds), stage)
     else:
         pruned = copy.deepcopy(model).to(device)
-        before = _snapshot(pruned, plan, data.shape, data.test_set if plan.config.evaluate_before else None)
-        floors = floors_for(CostModel.of(pruned, example).widths, plan.config.min_keep_fraction)
+        cost = CostModel.of(pruned, example)  # its forward also counts the MACs the snapshot records
+        test_set = data.test_set if plan.config.evaluate_before else None
+        before = _snapshot(pruned, plan, data.shape, test_set, macs=int(cost.macs))
+        floors = floors_for(cost.widths, plan.config.min_keep_fraction)
         progress = Progress(
             before=before, channels_before=channels(pruned), floors=[[m, k, n] for (m, k), n in floors.items()]
         )

@@ -2,6 +2,7 @@
 
 * :mod:`.scores`: layer scores -> one score per unit (what the solver ranks);
 * :mod:`._cost`: :class:`CostModel`, MACs and params as functions of the channels removed;
+* :mod:`._tracker`: the running totals the solver keeps while it removes units;
 * :mod:`.budget`: :func:`solve`, the units to remove for a MACs or params target.
 
 Imports run downward: ``graph`` -> ``select`` -> ``methods`` -> ``pipeline``.

@@ -22,12 +22,11 @@ class CostModel:
 
     @classmethod
     def of(cls, model: nn.Module, example_inputs: torch.Tensor) -> CostModel:
-        from ..measure import count_macs, count_params
-        from ..measure.macs import layer_costs
+        from ..measure import count_params
+        from ..measure.macs import layer_figures
 
-        layers = layer_costs(model, example_inputs)
-        shape = tuple(example_inputs.shape[1:])
+        layers, macs = layer_figures(model, example_inputs)  # one forward for both
         widths = {}
         for name, layer in layers.items():
             widths[(name, "bn" if layer.kind == "bn" else "out")] = layer.out_ch
-        return cls(layers, float(count_macs(model, shape)), float(count_params(model)), widths)
+        return cls(layers, float(macs), float(count_params(model)), widths)

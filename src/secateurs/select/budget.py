@@ -28,7 +28,8 @@ import torch
 
 from ..errors import ConfigError
 from ..graph import ChannelGraph, ChannelGroup, Unit
-from ._cost import CostModel, _Layer
+from ._cost import CostModel
+from ._tracker import _Tracker
 
 METRICS = ("macs", "params")
 #: How far past the goal the global solver may land before it looks for a cheaper last step.
@@ -44,44 +45,15 @@ class Plan:
     note: str | None = None
 
 
-class _Tracker:
-    """Running totals while units are removed one step at a time."""
-
-    def __init__(self, cost: CostModel, floors: dict[tuple[str, str], int]) -> None:
-        self.cost, self.floors = cost, floors
-        self.removed: Counter = Counter()
-        self.total = {"macs": cost.macs, "params": cost.params}
-
-    def fits(self, counts: Counter) -> bool:
-        for role, n in counts.items():
-            if role in self.floors and self.cost.widths[role] - self.removed[role] - n < self.floors[role]:
-                return False
-        return True
-
-    def apply(self, counts: Counter, sign: int = 1) -> None:
-        names = {module for module, _ in counts}
-        for name in names:
-            layer = self.cost.layers.get(name)
-            if layer is None:
-                continue
-            before = self._layer_cost(name, layer)
-            for (module, kind), n in counts.items():
-                if module == name:
-                    self.removed[(module, kind)] += sign * n
-            after = self._layer_cost(name, layer)
-            self.total["macs"] += after[0] - before[0]
-            self.total["params"] += after[1] - before[1]
-
-    def _layer_cost(self, name: str, layer: _Layer) -> tuple[float, float]:
-        r_out = self.removed[(name, "bn" if layer.kind == "bn" else "out")]
-        return layer.cost(self.removed[(name, "in")], r_out)
-
-
 def _member_counts(units: Sequence[Unit]) -> Counter:
     return Counter((m.module, m.kind) for u in units for m in u.members)
 
 
-def _steps(group: ChannelGroup, scores: torch.Tensor, graph: ChannelGraph) -> list[tuple[float, list[Unit]]]:
+#: One removal: its score, its units, and how many channels it takes from each layer role.
+Step = tuple[float, list[Unit], Counter]
+
+
+def _steps(group: ChannelGroup, scores: torch.Tensor, graph: ChannelGraph) -> list[Step]:
     """The group's removals in order: one unit at a time, or one per conv group when the
     group feeds a grouped conv (so its groups stay equal)."""
     grouped = [
@@ -89,6 +61,13 @@ def _steps(group: ChannelGroup, scores: torch.Tensor, graph: ChannelGraph) -> li
         for module, kind in group.layers
         if module in graph.grouped_convs and kind in ("in", "out")
     ]
+    if not grouped:  # one unit per step, in score order (a stable sort, as below)
+        order = torch.sort(scores, stable=True).indices.tolist()
+        units, values = group.units, scores.tolist()
+        if group.one_per_role:  # every step takes one channel of each role: count once, share
+            one = Counter(dict.fromkeys(group.layers, 1))
+            return [(values[i], [units[i]], one) for i in order]
+        return [(values[i], [units[i]], _member_counts([units[i]])) for i in order]
     parts: dict[tuple, list[int]] = defaultdict(list)
     for ui, unit in enumerate(group.units):
         key = tuple(
@@ -107,26 +86,26 @@ def _steps(group: ChannelGroup, scores: torch.Tensor, graph: ChannelGraph) -> li
     steps = []
     for k in range(min(len(v) for v in parts.values())):
         picked = [v[k] for v in parts.values()]
-        steps.append((sum(float(scores[i]) for i in picked) / len(picked), [group.units[i] for i in picked]))
+        units = [group.units[i] for i in picked]
+        steps.append((sum(float(scores[i]) for i in picked) / len(picked), units, _member_counts(units)))
     return steps
 
 
-def _rounded(
-    steps: list[tuple[float, list[Unit]]], widths: dict[tuple[str, str], int], round_to: int
-) -> list[tuple[float, list[Unit]]]:
+def _rounded(steps: list[Step], widths: dict[tuple[str, str], int], round_to: int) -> list[Step]:
     """``steps`` merged so that each ends where every producer layer they narrow has a width
     that is a multiple of ``round_to``; the merged step scores the mean of its parts. Steps
     past the last such point are dropped (that group cannot reach a multiple)."""
     if round_to == 1:
         return steps
-    merged: list[tuple[float, list[Unit]]] = []
-    pending: list[tuple[float, list[Unit]]] = []
+    merged: list[Step] = []
+    pending: list[Step] = []
     removed: Counter = Counter()
     for step in steps:
         pending.append(step)
-        removed.update(_member_counts(step[1]))
+        removed.update(step[2])
         if all((widths[role] - n) % round_to == 0 for role, n in removed.items() if role in widths):
-            merged.append((sum(s for s, _ in pending) / len(pending), [u for _, units in pending for u in units]))
+            units = [u for _, step_units, _ in pending for u in step_units]
+            merged.append((sum(s for s, _, _ in pending) / len(pending), units, _member_counts(units)))
             pending = []
     return merged
 
@@ -218,8 +197,7 @@ def _greedy(steps: dict[int, list], cost: CostModel, floors: dict, metric: str, 
     aside: list[tuple[float, list[Unit], Counter]] = []
     while heap and tracker.total[metric] > goal:
         _, gi, k = heapq.heappop(heap)
-        units = steps[gi][k][1]
-        counts = _member_counts(units)
+        _, units, counts = steps[gi][k]
         if not tracker.fits(counts):
             continue  # this group is at a floor; later steps of it would remove more
         tracker.apply(counts)
@@ -250,8 +228,7 @@ def _per_layer(steps: dict[int, list], cost: CostModel, floors: dict, metric: st
         for gi, s in steps.items():
             n = math.floor(ratio * len(s))
             taken[gi] = 0
-            for _, units in s[:n]:
-                counts = _member_counts(units)
+            for _, units, counts in s[:n]:
                 if not tracker.fits(counts):
                     break
                 tracker.apply(counts)
@@ -275,8 +252,7 @@ def _per_layer(steps: dict[int, list], cost: CostModel, floors: dict, metric: st
     for _, gi in nxt:
         if tracker.total[metric] <= goal:
             break
-        units = steps[gi][taken[gi]][1]
-        counts = _member_counts(units)
+        _, units, counts = steps[gi][taken[gi]]
         if tracker.fits(counts):
             tracker.apply(counts)
             chosen += units

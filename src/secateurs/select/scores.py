@@ -30,12 +30,40 @@ def normalise(scores: LayerScores) -> LayerScores:
 def unit_scores(graph: ChannelGraph, scores: LayerScores, normalise_layers: bool = True) -> dict[int, torch.Tensor]:
     """``{group index: one score per unit}`` for every prunable group some score reaches."""
     scores = normalise(scores) if normalise_layers else {k: v.float() for k, v in scores.items()}
-    out: dict[int, torch.Tensor] = {}
-    for gi, group in enumerate(graph.groups):
-        if not group.prunable or not any(role in scores for role in group.layers):
+    wanted = [
+        gi for gi, group in enumerate(graph.groups) if group.prunable and any(role in scores for role in group.layers)
+    ]
+    gathered = _gathered(graph, scores, wanted)
+    if gathered is not None:
+        return gathered
+    return {gi: _group_scores(graph.groups[gi], scores) for gi in wanted}
+
+
+def _gathered(graph: ChannelGraph, scores: LayerScores, wanted: list[int]) -> dict[int, torch.Tensor] | None:
+    """:func:`_group_scores` of the ``wanted`` groups, every group at once: each scored role's
+    values are added onto their units (float64, in the order the trace lists roles, which is
+    the order of every unit's members, so the sums are the same to the last bit). None when
+    the graph does not know where some scored channel sits (then the plain loop does it)."""
+    sizes = [g.size for g in graph.groups]
+    start = torch.zeros(len(sizes) + 1, dtype=torch.long)
+    start[1:] = torch.cumsum(torch.tensor(sizes, dtype=torch.long), 0)
+    sums = torch.zeros(int(start[-1]), dtype=torch.float64)
+    hits = torch.zeros(int(start[-1]), dtype=torch.long)
+    roles = {role for gi in wanted for role in graph.groups[gi].layers if role in scores}
+    for role in graph.roles():
+        if role not in roles:
             continue
-        out[gi] = _group_scores(group, scores)
-    return out
+        where = graph.positions(*role)
+        values = scores[role]
+        if where is None or values.numel() != where[0].numel():
+            return None
+        unit = start.index_select(0, where[0]) + where[1]
+        sums.index_add_(0, unit, values.to(torch.float64))
+        hits.index_add_(0, unit, torch.ones_like(unit))
+    if len(roles) != sum(1 for role in graph.roles() if role in roles):
+        return None
+    mean = torch.where(hits > 0, sums / hits.clamp_min(1), torch.full_like(sums, float("inf")))
+    return {gi: mean[int(start[gi]) : int(start[gi + 1])].clone() for gi in wanted}
 
 
 def _group_scores(group: ChannelGroup, scores: LayerScores) -> torch.Tensor:
