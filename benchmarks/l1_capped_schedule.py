@@ -150,7 +150,17 @@ def report(args: argparse.Namespace) -> None:
         ["variant", "schedule", "MACs reduction %", "top-1 % per seed", "mean", "spread"],
         rows,
     )
-    write_report(args.name, data, "l1-capped schedule against one-shot l1 (proxy)", intro, [table])
+    sections = [table]
+    if "l1" in summary:
+        base = summary["l1"]["mean"]
+        sections.append(
+            "Mean against `l1`: "
+            + "; ".join(f"`{k}` {v['mean'] - base:+.2f}" for k, v in summary.items() if k != "l1")
+            + " points. Seeds: "
+            + ", ".join(f"`{k}` {v['seeds']}" for k, v in summary.items())
+            + "."
+        )
+    write_report(args.name, data, "l1-capped schedule against one-shot l1 (proxy)", intro, sections)
 
 
 def main(argv: list[str] | None = None) -> int:
