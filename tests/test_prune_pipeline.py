@@ -201,17 +201,20 @@ def test_l1_capped_with_alpha_one_is_l1():
 @pytest.mark.parametrize(
     "options, epochs",
     [
-        ({"method": "l1-capped", "finetune_epochs": 2}, [0, 1, 1]),
-        ({"method": "l1-capped", "finetune_epochs": 7}, [2, 2, 3]),
-        ({"method": "l1-capped", "finetune_epochs": 1}, [0, 0, 1]),
-        ({"method": "l1-capped", "finetune_epochs": 6}, [2, 2, 2]),
-        ({"method": "l1-capped", "finetune": "none"}, [0, 0, 0]),
-        ({"method": "l1-capped"}, [1, 1, 1]),  # 3 epochs by default
+        ({"method": "l1-capped", "method_options": {"final_share": None}, "finetune_epochs": 2}, [0, 1, 1]),
+        ({"method": "l1-capped", "method_options": {"final_share": None}, "finetune_epochs": 7}, [2, 2, 3]),
+        ({"method": "l1-capped", "method_options": {"final_share": None}, "finetune_epochs": 1}, [0, 0, 1]),
+        ({"method": "l1-capped", "method_options": {"final_share": None}, "finetune_epochs": 6}, [2, 2, 2]),
+        ({"method": "l1-capped", "method_options": {"final_share": None}, "finetune": "none"}, [0, 0, 0]),
+        ({"method": "l1-capped", "method_options": {"final_share": None}}, [1, 1, 1]),  # 3 epochs by default
         ({"method": "probability"}, [0]),  # its default mode is none
         ({"method": "probability", "finetune_epochs": 2}, [2]),  # asking for epochs asks for fine-tuning
         ({"method": "l1", "finetune_epochs": 3}, [3]),
         ({"method": "l1", "finetune_epochs": 5, "rounds": 2}, [2, 3]),
-        ({"method": "l1-capped", "finetune_epochs": 0, "rounds": 4}, [0, 0, 0, 0]),
+        (
+            {"method": "l1-capped", "method_options": {"final_share": None}, "finetune_epochs": 0, "rounds": 4},
+            [0, 0, 0, 0],
+        ),
     ],
 )
 def test_epochs_per_round(options, epochs):
@@ -230,6 +233,8 @@ def test_l1_capped_prunes_in_three_rounds(data, tmp_path):
         macs_reduction=0.5,
         rounds=3,
         finetune_epochs=2,
+        # equal steps and an even split (its default schedule: tests/test_l1_capped_schedule.py)
+        method_options={"final_share": None, "front_load": 1.0},
         train_set=train_set,
         test_set=test_set,
         finetune_train=FAST,
