@@ -22,8 +22,9 @@ class PruneConfig:
     Exactly one of ``macs_reduction`` and ``params_reduction`` is the target, a fraction
     in (0, 1) of the unpruned model's value (a method with its own threshold, such as
     ``probability``'s ``tau``, may run without one). ``finetune_epochs`` is the total over all
-    rounds, split as evenly as possible (later rounds get the remainder), so methods with
-    different round counts compare at the same fine-tuning budget.
+    rounds, so methods with different round counts compare at the same fine-tuning budget:
+    split as evenly as possible (later rounds get the remainder), unless the method has a
+    schedule of its own (``hnsi``'s stages; ``l1-capped`` keeps most for its last round).
 
     Frozen: building it resolves its :attr:`plan` once, and a changed option would leave
     the plan behind (``dataclasses.replace`` builds a new one).
