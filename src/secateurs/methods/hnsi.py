@@ -53,7 +53,7 @@ NORMS = ("l1", "l2")
 #: Where the at-least-one-kernel rule applies: "stage" as in the paper (stage 1, and the
 #: low-level layers of stage 2), "none" nowhere, "all" in every layer of stage 2 as well.
 RULES = ("stage", "none", "all")
-HIGH_LEVEL = ("groups", "kernels")
+HIGH_LEVEL = ("groups", "kernels", "budget")
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,7 @@ class HNSIOptions:
     #: low-level convs, minus the rule (the reading of the first version, which almost never
     #: emptied a group: 0-3 input channels removed on resnet56 and vgg16 at 50-75%).
     high_level: str = "groups"
+    group_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.low_layers, str):
@@ -117,6 +118,12 @@ def low_layers(layers: list[KernelLayer], options: HNSIOptions) -> list[str]:
                 f"Those of this model are: {', '.join(names)}"
             )
     return list(options.low_layers)
+
+
+def check_low_layers(model: torch.nn.Module, example: torch.Tensor, options: HNSIOptions) -> None:
+    """Refuses ``low_layers`` names that are not convs of ``model`` before the run reads any data."""
+    if options.low_layers is not None:
+        low_layers(kernel_layers(model, example), options)
 
 
 def _empty_groups(layer: KernelLayer, mask: torch.Tensor) -> int:
@@ -170,9 +177,9 @@ def hnsi_round(ctx: RoundContext) -> RoundOutcome:
         whole = frozenset(
             x.name
             for x in layers
-            if x.name not in low and x.name not in restore[o.at_least_one] and o.high_level == "groups"
+            if x.name not in low and x.name not in restore[o.at_least_one] and o.high_level in ("groups", "budget")
         )
-        plan = in_layers(layers, alive, saliency, lo, restore[o.at_least_one], whole)
+        plan = in_layers(layers, alive, saliency, lo, restore[o.at_least_one], whole, o.group_scale, o.high_level == "budget")
     target = ctx.reference * (1 - ctx.goal)
     c, cost, reached = solve_strength(plan.cost, target - fixed, plan.c_max)
     final = None
@@ -260,6 +267,7 @@ def hnsi_schedule(options: HNSIOptions, epochs: int, rounds: int | None) -> list
     measures=(("sparse_macs", sparse_macs), ("kernels", lambda model, shape: kernels_per_layer(model))),
     target_on="sparse_macs",
     check_target=kernel_sparse_target,
+    check_model=check_low_layers,
     off_target_note=materialisation_note,
     restore=restore_masks,
     finalize=materialize_record,

@@ -114,6 +114,7 @@ def _start(plan: RunPlan, model: nn.Module, data: RunData, run_dir: Path | None,
         log.info("resuming %s from round %d of %d, %s", run_dir, progress.round, len(plan.rounds), stage)
     else:
         pruned = copy.deepcopy(model).to(device)
+        plan.method.check_model(pruned, example, plan.options)  # before any data is read
         before = _snapshot(pruned, plan, data.shape, data.test_set if plan.config.evaluate_before else None)
         floors = floors_for(CostModel.of(pruned, example).widths, plan.config.min_keep_fraction)
         progress = Progress(
