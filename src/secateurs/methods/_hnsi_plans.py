@@ -81,33 +81,17 @@ class GroupRow:
     kernels: torch.Tensor  # cumulative kernels of the first k groups of ``order``, k = 0..n
     n: torch.Tensor
     effective: torch.Tensor
-    n_kernels: torch.Tensor
-    effective_kernels: torch.Tensor
 
     @classmethod
     def of(cls, layer: KernelLayer, alive: torch.Tensor, saliency: torch.Tensor) -> GroupRow:
         g = layer.conv.groups
         a = by_input(alive, g)
-        s = by_input(saliency, g) * a
-        norms = s.sum(1)  # a group's norm: the saliencies of its live kernels
+        norms = (by_input(saliency, g) * a).sum(1)  # a group's norm: the saliencies of its live kernels
         live = a.any(1)
         order = torch.sort(norms.masked_fill(~live, -math.inf), descending=True, stable=True).indices[: int(live.sum())]
         kernels = torch.cat([torch.zeros(1, dtype=torch.int64), a.sum(1)[order].cumsum(0)])
-        n, nk = live.sum(), a.sum()
-        return cls(
-            layer,
-            alive,
-            order,
-            kernels,
-            n,
-            effective_count(norms[order].sum(), norms[order].square().sum(), n),
-            nk,
-            effective_count(s.sum(), s.square().sum(), nk),
-        )
-
-    def groups_for(self, k: int) -> int:
-        """The fewest strongest groups holding at least ``k`` kernels."""
-        return int(torch.searchsorted(self.kernels, torch.tensor(k)))
+        n = live.sum()
+        return cls(layer, alive, order, kernels, n, effective_count(norms[order].sum(), norms[order].square().sum(), n))
 
     def mask(self, k: int) -> torch.Tensor:
         g = self.layer.conv.groups
@@ -123,35 +107,28 @@ def in_layers(
     lo: int = 1,
     restore: frozenset[str] = frozenset(),
     whole_groups: frozenset[str] = frozenset(),
-    group_scale: float = 1.0,
-    budget: bool = False,
+    group_strength: float = 1.0,
 ) -> StagePlan:
     """Stage 2: ``keep`` over all remaining kernels of every conv; in the ``restore`` convs a
     group left empty gets its strongest kernel back. The ``whole_groups`` convs (high-level
-    ones, by default) instead keep ``keep`` of their input-channel groups, ranked by the
-    groups' norms, each kept group whole: the layer stops reading the others."""
+    ones, by default) instead keep ``keep(norms; group_strength * c)`` of their input-channel
+    groups, ranked by the groups' norms, each kept group whole: the layer stops reading the others."""
     groups = [GroupRow.of(x, alive[x.name], saliency[x.name]) for x in layers if x.name in whole_groups]
     kernel_plan = _kernels_in_layers([x for x in layers if x.name not in whole_groups], alive, saliency, lo, restore)
     if not groups:
         return kernel_plan
-    if budget:
-        e = torch.stack([r.effective_kernels for r in groups])
-        n = torch.stack([r.n_kernels for r in groups])
-    else:
-        e = torch.stack([r.effective for r in groups])
-        n = torch.stack([r.n for r in groups])
-
-    def counts(c: float) -> list[int]:
-        ks = keep_counts(e, n, c * group_scale, lo).tolist()
-        return [r.groups_for(k) for k, r in zip(ks, groups)] if budget else ks
+    e = torch.stack([r.effective for r in groups])
+    n = torch.stack([r.n for r in groups])
 
     def cost(c: float) -> float:
-        return kernel_plan.cost(c) + float(sum(int(r.kernels[k]) * r.layer.cost for k, r in zip(counts(c), groups)))
+        ks = keep_counts(e, n, c * group_strength, lo).tolist()
+        return kernel_plan.cost(c) + float(sum(int(r.kernels[k]) * r.layer.cost for k, r in zip(ks, groups)))
 
     def select(c: float) -> dict[str, torch.Tensor]:
-        return {**kernel_plan.select(c), **{r.layer.name: r.mask(k) for k, r in zip(counts(c), groups)}}
+        ks = keep_counts(e, n, c * group_strength, lo).tolist()
+        return {**kernel_plan.select(c), **{r.layer.name: r.mask(k) for k, r in zip(ks, groups)}}
 
-    return StagePlan(cost, select, max(kernel_plan.c_max, _c_max(e, n) / group_scale))
+    return StagePlan(cost, select, max(kernel_plan.c_max, _c_max(e, n) / group_strength))
 
 
 def _kernels_in_layers(
