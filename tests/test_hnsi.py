@@ -139,12 +139,15 @@ def test_bisection_reaches_the_target(stage, goal):
     assert outcome.details["materialized_sparse_macs"] is None  # not the last stage
 
 
-@pytest.mark.parametrize("name", ["test_vgg", "test_mobilenet_v2"])
-def test_the_last_stage_reaches_the_target_on_the_materialised_model(name):
+# test_vgg at the default high_strength=0.6 lands at 61.5% (one high-level group of its 16-32
+# channel convs, with the producer filter materialisation removes, is ~2% of its MACs, too coarse
+# for the 1-point window); at 1.0 the stage's granularity is the kernel's.
+@pytest.mark.parametrize("name, options", [("test_vgg", {"high_strength": 1.0}), ("test_mobilenet_v2", {})])
+def test_the_last_stage_reaches_the_target_on_the_materialised_model(name, options):
     """Materialising removes kernels the masks kept (unread filters, constants' readers): the
     last stage counts them, so the target holds for the model the run returns."""
     model = fresh_model(name)
-    outcome, base = run_stage(model, 0.6, 2, last=True)
+    outcome, base = run_stage(model, 0.6, 2, last=True, **options)
     masked = sparse_reduction(model, base)
     record = materialize_record(model, torch.zeros(1, *SHAPE))
     assert (

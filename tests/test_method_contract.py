@@ -289,13 +289,7 @@ def _case_id(method: str, options: dict[str, Any], name: str) -> str:
 
 #: Contract violations found by this file, each named precisely; strict, so a fix shows up as a failure
 #: here that asks for the mark to go.
-KNOWN_VIOLATIONS = {
-    "hnsi-low_layers=str": (
-        "hnsi checks the names in low_layers against the model's convs only inside its first round "
-        "(methods/hnsi.py low_layers(), called from hnsi_round): prune() has by then evaluated the "
-        "unpruned model on the whole test set, so the ConfigError comes after the data was read"
-    ),
-}
+KNOWN_VIOLATIONS: dict[str, str] = {}
 
 BAD = [
     pytest.param(

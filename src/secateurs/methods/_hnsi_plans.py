@@ -107,11 +107,12 @@ def in_layers(
     lo: int = 1,
     restore: frozenset[str] = frozenset(),
     whole_groups: frozenset[str] = frozenset(),
+    group_strength: float = 1.0,
 ) -> StagePlan:
     """Stage 2: ``keep`` over all remaining kernels of every conv; in the ``restore`` convs a
     group left empty gets its strongest kernel back. The ``whole_groups`` convs (high-level
-    ones, by default) instead keep ``keep`` of their input-channel groups, ranked by the
-    groups' norms, each kept group whole: the layer stops reading the others."""
+    ones, by default) instead keep ``keep(norms; group_strength * c)`` of their input-channel
+    groups, ranked by the groups' norms, each kept group whole: the layer stops reading the others."""
     groups = [GroupRow.of(x, alive[x.name], saliency[x.name]) for x in layers if x.name in whole_groups]
     kernel_plan = _kernels_in_layers([x for x in layers if x.name not in whole_groups], alive, saliency, lo, restore)
     if not groups:
@@ -120,14 +121,14 @@ def in_layers(
     n = torch.stack([r.n for r in groups])
 
     def cost(c: float) -> float:
-        ks = keep_counts(e, n, c, lo).tolist()
+        ks = keep_counts(e, n, c * group_strength, lo).tolist()
         return kernel_plan.cost(c) + float(sum(int(r.kernels[k]) * r.layer.cost for k, r in zip(ks, groups)))
 
     def select(c: float) -> dict[str, torch.Tensor]:
-        ks = keep_counts(e, n, c, lo).tolist()
+        ks = keep_counts(e, n, c * group_strength, lo).tolist()
         return {**kernel_plan.select(c), **{r.layer.name: r.mask(k) for k, r in zip(ks, groups)}}
 
-    return StagePlan(cost, select, max(kernel_plan.c_max, _c_max(e, n)))
+    return StagePlan(cost, select, max(kernel_plan.c_max, _c_max(e, n) / group_strength))
 
 
 def _kernels_in_layers(

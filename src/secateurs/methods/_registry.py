@@ -52,6 +52,10 @@ def no_score(ctx: ScoreContext) -> LayerScores:
     raise TypeError("this method selects with its own round; it has no channel scores")
 
 
+def any_model(model: nn.Module, example: torch.Tensor, options: Any) -> None:
+    """A method whose options name nothing in the model."""
+
+
 def nothing_to_finalize(model: nn.Module, example: torch.Tensor) -> dict[str, Any]:
     """A channel method's model is final after its last round: nothing done, nothing recorded."""
     return {}
@@ -88,6 +92,9 @@ class Method:
     target_on: str | None = None
     #: ``(metric, scope)`` -> None, or a ConfigError for a target the method cannot aim at.
     check_target: Callable[[str, str], None] = any_target
+    #: ``(model, example input, options)`` -> None, or a ConfigError for options that do not fit
+    #: the model (hnsi: ``low_layers`` naming no conv of it); called before the run reads any data.
+    check_model: Callable[[nn.Module, torch.Tensor, Any], None] = any_model
     #: Puts back on a model loaded to resume a run what its checkpoint does not hold (kernel masks).
     restore: Callable[[nn.Module], None] = nothing_to_restore
     #: Called on the pruned model, in place, after the last round's fine-tuning (hnsi:

@@ -114,6 +114,7 @@ def _start(plan: RunPlan, model: nn.Module, data: RunData, run_dir: Path | None,
         log.info("resuming %s from round %d of %d, %s", run_dir, progress.round, len(plan.rounds), stage)
     else:
         pruned = copy.deepcopy(model).to(device)
+        plan.method.check_model(pruned, example, plan.options)  # before any data is read
         cost = CostModel.of(pruned, example)  # its forward also counts the MACs the snapshot records
         test_set = data.test_set if plan.config.evaluate_before else None
         before = _snapshot(pruned, plan, data.shape, test_set, macs=int(cost.macs))
