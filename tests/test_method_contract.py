@@ -32,6 +32,7 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 
 import secateurs
+from secateurs import PruneConfig
 from secateurs.methods import get_method
 from secateurs.pipeline import FINETUNE_MODES
 
@@ -235,11 +236,12 @@ def epochs_done(finetune_dir: Path) -> int:
 
 
 #: Where the run dies: at the first sample read once the condition on its run directory holds.
-KILL_POINTS: dict[str, Callable[[Path], bool]] = {
+#: ``(run_dir, epochs planned per round) -> the data should die now``.
+KILL_POINTS: dict[str, Callable[[Path, list[int]], bool]] = {
     # Round 1 finished; round 2's calibration, recalibration or fine-tuning had begun to read.
-    "between rounds": lambda run_dir: epochs_done(run_dir / "finetune-1") == 2,
+    "between rounds": lambda run_dir, epochs: epochs_done(run_dir / "finetune-1") == epochs[0],
     # Round 2's cut and first fine-tuning epoch done, its second epoch reading its first batch.
-    "mid fine-tuning": lambda run_dir: epochs_done(run_dir / "finetune-2") == 1,
+    "mid fine-tuning": lambda run_dir, epochs: epochs_done(run_dir / "finetune-2") == 1,
 }
 
 
@@ -250,7 +252,9 @@ def test_a_resumed_run_ends_as_an_uninterrupted_one(method, finetune, kill, whol
     options = options_for(method, finetune=finetune)
     run_dir = tmp_path / "run"
     data = samples()
-    data.die_when = functools.partial(KILL_POINTS[kill], run_dir)
+    epochs = PruneConfig(method=method, **options).plan.epochs  # the method's own split of the budget
+    assert epochs[0] >= 1 and epochs[1] >= 2, f"{method}'s schedule {epochs} has no such kill point"
+    data.die_when = functools.partial(KILL_POINTS[kill], run_dir, epochs)
     with pytest.raises(Interrupted):
         secateurs.prune(fresh_model(), method, train_set=data, input_shape=SHAPE, run_dir=run_dir, **options)
     model = fresh_model()

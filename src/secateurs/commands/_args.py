@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -156,11 +157,25 @@ def print_result(args: argparse.Namespace, data: dict[str, Any], text: str) -> N
     print(json.dumps(data, indent=2) if getattr(args, "json", False) else text)
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """A stream handler on ``sys.stderr`` as it is when a line is logged, not when the handler
+    was made: in one process that runs several commands (tests, a notebook) a later command
+    whose stderr was redirected still gets its lines."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; the property wins
+        pass
+
+
 def logging_to_stderr() -> None:
     """The library's progress lines (logger ``secateurs``) on stderr, once."""
     logger = logging.getLogger("secateurs")
     if not logger.handlers:
-        handler = logging.StreamHandler()
+        handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)

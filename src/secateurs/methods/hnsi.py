@@ -50,6 +50,7 @@ from ..select import LayerScores
 from ._context import RoundContext, RoundOutcome, ScoreContext
 from ._hnsi import solve_strength
 from ._hnsi_plans import StagePlan, by_input, in_groups, in_layers
+from ._hnsi_target import kernel_sparse_target, materialisation_note, sparse_macs
 from ._kernels import (
     KernelLayer,
     alive_kernels,
@@ -232,31 +233,6 @@ def hnsi_round(ctx: RoundContext) -> RoundOutcome:
             f"at its fewest kernels it reaches {100 * (1 - (fixed + cost) / ctx.reference):.2f}%"
         )
     return RoundOutcome(before - after, note, details, scored_at=scored_at)
-
-
-def sparse_macs(model: torch.nn.Module, shape: tuple[int, ...]) -> int:
-    """The kernel-sparse MACs, what hnsi's target and achieved reduction are on."""
-    return count_macs(model, shape, sparse=True)
-
-
-def kernel_sparse_target(metric: str, scope: str) -> None:
-    """hnsi aims at kernel-sparse MACs in its own scopes (groups, then layers)."""
-    if metric != "macs" or scope != "global":
-        raise ConfigError(
-            "method 'hnsi' prunes kernels, and its target is on kernel-sparse MACs: give "
-            "macs_reduction instead of params_reduction, and no scope (it has its own: groups, then "
-            f"layers), got {metric} reduction and scope {scope!r}"
-        )
-
-
-def materialisation_note(achieved: float, target: float, masked: float) -> str:
-    """Why the materialised model ends more than a point off the target the masks met."""
-    return (
-        f"achieved {100 * achieved:.2f}% kernel-sparse MACs reduction against a target of "
-        f"{100 * target:.1f}% (the masked model: {100 * masked:.2f}%): finalizing "
-        "removed the filters no kernel read any more and folded those left constant, with the "
-        "kernels that produced or read them"
-    )
 
 
 def hnsi_schedule(options: HNSIOptions, epochs: int, rounds: int | None) -> list[tuple[float, int]]:
