@@ -64,6 +64,11 @@ def top1_accuracy(model: nn.Module, test_set: Any | None, device: torch.device) 
     return evaluate(model, loader, info.num_classes if info is not None else None).top1
 
 
+def _take(split: ImageDataset, index: torch.Tensor) -> ImageDataset:
+    """The samples ``index`` of an in-memory split, still in memory (the fast path)."""
+    return ImageDataset(split.info, split.images[index], split.labels[index], split.split)
+
+
 def calibration_batches(
     train_set: Any, samples: int, seed: int, device: torch.device, batch_size: int = 64
 ) -> Callable[[], Iterator[torch.Tensor]]:
@@ -73,7 +78,7 @@ def calibration_batches(
     n = min(samples, total)
     idx = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n]
     if isinstance(train_set, ImageDataset):
-        subset: Any = ImageDataset(train_set.info, train_set.images[idx], train_set.labels[idx], train_set.split)
+        subset: Any = _take(train_set, idx)
     else:
         subset = subset_of(train_set, idx, batch_size)
     config = LoaderConfig(batch_size=batch_size, train=False, device=device)
@@ -150,6 +155,5 @@ def split_holdout(train_set: Any, size: int | float, seed: int, owner: str) -> t
     order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
     held, rest = order[:n].sort().values, order[n:].sort().values
     if isinstance(train_set, ImageDataset):
-        part = lambda i: ImageDataset(train_set.info, train_set.images[i], train_set.labels[i], train_set.split)
-        return part(rest), part(held)
+        return _take(train_set, rest), _take(train_set, held)
     return Subset(train_set, rest.tolist()), Subset(train_set, held.tolist())
