@@ -4,7 +4,9 @@
   against a forward that records the layer costs alone plus :func:`count_macs`;
 * unit scores gathered role by role against the per-unit, per-member mean;
 * a group's removal steps (one sort) against Python's stable sort of its units;
-* ``ChannelGroup.one_per_role`` against the units' members.
+* ``ChannelGroup.one_per_role`` against the units' members;
+* the figures from a trace's or a surgery's recorded layer calls (no forward) against the
+  hooked forward, and the fall-back where the trace cannot see every layer.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ import torch.nn as nn
 
 import secateurs
 from secateurs.errors import ConfigError
-from secateurs.graph import trace
+from secateurs.graph import cut, trace
 from secateurs.graph.layers import layer_type
 from secateurs.measure import count_macs, count_params
 from secateurs.measure.macs import layer_figures
-from secateurs.select import CostModel, normalise, unit_scores
+from secateurs.select import CostModel, normalise, solve, unit_scores
 from secateurs.select.budget import _member_counts, _steps
 from secateurs.select.scores import _group_scores
 
@@ -122,3 +124,36 @@ def test_steps_and_role_counts_equal_their_plain_statements(name: str) -> None:
             continue
         order = sorted(range(group.size), key=lambda i: float(s[i]))
         assert [(score, units) for score, units, _ in steps] == [(float(s[i]), [group.units[i]]) for i in order]
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_recorded_calls_give_the_hooked_forward_figures(name: str) -> None:
+    """A trace's calls (and a surgery's shape check's, on the narrowed model) give the
+    cost model and dense and sparse MACs the hooked real forward measures."""
+    graph, scores = _graph_and_scores(name)
+    model, x = graph.gm, torch.zeros(1, *SHAPE)  # gm holds the model's own modules
+    assert graph.calls is not None and graph.calls.usable
+    cost = CostModel.of(model, x, graph.calls)
+    assert cost == CostModel.of(model, x)
+    assert graph.calls.macs(model) == count_macs(model, SHAPE)
+    plan = solve(graph, unit_scores(graph, scores, True), cost, 0.3)  # a removal the engine accepts
+    calls = cut(model, graph, plan.units, x)
+    assert plan.units and calls is not None and calls.usable
+    assert CostModel.of(model, x, calls) == CostModel.of(model, x)
+    for sparse in (False, True):
+        assert calls.figures(model, sparse)[1] == count_macs(model, SHAPE, sparse=sparse, per_layer=True)[1]
+
+
+def test_calls_hidden_in_a_leaf_or_of_a_batch_fall_back_to_the_forward() -> None:
+    """A conv inside a module kept whole is not seen by the graph: the record says so, and
+    the cost model runs the forward (its MACs then include that conv)."""
+    from engine_models import LeafBlock, Opaque
+
+    model = LeafBlock().eval()
+    x = torch.zeros(1, 3, 8, 8)
+    graph = trace(model, x, leaf_modules=(Opaque,))
+    assert not graph.calls.complete and not graph.calls.usable
+    assert CostModel.of(model, x, graph.calls).macs == count_macs(model, (3, 8, 8)) > graph.calls.macs(model)
+    batch = trace(model, torch.zeros(4, 3, 8, 8))
+    assert batch.calls.complete and batch.calls.batch == 4 and not batch.calls.usable
+    assert cut(model, batch, [], None) is None

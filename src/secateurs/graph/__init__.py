@@ -2,6 +2,7 @@
 masks and constant folding; what it knows per layer type is in ``layers/``."""
 
 from ..errors import PruningError, TraceError
+from ._calls import LayerCalls
 from ._handlers import FUNCTION_HANDLERS, METHOD_HANDLERS, NAMED_FUNCTION_HANDLERS
 from ._state import Member
 from .fold import FoldReport, fold_constant_channels, fold_refusals
@@ -9,7 +10,7 @@ from .groups import ChannelGraph, ChannelGroup, Unit
 from .layers import LAYER_TYPES, LayerType, layer_type, register_layer, unregister_layer
 from .masks import KernelMasks, apply_kernel_masks
 from .materialize import MaterializeReport, materialize
-from .surgery import prune_channels, remove_units
+from .surgery import cut, prune_channels, remove_units
 from .trace import symbolic_trace, trace
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "FUNCTION_HANDLERS",
     "FoldReport",
     "KernelMasks",
+    "LayerCalls",
     "LAYER_TYPES",
     "LayerType",
     "METHOD_HANDLERS",
@@ -28,6 +30,7 @@ __all__ = [
     "TraceError",
     "Unit",
     "apply_kernel_masks",
+    "cut",
     "fold_constant_channels",
     "fold_refusals",
     "layer_type",

@@ -11,6 +11,7 @@ import torch.fx
 import torch.nn as nn
 
 from . import _handlers as H
+from ._calls import LayerCalls
 from .layers.kinds import CONVS
 
 
@@ -21,8 +22,10 @@ class MetaInterpreter(torch.fx.Interpreter):
     how surgery checks the narrowed model against the graph traced before.
     """
 
-    def __init__(self, module: nn.Module, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, module: nn.Module, *args: Any, calls: LayerCalls | None = None, **kwargs: Any) -> None:
         super().__init__(module, *args, **kwargs)
+        #: When given, every module call is noted in it (the counted layers' shapes, for MACs).
+        self.calls = calls
         # Meta kernels are Python decompositions (an add costs ~0.1 ms, a conv ~0.3 ms), and a
         # network repeats the same op on the same shapes many times: each op is run once per
         # signature (op, target, argument shapes / dtypes / strides, other arguments) and
@@ -55,6 +58,12 @@ class MetaInterpreter(torch.fx.Interpreter):
 
     def call_module(self, target: str, args: tuple, kwargs: dict) -> Any:
         module = self.fetch_attr(target)
+        out = self._module_output(module, args, kwargs)
+        if self.calls is not None:
+            self.calls.record(target, module, args, out)
+        return out
+
+    def _module_output(self, module: nn.Module, args: tuple, kwargs: dict) -> Any:
         if not kwargs and len(args) == 1 and isinstance(args[0], torch.Tensor):
             out = _fast_shape(module, args[0])
             if out is not None:
@@ -118,6 +127,8 @@ class MetaInterpreter(torch.fx.Interpreter):
         except (NotImplementedError, RuntimeError):
             if not self._opaque(n):
                 raise
+            if self.calls is not None and n.op == "call_module":
+                self.calls.opaque(self.fetch_attr(n.target))
             return self._run_on_zeros(n)
 
     def _run_on_zeros(self, n: torch.fx.Node) -> Any:

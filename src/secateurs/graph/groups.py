@@ -6,12 +6,15 @@ import contextlib
 import gc
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.fx
 
 from ._state import GroupedConv, Member
+
+if TYPE_CHECKING:
+    from ._calls import LayerCalls
 
 PRODUCER_KINDS = ("out", "bn")
 
@@ -197,6 +200,9 @@ class ChannelGraph:
     _roots: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict, repr=False)
     _group_of: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long), repr=False)
     _pos_of: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long), repr=False)
+    #: The counted layers' calls in the trace's meta run: the traced model's MACs and cost
+    #: model without a forward (see ``_calls``); None for a graph not made by ``trace``.
+    calls: LayerCalls | None = field(default=None, repr=False)
 
     def locate(self, module: str, kind: str, index: int) -> tuple[ChannelGroup, int] | None:
         """The group and position of channel ``index`` of ``module`` in role ``kind``."""

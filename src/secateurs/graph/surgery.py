@@ -17,6 +17,7 @@ from typing import Any
 import torch.nn as nn
 
 from ..errors import PruningError
+from ._calls import LayerCalls
 from .groups import ChannelGraph, Unit, removals
 from .layers import Journal, layer_type, out_width
 from .trace import MetaInterpreter, trace
@@ -132,6 +133,13 @@ def remove_units(model: nn.Module, graph: ChannelGraph, units: Sequence[Unit], e
         example_inputs: when given, the narrowed model is run on meta tensors through the
             traced graph, and any shape mismatch undoes the surgery.
     """
+    cut(model, graph, units, example_inputs)
+    return model
+
+
+def cut(model: nn.Module, graph: ChannelGraph, units: Sequence[Unit], example_inputs: Any = None) -> LayerCalls | None:
+    """:func:`remove_units`, returning what its shape check saw: the narrowed model's layer
+    calls (its MACs and cost model without a forward), or None without ``example_inputs``."""
     stuck = next((u for u in units if not u.prunable), None)
     if stuck is not None:
         m = stuck.members[0]
@@ -140,19 +148,20 @@ def remove_units(model: nn.Module, graph: ChannelGraph, units: Sequence[Unit], e
     _validate(model, graph, plan)
     modules = dict(model.named_modules())
     journal = Journal()
+    calls = LayerCalls() if example_inputs is not None else None
     try:
         for name, kinds in plan.items():
             layer_type(modules[name]).prune(journal, modules[name], kinds)
         if example_inputs is not None:
             # Every shape of the narrowed model, checked against the traced graph on meta
             # tensors: the safety net costs no arithmetic.
-            MetaInterpreter(model, graph=graph.gm.graph).run_meta(example_inputs)
+            MetaInterpreter(model, graph=graph.gm.graph, calls=calls).run_meta(example_inputs)
     except Exception as e:
         journal.undo()
         if isinstance(e, PruningError):
             raise
         raise PruningError(f"surgery failed and was undone, the model is unchanged: {type(e).__name__}: {e}") from e
-    return model
+    return calls
 
 
 def prune_channels(

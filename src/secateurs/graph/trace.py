@@ -20,6 +20,7 @@ import torch.nn as nn
 from ..errors import TraceError
 from . import _handlers as H
 from ._build import build_graph
+from ._calls import LayerCalls
 from ._meta import MetaInterpreter
 from ._state import State
 from .groups import ChannelGraph, gc_paused
@@ -62,8 +63,8 @@ def symbolic_trace(model: nn.Module, leaf_modules: Sequence[type[nn.Module]] = (
 
 
 class _ChannelPass(MetaInterpreter):
-    def __init__(self, gm: torch.fx.GraphModule, state: State) -> None:
-        super().__init__(gm)
+    def __init__(self, gm: torch.fx.GraphModule, state: State, calls: LayerCalls) -> None:
+        super().__init__(gm, calls=calls)
         self.state = state
         self.ids: dict[torch.fx.Node, Any] = {}
 
@@ -116,7 +117,9 @@ def trace(model: nn.Module, example_inputs: Any, leaf_modules: Sequence[type[nn.
         leaf_modules: module types not to trace into; they keep their channels.
     """
     gm = symbolic_trace(model, leaf_modules)
-    state = State()
-    _ChannelPass(gm, state).run_meta(example_inputs)  # gm holds the model's own submodules
+    state, calls = State(), LayerCalls()
+    _ChannelPass(gm, state, calls).run_meta(example_inputs)  # gm holds the model's own submodules
     with gc_paused():
-        return build_graph(gm, state, model)
+        graph = build_graph(gm, state, model)
+    graph.calls = calls
+    return graph

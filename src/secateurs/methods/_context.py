@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..graph import ChannelGraph
+from ..graph import ChannelGraph, LayerCalls
 
 
 @dataclass
@@ -52,6 +52,9 @@ class RoundOutcome:
     note: str | None = None  # why the goal was not reached, if it was not
     details: dict[str, Any] = field(default_factory=dict)  # method-specific counts for the report
     scored_at: float | None = None  # perf_counter() when selection ended and surgery began
+    #: The cut model's layer calls from the surgery's shape check (``graph.cut``): its MACs
+    #: without a forward. None: the pipeline measures the model.
+    calls: LayerCalls | None = None
 
     def timing(self, started: float, ended: float) -> tuple[float, float]:
         """(selection seconds, surgery seconds) of a round that ran from ``started`` to ``ended``;

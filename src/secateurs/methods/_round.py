@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..graph import remove_units
+from ..graph import cut
 from ..select import CostModel, solve, unit_scores
 from ._context import RoundContext, RoundOutcome
 
@@ -44,7 +44,7 @@ def score_and_cut(method: Method, ctx: RoundContext) -> RoundOutcome:
     plan = solve(
         ctx.graph,
         per_unit,
-        CostModel.of(ctx.model, ctx.example),
+        CostModel.of(ctx.model, ctx.example, ctx.graph.calls),
         ctx.goal,
         ctx.metric,
         ctx.scope,
@@ -53,8 +53,8 @@ def score_and_cut(method: Method, ctx: RoundContext) -> RoundOutcome:
         round_to=ctx.round_to,
     )
     scored_at = time.perf_counter()
-    remove_units(ctx.model, ctx.graph, plan.units, ctx.example)
-    return RoundOutcome(len(plan.units), plan.note, scored_at=scored_at)
+    calls = cut(ctx.model, ctx.graph, plan.units, ctx.example)
+    return RoundOutcome(len(plan.units), plan.note, scored_at=scored_at, calls=calls)
 
 
 def even_schedule(rounds: int, epochs: int) -> list[tuple[float, int]]:

@@ -187,7 +187,7 @@ def _select(ctx: RoundContext, scores: dict[int, torch.Tensor], points: Flagged,
     plan = solve(
         ctx.graph,
         scores,
-        CostModel.of(ctx.model, ctx.example),
+        CostModel.of(ctx.model, ctx.example, ctx.graph.calls),
         1.0 if threshold else ctx.goal,
         ctx.metric,
         "global" if threshold else ctx.scope,

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..graph import ChannelGraph, LayerCalls, trace
 from ..graph.layers import out_widths
 from ..measure import count_macs, count_params
 from ._data import RunData, top1_accuracy
@@ -60,6 +61,23 @@ class RunState:
     example: torch.Tensor  # a (1, C, H, W) input on the run's device
     calibration: Any  # calibration batches for data-driven criteria (None without a training set)
     recalibration: Recalibration
+    #: A trace of ``pruned`` as it is now, made before the first round: that round scores on it.
+    graph: ChannelGraph | None = None
+    #: ``pruned``'s dense MACs when known without a forward (from the last cut's shape check).
+    macs: int | None = None
+
+    def take_graph(self) -> ChannelGraph:
+        """A trace of ``pruned`` as it is now: the one made at the start, once, else a new one."""
+        graph, self.graph = self.graph, None
+        return graph if graph is not None else trace(self.pruned, self.example)
+
+    def measure_cut(self, calls: LayerCalls | None) -> float:
+        """The figure the target is on, of ``pruned`` right after a cut whose shape check saw
+        ``calls``: dense MACs come from those shapes, anything else is measured."""
+        self.macs = calls.macs(self.pruned) if calls is not None and calls.usable else None
+        if self.macs is not None and self.plan.target_on == "macs":
+            return float(self.macs)
+        return self.plan.measure(self.pruned, self.data.shape)
 
     @property
     def floors(self) -> dict[tuple[str, str], int]:

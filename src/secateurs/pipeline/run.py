@@ -106,6 +106,7 @@ def _start(plan: RunPlan, model: nn.Module, data: RunData, run_dir: Path | None,
     device = plan.device
     reference = copy.deepcopy(model).to(device) if plan.finetuning.needs_reference else None
     example = torch.zeros((1, *data.shape), device=device)
+    graph = None
     if resume:
         pruned, progress = load_progress(run_dir, model, plan)
         pruned.to(device)
@@ -115,7 +116,8 @@ def _start(plan: RunPlan, model: nn.Module, data: RunData, run_dir: Path | None,
     else:
         pruned = copy.deepcopy(model).to(device)
         plan.method.check_model(pruned, example, plan.options)  # before any data is read
-        cost = CostModel.of(pruned, example)  # its forward also counts the MACs the snapshot records
+        graph = trace(pruned, example)  # the first round's, whose shapes also give the MACs
+        cost = CostModel.of(pruned, example, graph.calls)
         test_set = data.test_set if plan.config.evaluate_before else None
         before = _snapshot(pruned, plan, data.shape, test_set, macs=int(cost.macs))
         floors = floors_for(cost.widths, plan.config.min_keep_fraction)
@@ -125,7 +127,9 @@ def _start(plan: RunPlan, model: nn.Module, data: RunData, run_dir: Path | None,
     train_set, c = data.train_set, plan.config
     calibration = calibration_batches(train_set, c.calib_samples, c.seed, device) if train_set is not None else None
     recalibration = recalibration_plan(plan, train_set, calibration_batches)
-    return RunState(plan, data, pruned, reference, progress, run_dir, example, calibration, recalibration)
+    state = RunState(plan, data, pruned, reference, progress, run_dir, example, calibration, recalibration)
+    state.graph = graph
+    return state
 
 
 def _cut(state: RunState, r: int) -> RoundRecord:
@@ -135,7 +139,7 @@ def _cut(state: RunState, r: int) -> RoundRecord:
     log.info("round %d/%d: scoring channels (%s)", r, rounds, plan.method.name)
     ctx = RoundContext(
         state.pruned,
-        trace(state.pruned, state.example),
+        state.take_graph(),
         plan.options,
         state.calibration,
         c.seed,
@@ -153,7 +157,7 @@ def _cut(state: RunState, r: int) -> RoundRecord:
     )
     outcome = plan.method.round(ctx)
     scoring_s, surgery_s = outcome.timing(t0, time.perf_counter())
-    achieved = 1 - plan.measure(state.pruned, state.data.shape) / state.base
+    achieved = 1 - state.measure_cut(outcome.calls) / state.base
     recal = state.recalibration.run(state.pruned, r, state.top1)
     top1 = recal.get("top1_after_recalibration", recal["top1_after_cut"])
     record = RoundRecord.after_cut(r, goal, achieved, top1, outcome, (scoring_s, surgery_s), recal)
@@ -206,7 +210,8 @@ def _finish(state: RunState, model: nn.Module, started: float) -> tuple[nn.Modul
             # The time goes to the log: ``finalized`` holds what the step did, equal on a resumed run.
             log.info("BN recalibration after finalizing: %.2f s", recal.pop("recalibration_s"))
             finalized["recalibration"], top1 = recal, recal["top1_after_recalibration"]
-    after = _snapshot(pruned, plan, state.data.shape, state.data.test_set, top1)
+    macs = None if finalized else state.macs  # fine-tuning changes no shape
+    after = _snapshot(pruned, plan, state.data.shape, state.data.test_set, top1, macs)
     before = state.progress.before
     latency = _compare_latency(model, state, before, after) if plan.config.latency and plan.dist.is_main else None
     achieved = 1 - after[plan.target_on] / state.base

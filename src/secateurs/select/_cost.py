@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from ..graph._calls import LayerCalls
 from ..graph.layers import LayerCost as _Layer
 
 
@@ -21,11 +22,19 @@ class CostModel:
     widths: dict[tuple[str, str], int] = field(default_factory=dict)  # producer roles' widths
 
     @classmethod
-    def of(cls, model: nn.Module, example_inputs: torch.Tensor) -> CostModel:
+    def of(cls, model: nn.Module, example_inputs: torch.Tensor, calls: LayerCalls | None = None) -> CostModel:
+        """The cost model of ``model`` as it is. ``calls``: its layer calls from a trace or a
+        surgery's shape check (``ChannelGraph.calls``, ``graph.cut``), which give the same
+        figures without running a forward; when missing or unusable, one forward of the
+        first sample is run with hooks."""
         from ..measure import count_params
         from ..measure.macs import layer_figures
 
-        layers, macs = layer_figures(model, example_inputs)  # one forward for both
+        if calls is not None and calls.usable:
+            layers, per_layer = calls.figures(model)
+            macs = sum(per_layer.values())
+        else:
+            layers, macs = layer_figures(model, example_inputs)  # one forward for both
         widths = {}
         for name, layer in layers.items():
             widths[(name, "bn" if layer.kind == "bn" else "out")] = layer.out_ch
