@@ -20,6 +20,7 @@ from typing import Any
 
 from _common import machine_line, markdown_table
 from _matrix_auto import auto_rows
+from _matrix_choice import choice_rows
 from _matrix_claims import Stat, difference, pair_claim_rows, probability_claim_rows
 from _matrix_spec import PROFILES, VARIANTS, Profile, cells
 
@@ -234,6 +235,8 @@ def build_report(profile: Profile, results: Path, out: Path) -> str:
     claim_md = markdown_table(["paper", "claim", "where", "our numbers (top-1 %)", "status"], claims)
     picture = plot(groups, out.parent / f"matrix_{profile.name}.png")
     auto, auto_summary = auto_rows(groups)
+    choice, choice_summary = choice_rows(groups)
+    choice_head = ["model", "target", "seeds", "best final top-1", "tied with it", "best - unpruned: recovered?"]
     auto_head = ["model", "target", "seed", "picked (held-out top-1)", "best after FT (top-1)", "same?"]
     auto_md = markdown_table([*auto_head, "selection s", "auto final top-1"], auto) if auto else ""
     md = "\n\n".join(
@@ -242,6 +245,9 @@ def build_report(profile: Profile, results: Path, out: Path) -> str:
             *_header(profile, groups, results / profile.name),
             f"Rebuild this report: `python benchmarks/report.py --profile {profile.name}`; fill the matrix: "
             f"`python benchmarks/matrix.py --profile {profile.name}`.",
+            "## Which method?",
+            "Among the variants fine-tuned with the whole budget (`_matrix_choice.py`). " + choice_summary,
+            markdown_table(choice_head, choice) if choice else "No fine-tuned run yet.",
             "## Claims",
             "Status from the runs above: *met* / *not met* when the difference is significant, "
             "*not significant* when it is within twice the combined standard error (or one seed only), "
@@ -260,7 +266,14 @@ def build_report(profile: Profile, results: Path, out: Path) -> str:
         ]
     )
     atomic_write(out, lambda tmp: tmp.write_text(md + "\n"))
-    data = {"profile": profile.name, "figures": figures, "claims": claims, "auto": auto, "missing": missing}
+    data = {
+        "profile": profile.name,
+        "figures": figures,
+        "choice": choice,
+        "claims": claims,
+        "auto": auto,
+        "missing": missing,
+    }
     atomic_write(out.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(data, indent=1) + "\n"))
     return md
 
