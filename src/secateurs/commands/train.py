@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,29 @@ def build_for_dataset(model_name: str, info: Any, stem: str = "auto", **kwargs: 
     )
 
 
+@dataclass(frozen=True)
+class TrainRun:
+    """What a training run is, resolved once from the command line or from a run to resume:
+    everything ``run.json`` holds."""
+
+    model: str
+    dataset: str
+    data_dir: str | None
+    dataset_options: dict[str, Any]
+    stem: str
+    config: Any  # TrainConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "dataset": self.dataset,
+            "data_dir": self.data_dir,
+            "dataset_options": self.dataset_options,
+            "stem": self.stem,
+            "train": self.config.to_dict(),
+        }
+
+
 def train_command(
     out: Path,
     resume: bool,
@@ -63,84 +87,98 @@ def train_command(
     """
     from ..data import load_dataset
     from ..io.outdir import claim, discard
-    from ..train import TrainConfig, dist_info, train
-    from ..train.trainer import EXTENDABLE, RESUME_FREE, check_run_dir
+    from ..train import dist_info, train
+    from ..train.trainer import check_run_dir
 
-    out = Path(out)
-    overrides = dict(overrides or {})
+    out, overrides = Path(out), dict(overrides or {})
     outputs = [out / name for name in TRAIN_FILES]
     if resume or not overwrite:  # an existing run is offered --resume first
         check_run_dir(out, resume)
-    if not resume:
-        claim(outputs, overwrite=overwrite)
     if resume:
-        run = read_run(out)
-        given = {
-            "model": model,
-            "dataset": dataset,
-            "dataset_options": dataset_options,
-            **{k: v for k, v in overrides.items() if k not in RESUME_FREE | EXTENDABLE},
-        }
-        saved = {
-            "model": run["model"],
-            "dataset": run["dataset"],
-            "dataset_options": run.get("dataset_options", {}),
-            **run["train"],
-        }
-        clash = {k: (v, saved.get(k)) for k, v in given.items() if v is not None and v != saved.get(k)}
-        if clash:
-            raise ConfigError(
-                f"--resume continues the run in {str(out)!r} exactly as it was started; these options "
-                f"differ from it (given, saved): {clash}. Start a new run to change them."
-            )
-        config = TrainConfig.from_dict(
-            {
-                **run["train"],
-                **{k: v for k, v in overrides.items() if k in RESUME_FREE},
-                "epochs": _resume_epochs(out, run["train"]["epochs"], overrides.get("epochs")),
-            }
-        )
-        model, dataset, data_dir, stem = run["model"], run["dataset"], data_dir or run["data_dir"], run["stem"]
-        dataset_options = run.get("dataset_options", {})
+        saved = read_run(out)
+        run = _resumed_run(out, saved, model, dataset, data_dir, overrides, dataset_options)
     else:
-        if model is None or dataset is None:
-            raise ConfigError("secateurs train needs --model and --dataset (or --resume --out RUN_DIR)")
-        config = TrainConfig.from_dict(overrides)
+        run = _new_run(model, dataset, data_dir, stem, overrides, dataset_options)
+        claim(outputs, overwrite=overwrite)
     info = dist_info()
-    if config.batch_size % info.world_size:
+    if run.config.batch_size % info.world_size:
         raise ConfigError(
-            f"--batch-size {config.batch_size} is the global batch and must divide evenly over the "
+            f"--batch-size {run.config.batch_size} is the global batch and must divide evenly over the "
             f"{info.world_size} processes"
         )
-    dataset_options = dataset_options or {}
-    train_set = load_dataset(dataset, "train", data_dir, **dataset_options)
-    test_set = load_dataset(dataset, "test", data_dir, **dataset_options)
-    torch.manual_seed(config.seed)
-    net = build_for_dataset(model, train_set.info, stem)
+    train_set = load_dataset(run.dataset, "train", run.data_dir, **run.dataset_options)
+    test_set = load_dataset(run.dataset, "test", run.data_dir, **run.dataset_options)
+    torch.manual_seed(run.config.seed)
+    net = build_for_dataset(run.model, train_set.info, run.stem)
     if overwrite and not resume:
         # Every rank, so that no rank's trainer takes the old state for a run to resume;
         # run.json is left to the atomic replace below (rank 0 may have written it already).
         discard(p for p in outputs if p.name != RUN_FILE)
-    if not resume and info.is_main:
-        atomic_write_text(
-            out / RUN_FILE,
-            json.dumps(
-                {
-                    "model": model,
-                    "dataset": dataset,
-                    "data_dir": data_dir,
-                    "dataset_options": dataset_options,
-                    "stem": stem,
-                    "train": config.to_dict(),
-                },
-                indent=2,
-            ),
+    # A new run writes its run.json; a resumed one rewrites it only when extended (so that a
+    # later --resume keeps the new epoch count).
+    if info.is_main and (not resume or run.config.epochs != saved["train"]["epochs"]):
+        written = run.to_dict() if not resume else {**saved, "train": run.config.to_dict()}
+        atomic_write_text(out / RUN_FILE, json.dumps(written, indent=2))
+    meta = {"run": {"model": run.model, "dataset": run.dataset}}
+    return train(net, train_set, test_set, run.config, run_dir=out, resume=resume, meta=meta)
+
+
+def _new_run(
+    model: str | None,
+    dataset: str | None,
+    data_dir: str | None,
+    stem: str,
+    overrides: dict[str, Any],
+    dataset_options: dict[str, Any] | None,
+) -> TrainRun:
+    from ..train import TrainConfig
+
+    if model is None or dataset is None:
+        raise ConfigError("secateurs train needs --model and --dataset (or --resume --out RUN_DIR)")
+    return TrainRun(model, dataset, data_dir, dataset_options or {}, stem, TrainConfig.from_dict(overrides))
+
+
+def _resumed_run(
+    out: Path,
+    saved: dict[str, Any],
+    model: str | None,
+    dataset: str | None,
+    data_dir: str | None,
+    overrides: dict[str, Any],
+    dataset_options: dict[str, Any] | None,
+) -> TrainRun:
+    """The run saved in ``out``, refusing any option given that differs from it (except the
+    ones a resumed run may change: ``RESUME_FREE``, and ``epochs``, which may extend it)."""
+    from ..train import TrainConfig
+    from ..train.trainer import EXTENDABLE, RESUME_FREE
+
+    given = {
+        "model": model,
+        "dataset": dataset,
+        "dataset_options": dataset_options,
+        **{k: v for k, v in overrides.items() if k not in RESUME_FREE | EXTENDABLE},
+    }
+    was = {
+        "model": saved["model"],
+        "dataset": saved["dataset"],
+        "dataset_options": saved.get("dataset_options", {}),
+        **saved["train"],
+    }
+    clash = {k: (v, was.get(k)) for k, v in given.items() if v is not None and v != was.get(k)}
+    if clash:
+        raise ConfigError(
+            f"--resume continues the run in {str(out)!r} exactly as it was started; these options "
+            f"differ from it (given, saved): {clash}. Start a new run to change them."
         )
-    if resume and info.is_main and config.epochs != run["train"]["epochs"]:  # extended: a later --resume keeps it
-        atomic_write_text(out / RUN_FILE, json.dumps({**run, "train": config.to_dict()}, indent=2))
-    return train(
-        net, train_set, test_set, config, run_dir=out, resume=resume, meta={"run": {"model": model, "dataset": dataset}}
+    config = TrainConfig.from_dict(
+        {
+            **saved["train"],
+            **{k: v for k, v in overrides.items() if k in RESUME_FREE},
+            "epochs": _resume_epochs(out, saved["train"]["epochs"], overrides.get("epochs")),
+        }
     )
+    options = saved.get("dataset_options", {})
+    return TrainRun(saved["model"], saved["dataset"], data_dir or saved["data_dir"], options, saved["stem"], config)
 
 
 def _resume_epochs(out: Path, saved: int, given: int | None) -> int:
