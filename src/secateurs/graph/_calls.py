@@ -39,9 +39,14 @@ class LayerCalls:
         if self.batch is None:
             self.batch = next((int(a.shape[0]) for a in args if isinstance(a, torch.Tensor) and a.dim()), None)
         if _counted(module):
-            self.calls.append((name, args, out))
+            self.add(name, args, out)
         elif module._modules and any(_counted(m) for m in module.modules()):
             self.complete = False
+
+    def add(self, name: str, args: tuple, out: Any) -> None:
+        """Keep one counted layer's call; real tensors are kept as their meta twins (shapes
+        only, so a hooked forward does not hold on to every activation)."""
+        self.calls.append((name, _meta(args), _meta(out)))
 
     def opaque(self, module: nn.Module) -> None:
         """A module run on real zeros (no handler): its layers, if counted, are not recorded."""
@@ -78,3 +83,7 @@ class LayerCalls:
 
     def macs(self, model: nn.Module, sparse: bool = False) -> int:
         return sum(self.figures(model, sparse)[1].values())
+
+
+def _meta(value: Any) -> Any:
+    return torch.utils._pytree.tree_map_only(torch.Tensor, lambda t: t if t.is_meta else t.to("meta"), value)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn as nn
 
-from ..errors import SecateursError
+from ..graph._calls import LayerCalls
 from ..graph.layers import LayerCost, has_kernels, layer_type, nonzero_kernels, working_kernels
 from ._common import eval_mode, forward_errors_as_config, model_device_dtype, sample_shape
 
@@ -46,37 +46,30 @@ def layer_costs(model: nn.Module, example_inputs: torch.Tensor) -> dict[str, Lay
 def layer_figures(model: nn.Module, example_inputs: torch.Tensor) -> tuple[dict[str, LayerCost], int]:
     """:func:`layer_costs` and the dense :func:`count_macs` of the first sample, from the same
     forward: the cost model needs both, and the forward is most of their cost."""
-    costs: dict[str, LayerCost] = {}
-    macs: dict[str, int] = {}
+    x = example_inputs[:1]
+    with forward_errors_as_config(tuple(x.shape[1:])):
+        costs, macs = recorded_forward(model, x).figures(model)
+    return costs, sum(macs.values())
 
-    def hook(name: str, cost_fn: Callable | None, macs_fn: MacsFn | None) -> Callable:
-        def record(m: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            if cost_fn is not None:
-                cost = cost_fn(m, output)
-                if cost is not None:
-                    costs[name] = cost
-            if macs_fn is not None:
-                try:
-                    n = macs_fn(m, inputs, output, False)
-                except SecateursError as e:
-                    raise type(e)(f"layer {name!r} ({type(m).__name__}): {e}") from e
-                macs[name] = macs.get(name, 0) + n
 
-        return record
-
+def recorded_forward(model: nn.Module, x: torch.Tensor) -> LayerCalls:
+    """One forward of ``x`` in eval mode (modes restored) with every layer that has a MACs
+    count or a cost (``LayerType.macs``/``.cost``) recorded by a hook: the same record a
+    trace makes from shapes alone (``ChannelGraph.calls``), here of whatever the forward runs."""
+    calls = LayerCalls()
     hooks = []
     for name, m in model.named_modules():
         layer = layer_type(m)
         if layer is not None and (layer.cost is not None or layer.macs is not None):
-            hooks.append(m.register_forward_hook(hook(name, layer.cost, layer.macs)))
-    x = example_inputs[:1]
+            hooks.append(m.register_forward_hook(lambda m, args, out, name=name: calls.add(name, args, out)))
     try:
-        with eval_mode(model), torch.inference_mode(), forward_errors_as_config(tuple(x.shape[1:])):
+        with eval_mode(model), torch.inference_mode():
             model(x)
     finally:
         for h in hooks:
             h.remove()
-    return costs, sum(macs.values())
+    calls.batch = int(x.shape[0])
+    return calls
 
 
 def count_macs(
@@ -102,29 +95,7 @@ def count_macs(
     """
     shape = sample_shape(model, input_shape)
     device, dtype = model_device_dtype(model)
-    layers: dict[str, int] = {}
-
-    def make_hook(name: str, fn: MacsFn) -> Callable:
-        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            try:
-                macs = fn(module, inputs, output, sparse)
-            except SecateursError as e:
-                raise type(e)(f"layer {name!r} ({type(module).__name__}): {e}") from e
-            layers[name] = layers.get(name, 0) + macs
-
-        return hook
-
-    handles = []
-    try:
-        for name, module in model.named_modules():
-            fn = counter_for(module)
-            if fn is not None:
-                handles.append(module.register_forward_hook(make_hook(name, fn)))
-        with eval_mode(model), torch.inference_mode():
-            with forward_errors_as_config(shape):
-                model(torch.zeros((1, *shape), device=device, dtype=dtype))
-    finally:
-        for handle in handles:
-            handle.remove()
+    with forward_errors_as_config(shape):
+        layers = recorded_forward(model, torch.zeros((1, *shape), device=device, dtype=dtype)).figures(model, sparse)[1]
     total = sum(layers.values())
     return (total, layers) if per_layer else total
