@@ -155,6 +155,8 @@ def _config(cell: Cell, profile: Profile) -> PruneConfig:
     train = {"lr": b.lr, "batch_size": b.batch_size, "progress": False}
     if b.max_steps_per_epoch:
         train["max_steps_per_epoch"] = b.max_steps_per_epoch
+    if b.channels_last:
+        train["channels_last"] = True
     extra: dict[str, Any] = dict(v.options)
     if v.recalibrate is not None and HAS_RECAL_OPTION:
         extra["bn_recalibration"] = v.recalibrate

@@ -107,10 +107,12 @@ class Budget:
     max_steps_per_epoch: int | None = None  # None: whole epochs
     lr: float = 0.01
     batch_size: int = 128
+    channels_last: bool = False  # TrainConfig.channels_last (a speed option; the same for every cell)
 
     def describe(self) -> str:
         steps = f" of at most {self.max_steps_per_epoch} steps" if self.max_steps_per_epoch else ""
-        return f"{self.epochs} epochs{steps}, batch {self.batch_size}, SGD lr {self.lr} cosine"
+        layout = ", channels-last" if self.channels_last else ""
+        return f"{self.epochs} epochs{steps}, batch {self.batch_size}, SGD lr {self.lr} cosine{layout}"
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,7 @@ PROFILES: dict[str, Profile] = {
     "converged": Profile(
         "converged",
         "converged",
-        Budget(epochs=5),
+        Budget(epochs=5, channels_last=True),
         _protocol(3, 2),
         jobs=2,
         summary="CPU, converged baselines in benchmarks/checkpoints/, 3 seeds (resnet56: 2)",

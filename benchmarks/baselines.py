@@ -42,6 +42,7 @@ class Baseline:
     schedule: str = "onecycle"
     dataset: str = DATASET
     dataset_options: dict = field(default_factory=dict)
+    channels_last: bool = False  # TrainConfig.channels_last: NHWC, faster on CPU for depthwise convs
 
 
 # The quick profile is sized for 2 CPU cores in about half an hour in total; its short
@@ -65,7 +66,8 @@ PROFILES: dict[str, list[Baseline]] = {
     "converged": [
         Baseline("resnet20", epochs=30),
         Baseline("resnet56", epochs=30),
-        Baseline("mobilenet_v2", epochs=30),
+        # NHWC: a training step about 1.5x faster on one CPU thread (depthwise convs).
+        Baseline("mobilenet_v2", epochs=30, channels_last=True),
     ],
     # A seconds-long smoke baseline on synthetic data, for the benchmark harness's tests.
     "tiny": [
@@ -105,6 +107,8 @@ def _recipe(spec: Baseline, progress: bool = True) -> dict:
     }
     if spec.max_steps_per_epoch:
         recipe["max_steps_per_epoch"] = spec.max_steps_per_epoch
+    if spec.channels_last:  # only when set: runs saved before the option compare equal
+        recipe["channels_last"] = True
     return recipe
 
 

@@ -162,6 +162,7 @@ def _resumed_run(
         "model": saved["model"],
         "dataset": saved["dataset"],
         "dataset_options": saved.get("dataset_options", {}),
+        **TrainConfig().to_dict(),  # a field added since the run was saved: its default
         **saved["train"],
     }
     clash = {k: (v, was.get(k)) for k, v in given.items() if v is not None and v != was.get(k)}
@@ -234,6 +235,8 @@ def train_flags() -> Flags:
         "progress": "a progress bar during each epoch",
         "max_steps_per_epoch": "cap on the optimizer steps per epoch, for smoke tests (default: none)",
         "num_workers": "DataLoader worker processes, for datasets decoded while streaming (in-memory ones need none)",
+        "channels_last": "train in channels-last (NHWC) memory layout: faster convolutions on CPU (oneDNN) and on GPU "
+        "under AMP",
     }
     return Flags(TrainConfig, descriptions, noun="training option")
 

@@ -31,6 +31,8 @@ def train_epoch(loop: EpochLoop, state: TrainState, epoch: int) -> dict[str, Any
     for i, (x, y) in enumerate(loader):
         if i >= loop.loaders.steps_per_epoch:
             break
+        if config.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         lr = loop.lr(state.step)
         loss, logits = _step(loop, x, y, lr)
         state.step += 1

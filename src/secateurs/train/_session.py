@@ -39,19 +39,27 @@ def check_batch_split(batch_size: int, info: DistInfo) -> None:
 
 
 @contextmanager
-def on_device(networks: list[nn.Module], device: torch.device, global_batchnorm: bool) -> Iterator[None]:
+def on_device(
+    networks: list[nn.Module], device: torch.device, global_batchnorm: bool, channels_last: bool = False
+) -> Iterator[None]:
     """Move ``networks`` to ``device``; with ``global_batchnorm`` their batch norm covers every
-    process's batch (:class:`GlobalBatchNorm2d`) until the block ends, however it ends."""
+    process's batch (:class:`GlobalBatchNorm2d`), with ``channels_last`` their 4-D weights are
+    laid out NHWC, until the block ends, however it ends."""
     for m in networks:
-        m.to(device)
+        if channels_last:
+            m.to(device, memory_format=torch.channels_last)
+        else:
+            m.to(device)
         if global_batchnorm:
             set_global_batchnorm(m, True)
     try:
         yield
     finally:
-        if global_batchnorm:
-            for m in networks:
+        for m in networks:
+            if global_batchnorm:
                 set_global_batchnorm(m, False)
+            if channels_last:
+                m.to(memory_format=torch.contiguous_format)
 
 
 def _amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:

@@ -36,6 +36,12 @@ class TrainConfig:
     #: DataLoader worker processes for a torch Dataset (a streamed image folder decodes in
     #: them); the in-memory datasets need none. Changes where samples are made, not which.
     num_workers: int = 0
+    #: Train in channels-last memory layout (NHWC): the networks' 4-D weights and every
+    #: input batch, put back to the usual layout when training ends. The same arithmetic
+    #: in another order (results differ in the last bits), faster where the convolution
+    #: library prefers it: oneDNN on CPU (mobilenet_v2 training steps about 1.5x faster on
+    #: one thread, resnet20 about 1.1x), tensor cores under AMP on GPU.
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         from .._types import check_field_types

@@ -49,6 +49,8 @@ def _check_config(saved_config: dict[str, Any], config: TrainConfig) -> None:
             f"cannot resume with epochs={config.epochs}: the run has {saved_epochs} epochs; give "
             f"--epochs {saved_epochs} or more (more extends it), or start a new run"
         )
+    # A field added since the run was saved has its default there (the run trained without it).
+    saved_config = {**TrainConfig().to_dict(), **saved_config}
     saved = {k: v for k, v in saved_config.items() if k not in RESUME_FREE | EXTENDABLE}
     now = {k: v for k, v in config.to_dict().items() if k not in RESUME_FREE | EXTENDABLE}
     diff = {k: (saved.get(k), now.get(k)) for k in saved.keys() | now.keys() if saved.get(k) != now.get(k)}

@@ -95,7 +95,8 @@ def train(
     companions = checked_companions(companions)
     with process_group(device) as info:  # joins torchrun's group unless the caller already has
         check_batch_split(config.batch_size, info)
-        with on_device([model, *companions.values()], device, global_batchnorm=info.enabled and config.sync_bn):
+        networks = [model, *companions.values()]
+        with on_device(networks, device, info.enabled and config.sync_bn, config.channels_last):
             trainees = Trainees.build(model, companions, config, device)
             announce = info.is_main and config.progress
             state = restore(files.path, config, trainees, announce) if resume else TrainState()
