@@ -63,7 +63,7 @@ def symbolic_trace(model: nn.Module, leaf_modules: Sequence[type[nn.Module]] = (
 
 
 class _ChannelPass(MetaInterpreter):
-    def __init__(self, gm: torch.fx.GraphModule, state: State, calls: LayerCalls) -> None:
+    def __init__(self, gm: torch.fx.GraphModule, state: State, calls: LayerCalls | None = None) -> None:
         super().__init__(gm, calls=calls)
         self.state = state
         self.ids: dict[torch.fx.Node, Any] = {}
