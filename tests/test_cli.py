@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from _commands import train_argv
 
 from secateurs.cli import main
 from secateurs.io import load
@@ -15,23 +16,7 @@ from secateurs.io import load
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
-    code = main(
-        [
-            "train",
-            "--model",
-            "test_mobilenet_v2",
-            "--dataset",
-            "synthetic",
-            "--epochs",
-            "2",
-            "--batch-size",
-            "64",
-            "--no-progress",
-            "--out",
-            str(out),
-        ]
-    )
-    assert code == 0
+    assert main(train_argv("test_mobilenet_v2", out, "--dataset", "synthetic", epochs=2)) == 0
     return out
 
 

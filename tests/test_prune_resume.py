@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _commands import fast, prune_argv
 
 import secateurs
 from secateurs.cli import main
@@ -82,47 +83,9 @@ def test_resume_refuses_another_configuration(data, tmp_path):
         )
 
 
-def test_cli_resume(tmp_path, capsys):
-    base = tmp_path / "base"
-    data = ["--dataset", "synthetic", "--dataset-option", "num_samples=128"]
-    assert (
-        main(
-            [
-                "train",
-                "--model",
-                "test_resnet",
-                *data,
-                "--epochs",
-                "1",
-                "--batch-size",
-                "64",
-                "--no-progress",
-                "--out",
-                str(base),
-            ]
-        )
-        == 0
-    )
+def test_cli_resume(trained_checkpoint, tmp_path, capsys):
     out = tmp_path / "p"
-    args = [
-        "prune",
-        "--from",
-        str(base / "model.safetensors"),
-        "--out",
-        str(out),
-        "--method",
-        "l1",
-        "--macs-reduction",
-        "0.4",
-        "--finetune-epochs",
-        "1",
-        "--finetune-max-steps-per-epoch",
-        "1",
-        "--finetune-batch-size",
-        "64",
-        "--no-latency",
-        *data,
-    ]
+    args = prune_argv(trained_checkpoint, out, "--finetune-epochs", "1", *fast(1), method="l1", macs=0.4)
     assert main(args) == 0
     capsys.readouterr()
     assert main(["prune", "--resume", "--out", str(out), "--macs-reduction", "0.3"]) == 2

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from _commands import CLI, TORCHRUN, run_ok
 
 from secateurs.errors import ConfigError
 from secateurs.io import load
@@ -111,35 +109,8 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
         "--no-progress",
         "--no-augment",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    one = subprocess.run(
-        [sys.executable, "-m", "secateurs.cli", *args, "--out", str(tmp_path / "one")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert one.returncode == 0, one.stderr
-    two = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "secateurs.cli",
-            *args,
-            "--out",
-            str(tmp_path / "two"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert two.returncode == 0, two.stderr[-3000:]
+    run_ok([*CLI, *args, "--out", str(tmp_path / "one")])
+    run_ok([*TORCHRUN, "-m", "secateurs.cli", *args, "--out", str(tmp_path / "two")])
     a, b = load(tmp_path / "one" / MODEL_FILE), load(tmp_path / "two" / MODEL_FILE)
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.allclose(x.double(), y.double(), rtol=1e-3, atol=1e-5), (name, (x - y).abs().max())
