@@ -35,8 +35,6 @@ FAST = fast()
 #: The torchrun tests' data: 256 samples of 4 classes, so that two ranks each see whole batches.
 DDP_DATA = ["--dataset", "synthetic", "--dataset-option", "num_samples=256", "--dataset-option", "num_classes=4"]
 
-#: ``python -m secateurs.cli``, one process.
-CLI = [sys.executable, "-m", "secateurs.cli"]
 #: ``torchrun`` with two ranks on this machine; a script or ``-m module`` follows.
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 

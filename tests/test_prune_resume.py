@@ -36,12 +36,20 @@ class Killed(Exception):
     pass
 
 
-@pytest.mark.parametrize("kill_after_writes", [1, 3, 4])  # in round 1; mid round 2; at round 2's end
-def test_resume_after_a_kill_matches_an_uninterrupted_run(data, tmp_path, monkeypatch, kill_after_writes):
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory):
+    """The run every kill below is compared with (the same for all: computed once); read only."""
     train_set, test_set = data
-    whole, whole_report = secateurs.prune(
-        _model(), "l1-capped", train_set=train_set, test_set=test_set, run_dir=tmp_path / "whole", **OPTIONS
-    )
+    run_dir = tmp_path_factory.mktemp("resume") / "whole"
+    return secateurs.prune(_model(), "l1-capped", train_set=train_set, test_set=test_set, run_dir=run_dir, **OPTIONS)
+
+
+@pytest.mark.parametrize("kill_after_writes", [1, 3, 4])  # in round 1; mid round 2; at round 2's end
+def test_resume_after_a_kill_matches_an_uninterrupted_run(
+    data, uninterrupted, tmp_path, monkeypatch, kill_after_writes
+):
+    train_set, test_set = data
+    whole, whole_report = uninterrupted
     real = trainer._write_epoch
     writes = []
 
