@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import machine, markdown_table, speedup_cells, write_report
+from _common import command_line, machine, markdown_table, speedup_cells, write_report
 from baselines import CACHE, DATASET, ensure_baseline
 
 from secateurs import count_macs, count_params, load, measure, read_meta, save
@@ -288,8 +288,7 @@ def main(argv=None) -> int:
                 rows,
             )
         )
-    command = "python benchmarks/prune_filters.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    data["command"] = command
+    data["command"] = command_line("prune_filters.py", argv)
     intro = (
         f"Fine-tuning, the same for every method: {budget.describe()} (per round for multi-round methods: "
         "l1-capped runs 3 rounds of 1 epoch; `l1-capped-1r` is its criterion in one round). `tp-magnitude` is "

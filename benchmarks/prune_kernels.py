@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import machine, markdown_table, speedup_cells, write_report
+from _common import command_line, machine, markdown_table, speedup_cells, write_report
 from baselines import CACHE, DATASET, ensure_baseline
 from prune_filters import BUDGETS, VARIANTS, _latency, cached_run
 
@@ -163,8 +163,7 @@ def main(argv=None) -> int:
                 rows,
             )
         )
-    command = "python benchmarks/prune_kernels.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    data["command"] = command
+    data["command"] = command_line("prune_kernels.py", argv)
     intro = (
         f"Fine-tuning, the same for every method: {budget.describe()}; hnsi gives stage 1 half of it (rounded "
         "down) and stage 2 the rest, l1-capped runs 3 rounds. The target is the kernel-sparse MACs reduction "

@@ -239,6 +239,18 @@ def rows(mask: torch.Tensor, empty_along: int) -> set[int]:
     return set((~mask.any(empty_along)).nonzero().flatten().tolist())
 
 
+def materialized_against_masked(model: nn.Module, shape: tuple[int, ...]):
+    """The masked float64 ``model``'s outputs on four random inputs, the record of materialising
+    it in place, and its outputs on the same inputs after."""
+    x = torch.randn(4, *shape, dtype=torch.float64)
+    model.eval()
+    with torch.no_grad():
+        ref = model(x)
+    record = materialize_record(model, x[:1])
+    with torch.no_grad():
+        return ref, record, model(x)
+
+
 @pytest.mark.parametrize("kernel", [1, 3])
 def test_materialized_outputs_equal_the_masked_outputs(kernel):
     torch.manual_seed(0)
@@ -249,14 +261,7 @@ def test_materialized_outputs_equal_the_masked_outputs(kernel):
     shape = (1, 8, 8)
     run_stage(model, 0.5, 2, shape, low_layers=["b"], last=True, high_level="kernels")
     masks = masks_of(model)
-    x = torch.randn(4, *shape, dtype=torch.float64)
-    model.eval()
-    with torch.no_grad():
-        ref = model(x)
-    record = materialize_record(model, x[:1])
-    with torch.no_grad():
-        out = model(x)
-
+    ref, record, out = materialized_against_masked(model, shape)
     unread, constant = rows(masks["c"], 0), rows(masks["b"], 1)  # b's channels c no longer reads; b's empty filters
     gone, folded = unread | constant, constant - unread
     assert {2, 6} <= unread and 5 in folded and not rows(masks["b"], 0)  # b is low-level: no group emptied
@@ -306,13 +311,8 @@ def test_groups_dropped_in_high_level_convs_are_removed_exactly():
     shape = (1, 8, 8)
     run_stage(model, 0.5, 2, shape, low_layers=["b"], last=True)
     unread = rows(masks_of(model)["c"], 0)
-    x = torch.randn(4, *shape, dtype=torch.float64)
-    model.eval()
-    with torch.no_grad():
-        ref = model(x)
-    record = materialize_record(model, x[:1])
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), ref, rtol=0, atol=1e-12)
+    ref, record, out = materialized_against_masked(model, shape)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
     assert {2, 6} <= unread and record["inputs_removed"]["c"] >= len(unread)
     assert record["dense_macs"][0] - record["dense_macs"][1] >= 64 * (9 * 6 + 5) * len(unread)
 
