@@ -81,6 +81,18 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
+def command_line(script: str, argv: Sequence[str] | None) -> str:
+    """How the report says it was made: ``python benchmarks/SCRIPT`` and its arguments."""
+    return f"python benchmarks/{script} " + " ".join(argv if argv is not None else sys.argv[1:])
+
+
+def speedup_cells(base_ms: dict[str, float] | None, ms: dict[str, float] | None, batches=("1", "64")) -> list[str]:
+    """The speed-up columns of a results table: the unpruned model's median latency over this
+    model's, per batch size (``"-"`` where either was not measured). ``speedup_cells(base, base)``
+    is the unpruned row's ``1.00x``."""
+    return [f"{base_ms[b] / ms[b]:.2f}x" if ms and base_ms else "-" for b in batches]
+
+
 def write_results(name: str, data: dict[str, Any], markdown: str) -> tuple[Path, Path]:
     """Write ``results/NAME.json`` and ``results/NAME.md`` (both name the machine and command)."""
     RESULTS.mkdir(parents=True, exist_ok=True)

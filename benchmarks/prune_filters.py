@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import machine, markdown_table, write_report
+from _common import command_line, machine, markdown_table, speedup_cells, write_report
 from baselines import CACHE, DATASET, ensure_baseline
 
 from secateurs import count_macs, count_params, load, measure, read_meta, save
@@ -50,6 +50,11 @@ class Budget:
     max_steps_per_epoch: int | None
     lr: float = 0.01
     batch_size: int = 128
+
+    def describe(self) -> str:
+        """The fine-tuning budget as the reports' introductions state it."""
+        steps = f" of at most {self.max_steps_per_epoch} steps" if self.max_steps_per_epoch else ""
+        return f"{self.epochs} epochs in total{steps}, batch {self.batch_size}, SGD lr {self.lr} cosine"
 
 
 # quick: sized for 2 CPU cores (3 short epochs of 60 steps = 23k samples of fine-tuning);
@@ -173,6 +178,27 @@ def _latency(path: Path, repeats: int) -> dict[str, float]:
     return {b: v["median_ms"] for b, v in m.to_dict()["latency"]["batches"].items()}
 
 
+def cached_run(
+    root: Path, model: str, ckpt: Path, method: str, target: float, budget: Budget, missing: list[str] | None
+) -> dict[str, Any] | None:
+    """The run's record, from the cache under ``root`` or run now (None: not cached and
+    ``missing``, a list the run's name is added to, says not to run)."""
+    out = root / f"{method}-{int(round(100 * target))}"
+    if (out / "record.json").exists():
+        return json.loads((out / "record.json").read_text())
+    if missing is not None:
+        missing.append(f"{model} {method} at {target:.0%}")
+        return None
+    print(f"[{model}] {method} at {target:.0%} ...", file=sys.stderr, flush=True)
+    rec = run_one(ckpt, method, target, budget, out)
+    print(
+        f"[{model}] {method} at {target:.0%}: top-1 {rec['top1']:.2f}% ({rec['wall_s']:.0f}s)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return rec
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", choices=sorted(BUDGETS), default="quick")
@@ -201,21 +227,9 @@ def main(argv=None) -> int:
         runs: dict[tuple[float, str], dict] = {}
         for target in args.reductions:
             for method in args.methods:
-                out = root / f"{method}-{int(round(100 * target))}"
-                if (out / "record.json").exists():
-                    rec = json.loads((out / "record.json").read_text())
-                elif args.cached_only:
-                    missing.append(f"{model} {method} at {target:.0%}")
-                    continue
-                else:
-                    print(f"[{model}] {method} at {target:.0%} ...", file=sys.stderr, flush=True)
-                    rec = run_one(ckpt, method, target, budget, out)
-                    print(
-                        f"[{model}] {method} at {target:.0%}: top-1 {rec['top1']:.2f}% ({rec['wall_s']:.0f}s)",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                runs[(target, method)] = rec
+                rec = cached_run(root, model, ckpt, method, target, budget, missing if args.cached_only else None)
+                if rec is not None:
+                    runs[(target, method)] = rec
         lat_base = None
         if not args.skip_latency:
             lat_base = _latency(ckpt, args.repeats)
@@ -240,14 +254,11 @@ def main(argv=None) -> int:
                 f"{base_info['macs'] / 1e6:.1f}",
                 "-",
                 f"{base_eval:.2f}",
-                "1.00x" if lat_base else "-",
-                "1.00x" if lat_base else "-",
+                *speedup_cells(lat_base, lat_base),
                 "-",
             ]
         ]
         for (target, method), r in runs.items():
-            lat = r.get("latency_ms")
-            sp = [f"{lat_base[b] / lat[b]:.2f}x" if lat and lat_base else "-" for b in ("1", "64")]
             rows.append(
                 [
                     method,
@@ -256,7 +267,7 @@ def main(argv=None) -> int:
                     f"{r['macs'] / 1e6:.1f}",
                     f"{r['top1_after_pruning']:.2f}",
                     f"{r['top1']:.2f}",
-                    *sp,
+                    *speedup_cells(lat_base, r.get("latency_ms")),
                     f"{r['prune_s']:.1f}",
                 ]
             )
@@ -277,12 +288,9 @@ def main(argv=None) -> int:
                 rows,
             )
         )
-    command = "python benchmarks/prune_filters.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    data["command"] = command
+    data["command"] = command_line("prune_filters.py", argv)
     intro = (
-        f"Fine-tuning, the same for every method: {budget.epochs} epochs in total"
-        + (f" of at most {budget.max_steps_per_epoch} steps" if budget.max_steps_per_epoch else "")
-        + f", batch {budget.batch_size}, SGD lr {budget.lr} cosine (per round for multi-round methods: "
+        f"Fine-tuning, the same for every method: {budget.describe()} (per round for multi-round methods: "
         "l1-capped runs 3 rounds of 1 epoch; `l1-capped-1r` is its criterion in one round). `tp-magnitude` is "
         "Torch-Pruning's MagnitudePruner (L1, global) with its channel ratio bisected to the same MACs target, "
         "then the same fine-tuning. Speed-up: median latency of the unpruned model over the pruned one, CPU, "

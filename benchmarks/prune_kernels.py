@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
-from _common import machine, markdown_table, write_report
+from _common import command_line, machine, markdown_table, speedup_cells, write_report
 from baselines import CACHE, DATASET, ensure_baseline
-from prune_filters import BUDGETS, VARIANTS, Budget, _latency, run_one
+from prune_filters import BUDGETS, VARIANTS, _latency, cached_run
 
 from secateurs import count_macs, count_params, load, read_meta
 from secateurs.commands import checkpoint_dataset
@@ -68,26 +67,6 @@ def _shape_facts(path: Path, base: torch.nn.Module, shape: tuple[int, ...]) -> d
         "inputs_removed": {n: k for n, k in removed.items() if k},
         "inputs_removed_total": sum(removed.values()),
     }
-
-
-def _cached_run(
-    root: Path, model: str, ckpt: Path, method: str, target: float, budget: Budget, missing: list[str] | None
-) -> dict[str, Any] | None:
-    """The run's record, from the cache or run now (None: not cached and ``missing`` says not to run)."""
-    out = root / f"{method}-{int(round(100 * target))}"
-    if (out / "record.json").exists():
-        return json.loads((out / "record.json").read_text())
-    if missing is not None:
-        missing.append(f"{model} {method} at {target:.0%}")
-        return None
-    print(f"[{model}] {method} at {target:.0%} ...", file=sys.stderr, flush=True)
-    rec = run_one(ckpt, method, target, budget, out)
-    print(
-        f"[{model}] {method} at {target:.0%}: top-1 {rec['top1']:.2f}% ({rec['wall_s']:.0f}s)",
-        file=sys.stderr,
-        flush=True,
-    )
-    return rec
 
 
 def main(argv=None) -> int:
@@ -132,7 +111,7 @@ def main(argv=None) -> int:
         for target in args.reductions:
             for method in args.methods:
                 root = (kernel_cache if method in HNSI else filter_cache) / model
-                rec = _cached_run(root, model, ckpt, method, target, budget, missing if args.cached_only else None)
+                rec = cached_run(root, model, ckpt, method, target, budget, missing if args.cached_only else None)
                 if rec is not None:
                     rec["path"] = str(root / f"{method}-{int(round(100 * target))}" / "model.safetensors")
                     runs[(target, method)] = {**rec, **_shape_facts(Path(rec["path"]), base_m, shape)}
@@ -150,14 +129,11 @@ def main(argv=None) -> int:
                 "-",
                 f"{base['params'] / 1e6:.3f}",
                 f"{base_top1:.2f}",
-                "1.00x" if lat_base else "-",
-                "1.00x" if lat_base else "-",
+                *speedup_cells(lat_base, lat_base),
                 "-",
             ]
         ]
         for (target, method), r in runs.items():
-            lat = r.get("latency_ms")
-            speed = [f"{lat_base[b] / lat[b]:.2f}x" if lat and lat_base else "-" for b in ("1", "64")]
             rows.append(
                 [
                     method,
@@ -166,7 +142,7 @@ def main(argv=None) -> int:
                     r["inputs_removed_total"],
                     f"{r['params'] / 1e6:.3f}",
                     f"{r['top1']:.2f}",
-                    *speed,
+                    *speedup_cells(lat_base, r.get("latency_ms")),
                     r["rounds"],
                 ]
             )
@@ -187,12 +163,9 @@ def main(argv=None) -> int:
                 rows,
             )
         )
-    command = "python benchmarks/prune_kernels.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    data["command"] = command
+    data["command"] = command_line("prune_kernels.py", argv)
     intro = (
-        f"Fine-tuning, the same for every method: {budget.epochs} epochs in total"
-        + (f" of at most {budget.max_steps_per_epoch} steps" if budget.max_steps_per_epoch else "")
-        + f", batch {budget.batch_size}, SGD lr {budget.lr} cosine; hnsi gives stage 1 half of it (rounded "
+        f"Fine-tuning, the same for every method: {budget.describe()}; hnsi gives stage 1 half of it (rounded "
         "down) and stage 2 the rest, l1-capped runs 3 rounds. The target is the kernel-sparse MACs reduction "
         "(kernels kept); for filter pruning it equals the dense one. Dense MACs and params are of the "
         "materialised model; input channels removed: summed over the convs and linear layers of the model. "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _commands import DDP_DATA, train_argv
 
 from secateurs.cli import main
 from secateurs.data import load_dataset
@@ -31,6 +32,15 @@ def trained_checkpoint(tmp_path_factory):
     """``secateurs train`` of ``test_resnet`` for one epoch on 128 synthetic samples: the checkpoint
     the CLI tests prune. Trained once per session; the tests only read it."""
     out = tmp_path_factory.mktemp("trained") / "train"
-    args = ["--dataset", "synthetic", "--dataset-option", "num_samples=128", "--epochs", "1", "--batch-size", "64"]
-    assert main(["train", "--model", "test_resnet", *args, "--no-progress", "--out", str(out)]) == 0
+    assert main(train_argv("test_resnet", out, "--dataset", "synthetic", "--dataset-option", "num_samples=128")) == 0
+    return out / "model.safetensors"
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint_4_classes(tmp_path_factory):
+    """``secateurs train`` of ``test_resnet`` for one epoch on the torchrun tests' data (256
+    synthetic samples of 4 classes): the checkpoint they prune in one process and on two ranks.
+    Trained once per session; the tests only read it."""
+    out = tmp_path_factory.mktemp("trained-4") / "train"
+    assert main(train_argv("test_resnet", out, *DDP_DATA)) == 0
     return out / "model.safetensors"

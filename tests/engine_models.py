@@ -1,4 +1,4 @@
-"""Toy networks for the engine tests: each docstring names the topology it covers.
+"""Toy networks for the engine and kernel-mask tests: each docstring names the topology it covers.
 
 Every toy ends in a Linear (the network output, never prunable) or a conv, takes the
 input shape in :data:`TOYS`, and keeps channel counts out of ``forward`` so that a
@@ -6,6 +6,8 @@ narrowed copy still runs.
 """
 
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import torch
 import torch.fx
@@ -29,6 +31,26 @@ def randomise(model: nn.Module, seed: int) -> torch.Generator:
 def conv_bn(cin: int, cout: int, k: int = 3, groups: int = 1) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout), nn.ReLU()
+    )
+
+
+def feature_stack(last_kernel: int, in_channels: int = 3) -> nn.Sequential:
+    """conv3x3 a (no bias) -> BN -> ReLU -> conv3x3 b (with bias) -> BN -> ReLU -> conv c
+    (``last_kernel`` square, same padding), ending at c's feature map so that its borders and
+    interior can be compared apart; every channel of b has one reader. With ``in_channels=1``, a
+    has a single input: no kernels of its own to prune."""
+    return nn.Sequential(
+        OrderedDict(
+            [
+                ("a", nn.Conv2d(in_channels, 6, 3, padding=1, bias=False)),
+                ("a_bn", nn.BatchNorm2d(6)),
+                ("a_act", nn.ReLU()),
+                ("b", nn.Conv2d(6, 8, 3, padding=1)),
+                ("b_bn", nn.BatchNorm2d(8)),
+                ("b_act", nn.ReLU()),
+                ("c", nn.Conv2d(8, 5, last_kernel, padding=last_kernel // 2)),
+            ]
+        )
     )
 
 

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from _commands import DATA, prune_argv
 
 import secateurs
 from secateurs import PruneConfig, prune
@@ -18,7 +19,6 @@ from secateurs.models import create_model
 from secateurs.pipeline._data import split_holdout
 
 FAST = {"max_steps_per_epoch": 1, "batch_size": 32, "progress": False}
-DATA = ["--dataset-option", "num_samples=128"]
 
 
 def _model() -> torch.nn.Module:
@@ -173,18 +173,7 @@ def test_default_candidates_leave_out_the_control_and_other_targets() -> None:
 
 def test_cli_records_every_candidate(one_thread, trained_checkpoint, tmp_path, capsys) -> None:
     out = tmp_path / "auto"
-    argv = [
-        "prune",
-        "--from",
-        str(trained_checkpoint),
-        *DATA,
-        "--out",
-        str(out),
-        "--method",
-        "auto",
-        "--macs-reduction",
-        "0.4",
-    ]
+    argv = prune_argv(trained_checkpoint, out, *DATA, method="auto", macs=0.4)
     argv += ["--method-option", "candidates=l1,bn-scale", "--method-option", "holdout=32", "--finetune", "none"]
     argv += ["--no-latency", "--bn-recalibration", "1"]
     assert main(argv) == 0

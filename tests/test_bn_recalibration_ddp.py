@@ -4,12 +4,10 @@ process's over the same global batches, directly and through ``secateurs prune``
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from _commands import DDP_DATA, TORCHRUN, run_ok
 
 import secateurs
 from secateurs.cli import main
@@ -42,21 +40,10 @@ if __name__ == "__main__":
 """
 
 
-def _torchrun(args: list[str], env: dict[str, str]) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-
-
 def test_torchrun_ranks_end_identical_and_equal_to_one_process(tmp_path):
     script = tmp_path / "rank_script.py"
     script.write_text(RANK_SCRIPT)
-    _torchrun([str(script), str(tmp_path)], {**os.environ, "OMP_NUM_THREADS": "1"})
+    run_ok([*TORCHRUN, str(script), str(tmp_path)])
     r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     namespace: dict = {}
     exec(compile(RANK_SCRIPT, str(script), "exec"), namespace)  # the same model and batches, one process
@@ -73,41 +60,14 @@ def test_torchrun_ranks_end_identical_and_equal_to_one_process(tmp_path):
             assert torch.equal(r0[k], v), k  # weights untouched; num_batches_tracked counts all 5
 
 
-def test_cli_flag_and_recipe_key_under_torchrun_match_one_process(tmp_path):
+def test_cli_flag_and_recipe_key_under_torchrun_match_one_process(trained_checkpoint_4_classes, tmp_path):
     """The pipeline gives each rank every other batch: the run equals one process's."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    data = ["--dataset", "synthetic", "--dataset-option", "num_samples=256", "--dataset-option", "num_classes=4"]
-    assert (
-        main(
-            [
-                "train",
-                "--model",
-                "test_resnet",
-                *data,
-                "--epochs",
-                "1",
-                "--batch-size",
-                "64",
-                "--no-progress",
-                "--out",
-                str(tmp_path / "base"),
-            ]
-        )
-        == 0
-    )
     (tmp_path / "recipe.yaml").write_text(
         "method: l1\nmacs_reduction: 0.4\nfinetune: none\nlatency: false\nbn_recalibration: 3\n"
     )
-    args = [
-        "prune",
-        "--from",
-        str(tmp_path / "base" / "model.safetensors"),
-        "--recipe",
-        str(tmp_path / "recipe.yaml"),
-        *data,
-    ]
+    args = ["prune", "--from", str(trained_checkpoint_4_classes), "--recipe", str(tmp_path / "recipe.yaml"), *DDP_DATA]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
-    _torchrun(["-m", "secateurs.cli", *args, "--out", str(tmp_path / "two")], env)
+    run_ok([*TORCHRUN, "-m", "secateurs.cli", *args, "--out", str(tmp_path / "two")])
     m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
     m2 = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert json.loads((tmp_path / "one" / "config.json").read_text())["prune"]["bn_recalibration"] == 3

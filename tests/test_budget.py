@@ -9,7 +9,6 @@ minimality of a plan are all read off the pruned models, not taken from the solv
 from __future__ import annotations
 
 import copy
-import functools
 import math
 from collections import Counter
 from fractions import Fraction
@@ -18,12 +17,12 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from _scoring import l1_scored, scored_zoo_model
 
 import secateurs
 from secateurs import ConfigError, count_macs, count_params
 from secateurs.graph import remove_units
-from secateurs.methods import ScoreContext, get_method
-from secateurs.select import CostModel, floors_for, solve, unit_scores
+from secateurs.select import floors_for, solve
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -49,15 +48,9 @@ def _zoo_params():
     return out
 
 
-@functools.cache
 def zoo(name: str):
     """A zoo model (never modified), its trace, its l1 unit scores and its cost model."""
-    torch.manual_seed(0)
-    model = secateurs.create_model(name, num_classes=10, in_channels=1).eval()
-    graph = secateurs.trace(model, X)
-    method = get_method("l1")
-    scores = unit_scores(graph, method.score(ScoreContext(model, graph, method.make_options())))
-    return model, graph, scores, CostModel.of(model, X)
+    return scored_zoo_model(name, SHAPE[0])
 
 
 def measure(model: nn.Module) -> dict[str, int]:
@@ -230,11 +223,8 @@ def _grouped_toy() -> nn.Module:
 def test_grouped_conv_removals_stay_balanced(scope, target):
     model = _grouped_toy()
     x = torch.zeros(1, 2, 8, 8)
-    graph = secateurs.trace(model, x)
+    graph, scores, cost = l1_scored(model, x)
     assert set(graph.grouped_convs) == {"conv2"}
-    method = get_method("l1")
-    scores = unit_scores(graph, method.score(ScoreContext(model, graph, method.make_options())))
-    cost = CostModel.of(model, x)
     # slack=1: strict score order to the end (the last-step repair is tested on its own)
     plan = solve(graph, scores, cost, target, "macs", scope, floors_for(cost.widths, 0.1), slack=1.0)
     assert plan.reached
@@ -329,10 +319,7 @@ def test_global_solver_repairs_an_overshooting_last_step():
     torch.manual_seed(0)
     model = secateurs.create_model("resnet56", num_classes=10, in_channels=1)
     x = torch.zeros(1, 1, 32, 32)
-    graph = secateurs.trace(model, x)
-    method = get_method("l1")
-    scores = unit_scores(graph, method.score(ScoreContext(model, graph, method.make_options())))
-    cost = CostModel.of(model, x)
+    graph, scores, cost = l1_scored(model, x)
     floors = floors_for(cost.widths, 0.1)
     strict = solve(graph, scores, cost, 0.2, "macs", "global", floors, slack=1.0)
     repaired = solve(graph, scores, cost, 0.2, "macs", "global", floors)

@@ -7,31 +7,20 @@ import json
 import numpy as np
 import pytest
 import torch
+from _commands import train_argv
 
 from secateurs.cli import main
 from secateurs.io import load
+
+#: 128 samples (2 steps of 64 an epoch) instead of the default 512: the run's files and what
+#: reads them do not depend on its length.
+SMALL = ["--dataset-option", "num_samples=128"]
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
-    code = main(
-        [
-            "train",
-            "--model",
-            "test_mobilenet_v2",
-            "--dataset",
-            "synthetic",
-            "--epochs",
-            "2",
-            "--batch-size",
-            "64",
-            "--no-progress",
-            "--out",
-            str(out),
-        ]
-    )
-    assert code == 0
+    assert main(train_argv("test_mobilenet_v2", out, "--dataset", "synthetic", *SMALL, epochs=2)) == 0
     return out
 
 
@@ -42,7 +31,7 @@ def test_train_writes_a_run(run_dir):
 
 
 def test_eval_reads_the_checkpoint(run_dir, capsys):
-    assert main(["eval", "--from", str(run_dir / "model.safetensors"), "--dataset", "synthetic", "--json"]) == 0
+    assert main(["eval", "--from", str(run_dir / "model.safetensors"), "--dataset", "synthetic", *SMALL, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["samples"] > 0 and 0 <= result["top1"] <= 100 and "top5" not in result
     last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
@@ -121,27 +110,8 @@ def test_refused_train_writes_nothing(tmp_path, capsys):
 
 def test_dataset_options_reach_the_dataset_and_the_run_file(tmp_path):
     out = tmp_path / "run"
-    code = main(
-        [
-            "train",
-            "--model",
-            "test_vgg",
-            "--dataset",
-            "synthetic",
-            "--dataset-option",
-            "num_samples=64",
-            "--dataset-option",
-            "num_classes=3",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "32",
-            "--no-progress",
-            "--out",
-            str(out),
-        ]
-    )
-    assert code == 0
+    options = ["--dataset-option", "num_samples=64", "--dataset-option", "num_classes=3"]
+    assert main(train_argv("test_vgg", out, "--dataset", "synthetic", *options, batch_size=32)) == 0
     run = json.loads((out / "run.json").read_text())
     assert run["dataset_options"] == {"num_samples": 64, "num_classes": 3}
     assert load(out / "model.safetensors").classifier[-1].out_features == 3

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn as nn
+from _finetune import TRAIN, build, net, watch_moves
 
 import secateurs
 from secateurs.io import load_tree
@@ -19,25 +20,12 @@ from secateurs.train import STATE_FILE, TrainConfig, train
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SHAPE = (3, 32, 32)
-TRAIN = dict(epochs=1, batch_size=32, lr=0.05, progress=False, max_steps_per_epoch=2, augment=False)
 
 
 @pytest.fixture(scope="module")
 def data():
     kw = dict(num_samples=96, num_classes=4)
     return secateurs.load_dataset("synthetic", "train", **kw), secateurs.load_dataset("synthetic", "test", **kw)
-
-
-def net(seed: int = 0, width: int = 6) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(3, width, 3, stride=2),
-        nn.BatchNorm2d(width),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(width, 4),
-    )
 
 
 def state(m: nn.Module) -> dict[str, torch.Tensor]:
@@ -86,16 +74,11 @@ def test_the_other_peer_is_a_fixed_target():
 # --- who is trained -------------------------------------------------------------------------
 
 
-def _build(mode: str, model: nn.Module, reference: nn.Module, **options):
-    spec = FINETUNE_MODES[mode]
-    return spec.build(model, reference, TrainConfig(**TRAIN), spec.make_options(options))
-
-
 def test_mlft_trains_both_peers_and_leaves_the_reference(data):
     model, reference = net(0, 4), net(1)
     ref_before, model_before = state(reference), state(model)
     # peer_every=1: the peer carries no step counter, so its state is the reference's, key for key
-    objective, companions = _build("mlft", model, reference, peer_every=1)
+    objective, companions = build("mlft", model, reference, peer_every=1)
     peer = companions["peer"]
     assert peer is not reference and all(torch.equal(v, ref_before[k]) for k, v in peer.state_dict().items())
     peer_before = state(peer)
@@ -106,12 +89,12 @@ def test_mlft_trains_both_peers_and_leaves_the_reference(data):
 
 def test_mlft_with_a_pruned_peer_starts_from_a_perturbed_copy(data):
     model = net(0, 4)
-    _, companions = _build("mlft", model, net(1), peer="pruned", peer_noise=0.05, peer_every=1)  # no step counter
+    _, companions = build("mlft", model, net(1), peer="pruned", peer_noise=0.05, peer_every=1)  # no step counter
     peer = companions["peer"]
     assert [v.shape for v in peer.state_dict().values()] == [v.shape for v in model.state_dict().values()]
     w, pw = model[0].weight.detach(), peer[0].weight.detach()
     assert not torch.equal(w, pw) and (pw - w).std() == pytest.approx(0.05 * float(w.std()), rel=0.5)
-    _, again = _build("mlft", model, net(1), peer="pruned", peer_noise=0.05)  # seeded: the same peer
+    _, again = build("mlft", model, net(1), peer="pruned", peer_noise=0.05)  # seeded: the same peer
     assert torch.equal(again["peer"][0].weight, pw)
 
 
@@ -139,40 +122,49 @@ def test_a_companion_named_like_an_objective_argument_is_refused(data):
         train(net(0, 4), data[0], None, TrainConfig(**TRAIN), companions={"x": net(1)})
 
 
+def _mlft_run(data, config: TrainConfig, run_dir, resume: bool = False, stop_at: int | None = None, **options):
+    """An mlft training of ``net(0, 4)`` with a peer from ``net(1)``, interrupted at step
+    ``stop_at`` if given; the model and the peer it ended with."""
+    model = net(0, 4)
+    objective, companions = build("mlft", model, net(1), **options)
+    steps = [0]
+
+    def after_step(_):
+        steps[0] += 1
+        if steps[0] == stop_at:
+            raise KeyboardInterrupt
+
+    train(
+        model,
+        data[0],
+        None,
+        config,
+        run_dir=run_dir,
+        resume=resume,
+        objective=objective,
+        companions=companions,
+        after_step=after_step,
+    )
+    return model, companions["peer"]
+
+
+def _killed_and_resumed_equals_whole(data, config: TrainConfig, tmp_path, stop_at: int, **options):
+    """Killed at step ``stop_at`` and resumed: the same model and peer as one uninterrupted run.
+    Returns the uninterrupted run's peer."""
+    whole = _mlft_run(data, config, tmp_path / "whole", **options)
+    with pytest.raises(KeyboardInterrupt):
+        _mlft_run(data, config, tmp_path / "cut", stop_at=stop_at, **options)
+    resumed = _mlft_run(data, config, tmp_path / "cut", resume=True, **options)
+    for got, want in zip(resumed, whole):
+        for k, v in want.state_dict().items():
+            assert torch.equal(got.state_dict()[k], v), k
+    return whole[1]
+
+
 def test_a_resumed_mlft_run_restores_the_peer(data, tmp_path):
     """Killed after the first epoch and resumed: the same model and peer as one uninterrupted run."""
     config = TrainConfig(**{**TRAIN, "epochs": 2})
-
-    def run(run_dir, resume=False, stop_at=None):
-        model = net(0, 4)
-        objective, companions = _build("mlft", model, net(1))
-
-        def after_step(_):
-            run.steps += 1
-            if run.steps == stop_at:
-                raise KeyboardInterrupt
-
-        run.steps = 0
-        train(
-            model,
-            data[0],
-            None,
-            config,
-            run_dir=run_dir,
-            resume=resume,
-            objective=objective,
-            companions=companions,
-            after_step=after_step,
-        )
-        return model, companions["peer"]
-
-    whole_model, whole_peer = run(tmp_path / "whole")
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "cut", stop_at=3)  # the first step of epoch 2
-    model, peer = run(tmp_path / "cut", resume=True)
-    for got, want in ((model, whole_model), (peer, whole_peer)):
-        for k, v in want.state_dict().items():
-            assert torch.equal(got.state_dict()[k], v), k
+    whole_peer = _killed_and_resumed_equals_whole(data, config, tmp_path, stop_at=3)  # the first step of epoch 2
     saved = load_tree(tmp_path / "whole" / STATE_FILE)["companions"]["peer"]
     assert all(torch.equal(saved[k], v) for k, v in whole_peer.state_dict().items())
 
@@ -181,20 +173,8 @@ def test_a_peer_learning_every_third_step_changes_only_on_those_steps(data):
     """peer_every=3: the peer's weights move on steps 1 and 4 and stay put on steps 2, 3, 5, 6
     (its BN statistics still follow the batches), while the pruned model moves on every step."""
     model = net(0, 4)
-    objective, companions = _build("mlft", model, net(1), peer_every=3)
-    peer = companions["peer"]
-    moved: list[tuple[bool, bool]] = []
-
-    def weights(m):
-        return {k: v.detach().clone() for k, v in m.named_parameters()}
-
-    before = [weights(model), weights(peer)]
-
-    def after_step(_):
-        now = [weights(model), weights(peer)]
-        moved.append(tuple(any(not torch.equal(v, b[k]) for k, v in n.items()) for n, b in zip(now, before)))
-        before[:] = now
-
+    objective, companions = build("mlft", model, net(1), peer_every=3)
+    moved, after_step = watch_moves(model, companions["peer"])
     config = TrainConfig(**{**TRAIN, "epochs": 2, "max_steps_per_epoch": 3, "momentum": 0.0, "weight_decay": 0.0})
     train(model, data[0], None, config, objective=objective, companions=companions, after_step=after_step)
     assert moved == [(True, True), (True, False), (True, False)] * 2
@@ -204,37 +184,7 @@ def test_a_resumed_mlft_run_with_a_sparse_peer_takes_the_same_peer_steps(data, t
     """The peer's step counter is saved with the run: killed mid-run with peer_every=2 (odd
     steps per epoch) and resumed, model and peer equal one uninterrupted run."""
     config = TrainConfig(**{**TRAIN, "epochs": 2, "max_steps_per_epoch": 3})
-
-    def run(run_dir, resume=False, stop_at=None):
-        model = net(0, 4)
-        objective, companions = _build("mlft", model, net(1), peer_every=2)
-        steps = [0]
-
-        def after_step(_):
-            steps[0] += 1
-            if steps[0] == stop_at:
-                raise KeyboardInterrupt
-
-        train(
-            model,
-            data[0],
-            None,
-            config,
-            run_dir=run_dir,
-            resume=resume,
-            objective=objective,
-            companions=companions,
-            after_step=after_step,
-        )
-        return model, companions["peer"]
-
-    whole = run(tmp_path / "whole")
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "cut", stop_at=4)  # the first step of epoch 2
-    resumed = run(tmp_path / "cut", resume=True)
-    for got, want in zip(resumed, whole):
-        for k, v in want.state_dict().items():
-            assert torch.equal(got.state_dict()[k], v), k
+    _killed_and_resumed_equals_whole(data, config, tmp_path, stop_at=4, peer_every=2)  # the first step of epoch 2
 
 
 def test_peer_every_below_one_is_refused():

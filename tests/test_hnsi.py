@@ -7,11 +7,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections import OrderedDict
 
 import pytest
 import torch
 import torch.nn as nn
+from _commands import fast, prune_argv
+from engine_models import feature_stack
 
 import secateurs
 from secateurs import ConfigError, count_macs
@@ -223,25 +224,6 @@ def test_unknown_low_layer_is_named():
 # --- materialisation ------------------------------------------------------------------------
 
 
-def chain(last_kernel: int) -> nn.Sequential:
-    """conv3x3 a (one input: no kernels to prune) -> BN -> ReLU -> conv3x3 b (bias) -> BN -> ReLU
-    -> conv c (k x k), ending at c's feature map: every channel of b has one reader, and
-    borders can be told apart."""
-    return nn.Sequential(
-        OrderedDict(
-            [
-                ("a", nn.Conv2d(1, 6, 3, padding=1, bias=False)),
-                ("a_bn", nn.BatchNorm2d(6)),
-                ("a_act", nn.ReLU()),
-                ("b", nn.Conv2d(6, 8, 3, padding=1)),
-                ("b_bn", nn.BatchNorm2d(8)),
-                ("b_act", nn.ReLU()),
-                ("c", nn.Conv2d(8, 5, last_kernel, padding=last_kernel // 2)),
-            ]
-        )
-    )
-
-
 def random_bn(model: nn.Module) -> nn.Module:
     g = torch.Generator().manual_seed(1)
     for m in model.modules():
@@ -257,24 +239,29 @@ def rows(mask: torch.Tensor, empty_along: int) -> set[int]:
     return set((~mask.any(empty_along)).nonzero().flatten().tolist())
 
 
-@pytest.mark.parametrize("kernel", [1, 3])
-def test_materialized_outputs_equal_the_masked_outputs(kernel):
-    torch.manual_seed(0)
-    model = random_bn(chain(kernel)).double()
-    with torch.no_grad():
-        model.c.weight[:, [2, 6]] *= 1e-3  # groups of the high-level c: dropped, so b's filters 2, 6 are unread
-        model.b.weight[5] *= 1e-3  # b's filter 5: emptied, its constant folded into c
-    shape = (1, 8, 8)
-    run_stage(model, 0.5, 2, shape, low_layers=["b"], last=True, high_level="kernels")
-    masks = masks_of(model)
+def materialized_against_masked(model: nn.Module, shape: tuple[int, ...]):
+    """The masked float64 ``model``'s outputs on four random inputs, the record of materialising
+    it in place, and its outputs on the same inputs after."""
     x = torch.randn(4, *shape, dtype=torch.float64)
     model.eval()
     with torch.no_grad():
         ref = model(x)
     record = materialize_record(model, x[:1])
     with torch.no_grad():
-        out = model(x)
+        return ref, record, model(x)
 
+
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_materialized_outputs_equal_the_masked_outputs(kernel):
+    torch.manual_seed(0)
+    model = random_bn(feature_stack(kernel, in_channels=1)).double()
+    with torch.no_grad():
+        model.c.weight[:, [2, 6]] *= 1e-3  # groups of the high-level c: dropped, so b's filters 2, 6 are unread
+        model.b.weight[5] *= 1e-3  # b's filter 5: emptied, its constant folded into c
+    shape = (1, 8, 8)
+    run_stage(model, 0.5, 2, shape, low_layers=["b"], last=True, high_level="kernels")
+    masks = masks_of(model)
+    ref, record, out = materialized_against_masked(model, shape)
     unread, constant = rows(masks["c"], 0), rows(masks["b"], 1)  # b's channels c no longer reads; b's empty filters
     gone, folded = unread | constant, constant - unread
     assert {2, 6} <= unread and 5 in folded and not rows(masks["b"], 0)  # b is low-level: no group emptied
@@ -318,19 +305,14 @@ def test_groups_dropped_in_high_level_convs_are_removed_exactly():
     """In a chain, channels the high-level conv stops reading go with their producer: the dense
     MACs fall, and the materialised model gives the masked one's outputs."""
     torch.manual_seed(0)
-    model = random_bn(chain(1)).double()
+    model = random_bn(feature_stack(1, in_channels=1)).double()
     with torch.no_grad():
         model.c.weight[:, [2, 6]] *= 1e-3
     shape = (1, 8, 8)
     run_stage(model, 0.5, 2, shape, low_layers=["b"], last=True)
     unread = rows(masks_of(model)["c"], 0)
-    x = torch.randn(4, *shape, dtype=torch.float64)
-    model.eval()
-    with torch.no_grad():
-        ref = model(x)
-    record = materialize_record(model, x[:1])
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), ref, rtol=0, atol=1e-12)
+    ref, record, out = materialized_against_masked(model, shape)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
     assert {2, 6} <= unread and record["inputs_removed"]["c"] >= len(unread)
     assert record["dense_macs"][0] - record["dense_macs"][1] >= 64 * (9 * 6 + 5) * len(unread)
 
@@ -402,17 +384,23 @@ def test_pipeline_reaches_the_sparse_target_and_records_the_dense_macs(hnsi_run,
     assert torch.equal(loaded.eval()(x), pruned.eval()(x))
 
 
-def test_masks_are_held_through_finetuning(data, spy):
-    secateurs.prune(
+def finetuned_hnsi(data, macs_reduction: float, finetune_epochs: int, **method_options):
+    """hnsi on a fresh ``test_resnet`` with fine-tuning on the training split (no evaluation)."""
+    return secateurs.prune(
         fresh_model(),
         "hnsi",
-        macs_reduction=0.5,
-        finetune_epochs=2,
+        macs_reduction=macs_reduction,
+        finetune_epochs=finetune_epochs,
         train_set=data[0],
         finetune_train=FAST,
         latency=False,
         input_shape=SHAPE,
+        method_options=method_options,
     )
+
+
+def test_masks_are_held_through_finetuning(data, spy):
+    finetuned_hnsi(data, 0.5, 2)
     start = fresh_model()
     for name, mask in spy["masks"].items():
         w = spy["weights"][name]
@@ -444,17 +432,7 @@ def test_ablation_switches(options, rounds, spy):
 
 
 def test_stage_share_and_epochs(data):
-    _, result = secateurs.prune(
-        fresh_model(),
-        "hnsi",
-        macs_reduction=0.6,
-        finetune_epochs=3,
-        train_set=data[0],
-        finetune_train=FAST,
-        latency=False,
-        input_shape=SHAPE,
-        method_options={"stage1_share": 0.3, "stage1_epochs": 2},
-    )
+    _, result = finetuned_hnsi(data, 0.6, 3, stage1_share=0.3, stage1_epochs=2)
     r1, r2 = result.rounds
     assert (r1.target, r1.finetune_epochs, r2.target, r2.finetune_epochs) == (pytest.approx(0.18), 2, 0.6, 1)
     assert r1.target <= r1.achieved <= r1.target + 0.01
@@ -507,54 +485,11 @@ def test_resume_in_stage_one_finetuning_matches_an_uninterrupted_run(data, tmp_p
     assert report.finalized == whole_report.finalized and report.after == whole_report.after
 
 
-def test_cli(tmp_path):
-    data = ["--dataset", "synthetic", "--dataset-option", "num_samples=128"]
-    base = tmp_path / "base"
-    assert (
-        main(
-            [
-                "train",
-                "--model",
-                "test_resnet",
-                *data,
-                "--epochs",
-                "1",
-                "--batch-size",
-                "64",
-                "--no-progress",
-                "--out",
-                str(base),
-            ]
-        )
-        == 0
-    )
+def test_cli(trained_checkpoint, tmp_path):
     out = tmp_path / "p"
+    low = ["--method-option", "at_least_one=all", "--method-option", "low_layers=stem.0,stages.0.0.conv1.0"]
     assert (
-        main(
-            [
-                "prune",
-                "--from",
-                str(base / "model.safetensors"),
-                "--out",
-                str(out),
-                "--method",
-                "hnsi",
-                "--macs-reduction",
-                "0.5",
-                "--finetune-epochs",
-                "2",
-                "--finetune-max-steps-per-epoch",
-                "1",
-                "--finetune-batch-size",
-                "64",
-                "--no-latency",
-                "--method-option",
-                "at_least_one=all",
-                "--method-option",
-                "low_layers=stem.0,stages.0.0.conv1.0",
-                *data,
-            ]
-        )
+        main(prune_argv(trained_checkpoint, out, "--finetune-epochs", "2", *low, *fast(1), method="hnsi", macs=0.5))
         == 0
     )
     config = json.loads((out / "config.json").read_text())

@@ -107,9 +107,10 @@ def test_medians_spreads_and_ratio_match_known_durations(monkeypatch):
     assert d["threads"] == 1 and set(d["batches"]) == {"1", "2"} and d["load"]["busy"] is False
 
 
-def test_a_quiet_settled_comparison_is_reliable_and_printed_plainly(monkeypatch, clock):
-    _quiet(monkeypatch)
-    c = compare_latency(
+def _ticker_comparison(clock):
+    """A 4 ms model against a 2 ms one on the fake clock, batch 1: a comparison whose medians
+    settle, so that only the machine's load decides whether it is reliable."""
+    return compare_latency(
         Ticker(clock, 4),
         Ticker(clock, 2),
         (3, 4, 4),
@@ -119,6 +120,11 @@ def test_a_quiet_settled_comparison_is_reliable_and_printed_plainly(monkeypatch,
         warmup=1,
         progress=False,
     )
+
+
+def test_a_quiet_settled_comparison_is_reliable_and_printed_plainly(monkeypatch, clock):
+    _quiet(monkeypatch)
+    c = _ticker_comparison(clock)
     b = c.batches[1]
     assert b.stable and b.a.samples == 15  # it stopped as soon as the medians settled
     assert b.a.median_ms == pytest.approx(4) and b.b.median_ms == pytest.approx(2) and b.ratio == pytest.approx(2)
@@ -128,16 +134,7 @@ def test_a_quiet_settled_comparison_is_reliable_and_printed_plainly(monkeypatch,
 
 def test_a_busy_reader_makes_the_same_comparison_unreliable(monkeypatch, clock):
     _loaded(monkeypatch)
-    c = compare_latency(
-        Ticker(clock, 4),
-        Ticker(clock, 2),
-        (3, 4, 4),
-        batch_sizes=(1,),
-        threads=1,
-        budget_s=10,
-        warmup=1,
-        progress=False,
-    )
+    c = _ticker_comparison(clock)
     assert not c.reliable and c.load.busy and c.batches[1].stable
     assert any("the machine was busy" in r for r in c.reasons)
     text = c.summary()

@@ -8,6 +8,7 @@ from collections import OrderedDict
 import pytest
 import torch
 import torch.nn as nn
+from engine_models import feature_stack
 
 import secateurs
 from secateurs.errors import PruningError
@@ -37,24 +38,6 @@ def chain(last_kernel: int = 3) -> nn.Sequential:
                 ("pool", nn.AdaptiveAvgPool2d(1)),
                 ("flat", nn.Flatten()),
                 ("fc", nn.Linear(5, 4)),
-            ]
-        )
-    )
-
-
-def feature_stack(last_kernel: int) -> nn.Sequential:
-    """conv3x3 a -> BN -> ReLU -> conv3x3 b (with bias) -> BN -> ReLU -> conv c, ending at c's
-    feature map so that its borders and interior can be compared apart."""
-    return nn.Sequential(
-        OrderedDict(
-            [
-                ("a", nn.Conv2d(3, 6, 3, padding=1, bias=False)),
-                ("a_bn", nn.BatchNorm2d(6)),
-                ("a_act", nn.ReLU()),
-                ("b", nn.Conv2d(6, 8, 3, padding=1)),
-                ("b_bn", nn.BatchNorm2d(8)),
-                ("b_act", nn.ReLU()),
-                ("c", nn.Conv2d(8, 5, last_kernel, padding=last_kernel // 2)),
             ]
         )
     )

@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 import torch.nn as nn
+from _finetune import TRAIN, build, net, watch_moves
 
 import secateurs
 from secateurs.pipeline import FINETUNE_MODES
@@ -17,29 +18,10 @@ from secateurs.train import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TRAIN = dict(epochs=1, batch_size=32, lr=0.05, progress=False, max_steps_per_epoch=2, augment=False)
-
 
 @pytest.fixture(scope="module")
 def data():
     return secateurs.load_dataset("synthetic", "train", num_samples=256, num_classes=4)  # 8 batches of 32
-
-
-def net(seed: int = 0, width: int = 6) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(3, width, 3, stride=2),
-        nn.BatchNorm2d(width),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(width, 4),
-    )
-
-
-def _build(model: nn.Module, reference: nn.Module, **options):
-    spec = FINETUNE_MODES["mlft"]
-    return spec.build(model, reference, TrainConfig(**TRAIN), spec.make_options(options))
 
 
 def _log_softmax(row: list[float]) -> list[float]:
@@ -67,7 +49,7 @@ def test_each_step_s_loss_is_the_hand_computed_one(distil_every_step):
     network's mutual loss towards a peer run without gradients, or its cross-entropy alone
     with the peer not run at all."""
     model, peer_ref = net(0, 4), net(1)
-    objective, companions = _build(model, peer_ref, peer_every=3, distil_every_step=distil_every_step)
+    objective, companions = build("mlft", model, peer_ref, peer_every=3, distil_every_step=distil_every_step)
     peer = companions["peer"]
     calls: list[bool] = []
     peer.register_forward_hook(lambda m, i, o: calls.append(torch.is_grad_enabled()) if m is peer else None)
@@ -105,20 +87,8 @@ def test_by_default_the_peer_learns_on_every_fourth_step(data, distil_every_step
     weights on steps 1 and 5 only."""
     assert FINETUNE_MODES["mlft"].make_options({}).peer_every == 4
     model = net(0, 4)
-    objective, companions = _build(model, net(1), distil_every_step=distil_every_step)
-    peer = companions["peer"]
-
-    def weights(m):
-        return {k: v.detach().clone() for k, v in m.named_parameters()}
-
-    before = [weights(model), weights(peer)]
-    moved: list[tuple[bool, bool]] = []
-
-    def after_step(_):
-        now = [weights(model), weights(peer)]
-        moved.append(tuple(any(not torch.equal(v, b[k]) for k, v in n.items()) for n, b in zip(now, before)))
-        before[:] = now
-
+    objective, companions = build("mlft", model, net(1), distil_every_step=distil_every_step)
+    moved, after_step = watch_moves(model, companions["peer"])
     config = TrainConfig(**{**TRAIN, "max_steps_per_epoch": 8, "momentum": 0.0, "weight_decay": 0.0})
     train(model, data, None, config, objective=objective, companions=companions, after_step=after_step)
     assert moved == [(True, True), (True, False), (True, False), (True, False)] * 2
@@ -130,11 +100,11 @@ def test_skipping_the_peer_between_its_steps_trains_like_tft_there(data):
     plain cross-entropy steps from the same state and data."""
     config = TrainConfig(**{**TRAIN, "max_steps_per_epoch": 3, "momentum": 0.0, "weight_decay": 0.0})
     a = net(0, 4)
-    objective, companions = _build(a, net(1), peer_every=3, distil_every_step=False)
+    objective, companions = build("mlft", a, net(1), peer_every=3, distil_every_step=False)
     train(a, data, None, config, objective=objective, companions=companions)
 
     b = net(0, 4)
-    objective_b, companions_b = _build(b, net(1), peer_every=1)
+    objective_b, companions_b = build("mlft", b, net(1), peer_every=1)
     steps = [0]
 
     def mixed(n, x, y, peer):

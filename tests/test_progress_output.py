@@ -11,6 +11,7 @@ import time
 
 import pytest
 import torch
+from _commands import DATA, prune_argv
 
 from secateurs import _progress, prune
 from secateurs.cli import main
@@ -21,7 +22,6 @@ from secateurs.train import TrainConfig, train
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 FAST = dict(batch_size=64, lr=0.05, eval_batch_size=256)  # 256 samples: 4 steps per epoch
-DATA = ["--dataset-option", "num_samples=128"]
 
 
 def _model(seed: int = 0):
@@ -117,28 +117,10 @@ def test_cli_train_extends_and_ends_with_the_model_path(tmp_path, capsys):
 def test_prune_prints_a_readable_configuration_and_the_summary_once(trained_checkpoint, tmp_path, capsys):
     capsys.readouterr()
     out = tmp_path / "pruned"
-    assert (
-        main(
-            [
-                "prune",
-                "--from",
-                str(trained_checkpoint),
-                "--out",
-                str(out),
-                "--method",
-                "l1",
-                "--macs-reduction",
-                "0.3",
-                "--finetune",
-                "none",
-                "--no-latency",
-                "--seed",
-                "3",
-                *DATA,
-            ]
-        )
-        == 0
+    argv = prune_argv(
+        trained_checkpoint, out, "--finetune", "none", "--no-latency", "--seed", "3", *DATA, method="l1", macs=0.3
     )
+    assert main(argv) == 0
     captured = capsys.readouterr()
     both = captured.out + captured.err
     head = f"pruning {trained_checkpoint} with l1: macs reduction 30%, global scope, 1 round(s), no fine-tuning"

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from _commands import DATA, FAST, prune_argv
 
 from secateurs.cli import main
 from secateurs.io import load, read_meta
@@ -15,33 +16,13 @@ from secateurs.methods import METHODS, list_methods
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-DATA = ["--dataset-option", "num_samples=128"]
-FAST = ["--finetune-batch-size", "64", "--finetune-max-steps-per-epoch", "2", "--no-latency"] + DATA
 RUN_FILES = {"model.safetensors", "config.json", "metrics.json", "log.txt"}
 
 
 @pytest.fixture(scope="module")
 def pruned(trained_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("prune-cli") / "pruned"
-    assert (
-        main(
-            [
-                "prune",
-                "--from",
-                str(trained_checkpoint),
-                "--out",
-                str(out),
-                "--method",
-                "l1-capped",
-                "--macs-reduction",
-                "0.5",
-                "--finetune-epochs",
-                "1",
-                *FAST,
-            ]
-        )
-        == 0
-    )
+    assert main(prune_argv(trained_checkpoint, out, "--finetune-epochs", "1", *FAST, method="l1-capped", macs=0.5)) == 0
     return out
 
 
@@ -118,28 +99,15 @@ def test_eval_and_measure_read_the_pruned_checkpoint(pruned, capsys):
     assert measured["macs"] == m["after"]["macs"] and measured["params"] == m["after"]["params"]
 
 
+def _no_finetuning(trained_checkpoint, out):
+    """A valid l1 prune without fine-tuning: what the refusals below refuse for its ``out`` alone."""
+    return prune_argv(trained_checkpoint, out, "--finetune-epochs", "0", *FAST, method="l1", macs=0.3)
+
+
 def test_a_second_prune_into_the_same_run_is_refused(pruned, trained_checkpoint, capsys):
     files = {p.name: p.read_bytes() for p in pruned.iterdir() if p.is_file()}
     capsys.readouterr()
-    assert (
-        main(
-            [
-                "prune",
-                "--from",
-                str(trained_checkpoint),
-                "--out",
-                str(pruned),
-                "--method",
-                "l1",
-                "--macs-reduction",
-                "0.3",
-                "--finetune-epochs",
-                "0",
-                *FAST,
-            ]
-        )
-        == 2
-    )
+    assert main(_no_finetuning(trained_checkpoint, pruned)) == 2
     err = capsys.readouterr().err
     assert "already holds (part of) a pruning run" in err and err.count("\n") == 1
     assert {p.name: p.read_bytes() for p in pruned.iterdir() if p.is_file()} == files
@@ -161,10 +129,7 @@ def test_a_recipe_runs(trained_checkpoint, tmp_path):
         "finetune_train: {batch_size: 64, max_steps_per_epoch: 1, progress: false}\n",
     )
     out = tmp_path / "run"
-    assert (
-        main(["prune", "--from", str(trained_checkpoint), "--out", str(out), "--recipe", recipe, "--no-latency", *DATA])
-        == 0
-    )
+    assert main(prune_argv(trained_checkpoint, out, "--recipe", recipe, "--no-latency", *DATA)) == 0
     config = _json(out / "config.json")
     assert config["prune"]["method"] == "l1" and config["prune"]["macs_reduction"] == 0.4
     assert config["prune"]["finetune_epochs"] == 1 and config["epochs_per_round"] == [1]
@@ -180,30 +145,17 @@ def test_flags_override_the_recipe(trained_checkpoint, tmp_path):
         tmp_path, "method: l1\nmacs_reduction: 0.5\nfinetune_epochs: 3\nfinetune_train: {batch_size: 64, lr: 0.02}\n"
     )
     out = tmp_path / "run"
-    assert (
-        main(
-            [
-                "prune",
-                "--from",
-                str(trained_checkpoint),
-                "--out",
-                str(out),
-                "--recipe",
-                recipe,
-                "--method",
-                "l2",
-                "--params-reduction",
-                "0.3",
-                "--finetune-epochs",
-                "0",
-                "--finetune-max-steps-per-epoch",
-                "1",
-                "--no-latency",
-                *DATA,
-            ]
-        )
-        == 0
-    )
+    flags = [
+        "--method",
+        "l2",
+        "--params-reduction",
+        "0.3",
+        "--finetune-epochs",
+        "0",
+        "--finetune-max-steps-per-epoch",
+        "1",
+    ]
+    assert main(prune_argv(trained_checkpoint, out, "--recipe", recipe, *flags, "--no-latency", *DATA)) == 0
     config = _json(out / "config.json")["prune"]
     assert config["method"] == "l2"
     assert config["params_reduction"] == 0.3 and config["macs_reduction"] is None  # a flag target replaces the recipe's
@@ -230,27 +182,14 @@ def test_bad_recipes_are_refused(trained_checkpoint, tmp_path, capsys, text, nee
     recipe = _recipe(tmp_path, text)
     out = tmp_path / "run"
     capsys.readouterr()
-    assert main(["prune", "--from", str(trained_checkpoint), "--out", str(out), "--recipe", recipe, *FAST]) == 2
+    assert main(prune_argv(trained_checkpoint, out, "--recipe", recipe, *FAST)) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1
     assert not out.exists()
 
 
 def test_a_missing_recipe_is_named(trained_checkpoint, tmp_path, capsys):
-    assert (
-        main(
-            [
-                "prune",
-                "--from",
-                str(trained_checkpoint),
-                "--out",
-                str(tmp_path / "run"),
-                "--recipe",
-                str(tmp_path / "nope.yaml"),
-            ]
-        )
-        == 2
-    )
+    assert main(prune_argv(trained_checkpoint, tmp_path / "run", "--recipe", str(tmp_path / "nope.yaml"))) == 2
     assert "nope.yaml" in capsys.readouterr().err
 
 
@@ -268,7 +207,7 @@ def test_a_missing_recipe_is_named(trained_checkpoint, tmp_path, capsys):
 def test_bad_flags_are_one_clear_line(trained_checkpoint, tmp_path, capsys, argv, needle):
     out = tmp_path / "run"
     capsys.readouterr()
-    assert main(["prune", "--from", str(trained_checkpoint), "--out", str(out), *argv, *DATA]) == 2
+    assert main(prune_argv(trained_checkpoint, out, *argv, *DATA)) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1
     assert not out.exists()
@@ -293,24 +232,6 @@ def test_a_run_dir_with_leftover_finetuning_is_refused(trained_checkpoint, tmp_p
     collide with it, so it is refused before anything is loaded."""
     out = tmp_path / "interrupted"
     (out / "finetune-1").mkdir(parents=True)
-    assert (
-        main(
-            [
-                "prune",
-                "--from",
-                str(trained_checkpoint),
-                "--out",
-                str(out),
-                "--method",
-                "l1",
-                "--macs-reduction",
-                "0.3",
-                "--finetune-epochs",
-                "0",
-                *FAST,
-            ]
-        )
-        == 2
-    )
+    assert main(_no_finetuning(trained_checkpoint, out)) == 2
     assert "finetune-1" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["finetune-1"]

@@ -4,16 +4,16 @@ global batch, only rank 0 writes -- and the result matches one process."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from _commands import DDP_DATA, TORCHRUN, run_ok
 
+from secateurs.cli import main
 from secateurs.io import load
 
-DATA = ["--dataset", "synthetic", "--dataset-option", "num_samples=256", "--dataset-option", "num_classes=4"]
+pytestmark = pytest.mark.usefixtures("one_thread")  # as each rank: OMP_NUM_THREADS=1
+
 RECIPE = """\
 method: {method}
 macs_reduction: 0.4
@@ -25,59 +25,13 @@ finetune_train: {{batch_size: 64, lr: 0.05, augment: false, progress: false}}
 """
 
 
-def _run(cmd: list[str], env: dict[str, str]) -> None:
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-
-
 @pytest.mark.parametrize("method, finetune", [("feature-l1", "tft"), ("fcs", "mlft")])
-def test_torchrun_prune_matches_one_process(tmp_path, method, finetune):
+def test_torchrun_prune_matches_one_process(trained_checkpoint_4_classes, tmp_path, method, finetune):
     """mlft trains a peer next to the pruned model: both are DDP-wrapped and BN-synced."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cli = [sys.executable, "-m", "secateurs.cli"]
-    _run(
-        [
-            *cli,
-            "train",
-            "--model",
-            "test_resnet",
-            *DATA,
-            "--epochs",
-            "1",
-            "--batch-size",
-            "64",
-            "--no-progress",
-            "--out",
-            str(tmp_path / "base"),
-        ],
-        env,
-    )
     (tmp_path / "recipe.yaml").write_text(RECIPE.format(method=method, finetune=finetune))
-    args = [
-        "prune",
-        "--from",
-        str(tmp_path / "base" / "model.safetensors"),
-        "--recipe",
-        str(tmp_path / "recipe.yaml"),
-        *DATA,
-    ]
-    _run([*cli, *args, "--out", str(tmp_path / "one")], env)
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "secateurs.cli",
-            *args,
-            "--out",
-            str(tmp_path / "two"),
-        ],
-        env,
-    )
+    args = ["prune", "--from", str(trained_checkpoint_4_classes), "--recipe", str(tmp_path / "recipe.yaml"), *DDP_DATA]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0  # one process: this one (a subprocess costs its start)
+    run_ok([*TORCHRUN, "-m", "secateurs.cli", *args, "--out", str(tmp_path / "two")])
     a, b = load(tmp_path / "one" / "model.safetensors"), load(tmp_path / "two" / "model.safetensors")
     sa, sb = a.state_dict(), b.state_dict()
     assert {k: v.shape for k, v in sa.items()} == {k: v.shape for k, v in sb.items()}  # same channels cut

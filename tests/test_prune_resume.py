@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _commands import fast, prune_argv
 
 import secateurs
 from secateurs.cli import main
@@ -35,12 +36,20 @@ class Killed(Exception):
     pass
 
 
-@pytest.mark.parametrize("kill_after_writes", [1, 3, 4])  # in round 1; mid round 2; at round 2's end
-def test_resume_after_a_kill_matches_an_uninterrupted_run(data, tmp_path, monkeypatch, kill_after_writes):
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory):
+    """The run every kill below is compared with (the same for all: computed once); read only."""
     train_set, test_set = data
-    whole, whole_report = secateurs.prune(
-        _model(), "l1-capped", train_set=train_set, test_set=test_set, run_dir=tmp_path / "whole", **OPTIONS
-    )
+    run_dir = tmp_path_factory.mktemp("resume") / "whole"
+    return secateurs.prune(_model(), "l1-capped", train_set=train_set, test_set=test_set, run_dir=run_dir, **OPTIONS)
+
+
+@pytest.mark.parametrize("kill_after_writes", [1, 3, 4])  # in round 1; mid round 2; at round 2's end
+def test_resume_after_a_kill_matches_an_uninterrupted_run(
+    data, uninterrupted, tmp_path, monkeypatch, kill_after_writes
+):
+    train_set, test_set = data
+    whole, whole_report = uninterrupted
     real = trainer._write_epoch
     writes = []
 
@@ -82,47 +91,9 @@ def test_resume_refuses_another_configuration(data, tmp_path):
         )
 
 
-def test_cli_resume(tmp_path, capsys):
-    base = tmp_path / "base"
-    data = ["--dataset", "synthetic", "--dataset-option", "num_samples=128"]
-    assert (
-        main(
-            [
-                "train",
-                "--model",
-                "test_resnet",
-                *data,
-                "--epochs",
-                "1",
-                "--batch-size",
-                "64",
-                "--no-progress",
-                "--out",
-                str(base),
-            ]
-        )
-        == 0
-    )
+def test_cli_resume(trained_checkpoint, tmp_path, capsys):
     out = tmp_path / "p"
-    args = [
-        "prune",
-        "--from",
-        str(base / "model.safetensors"),
-        "--out",
-        str(out),
-        "--method",
-        "l1",
-        "--macs-reduction",
-        "0.4",
-        "--finetune-epochs",
-        "1",
-        "--finetune-max-steps-per-epoch",
-        "1",
-        "--finetune-batch-size",
-        "64",
-        "--no-latency",
-        *data,
-    ]
+    args = prune_argv(trained_checkpoint, out, "--finetune-epochs", "1", *fast(1), method="l1", macs=0.4)
     assert main(args) == 0
     capsys.readouterr()
     assert main(["prune", "--resume", "--out", str(out), "--macs-reduction", "0.3"]) == 2

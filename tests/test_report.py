@@ -12,6 +12,7 @@ import sys
 
 import pytest
 import torch
+from _commands import DATA, FAST, prune_argv
 from PIL import Image
 
 from secateurs.cli import main
@@ -19,30 +20,11 @@ from secateurs.io import load
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-DATA = ["--dataset-option", "num_samples=128"]
-FAST = ["--finetune-batch-size", "64", "--finetune-max-steps-per-epoch", "2", "--no-latency"] + DATA
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _prune(trained_checkpoint, folder, method, *extra):
-    assert (
-        main(
-            [
-                "prune",
-                "--from",
-                str(trained_checkpoint),
-                "--out",
-                str(folder),
-                "--method",
-                method,
-                "--macs-reduction",
-                "0.5",
-                *extra,
-                *FAST,
-            ]
-        )
-        == 0
-    )
+    assert main(prune_argv(trained_checkpoint, folder, *extra, *FAST, method=method, macs=0.5)) == 0
     return folder
 
 
@@ -280,22 +262,7 @@ def test_prune_refuses_an_out_holding_a_users_report(trained_checkpoint, tmp_pat
     out.mkdir()
     (out / "report.md").write_text("my report")
     assert (
-        main(
-            [
-                "prune",
-                "--from",
-                str(trained_checkpoint),
-                "--out",
-                str(out),
-                "--method",
-                "l1",
-                "--macs-reduction",
-                "0.5",
-                "--finetune",
-                "none",
-                *FAST[4:],
-            ]
-        )
+        main(prune_argv(trained_checkpoint, out, "--finetune", "none", "--no-latency", *DATA, method="l1", macs=0.5))
         == 2
     )
     assert "report.md" in capsys.readouterr().err

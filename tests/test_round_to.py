@@ -10,20 +10,19 @@ of N, or the check would prove nothing.
 from __future__ import annotations
 
 import copy
-import functools
 
 import pytest
 import torch
 import torch.nn as nn
+from _scoring import scored_zoo_model
 
 import secateurs
 from secateurs import ConfigError, count_macs
 from secateurs.cli import build_parser
 from secateurs.commands.prune import prune_options
 from secateurs.graph import remove_units
-from secateurs.methods import ScoreContext, get_method
 from secateurs.pipeline import PruneConfig
-from secateurs.select import CostModel, floors_for, solve, unit_scores
+from secateurs.select import floors_for, solve
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -35,14 +34,9 @@ CASES = [(name, n) for name in ("test_resnet", "test_vgg", "test_mobilenet_v2", 
 CASES += [("resnet20", 8), ("mobilenet_v2", 8)]
 
 
-@functools.cache
 def setup(name: str):
-    torch.manual_seed(0)
-    model = secateurs.create_model(name, num_classes=10, in_channels=3).eval()
-    graph = secateurs.trace(model, X)
-    method = get_method("l1")
-    scores = unit_scores(graph, method.score(ScoreContext(model, graph, method.make_options())))
-    return model, graph, scores, CostModel.of(model, X)
+    """A zoo model (never modified), its trace, its l1 unit scores and its cost model."""
+    return scored_zoo_model(name, SHAPE[0])
 
 
 def widths(model: nn.Module) -> dict[str, int]:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from _commands import TORCHRUN, run_ok
 
+from secateurs.cli import main
 from secateurs.errors import ConfigError
 from secateurs.io import load
 from secateurs.models import create_model
@@ -94,7 +93,7 @@ def test_unknown_config_key_is_named():
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_match_one_process(tmp_path):
+def test_torchrun_two_processes_match_one_process(tmp_path, one_thread):
     """Global batch 64: 2 ranks x 32 with batch-norm statistics over the global batch vs 1 x 64."""
     args = [
         "train",
@@ -111,35 +110,9 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
         "--no-progress",
         "--no-augment",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    one = subprocess.run(
-        [sys.executable, "-m", "secateurs.cli", *args, "--out", str(tmp_path / "one")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert one.returncode == 0, one.stderr
-    two = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "secateurs.cli",
-            *args,
-            "--out",
-            str(tmp_path / "two"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert two.returncode == 0, two.stderr[-3000:]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0  # one process, one thread: this one, as each rank
+
+    run_ok([*TORCHRUN, "-m", "secateurs.cli", *args, "--out", str(tmp_path / "two")])
     a, b = load(tmp_path / "one" / MODEL_FILE), load(tmp_path / "two" / MODEL_FILE)
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.allclose(x.double(), y.double(), rtol=1e-3, atol=1e-5), (name, (x - y).abs().max())

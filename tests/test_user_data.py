@@ -5,12 +5,13 @@ under torchrun, and gives the batches and results the in-memory path gives for t
 from __future__ import annotations
 
 import os
-import subprocess
+import runpy
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from _commands import TORCHRUN, run_ok, subprocess_env
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 from user_models import PatternDataset, tiny_resnet
@@ -190,26 +191,15 @@ if int(__import__("os").environ.get("RANK", 0)) == 0:
 """
 
 
-def test_torchrun_with_a_dataset_matches_one_process(tmp_path: Path) -> None:
+def test_torchrun_with_a_dataset_matches_one_process(tmp_path: Path, monkeypatch, one_thread) -> None:
     """Two ranks with a DistributedSampler each see half of every global batch one process sees."""
     (tmp_path / "run.py").write_text(SCRIPT)
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-    }
-    for cmd, out in (
-        [[sys.executable], "one"],
-        [[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"], "two"],
-    ):
-        done = subprocess.run(
-            [*cmd, str(tmp_path / "run.py"), str(tmp_path / f"{out}.safetensors")],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
+    env = subprocess_env(PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    run_ok([*TORCHRUN, str(tmp_path / "run.py"), str(tmp_path / "two.safetensors")], env)
+    # One process: the same script run here, on one thread as each rank (a subprocess costs its start).
+    monkeypatch.setattr(sys, "argv", [str(tmp_path / "run.py"), str(tmp_path / "one.safetensors")])
+    monkeypatch.delenv("RANK", raising=False)
+    runpy.run_path(str(tmp_path / "run.py"), run_name="__main__")
     one = secateurs.load(tmp_path / "one.safetensors", arch=tiny_resnet).state_dict()
     two = secateurs.load(tmp_path / "two.safetensors", arch=tiny_resnet).state_dict()
     for name, value in one.items():
