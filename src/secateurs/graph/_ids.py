@@ -45,6 +45,11 @@ def along(ids: torch.Tensor, dim: int = 1) -> torch.Tensor | None:
     if ids.dim() == 0:
         return None
     dim = dim % ids.dim()
+    shape, stride = ids.shape, ids.stride()
+    if all(stride[d] == 0 or shape[d] == 1 for d in range(len(shape)) if d != dim):
+        # A broadcast of one id per position (what producers make): the ids along ``dim``
+        # are one strided view, read without the narrow/move/compare passes below.
+        return ids.as_strided((shape[dim],), (stride[dim],))
     flat = compact(ids, keep=dim).movedim(dim, 0).reshape(ids.shape[dim], -1)
     first = flat[:, 0]
     if flat.shape[1] > 1 and not bool((flat == first[:, None]).all()):

@@ -166,13 +166,16 @@ class MetaInterpreter(torch.fx.Interpreter):
         is put back after)."""
         inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
         modes = {m: m.training for m in self.module.modules()}
-        self.module.eval()
+        training = any(modes.values())
+        if training:  # a model in eval mode (the usual case) is left alone: no walk, no setattr
+            self.module.eval()
         try:
             with torch.no_grad():
                 return self.run(*[t.to("meta") if isinstance(t, torch.Tensor) else t for t in inputs])
         finally:
-            for m, training in modes.items():
-                m.training = training
+            for m, mode in modes.items():
+                if m.training != mode:
+                    m.training = mode
 
 
 def _signature(op: Any, args: tuple, kwargs: dict) -> Any:

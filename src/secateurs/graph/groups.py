@@ -193,7 +193,8 @@ class ChannelGroup:
 class ChannelGraph:
     """The traced model and its channel groups."""
 
-    gm: torch.fx.GraphModule
+    #: The fx graph (owned by the traced model) or a GraphModule; see :attr:`gm`.
+    traced: torch.fx.GraphModule | torch.fx.Graph
     groups: list[ChannelGroup]
     grouped_convs: dict[str, GroupedConv] = field(default_factory=dict)
     # (module, kind) -> the unit root of each channel index; per root, its group and position.
@@ -203,6 +204,22 @@ class ChannelGraph:
     #: The counted layers' calls in the trace's meta run: the traced model's MACs and cost
     #: model without a forward (see ``_calls``); None for a graph not made by ``trace``.
     calls: LayerCalls | None = field(default=None, repr=False)
+
+    @property
+    def fx_graph(self) -> torch.fx.Graph:
+        """The traced graph; node targets are the model's module names."""
+        return self.traced if isinstance(self.traced, torch.fx.Graph) else self.traced.graph
+
+    @property
+    def gm(self) -> torch.fx.GraphModule:
+        """The traced model as a GraphModule (holding the model's own submodules), made on
+        first use: most callers need only :attr:`fx_graph`, and making it costs as much as
+        the rest of the channel analysis of a small network."""
+        if isinstance(self.traced, torch.fx.Graph):
+            from .trace import graph_module  # trace imports this module
+
+            self.traced = graph_module(self.traced)
+        return self.traced
 
     def locate(self, module: str, kind: str, index: int) -> tuple[ChannelGroup, int] | None:
         """The group and position of channel ``index`` of ``module`` in role ``kind``."""

@@ -155,7 +155,7 @@ def cut(model: nn.Module, graph: ChannelGraph, units: Sequence[Unit], example_in
         if example_inputs is not None:
             # Every shape of the narrowed model, checked against the traced graph on meta
             # tensors: the safety net costs no arithmetic.
-            MetaInterpreter(model, graph=graph.gm.graph, calls=calls).run_meta(example_inputs)
+            MetaInterpreter(model, graph=graph.fx_graph, calls=calls).run_meta(example_inputs)
     except Exception as e:
         journal.undo()
         if isinstance(e, PruningError):
