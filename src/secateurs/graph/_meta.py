@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from . import _handlers as H
 from ._calls import LayerCalls
-from .layers.kinds import CONVS
+from ._shapes import SAME_SHAPE_OPS, fast_shape, same_shape
 
 
 class MetaInterpreter(torch.fx.Interpreter):
@@ -33,6 +33,10 @@ class MetaInterpreter(torch.fx.Interpreter):
         self._memo: dict[Any, Any] = {}
 
     def call_function(self, target: Any, args: tuple, kwargs: dict) -> Any:
+        if target in SAME_SHAPE_OPS and not kwargs:
+            out = same_shape(args)
+            if out is not None:
+                return out
         return self._memoised(
             ("f", target), lambda: super(MetaInterpreter, self).call_function(target, args, kwargs), args, kwargs
         )
@@ -65,7 +69,7 @@ class MetaInterpreter(torch.fx.Interpreter):
 
     def _module_output(self, module: nn.Module, args: tuple, kwargs: dict) -> Any:
         if not kwargs and len(args) == 1 and isinstance(args[0], torch.Tensor):
-            out = _fast_shape(module, args[0])
+            out = fast_shape(module, args[0])
             if out is not None:
                 return out
             if (
@@ -165,7 +169,7 @@ class MetaInterpreter(torch.fx.Interpreter):
         """Run on meta copies of ``example_inputs``, in eval mode (every module's own mode
         is put back after)."""
         inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-        modes = {m: m.training for m in self.module.modules()}
+        modes = {m: m.training for m in self.submodules.values()}  # every module, once (named_modules)
         training = any(modes.values())
         if training:  # a model in eval mode (the usual case) is left alone: no walk, no setattr
             self.module.eval()
@@ -212,41 +216,3 @@ def _rebuild(shapes: Any) -> Any:
         return shapes[0](_rebuild(p) for p in shapes[1])
     shape, stride, dtype = shapes
     return torch.empty_strided(shape, stride, dtype=dtype, device="meta")
-
-
-def _fast_shape(module: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
-    """The output of a plain conv or linear layer on ``x``, from the layer's arithmetic, or
-    None when anything does not fit (then the meta kernels run and raise what they raise)."""
-    kind = type(module)
-    if not x.is_meta:
-        return None
-    if kind in CONVS:
-        return _conv_shape(module, x)
-    if kind is nn.Linear:
-        w, b = module.weight, module.bias
-        if x.dim() < 1 or w.dim() != 2 or x.shape[-1] != w.shape[1] or x.dtype != w.dtype:
-            return None
-        if b is not None and (tuple(b.shape) != (w.shape[0],) or b.dtype != w.dtype):
-            return None
-        return torch.empty((*x.shape[:-1], w.shape[0]), dtype=x.dtype, device="meta")
-    return None
-
-
-def _conv_shape(m: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
-    w, b, n = m.weight, m.bias, m.weight.dim() - 2
-    if x.dim() != n + 2 or x.dtype != w.dtype or w.shape[0] % m.groups or x.shape[1] != w.shape[1] * m.groups:
-        return None
-    if b is not None and (tuple(b.shape) != (w.shape[0],) or b.dtype != w.dtype):
-        return None
-    size = []
-    for d in range(n):
-        length, k = x.shape[2 + d], w.shape[2 + d]
-        if m.padding == "same":
-            out = length
-        else:
-            pad = 0 if m.padding == "valid" else m.padding[d]
-            out = (length + 2 * pad - m.dilation[d] * (k - 1) - 1) // m.stride[d] + 1
-        if out < 1:
-            return None
-        size.append(out)
-    return torch.empty((x.shape[0], w.shape[0], *size), dtype=x.dtype, device="meta")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import operator
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -112,12 +113,17 @@ class _Layout:
         return plan
 
 
+_LAZY, _FIRST, _SECOND = operator.attrgetter("_lazy"), operator.itemgetter(0), operator.itemgetter(1)
+
+
 def removals(units: Sequence[Unit]) -> dict[str, dict[str, list[int]]]:
     """``{module: {kind: sorted indices}}`` that removing ``units`` removes, modules and kinds in
     the order walking the units' members meets them."""
-    layouts = {id(u._lazy[0]) if u._lazy is not None else None for u in units}
-    if len(layouts) == 1 and None not in layouts:  # all read off one trace's arrays
-        return units[0]._lazy[0].removals([u._lazy[1] for u in units])
+    lazy = list(map(_LAZY, units))  # map and getters, not a loop: thousands of units
+    if None not in lazy:
+        layouts = set(map(_FIRST, lazy))
+        if len(layouts) == 1:  # all read off one trace's arrays
+            return layouts.pop().removals(list(map(_SECOND, lazy)))
     plan: dict[str, dict[str, set[int]]] = {}
     for u in units:
         for mem in u.members:
