@@ -35,10 +35,11 @@ def build_graph(gm: torch.fx.GraphModule, state: State, model: nn.Module) -> Cha
     why = _first_stop(root, state)
     order, slots = _ordered_slots(state, model)
     roles = [k for k, _ in slots]
-    roots = {k: root.index_select(0, ids) for k, ids in slots}
-    sizes = torch.tensor([ids.numel() for _, ids in slots])
+    counts = [ids.numel() for _, ids in slots]
+    sizes = torch.tensor(counts)
     n_slots = len(slots)
-    R = torch.cat(list(roots.values()))  # members in slot order, then channel order
+    R = root.index_select(0, torch.cat([ids for _, ids in slots]))  # members by slot, then channel
+    roots = dict(zip(roles, R.split(counts)))  # one gather for every slot, then views of it
     M = R.numel()
     S = torch.repeat_interleave(torch.arange(n_slots), sizes)
     I = torch.arange(M) - torch.repeat_interleave(torch.cumsum(sizes, 0) - sizes, sizes)  # noqa: E741
@@ -156,8 +157,9 @@ def _first_stop(root: torch.Tensor, state: State) -> torch.Tensor:
     """Per root, the index of the first stop recorded on its unit (``len(stops)``: none)."""
     first = torch.full_like(root, len(state.stops))
     if state.stops:
-        where = torch.cat([root.index_select(0, ids.reshape(-1)) for ids, _ in state.stops])
-        which = torch.cat([torch.full((ids.numel(),), k) for k, (ids, _) in enumerate(state.stops)])
+        ids = [ids.reshape(-1) for ids, _ in state.stops]
+        where = root.index_select(0, torch.cat(ids))
+        which = torch.repeat_interleave(torch.arange(len(ids)), torch.tensor([i.numel() for i in ids]))
         first.scatter_reduce_(0, where, which, reduce="amin")
     return first
 

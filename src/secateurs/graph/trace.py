@@ -91,7 +91,7 @@ class _ChannelPass(MetaInterpreter):
             raise TraceError(f"running {n.format_node()} on the example inputs failed: {type(e).__name__}: {e}") from e
         if n.op == "output":
             self.state.stop_tree(torch.fx.node.map_arg(n.args, lambda a: self.ids.get(a)), "network output")
-        elif H.tensors_in(out):  # sizes and flags carry no channels, and stop none
+        elif isinstance(out, torch.Tensor) or H.tensors_in(out):  # sizes and flags carry no channels
             self.ids[n] = self._ids_of(n, out)
         for done in self.user_to_last_uses.get(n, ()):  # free id tensors with their values
             self.ids.pop(done, None)
