@@ -5,6 +5,7 @@ one member at a time, for grouped convs and as the statement tests hold the fast
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from itertools import repeat
 
 import torch
@@ -16,14 +17,22 @@ from ._unionfind import components
 from .groups import PRODUCER_KINDS, ChannelGraph, ChannelGroup, Unit, _Layout
 
 
-def _ordered_slots(state: State, model: nn.Module) -> tuple[dict[str, int], list[tuple[tuple[str, str], torch.Tensor]]]:
-    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+def _ordered_slots(
+    state: State, model: nn.Module, modules: Iterable[str] | None = None
+) -> tuple[dict[str, int], list[tuple[tuple[str, str], torch.Tensor]]]:
+    names = modules if modules is not None else (name for name, _ in model.named_modules())
+    order = {name: i for i, name in enumerate(names)}
     slots = sorted(state.slots.items(), key=lambda kv: (order.get(kv[0][0], len(order)), kv[0][1]))
     return order, slots
 
 
-def build_graph(gm: torch.fx.GraphModule, state: State, model: nn.Module) -> ChannelGraph:
+def build_graph(
+    gm: torch.fx.GraphModule | torch.fx.Graph, state: State, model: nn.Module, modules: Iterable[str] | None = None
+) -> ChannelGraph:
     """Resolve the recorded ties into units, and units with one pattern into groups.
+
+    ``modules``: the model's module names in ``named_modules`` order, when the caller has
+    them (the trace's interpreter does), to spare a walk of the model.
 
     Vectorised over channels (a few tensor passes, Python per group only); models with
     grouped convs, whose units need a per-unit look at conv groups, take
@@ -33,7 +42,7 @@ def build_graph(gm: torch.fx.GraphModule, state: State, model: nn.Module) -> Cha
         return build_graph_reference(gm, state, model)
     root = components(state.count, state.ties)
     why = _first_stop(root, state)
-    order, slots = _ordered_slots(state, model)
+    order, slots = _ordered_slots(state, model, modules)
     roles = [k for k, _ in slots]
     counts = [ids.numel() for _, ids in slots]
     sizes = torch.tensor(counts)

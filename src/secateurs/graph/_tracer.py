@@ -3,7 +3,8 @@ and the two per-node steps of ``torch.fx.Tracer`` without their generic overhead
 
 ``torch.fx`` spends most of a small network's trace on bookkeeping no analysis here reads:
 ``copy.copy`` of the scope at every module call and of the module stack at every node,
-and a walk of every node's arguments for raw ``SymInt``s (symbolic tracing makes none).
+a dozen type checks per argument, and a walk of every node's arguments for raw
+``SymInt``s (symbolic tracing makes none).
 :class:`Tracer` does the same bookkeeping with plain dict copies and attribute swaps, and
 hands anything unusual (preserved node meta, stack traces, mutation checks, a torch
 without these attributes) to ``torch.fx`` itself. The graph, node names, ``meta`` and
@@ -21,6 +22,9 @@ import torch.fx.traceback as fx_traceback
 import torch.nn as nn
 
 from . import _handlers as H
+
+#: Argument types torch.fx passes through unchanged, by exact type.
+_ATOMS = frozenset({int, float, bool, str, type(None)})
 
 
 class Tracer(torch.fx.Tracer):
@@ -60,6 +64,21 @@ class Tracer(torch.fx.Tracer):
         finally:
             scope.module_path, scope.module_type = before
         return out
+
+    def create_arg(self, a: Any) -> Any:
+        """``Tracer.create_arg`` for what module calls pass (proxies, plain numbers and
+        strings, tuples and lists of them) without its dozen type checks; anything else,
+        subclasses included, goes to torch.fx."""
+        kind = type(a)
+        if not self._lean:
+            return super().create_arg(a)
+        if kind is torch.fx.Proxy:
+            return a.node
+        if kind in _ATOMS:
+            return a
+        if kind is tuple or kind is list:
+            return kind([self.create_arg(x) for x in a])
+        return super().create_arg(a)
 
     def create_node(
         self,

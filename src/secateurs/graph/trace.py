@@ -121,8 +121,9 @@ def trace(model: nn.Module, example_inputs: Any, leaf_modules: Sequence[type[nn.
     """
     fx_graph = trace_graph(model, leaf_modules)
     state, calls = State(), LayerCalls()
-    _ChannelPass(model, state, calls, graph=fx_graph).run_meta(example_inputs)
+    analysis = _ChannelPass(model, state, calls, graph=fx_graph)
+    analysis.run_meta(example_inputs)
     with gc_paused():
-        graph = build_graph(fx_graph, state, model)
+        graph = build_graph(fx_graph, state, model, analysis.submodules)
     graph.calls = calls
     return graph
