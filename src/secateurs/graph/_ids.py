@@ -23,8 +23,13 @@ def fresh(ids: torch.Tensor, shape: torch.Size, dim: int = 1) -> torch.Tensor:
 
 def broadcast_channels(cids: torch.Tensor, shape: torch.Size, dim: int = 1) -> torch.Tensor:
     """``cids`` laid along ``dim`` of ``shape``: a view, no per-element storage."""
+    dim = dim % len(shape)
+    if cids.dim() == 1 and cids.shape[0] == shape[dim]:  # the usual case: one strided view
+        stride = [0] * len(shape)
+        stride[dim] = cids.stride(0)
+        return cids.as_strided(shape, stride)
     view = [1] * len(shape)
-    view[dim % len(shape)] = cids.numel()
+    view[dim] = cids.numel()
     return cids.reshape(view).expand(shape)
 
 
