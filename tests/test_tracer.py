@@ -73,3 +73,17 @@ def test_a_failing_forward_leaves_the_failing_module_on_the_stack() -> None:
             tracer.trace(Net())
         assert [v[0] for v in tracer.module_stack.values()] == ["inner"]
         assert (tracer.scope.module_path, tracer.scope.module_type) == ("", None)
+
+
+def test_the_graph_module_is_made_on_first_use_and_runs_like_the_model() -> None:
+    import torch
+
+    model = secateurs.create_model("test_resnet").eval()
+    x = torch.randn(2, 3, 32, 32)
+    graph = secateurs.trace(model, x)
+    assert isinstance(graph.traced, torch.fx.Graph) and graph.fx_graph.owning_module is model
+    gm = graph.gm
+    assert isinstance(gm, torch.fx.GraphModule) and graph.gm is gm and graph.fx_graph is gm.graph
+    assert gm.get_submodule("stem.0") is model.get_submodule("stem.0")  # the model's own modules
+    with torch.no_grad():
+        assert torch.equal(gm(x), model(x))
