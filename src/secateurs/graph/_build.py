@@ -57,7 +57,7 @@ def build_graph(
     first = torch.full((U,), M, dtype=torch.long).scatter_reduce_(0, inv, torch.arange(M), reduce="amin")
     # A unit's key is the set of layer roles it touches. Hash it (the sum of one random
     # number per role, each role once), group by hash, then check the grouping exactly.
-    pairs = torch.unique(inv * n_slots + S)
+    pairs = _unique_small(inv * n_slots + S, U * n_slots)
     pu, ps = pairs // n_slots, pairs % n_slots
     rand = torch.randint(0, 1 << 50, (n_slots,), generator=torch.Generator().manual_seed(0))
     h = torch.zeros(U, dtype=torch.long).index_add_(0, pu, rand.index_select(0, ps))
@@ -80,7 +80,9 @@ def build_graph(
     u_order = torch.argsort(g_rank.index_select(0, g_of_u) * (M + 1) + first)
     u_rank = torch.empty(U, dtype=torch.long)
     u_rank[u_order] = torch.arange(U)
-    m_order = torch.argsort(u_rank.index_select(0, inv) * (M + 1) + torch.arange(M))
+    # Members by their unit's rank, in place order within a unit: a stable sort of int32
+    # ranks (half the time of int64 keys that fold the position in).
+    m_order = torch.argsort(u_rank.index_select(0, inv).to(torch.int32), stable=True)
     starts = torch.zeros(U + 1, dtype=torch.long)
     starts[1:] = torch.cumsum(torch.bincount(inv, minlength=U).index_select(0, u_order), 0)
     layout = _Layout(roles, S.index_select(0, m_order), I.index_select(0, m_order), starts)
@@ -114,6 +116,14 @@ def build_graph(
     group_of[uroot] = u_group
     pos_of[uroot] = u_rank - g_start.index_select(0, u_group)
     return ChannelGraph(gm, groups, {}, roots, group_of, pos_of)
+
+
+def _unique_small(values: torch.Tensor, bound: int) -> torch.Tensor:
+    """``torch.unique(values)`` for integers in ``[0, bound)``: sorted as int32 when they
+    fit, twice as fast as int64."""
+    if bound <= torch.iinfo(torch.int32).max:
+        return torch.unique(values.to(torch.int32)).long()
+    return torch.unique(values)
 
 
 def _dense_unique(values: torch.Tensor, bound: int) -> tuple[torch.Tensor, torch.Tensor]:
