@@ -53,12 +53,28 @@ def test_same_shape_leaves_everything_else_to_the_kernel() -> None:
         (nn.Conv2d(4, 8, 3, padding="same", dilation=2, groups=4), (2, 4, 7, 5)),
         (nn.Conv1d(3, 6, 5, padding="valid"), (2, 3, 11)),
         (nn.Linear(7, 3), (2, 5, 7)),
+        (nn.MaxPool2d(2), (1, 8, 16, 16)),
+        (nn.MaxPool2d(3, stride=2, padding=1), (2, 4, 9, 8)),
+        (nn.MaxPool2d(3, stride=2, ceil_mode=True), (1, 4, 8, 7)),
+        (nn.MaxPool2d(2, stride=2, padding=1, ceil_mode=True), (1, 2, 5, 5)),
+        (nn.MaxPool2d((3, 2), stride=(2, 1), dilation=(1, 2)), (4, 9, 9)),
+        (nn.MaxPool1d(4, stride=3, ceil_mode=True), (2, 3, 10)),
+        (nn.MaxPool3d(2, padding=1), (1, 2, 4, 5, 6)),
     ],
 )
 def test_layer_shapes_match_the_kernel(module: nn.Module, shape) -> None:
     x = torch.zeros(shape)
     with torch.no_grad():
         _same(SH.fast_shape(module, _meta(x)), module(x))
+
+
+def test_max_pooling_leaves_odd_cases_to_the_kernel() -> None:
+    x = torch.empty(1, 4, 8, 8, device="meta")
+    assert SH.fast_shape(nn.MaxPool2d(2, return_indices=True), x) is None  # two outputs
+    assert SH.fast_shape(nn.MaxPool2d(2, padding=2), x) is None  # padding over half the kernel: the kernel raises
+    assert SH.fast_shape(nn.MaxPool2d(9), x) is None  # empty output: the kernel raises
+    assert SH.fast_shape(nn.MaxPool2d(2), x.transpose(1, 3)) is None
+    assert SH.fast_shape(nn.MaxPool2d(2), torch.empty(1, 0, 8, 8, device="meta")) is None
 
 
 def test_adaptive_pooling_leaves_odd_inputs_to_the_kernel() -> None:

@@ -32,8 +32,9 @@ def same_shape(args: tuple) -> torch.Tensor | None:
 
 
 def fast_shape(module: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
-    """The output of a plain conv or linear layer on ``x``, from the layer's arithmetic, or
-    None when anything does not fit (then the meta kernels run and raise what they raise)."""
+    """The output of a plain conv, linear or pooling layer on ``x``, from the layer's
+    arithmetic, or None when anything does not fit (then the meta kernels run and raise
+    what they raise)."""
     kind = type(module)
     if not x.is_meta:
         return None
@@ -41,6 +42,8 @@ def fast_shape(module: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
         return _conv_shape(module, x)
     if kind in _ADAPTIVE_AVG:
         return _adaptive_shape(module, x, _ADAPTIVE_AVG[kind])
+    if kind in _MAX_POOLS:
+        return _max_pool_shape(module, x, _MAX_POOLS[kind])
     if kind is nn.Linear:
         w, b = module.weight, module.bias
         if x.dim() < 1 or w.dim() != 2 or x.shape[-1] != w.shape[1] or x.dtype != w.dtype:
@@ -87,3 +90,35 @@ def _adaptive_shape(m: nn.Module, x: torch.Tensor, n: int) -> torch.Tensor | Non
     if any(not isinstance(s, int) or s < 1 for s in out):
         return None
     return torch.empty((*x.shape[:-n], *out), dtype=x.dtype, device="meta")
+
+
+_MAX_POOLS = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}
+
+
+def _max_pool_shape(m: nn.Module, x: torch.Tensor, n: int) -> torch.Tensor | None:
+    """Max pooling of a contiguous input, by ATen's ``pooling_output_shape`` (ceil mode
+    included: the last window must start inside the input or its left padding)."""
+    if m.return_indices or x.dim() not in (n + 1, n + 2) or not x.is_contiguous() or not x.dtype.is_floating_point:
+        return None
+    if 0 in x.shape[-n - 1 :]:  # empty channels or positions: the kernel raises
+        return None
+    each = [_per_dim(v, n) for v in (m.kernel_size, m.stride if m.stride else m.kernel_size, m.padding, m.dilation)]
+    if any(v is None for v in each):
+        return None
+    out = []
+    for length, k, s, p, d in zip(x.shape[-n:], *each):
+        if k < 1 or s < 1 or d < 1 or p < 0 or p > k // 2 or length < 1:
+            return None
+        size = (length + 2 * p - d * (k - 1) - 1 + (s - 1 if m.ceil_mode else 0)) // s + 1
+        if m.ceil_mode and (size - 1) * s >= length + p:
+            size -= 1
+        if size < 1:
+            return None
+        out.append(size)
+    return torch.empty((*x.shape[:-n], *out), dtype=x.dtype, device="meta")
+
+
+def _per_dim(v: object, n: int) -> tuple[int, ...] | None:
+    """An int or a tuple of ``n`` ints as ``n`` ints; None for anything else."""
+    v = (v,) * n if isinstance(v, int) else v
+    return tuple(v) if isinstance(v, (tuple, list)) and len(v) == n and all(isinstance(i, int) for i in v) else None
