@@ -56,8 +56,8 @@ class _Copier:
             return hit
         if isinstance(v, nn.Module):
             return self.module(v)
-        if kind is nn.Parameter:
-            return self._keep(v, self._parameter(v))
+        if kind is nn.Parameter:  # its own __deepcopy__ (a clone of the data), as deepcopy calls it
+            return self._keep(v, v.__deepcopy__(self.memo))
         if kind is torch.Tensor:
             return self._keep(v, self._tensor(v))
         if kind is list:
@@ -100,10 +100,6 @@ class _Copier:
             raise _NotPlain
         new.__setstate__({k: self.value(v) for k, v in state.items()})
         return new
-
-    def _parameter(self, p: nn.Parameter) -> nn.Parameter:
-        # Parameter.__deepcopy__ itself: a clone of the data, requires_grad kept (no grad).
-        return nn.Parameter(p.data.clone(memory_format=torch.preserve_format), p.requires_grad)
 
     def _tensor(self, t: torch.Tensor) -> torch.Tensor:
         """Tensor.__deepcopy__ of a buffer that owns its whole storage: a clone."""
