@@ -98,7 +98,7 @@ class _Layout:
             0, slot, seen, reduce="amin"
         )
         width = int(index.max()) + 1 if index.numel() else 1
-        pairs = torch.unique(slot * width + index)  # by slot, then index; duplicates gone
+        pairs = _sorted_distinct(slot * width + index, n_slots * width)  # by slot, then index
         p_slot, counts = torch.unique_consecutive(pairs // width, return_counts=True)
         p_index = (pairs % width).tolist()
         by_slot: dict[int, list[int]] = {}
@@ -107,10 +107,18 @@ class _Layout:
             by_slot[sl] = p_index[at : at + n]
             at += n
         plan: dict[str, dict[str, list[int]]] = {}
-        for sl in sorted(by_slot, key=lambda sl: int(first[sl])):
+        for sl in sorted(by_slot, key=first.tolist().__getitem__):
             module, kind = self.roles[sl]
             plan.setdefault(module, {})[kind] = by_slot[sl]
         return plan
+
+
+def _sorted_distinct(values: torch.Tensor, bound: int) -> torch.Tensor:
+    """``torch.unique(values)`` for integers in ``[0, bound)``: a mask read back in order,
+    when the bound is small enough, costs a fifth of sorting tens of thousands of values."""
+    if bound > 1 << 24:
+        return torch.unique(values)
+    return torch.zeros(bound, dtype=torch.bool).index_fill_(0, values, True).nonzero().flatten()
 
 
 _LAZY, _FIRST, _SECOND = operator.attrgetter("_lazy"), operator.itemgetter(0), operator.itemgetter(1)

@@ -31,7 +31,12 @@ class Journal:
         return keep
 
     def set(self, module: nn.Module, name: str, value: Any) -> None:
-        params = module._parameters
+        params, attrs = module._parameters, module.__dict__
+        if name in attrs and not isinstance(value, (torch.Tensor, nn.Module)) and _plain_attribute(module, name):
+            # A width or a flag: where Module.__setattr__ would end up, without its checks.
+            self._entries.append((module, name, attrs[name]))
+            object.__setattr__(module, name, value)
+            return
         if name in params:
             old = params[name]
             if isinstance(value, torch.Tensor):
@@ -45,6 +50,11 @@ class Journal:
         for module, name, old in reversed(self._entries):
             setattr(module, name, old)
         self._entries.clear()
+
+
+def _plain_attribute(module: nn.Module, name: str) -> bool:
+    """Not also a parameter, buffer or submodule name (a module built by hand may hold both)."""
+    return name not in module._parameters and name not in module._buffers and name not in module._modules
 
 
 def keep_indices(n: int, remove: Sequence[int]) -> torch.Tensor:
