@@ -5,6 +5,7 @@ one member at a time, for grouped convs and as the statement tests hold the fast
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from itertools import repeat
 
 import torch
@@ -16,14 +17,22 @@ from ._unionfind import components
 from .groups import PRODUCER_KINDS, ChannelGraph, ChannelGroup, Unit, _Layout
 
 
-def _ordered_slots(state: State, model: nn.Module) -> tuple[dict[str, int], list[tuple[tuple[str, str], torch.Tensor]]]:
-    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+def _ordered_slots(
+    state: State, model: nn.Module, modules: Iterable[str] | None = None
+) -> tuple[dict[str, int], list[tuple[tuple[str, str], torch.Tensor]]]:
+    names = modules if modules is not None else (name for name, _ in model.named_modules())
+    order = {name: i for i, name in enumerate(names)}
     slots = sorted(state.slots.items(), key=lambda kv: (order.get(kv[0][0], len(order)), kv[0][1]))
     return order, slots
 
 
-def build_graph(gm: torch.fx.GraphModule, state: State, model: nn.Module) -> ChannelGraph:
+def build_graph(
+    gm: torch.fx.GraphModule | torch.fx.Graph, state: State, model: nn.Module, modules: Iterable[str] | None = None
+) -> ChannelGraph:
     """Resolve the recorded ties into units, and units with one pattern into groups.
+
+    ``modules``: the model's module names in ``named_modules`` order, when the caller has
+    them (the trace's interpreter does), to spare a walk of the model.
 
     Vectorised over channels (a few tensor passes, Python per group only); models with
     grouped convs, whose units need a per-unit look at conv groups, take
@@ -33,28 +42,31 @@ def build_graph(gm: torch.fx.GraphModule, state: State, model: nn.Module) -> Cha
         return build_graph_reference(gm, state, model)
     root = components(state.count, state.ties)
     why = _first_stop(root, state)
-    order, slots = _ordered_slots(state, model)
+    order, slots = _ordered_slots(state, model, modules)
     roles = [k for k, _ in slots]
-    roots = {k: root.index_select(0, ids) for k, ids in slots}
-    sizes = torch.tensor([ids.numel() for _, ids in slots])
+    counts = [ids.numel() for _, ids in slots]
+    sizes = torch.tensor(counts)
     n_slots = len(slots)
-    R = torch.cat(list(roots.values()))  # members in slot order, then channel order
+    R = root.index_select(0, torch.cat([ids for _, ids in slots]))  # members by slot, then channel
+    roots = dict(zip(roles, R.split(counts)))  # one gather for every slot, then views of it
     M = R.numel()
     S = torch.repeat_interleave(torch.arange(n_slots), sizes)
     I = torch.arange(M) - torch.repeat_interleave(torch.cumsum(sizes, 0) - sizes, sizes)  # noqa: E741
-    uroot, inv = torch.unique(R, return_inverse=True)  # unit u has root uroot[u]
+    uroot, inv = _dense_unique(R, state.count)  # unit u has root uroot[u]
     U = uroot.numel()
     first = torch.full((U,), M, dtype=torch.long).scatter_reduce_(0, inv, torch.arange(M), reduce="amin")
     # A unit's key is the set of layer roles it touches. Hash it (the sum of one random
     # number per role, each role once), group by hash, then check the grouping exactly.
-    pairs = torch.unique(inv * n_slots + S)
+    pairs = _unique_small(inv * n_slots + S, U * n_slots)
     pu, ps = pairs // n_slots, pairs % n_slots
     rand = torch.randint(0, 1 << 50, (n_slots,), generator=torch.Generator().manual_seed(0))
     h = torch.zeros(U, dtype=torch.long).index_add_(0, pu, rand.index_select(0, ps))
     _, g_of_u = torch.unique(h, return_inverse=True)
     G = int(g_of_u.max()) + 1
     g_size = torch.bincount(g_of_u, minlength=G)
-    gs_pairs, gs_count = torch.unique(g_of_u.index_select(0, pu) * n_slots + ps, return_counts=True)
+    gs_all = torch.bincount(g_of_u.index_select(0, pu) * n_slots + ps, minlength=G * n_slots)
+    gs_pairs = gs_all.nonzero().flatten()  # (group, role) pairs present, sorted, and their counts
+    gs_count = gs_all.index_select(0, gs_pairs)
     if not torch.equal(gs_count, g_size.index_select(0, gs_pairs // n_slots)):  # a hash collision
         return build_graph_reference(gm, state, model)
     # Group order: where its first channel sits (module order, index), then first seen.
@@ -68,7 +80,9 @@ def build_graph(gm: torch.fx.GraphModule, state: State, model: nn.Module) -> Cha
     u_order = torch.argsort(g_rank.index_select(0, g_of_u) * (M + 1) + first)
     u_rank = torch.empty(U, dtype=torch.long)
     u_rank[u_order] = torch.arange(U)
-    m_order = torch.argsort(u_rank.index_select(0, inv) * (M + 1) + torch.arange(M))
+    # Members by their unit's rank, in place order within a unit: a stable sort of int32
+    # ranks (half the time of int64 keys that fold the position in).
+    m_order = torch.argsort(u_rank.index_select(0, inv).to(torch.int32), stable=True)
     starts = torch.zeros(U + 1, dtype=torch.long)
     starts[1:] = torch.cumsum(torch.bincount(inv, minlength=U).index_select(0, u_order), 0)
     layout = _Layout(roles, S.index_select(0, m_order), I.index_select(0, m_order), starts)
@@ -102,6 +116,22 @@ def build_graph(gm: torch.fx.GraphModule, state: State, model: nn.Module) -> Cha
     group_of[uroot] = u_group
     pos_of[uroot] = u_rank - g_start.index_select(0, u_group)
     return ChannelGraph(gm, groups, {}, roots, group_of, pos_of)
+
+
+def _unique_small(values: torch.Tensor, bound: int) -> torch.Tensor:
+    """``torch.unique(values)`` for integers in ``[0, bound)``: sorted as int32 when they
+    fit, twice as fast as int64."""
+    if bound <= torch.iinfo(torch.int32).max:
+        return torch.unique(values.to(torch.int32)).long()
+    return torch.unique(values)
+
+
+def _dense_unique(values: torch.Tensor, bound: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.unique(values, return_inverse=True)`` for integers in ``[0, bound)``: a mask
+    and a running count instead of a sort, 5x faster on a MobileNet's ~20,000 channels."""
+    present = torch.zeros(bound, dtype=torch.bool).index_fill_(0, values, True)
+    rank = torch.cumsum(present, 0) - 1
+    return present.nonzero().flatten(), rank.index_select(0, values)
 
 
 def build_graph_reference(gm: torch.fx.GraphModule, state: State, model: nn.Module) -> ChannelGraph:
@@ -146,8 +176,9 @@ def _first_stop(root: torch.Tensor, state: State) -> torch.Tensor:
     """Per root, the index of the first stop recorded on its unit (``len(stops)``: none)."""
     first = torch.full_like(root, len(state.stops))
     if state.stops:
-        where = torch.cat([root.index_select(0, ids.reshape(-1)) for ids, _ in state.stops])
-        which = torch.cat([torch.full((ids.numel(),), k) for k, (ids, _) in enumerate(state.stops)])
+        ids = [ids.reshape(-1) for ids, _ in state.stops]
+        where = root.index_select(0, torch.cat(ids))
+        which = torch.repeat_interleave(torch.arange(len(ids)), torch.tensor([i.numel() for i in ids]))
         first.scatter_reduce_(0, where, which, reduce="amin")
     return first
 

@@ -33,7 +33,7 @@ def tensors_in(args: Any) -> list[torch.Tensor]:
 def describe(node: torch.fx.Node) -> str:
     """``view (view_2 in stages.0.shuffle, a ChannelShuffle)``: the op and where it runs."""
     if node.op == "call_module":
-        return f"{node.target} ({type(node.graph.owning_module.get_submodule(node.target)).__name__})"
+        return f"{node.target} ({type(module_of(node)).__name__})"
     t = node.target
     op = t if isinstance(t, str) else getattr(t, "__name__", str(t))
     stack = node.meta.get("nn_module_stack")
@@ -44,8 +44,12 @@ def describe(node: torch.fx.Node) -> str:
 
 
 def module_of(node: torch.fx.Node) -> nn.Module:
-    """The module a call_module node runs."""
-    return node.graph.owning_module.get_submodule(node.target)
+    """The module a call_module node runs: its dotted name walked down ``_modules``, where
+    the tracer found it (``get_submodule`` does the same walk through ``getattr``, 10x slower)."""
+    module = node.graph.owning_module
+    for part in node.target.split("."):
+        module = module._modules[part]
+    return module
 
 
 def fresh_stopped(state: State, out: Any, reason: str) -> Any:

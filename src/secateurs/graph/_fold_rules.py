@@ -59,7 +59,7 @@ class Context:
         outputs = Outputs(graph.gm)
         with eval_mode(model):  # restores each module's own mode: a frozen BN stays frozen
             outputs.run_meta(example_inputs)
-        calls = Counter(n.target for n in graph.gm.graph.nodes if n.op == "call_module")
+        calls = Counter(n.target for n in graph.fx_graph.nodes if n.op == "call_module")
         return cls(graph.gm, dict(model.named_modules()), outputs.out, calls)
 
     def is_tensor(self, node: Any) -> bool:

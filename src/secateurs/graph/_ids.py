@@ -23,8 +23,13 @@ def fresh(ids: torch.Tensor, shape: torch.Size, dim: int = 1) -> torch.Tensor:
 
 def broadcast_channels(cids: torch.Tensor, shape: torch.Size, dim: int = 1) -> torch.Tensor:
     """``cids`` laid along ``dim`` of ``shape``: a view, no per-element storage."""
+    dim = dim % len(shape)
+    if cids.dim() == 1 and cids.shape[0] == shape[dim]:  # the usual case: one strided view
+        stride = [0] * len(shape)
+        stride[dim] = cids.stride(0)
+        return cids.as_strided(shape, stride)
     view = [1] * len(shape)
-    view[dim % len(shape)] = cids.numel()
+    view[dim] = cids.numel()
     return cids.reshape(view).expand(shape)
 
 
@@ -45,6 +50,11 @@ def along(ids: torch.Tensor, dim: int = 1) -> torch.Tensor | None:
     if ids.dim() == 0:
         return None
     dim = dim % ids.dim()
+    shape, stride = ids.shape, ids.stride()
+    if all(stride[d] == 0 or shape[d] == 1 for d in range(len(shape)) if d != dim):
+        # A broadcast of one id per position (what producers make): the ids along ``dim``
+        # are one strided view, read without the narrow/move/compare passes below.
+        return ids.as_strided((shape[dim],), (stride[dim],))
     flat = compact(ids, keep=dim).movedim(dim, 0).reshape(ids.shape[dim], -1)
     first = flat[:, 0]
     if flat.shape[1] > 1 and not bool((flat == first[:, None]).all()):

@@ -12,7 +12,8 @@ import torch.nn as nn
 
 from . import _handlers as H
 from ._calls import LayerCalls
-from .layers.kinds import CONVS
+from ._shapes import SAME_SHAPE_OPS, same_shape
+from ._shapes import fast_shape as _fast_shape  # the name tests and callers know
 
 
 class MetaInterpreter(torch.fx.Interpreter):
@@ -33,6 +34,10 @@ class MetaInterpreter(torch.fx.Interpreter):
         self._memo: dict[Any, Any] = {}
 
     def call_function(self, target: Any, args: tuple, kwargs: dict) -> Any:
+        if target in SAME_SHAPE_OPS and not kwargs:
+            out = same_shape(args)
+            if out is not None:
+                return out
         return self._memoised(
             ("f", target), lambda: super(MetaInterpreter, self).call_function(target, args, kwargs), args, kwargs
         )
@@ -119,6 +124,31 @@ class MetaInterpreter(torch.fx.Interpreter):
         module = self.submodules.get(target)  # one dict look-up, not a walk down the dotted path
         return module if module is not None else super().fetch_attr(target)
 
+    def run(self, *args: Any, initial_env: dict | None = None, enable_io_processing: bool = True) -> Any:
+        """``Interpreter.run`` without its progress bar (made, then updated per node, even
+        when disabled: a tenth of a small network's meta run); errors name the node alike."""
+        env = self.env = initial_env if initial_env is not None else {}
+        self.args_iter = iter(self.graph.process_inputs(*args) if enable_io_processing else args)
+        last_uses = self.user_to_last_uses if self.garbage_collect_values else {}
+        for node in self.graph.nodes:
+            if node in env:
+                continue
+            try:
+                env[node] = self.run_node(node)
+            except Exception as e:
+                if getattr(self, "extra_traceback", True):
+                    msg = f"While executing {node.format_node()}"
+                    msg = f"{e.args[0]}\n\n{msg}" if e.args else msg
+                    e.args = (f"{msg}\nOriginal traceback:\n{node.stack_trace}", *e.args[1:])
+                    if isinstance(e, KeyError):
+                        raise RuntimeError(*e.args) from e
+                raise
+            for done in last_uses.get(node, ()):
+                del env[done]
+            if node.op == "output":
+                return self.graph.process_outputs(env[node]) if enable_io_processing else env[node]
+        return None
+
     def run_node(self, n: torch.fx.Node) -> Any:
         # Interpreter.run_node without its per-node logging and node-meta context: shapes only.
         try:
@@ -165,14 +195,17 @@ class MetaInterpreter(torch.fx.Interpreter):
         """Run on meta copies of ``example_inputs``, in eval mode (every module's own mode
         is put back after)."""
         inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-        modes = {m: m.training for m in self.module.modules()}
-        self.module.eval()
+        modes = {m: m.training for m in self.submodules.values()}  # every module, once (named_modules)
+        training = any(modes.values())
+        if training:  # a model in eval mode (the usual case) is left alone: no walk, no setattr
+            self.module.eval()
         try:
             with torch.no_grad():
                 return self.run(*[t.to("meta") if isinstance(t, torch.Tensor) else t for t in inputs])
         finally:
-            for m, training in modes.items():
-                m.training = training
+            for m, mode in modes.items():
+                if m.training != mode:
+                    m.training = mode
 
 
 def _signature(op: Any, args: tuple, kwargs: dict) -> Any:
@@ -209,41 +242,3 @@ def _rebuild(shapes: Any) -> Any:
         return shapes[0](_rebuild(p) for p in shapes[1])
     shape, stride, dtype = shapes
     return torch.empty_strided(shape, stride, dtype=dtype, device="meta")
-
-
-def _fast_shape(module: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
-    """The output of a plain conv or linear layer on ``x``, from the layer's arithmetic, or
-    None when anything does not fit (then the meta kernels run and raise what they raise)."""
-    kind = type(module)
-    if not x.is_meta:
-        return None
-    if kind in CONVS:
-        return _conv_shape(module, x)
-    if kind is nn.Linear:
-        w, b = module.weight, module.bias
-        if x.dim() < 1 or w.dim() != 2 or x.shape[-1] != w.shape[1] or x.dtype != w.dtype:
-            return None
-        if b is not None and (tuple(b.shape) != (w.shape[0],) or b.dtype != w.dtype):
-            return None
-        return torch.empty((*x.shape[:-1], w.shape[0]), dtype=x.dtype, device="meta")
-    return None
-
-
-def _conv_shape(m: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
-    w, b, n = m.weight, m.bias, m.weight.dim() - 2
-    if x.dim() != n + 2 or x.dtype != w.dtype or w.shape[0] % m.groups or x.shape[1] != w.shape[1] * m.groups:
-        return None
-    if b is not None and (tuple(b.shape) != (w.shape[0],) or b.dtype != w.dtype):
-        return None
-    size = []
-    for d in range(n):
-        length, k = x.shape[2 + d], w.shape[2 + d]
-        if m.padding == "same":
-            out = length
-        else:
-            pad = 0 if m.padding == "valid" else m.padding[d]
-            out = (length + 2 * pad - m.dilation[d] * (k - 1) - 1) // m.stride[d] + 1
-        if out < 1:
-            return None
-        size.append(out)
-    return torch.empty((x.shape[0], w.shape[0], *size), dtype=x.dtype, device="meta")

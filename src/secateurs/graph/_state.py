@@ -59,7 +59,7 @@ class State:
 
     def tie(self, a: torch.Tensor, b: torch.Tensor) -> None:
         """``a[k]`` and ``b[k]`` must be removed together (same number of elements)."""
-        self.ties.append((a.reshape(-1), b.reshape(-1)))
+        self.ties.append((_flat(a), _flat(b)))
 
     def stop(self, ids: torch.Tensor | None, reason: str) -> None:
         """Mark every id in ``ids`` not prunable (the first reason recorded wins)."""
@@ -80,4 +80,9 @@ class State:
         if key in self.slots:
             self.tie(self.slots[key], cids)
         else:
-            self.slots[key] = cids.reshape(-1)
+            self.slots[key] = _flat(cids)
+
+
+def _flat(ids: torch.Tensor) -> torch.Tensor:
+    """``ids.reshape(-1)``, skipped for what is flat already (most channel-id vectors)."""
+    return ids if ids.dim() == 1 else ids.reshape(-1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import operator
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -97,7 +98,7 @@ class _Layout:
             0, slot, seen, reduce="amin"
         )
         width = int(index.max()) + 1 if index.numel() else 1
-        pairs = torch.unique(slot * width + index)  # by slot, then index; duplicates gone
+        pairs = _sorted_distinct(slot * width + index, n_slots * width)  # by slot, then index
         p_slot, counts = torch.unique_consecutive(pairs // width, return_counts=True)
         p_index = (pairs % width).tolist()
         by_slot: dict[int, list[int]] = {}
@@ -106,18 +107,31 @@ class _Layout:
             by_slot[sl] = p_index[at : at + n]
             at += n
         plan: dict[str, dict[str, list[int]]] = {}
-        for sl in sorted(by_slot, key=lambda sl: int(first[sl])):
+        for sl in sorted(by_slot, key=first.tolist().__getitem__):
             module, kind = self.roles[sl]
             plan.setdefault(module, {})[kind] = by_slot[sl]
         return plan
 
 
+def _sorted_distinct(values: torch.Tensor, bound: int) -> torch.Tensor:
+    """``torch.unique(values)`` for integers in ``[0, bound)``: a mask read back in order,
+    when the bound is small enough, costs a fifth of sorting tens of thousands of values."""
+    if bound > 1 << 24:
+        return torch.unique(values)
+    return torch.zeros(bound, dtype=torch.bool).index_fill_(0, values, True).nonzero().flatten()
+
+
+_LAZY, _FIRST, _SECOND = operator.attrgetter("_lazy"), operator.itemgetter(0), operator.itemgetter(1)
+
+
 def removals(units: Sequence[Unit]) -> dict[str, dict[str, list[int]]]:
     """``{module: {kind: sorted indices}}`` that removing ``units`` removes, modules and kinds in
     the order walking the units' members meets them."""
-    layouts = {id(u._lazy[0]) if u._lazy is not None else None for u in units}
-    if len(layouts) == 1 and None not in layouts:  # all read off one trace's arrays
-        return units[0]._lazy[0].removals([u._lazy[1] for u in units])
+    lazy = list(map(_LAZY, units))  # map and getters, not a loop: thousands of units
+    if None not in lazy:
+        layouts = set(map(_FIRST, lazy))
+        if len(layouts) == 1:  # all read off one trace's arrays
+            return layouts.pop().removals(list(map(_SECOND, lazy)))
     plan: dict[str, dict[str, set[int]]] = {}
     for u in units:
         for mem in u.members:
@@ -193,7 +207,8 @@ class ChannelGroup:
 class ChannelGraph:
     """The traced model and its channel groups."""
 
-    gm: torch.fx.GraphModule
+    #: The fx graph (owned by the traced model) or a GraphModule; see :attr:`gm`.
+    traced: torch.fx.GraphModule | torch.fx.Graph
     groups: list[ChannelGroup]
     grouped_convs: dict[str, GroupedConv] = field(default_factory=dict)
     # (module, kind) -> the unit root of each channel index; per root, its group and position.
@@ -203,6 +218,22 @@ class ChannelGraph:
     #: The counted layers' calls in the trace's meta run: the traced model's MACs and cost
     #: model without a forward (see ``_calls``); None for a graph not made by ``trace``.
     calls: LayerCalls | None = field(default=None, repr=False)
+
+    @property
+    def fx_graph(self) -> torch.fx.Graph:
+        """The traced graph; node targets are the model's module names."""
+        return self.traced if isinstance(self.traced, torch.fx.Graph) else self.traced.graph
+
+    @property
+    def gm(self) -> torch.fx.GraphModule:
+        """The traced model as a GraphModule (holding the model's own submodules), made on
+        first use: most callers need only :attr:`fx_graph`, and making it costs as much as
+        the rest of the channel analysis of a small network."""
+        if isinstance(self.traced, torch.fx.Graph):
+            from .trace import graph_module  # trace imports this module
+
+            self.traced = graph_module(self.traced)
+        return self.traced
 
     def locate(self, module: str, kind: str, index: int) -> tuple[ChannelGroup, int] | None:
         """The group and position of channel ``index`` of ``module`` in role ``kind``."""

@@ -85,8 +85,13 @@ def removal_problems(model: nn.Module, graph: ChannelGraph, units: Sequence[Unit
     return _problems(model, graph, _removals(units))
 
 
-def _problems(model: nn.Module, graph: ChannelGraph, plan: dict[str, dict[str, list[int]]]) -> dict[str, str]:
-    modules = dict(model.named_modules())
+def _problems(
+    model: nn.Module,
+    graph: ChannelGraph,
+    plan: dict[str, dict[str, list[int]]],
+    modules: dict[str, nn.Module] | None = None,
+) -> dict[str, str]:
+    modules = modules if modules is not None else dict(model.named_modules())
     problems: dict[str, str] = {}
     for name, kinds in plan.items():
         m = modules.get(name)
@@ -117,8 +122,10 @@ def _problems(model: nn.Module, graph: ChannelGraph, plan: dict[str, dict[str, l
     return problems
 
 
-def _validate(model: nn.Module, graph: ChannelGraph, plan: dict[str, dict[str, list[int]]]) -> None:
-    problems = _problems(model, graph, plan)
+def _validate(
+    model: nn.Module, graph: ChannelGraph, plan: dict[str, dict[str, list[int]]], modules: dict[str, nn.Module]
+) -> None:
+    problems = _problems(model, graph, plan, modules)
     if problems:
         raise PruningError(next(iter(problems.values())))
 
@@ -145,8 +152,8 @@ def cut(model: nn.Module, graph: ChannelGraph, units: Sequence[Unit], example_in
         m = stuck.members[0]
         raise PruningError(f"channel {m.index} of {m.module!r} ({m.kind}) cannot be removed: {stuck.reason}")
     plan = _removals(units)
-    _validate(model, graph, plan)
     modules = dict(model.named_modules())
+    _validate(model, graph, plan, modules)
     journal = Journal()
     calls = LayerCalls() if example_inputs is not None else None
     try:
@@ -155,7 +162,7 @@ def cut(model: nn.Module, graph: ChannelGraph, units: Sequence[Unit], example_in
         if example_inputs is not None:
             # Every shape of the narrowed model, checked against the traced graph on meta
             # tensors: the safety net costs no arithmetic.
-            MetaInterpreter(model, graph=graph.gm.graph, calls=calls).run_meta(example_inputs)
+            MetaInterpreter(model, graph=graph.fx_graph, calls=calls).run_meta(example_inputs)
     except Exception as e:
         journal.undo()
         if isinstance(e, PruningError):

@@ -23,6 +23,7 @@ from ._build import build_graph
 from ._calls import LayerCalls
 from ._meta import MetaInterpreter
 from ._state import State
+from ._tracer import Tracer
 from .groups import ChannelGraph, gc_paused
 
 try:  # generates and compiles the forward's Python code on first call, not up front
@@ -31,23 +32,16 @@ except ImportError:  # pragma: no cover - older torch
     _GraphModule = torch.fx.GraphModule
 
 
-class _Tracer(torch.fx.Tracer):
-    def __init__(self, leaf_modules: Sequence[type[nn.Module]] = ()) -> None:
-        super().__init__()
-        self.extra_leaves = tuple(leaf_modules)
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        # A module whose exact type has a registered trace handler is one node, whatever its forward.
-        return (
-            isinstance(m, self.extra_leaves)
-            or H.module_handler(m) is not H.unknown
-            or super().is_leaf_module(m, qualname)
-        )
-
-
 def symbolic_trace(model: nn.Module, leaf_modules: Sequence[type[nn.Module]] = ()) -> torch.fx.GraphModule:
     """``torch.fx`` trace with extra leaf module types; errors name what failed and what to do."""
-    tracer = _Tracer(leaf_modules)
+    return _GraphModule(model, trace_graph(model, leaf_modules), type(model).__name__)
+
+
+def trace_graph(model: nn.Module, leaf_modules: Sequence[type[nn.Module]] = ()) -> torch.fx.Graph:
+    """:func:`symbolic_trace`'s graph alone, owned by ``model`` itself: building the
+    GraphModule copies every module path into a new tree (a third of the fx cost), and the
+    analysis only needs the graph and the model's own modules."""
+    tracer = Tracer(leaf_modules)
     try:
         graph = tracer.trace(model)
     except Exception as e:  # fx raises many types; all mean "this forward does not trace"
@@ -59,18 +53,27 @@ def symbolic_trace(model: nn.Module, leaf_modules: Sequence[type[nn.Module]] = (
             "control flow cannot be traced: move it into a submodule and pass that type in leaf_modules "
             "(its channels are then kept), or rewrite it without branching on tensor values."
         ) from e
-    return _GraphModule(tracer.root, graph, type(model).__name__)
+    graph.owning_module = model  # what node handlers look modules up in (a GraphModule takes it over)
+    return graph
+
+
+def graph_module(graph: torch.fx.Graph) -> torch.fx.GraphModule:
+    """The GraphModule of a graph from :func:`trace_graph` (its owner is the traced model)."""
+    root = graph.owning_module
+    return _GraphModule(root, graph, type(root).__name__)
 
 
 class _ChannelPass(MetaInterpreter):
-    def __init__(self, gm: torch.fx.GraphModule, state: State, calls: LayerCalls | None = None) -> None:
-        super().__init__(gm, calls=calls)
+    def __init__(
+        self, gm: nn.Module, state: State, calls: LayerCalls | None = None, graph: torch.fx.Graph | None = None
+    ) -> None:
+        super().__init__(gm, graph=graph, calls=calls)
         self.state = state
         self.ids: dict[torch.fx.Node, Any] = {}
 
     def _handler(self, node: torch.fx.Node) -> H.Handler:
         if node.op == "call_module":
-            return H.module_handler(self.module.get_submodule(node.target))
+            return H.module_handler(self.fetch_attr(node.target))
         if node.op == "call_function":
             return H.function_handler(node.target)
         if node.op == "call_method":
@@ -88,7 +91,7 @@ class _ChannelPass(MetaInterpreter):
             raise TraceError(f"running {n.format_node()} on the example inputs failed: {type(e).__name__}: {e}") from e
         if n.op == "output":
             self.state.stop_tree(torch.fx.node.map_arg(n.args, lambda a: self.ids.get(a)), "network output")
-        elif H.tensors_in(out):  # sizes and flags carry no channels, and stop none
+        elif isinstance(out, torch.Tensor) or H.tensors_in(out):  # sizes and flags carry no channels
             self.ids[n] = self._ids_of(n, out)
         for done in self.user_to_last_uses.get(n, ()):  # free id tensors with their values
             self.ids.pop(done, None)
@@ -116,10 +119,11 @@ def trace(model: nn.Module, example_inputs: Any, leaf_modules: Sequence[type[nn.
             only their shapes and dtypes matter.
         leaf_modules: module types not to trace into; they keep their channels.
     """
-    gm = symbolic_trace(model, leaf_modules)
+    fx_graph = trace_graph(model, leaf_modules)
     state, calls = State(), LayerCalls()
-    _ChannelPass(gm, state, calls).run_meta(example_inputs)  # gm holds the model's own submodules
+    analysis = _ChannelPass(model, state, calls, graph=fx_graph)
+    analysis.run_meta(example_inputs)
     with gc_paused():
-        graph = build_graph(gm, state, model)
+        graph = build_graph(fx_graph, state, model, analysis.submodules)
     graph.calls = calls
     return graph

@@ -8,7 +8,6 @@ touched; the model passed in is never modified -- the pruned one is a copy.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from ..methods import RoundContext
 from ..select import CostModel, floors_for
 from ..train import STATE_FILE
 from ..train.distributed import process_group
+from ._copy import copy_model
 from ._data import RunData, calibration_batches, top1_accuracy  # noqa: F401  (top1_accuracy: imported from here)
 from ._state import RunState, channels, snapshot
 from .config import PruneConfig
@@ -104,7 +104,7 @@ def run_plan(
 def _start(plan: RunPlan, model: nn.Module, data: RunData, run_dir: Path | None, resume: bool) -> RunState:
     """A copy of ``model`` to prune and what the run measured before, or where it stopped."""
     device = plan.device
-    reference = copy.deepcopy(model).to(device) if plan.finetuning.needs_reference else None
+    reference = copy_model(model).to(device) if plan.finetuning.needs_reference else None
     example = torch.zeros((1, *data.shape), device=device)
     graph = None
     if resume:
@@ -114,7 +114,7 @@ def _start(plan: RunPlan, model: nn.Module, data: RunData, run_dir: Path | None,
         stage = "after its cut, before its fine-tuning" if progress.stage == "cut" else "finished"
         log.info("resuming %s from round %d of %d, %s", run_dir, progress.round, len(plan.rounds), stage)
     else:
-        pruned = copy.deepcopy(model).to(device)
+        pruned = copy_model(model).to(device)
         plan.method.check_model(pruned, example, plan.options)  # before any data is read
         graph = trace(pruned, example)  # the first round's, whose shapes also give the MACs
         cost = CostModel.of(pruned, example, graph.calls)

@@ -48,11 +48,11 @@ def prune(j: Journal, m: nn.Module, rm: dict[str, list[int]]) -> None:
     g, cin, cout = m.groups, m.in_channels, m.out_channels
     w = m.weight
     if out_rm:  # rows first: the column pass below then copies the smaller tensor
-        keep = keep_indices(cout, out_rm)
+        keep = j.keep(cout, out_rm)
         w = narrow(w, 0, keep)
         narrow_param(j, m, "bias", 0, keep)
     if in_rm and g == 1:
-        w = narrow(w, 1, keep_indices(cin, in_rm))
+        w = narrow(w, 1, j.keep(cin, in_rm))
     elif in_rm and g < cin:  # grouped: each group loses the same number of inputs (checked)
         per_in, per_out = cin // g, (cout - len(out_rm)) // g
         blocks = []

@@ -13,7 +13,7 @@ from .._flow import describe, module_of
 from .._fold_ops import first_input
 from .._state import State
 from ._registry import LayerCost, LayerType, layer_type
-from ._surgery import Journal, keep_indices, narrow_param
+from ._surgery import Journal, narrow_param
 
 
 def dense_flow(channel_dim: int = 1, what: str = "channels") -> Callable:
@@ -38,10 +38,10 @@ def dense_flow(channel_dim: int = 1, what: str = "channels") -> Callable:
 
 def prune(j: Journal, m: nn.Linear, rm: dict[str, list[int]]) -> None:
     if rm.get("in"):
-        narrow_param(j, m, "weight", 1, keep_indices(m.in_features, rm["in"]))
+        narrow_param(j, m, "weight", 1, j.keep(m.in_features, rm["in"]))
         j.set(m, "in_features", m.in_features - len(rm["in"]))
     if rm.get("out"):
-        keep = keep_indices(m.out_features, rm["out"])
+        keep = j.keep(m.out_features, rm["out"])
         narrow_param(j, m, "weight", 0, keep)
         narrow_param(j, m, "bias", 0, keep)
         j.set(m, "out_features", m.out_features - len(rm["out"]))

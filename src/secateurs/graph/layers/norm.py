@@ -13,7 +13,7 @@ from .._flow import unknown
 from .._fold_ops import first_input
 from .._state import State
 from ._registry import LayerCost, LayerType
-from ._surgery import Journal, keep_indices, narrow_param
+from ._surgery import Journal, narrow_param
 from .kinds import BATCHNORMS
 
 
@@ -26,7 +26,7 @@ def flow(state: State, node, out, args, kwargs):
 
 
 def prune(j: Journal, m: nn.Module, rm: dict[str, list[int]]) -> None:
-    keep = keep_indices(m.num_features, rm.get("bn", []))
+    keep = j.keep(m.num_features, rm.get("bn", []))
     for name in ("weight", "bias", "running_mean", "running_var"):
         narrow_param(j, m, name, 0, keep)
     j.set(m, "num_features", len(keep))
