@@ -81,7 +81,7 @@ def feature_points(
     """
     modules = dict(model.named_modules())
     roles = [(m, "bn") for m in producer_roles(graph, "bn")] + [(m, "out") for m in producer_roles(graph, "out")]
-    nodes = {n.target: n for n in graph.gm.graph.nodes if n.op == "call_module"}
+    nodes = {n.target: n for n in graph.fx_graph.nodes if n.op == "call_module"}
     points: dict[torch.fx.Node, tuple[str, str]] = {}
     for module, kind in roles:  # BN roles first, so they win a shared point
         node = nodes.get(module)
@@ -119,7 +119,7 @@ def collect(
     """Run every batch through ``graph`` (eval mode) and hand each feature map to ``reduce``."""
     points = feature_points(model, graph, through_adds)
     with eval_mode(model):
-        runner = _Collector(model, graph.gm.graph, points, reduce)
+        runner = _Collector(model, graph.fx_graph, points, reduce)
         for x in batches:
             runner.run(x)
 

@@ -31,11 +31,11 @@ def activation_after_bn(
     """``{bn name: (activation name, forward position)}`` for every BN read only by one such activation."""
     modules = dict(model.named_modules())
     calls: dict[str, int] = {}
-    for n in graph.gm.graph.nodes:
+    for n in graph.fx_graph.nodes:
         if n.op == "call_module":
             calls[n.target] = calls.get(n.target, 0) + 1
     found: dict[str, tuple[str, int]] = {}
-    for pos, node in enumerate(graph.gm.graph.nodes):
+    for pos, node in enumerate(graph.fx_graph.nodes):
         if node.op != "call_module" or not isinstance(modules.get(node.target), NORMS) or len(node.users) != 1:
             continue
         (user,) = node.users
