@@ -20,8 +20,8 @@ top-1), cut by ``l1`` to 50% MACs with no fine-tuning, then recalibrated on N ba
 
 The gain is flat from 2 batches on (the differences are within the subset's noise); 20 is
 kept, ten times past the knee, as a margin for networks with more BatchNorm layers or
-noisier batches, at 6 s per cut on one thread (a 75% cut or a larger model moves the knee;
-a 1-epoch resnet20 measured before the converged one plateaued from 10 batches). Recalibrating
+noisier batches (a 1-epoch resnet20 measured before the converged one plateaued only from
+10 batches; deeper cuts and larger models are not measured), at 6 s per cut on one thread. Recalibrating
 the unpruned model on 50 batches left it at 94.40 / 94.35%. Reproduce with::
 
     OMP_NUM_THREADS=1 python benchmarks/bn_recalibration.py \
