@@ -15,10 +15,12 @@ Appl. Intell. 2022; see docs/methods.md). Kernels ``W[j, i]`` are masked, not ch
   layers: HNSI over group norms is near 1 (norms of 16-64 kernels average out), so at
   ``high_strength = 1`` the cut lands mostly on scattered kernels and few channels go
   (at 50% kernel-sparse MACs, 13.9% fewer dense MACs on a resnet56 trained to ~80%, 18.6% on
-  a random-init vgg16); 0.6 moves stage 2's cut to whole channels of the high-level convs (22.6% and
-  30.4%, b64 1.07x and 1.40x faster: ``benchmarks/results/hnsi_structure.md``), the low-level convs
-  keep their input channels (on that vgg16 features.3 lost 2: two filters of features.0 lost every kernel and were
-  folded forward); before fine-tuning it costs more top-1 on that resnet56 (11.3% against 24.9% after both cuts, BN recalibrated). Two other readings were measured
+  a random-init vgg16); 0.6 moves stage 2's cut to whole channels of the high-level convs
+  (22.6% and 30.4%, b64 1.07x and 1.40x faster: ``benchmarks/results/hnsi_structure.md``),
+  the low-level convs keep their input channels (on that vgg16 features.3 lost 2: two
+  filters of features.0 lost every kernel and were folded forward); before fine-tuning it
+  costs more top-1 on that resnet56 (11.3% against 24.9% after both cuts, BN recalibrated).
+  Two other readings were measured
   and dropped: the layer's kernel ``keep`` spent on whole groups (14.6% on resnet56: kernel
   and group HNSI barely differ after stage 1), and stage 2 cutting only the high-level convs
   (27.8%, but the paper's stage 2 prunes every conv).
