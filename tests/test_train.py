@@ -93,6 +93,34 @@ def test_unknown_config_key_is_named():
 
 
 @pytest.mark.slow
+def test_a_second_rank_starting_late_does_not_refuse_rank_0s_run_json(tmp_path, monkeypatch):
+    """Ranks start unsynchronised: rank 1 may find the run.json rank 0 wrote a moment ago.
+
+    The disk is rank 0's to judge, so rank 1 goes on to training; rank 0 itself, or a
+    single process, still refuses a folder that holds another run's files.
+    """
+    import sys
+
+    from secateurs.commands.train import train_command
+
+    train_pkg = sys.modules["secateurs.train"]  # the package; ``secateurs.train`` the attribute is the function
+
+    started = []
+    monkeypatch.setattr(train_pkg, "train", lambda *a, **k: started.append(k["run_dir"]))
+    kw = dict(resume=False, model="test_resnet", dataset="synthetic", data_dir=None, overrides={"epochs": 1})
+    train_command(tmp_path, **kw)  # rank 0 (a single process): claims the folder, writes run.json
+    assert (tmp_path / "run.json").is_file() and started == [tmp_path]
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    train_command(tmp_path, **kw)  # rank 1, late: the run.json is its own run's
+    assert started == [tmp_path, tmp_path]
+
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ConfigError, match="run.json.*already exists"):
+        train_command(tmp_path, **kw)
+
+
 def test_torchrun_two_processes_match_one_process(tmp_path, one_thread):
     """Global batch 64: 2 ranks x 32 with batch-norm statistics over the global batch vs 1 x 64."""
     args = [

@@ -92,15 +92,20 @@ def train_command(
 
     out, overrides = Path(out), dict(overrides or {})
     outputs = [out / name for name in TRAIN_FILES]
-    if resume or not overwrite:  # an existing run is offered --resume first
+    info = dist_info()
+    # Under torchrun the disk is judged by rank 0 alone: the ranks start unsynchronised, so
+    # another rank could find the run.json rank 0 has just written and refuse its own run.
+    # A refusal on rank 0 ends the job (torchrun stops the other ranks).
+    judge = resume or info.is_main
+    if judge and (resume or not overwrite):  # an existing run is offered --resume first
         check_run_dir(out, resume)
     if resume:
         saved = read_run(out)
         run = _resumed_run(out, saved, model, dataset, data_dir, overrides, dataset_options)
     else:
         run = _new_run(model, dataset, data_dir, stem, overrides, dataset_options)
-        claim(outputs, overwrite=overwrite)
-    info = dist_info()
+        if judge:
+            claim(outputs, overwrite=overwrite)
     if run.config.batch_size % info.world_size:
         raise ConfigError(
             f"--batch-size {run.config.batch_size} is the global batch and must divide evenly over the "
