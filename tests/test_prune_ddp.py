@@ -43,3 +43,28 @@ def test_torchrun_prune_matches_one_process(trained_checkpoint_4_classes, tmp_pa
     assert m1["after"]["macs"] == m2["after"]["macs"] < m1["before"]["macs"]
     history = [json.loads(l) for l in (tmp_path / "two" / "finetune-2" / "metrics.jsonl").read_text().splitlines()]
     assert [r["world_size"] for r in history] == [2]
+
+
+def test_a_late_rank_leaves_the_folder_to_rank_0(trained_checkpoint_4_classes, tmp_path, monkeypatch, capsys):
+    """Rank 1 may start after rank 0 has begun writing ``--out``; rank 0 alone judges the disk.
+
+    Rank 0 (or one process) still refuses the folder of an earlier run, and the late rank
+    goes on to the pruning run (replaced here by a recorder: the command, not the run).
+    """
+    from secateurs.commands import prune_run
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "log.txt").write_text("rank 0 began\n")
+    started = []
+    monkeypatch.setattr(prune_run, "prune_command", lambda *a, **k: started.append(a[1]))
+    args = ["prune", "--from", str(trained_checkpoint_4_classes), "--out", str(out), "--macs-reduction", "0.3"]
+    args += ["--dataset", "synthetic"]
+    assert main(args) == 2
+    assert "log.txt' already exists" in capsys.readouterr().err
+    assert started == []
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main(args) == 0  # past every check, into the (recorded) run; only rank 0 prints a summary
+    assert started == [out]

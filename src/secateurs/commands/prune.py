@@ -192,14 +192,17 @@ def run(args: argparse.Namespace) -> None:
         outputs += [args.out / n for n in report_files()]  # report.md and its figures
         # The checks in order of what the user most needs to hear: --out would replace the
         # --from model; --out holds an earlier pruning run (offer --resume); any other file.
-        claim(outputs, source=args.ckpt, overwrite=True, overwrite_flag=None)
-        check_out(args.out, resume=False)
-        claim(
-            outputs,
-            source=args.ckpt,
-            overwrite_flag=None,
-            other_way=" (or pass --resume, if it is an interrupted pruning run to continue)",
-        )
+        # Under torchrun rank 0 alone judges the disk: a rank starting late would find the
+        # files rank 0 has begun to write (a refusal on rank 0 ends the whole job).
+        if dist_info().is_main:
+            claim(outputs, source=args.ckpt, overwrite=True, overwrite_flag=None)
+            check_out(args.out, resume=False)
+            claim(
+                outputs,
+                source=args.ckpt,
+                overwrite_flag=None,
+                other_way=" (or pass --resume, if it is an interrupted pruning run to continue)",
+            )
         result = prune_command(
             args.ckpt, args.out, config, args.dataset, args.data_dir, dict(args.dataset_options), arch=arch_spec(args)
         )
