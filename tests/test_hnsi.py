@@ -259,12 +259,13 @@ def test_materialized_outputs_equal_the_masked_outputs(kernel):
         model.c.weight[:, [2, 6]] *= 1e-3  # groups of the high-level c: dropped, so b's filters 2, 6 are unread
         model.b.weight[5] *= 1e-3  # b's filter 5: emptied, its constant folded into c
     shape = (1, 8, 8)
-    run_stage(model, 0.5, 2, shape, low_layers=["b"], last=True, high_level="kernels")
+    # Without the rule, so that b (low-level) may lose a whole filter (with it, see the next test).
+    run_stage(model, 0.5, 2, shape, low_layers=["b"], last=True, high_level="kernels", at_least_one="none")
     masks = masks_of(model)
     ref, record, out = materialized_against_masked(model, shape)
     unread, constant = rows(masks["c"], 0), rows(masks["b"], 1)  # b's channels c no longer reads; b's empty filters
     gone, folded = unread | constant, constant - unread
-    assert {2, 6} <= unread and 5 in folded and not rows(masks["b"], 0)  # b is low-level: no group emptied
+    assert {2, 6} <= unread and 5 in folded and not rows(masks["b"], 0)  # no group of b emptied here
     assert record["inputs_removed"] == {"c": len(gone)}
     assert record["outputs_removed"] == {"b": len(gone), "b_bn": len(gone)}
     assert record["filters_folded"] == {"b": len(folded)}
@@ -281,6 +282,34 @@ def test_materialized_outputs_equal_the_masked_outputs(kernel):
         inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))
         torch.testing.assert_close(out[inner], ref[inner], rtol=0, atol=1e-12)
     assert not any(MASK in m._buffers for m in model.modules())
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_low_level_convs_keep_every_filter_so_the_next_keeps_its_inputs(stage):
+    """A low-level filter with no kernel left is a constant that materialisation folds forward,
+    and the conv after it would stop reading that channel. Under the rule, a low-level conv gives
+    an emptied filter its strongest kernel back (and pays for it: the target is still met); a
+    high-level conv does not."""
+    model = fresh_model()
+    first, second = LOW[1], LOW[2]  # stages.0.0.conv1.0 feeds stages.0.0.conv2.0 only
+    high = "stages.2.0.conv1.0"
+    with torch.no_grad():
+        for name in (first, high):
+            model.get_submodule(name).weight[[1, 4]] *= 1e-4  # two filters far below the rest
+    strongest = {n: model.get_submodule(n).weight.detach().abs().sum((2, 3))[[1, 4]].argmax(1) for n in (first, high)}
+    # high_level="kernels": the high-level conv's weak filters go kernel by kernel in stage 2 too.
+    goal = 0.6 if stage == 2 else 0.35
+    outcome, base = run_stage(model, goal, stage, low_layers=",".join(LOW), high_level="kernels")
+    masks = masks_of(model)
+    assert masks[first].any(1).all()  # every filter of the low-level conv still computes
+    assert masks[first][[1, 4]].sum(1).tolist() == [1, 1]  # each by its strongest kernel alone
+    assert masks[first][[1, 4]].float().argmax(1).tolist() == strongest[first].tolist()
+    assert not masks[high][[1, 4]].any()  # the high-level conv's weak filters are emptied
+    assert outcome.details["empty_filters"].get(high) >= 2 and first not in outcome.details["empty_filters"]
+    assert goal <= sparse_reduction(model, base) <= goal + 0.01
+
+    record = materialize_record(model, torch.zeros(1, *SHAPE))
+    assert second not in record["inputs_removed"], record["inputs_removed"]
 
 
 def test_high_level_convs_keep_whole_groups_ranked_by_their_norms():

@@ -44,10 +44,29 @@ def _c_max(effective: torch.Tensor, n: torch.Tensor) -> float:
     return float((n[live] / effective[live]).max()) * (1 + 1e-9) if live.any() else 1.0
 
 
+def keep_every_filter(mask: torch.Tensor, alive: torch.Tensor, saliency: torch.Tensor) -> torch.Tensor:
+    """``mask`` ``[out, in/groups]`` with every filter that lost its last live kernel given its
+    strongest back. A filter with no kernel is a constant that materialisation folds forward,
+    so the next conv would stop reading that channel: the low-level convs keep their filters
+    so that the low-level convs after them keep every input channel."""
+    empty = alive.any(1) & ~mask.any(1)
+    if not empty.any():
+        return mask
+    best = saliency.masked_fill(~alive, -math.inf).argmax(1)
+    mask = mask.clone()
+    mask[empty, best[empty]] = True
+    return mask
+
+
 def in_groups(
-    layers: list[KernelLayer], alive: dict[str, torch.Tensor], saliency: dict[str, torch.Tensor], lo: int = 1
+    layers: list[KernelLayer],
+    alive: dict[str, torch.Tensor],
+    saliency: dict[str, torch.Tensor],
+    lo: int = 1,
+    keep_filters: frozenset[str] = frozenset(),
 ) -> StagePlan:
-    """Stage 1: ``keep`` per input-channel group of every conv."""
+    """Stage 1: ``keep`` per input-channel group of every conv; the ``keep_filters`` convs give
+    an emptied filter its strongest kernel back (:func:`keep_every_filter`), and pay for it."""
     sets = []
     for layer in layers:
         g = layer.conv.groups
@@ -59,14 +78,25 @@ def in_groups(
     n = torch.cat([x[3] for x in sets])
     w = torch.cat([torch.full_like(x[3], x[0].cost) for x in sets])
 
+    def layer_mask(c: float, layer: KernelLayer, a, s, k, ef) -> torch.Tensor:
+        mask = from_input(top_k_mask(s, a, keep_counts(ef, k, c, lo)), layer.conv.groups)
+        if layer.name in keep_filters:
+            mask = keep_every_filter(mask, alive[layer.name], saliency[layer.name])
+        return mask
+
+    def given_back(c: float) -> int:
+        """Kernels the kept filters cost above the groups' ``keep`` (each in an emptied filter)."""
+        total = 0
+        for x in sets:
+            if x[0].name in keep_filters:
+                total += (int(layer_mask(c, *x).sum()) - int(keep_counts(x[4], x[3], c, lo).sum())) * x[0].cost
+        return total
+
     def cost(c: float) -> float:
-        return float((keep_counts(e, n, c, lo) * w).sum())
+        return float((keep_counts(e, n, c, lo) * w).sum()) + given_back(c)
 
     def select(c: float) -> dict[str, torch.Tensor]:
-        return {
-            layer.name: from_input(top_k_mask(s, a, keep_counts(ef, k, c, lo)), layer.conv.groups)
-            for layer, a, s, k, ef in sets
-        }
+        return {x[0].name: layer_mask(c, *x) for x in sets}
 
     return StagePlan(cost, select, _c_max(e, n))
 
@@ -138,7 +168,8 @@ def _kernels_in_layers(
     lo: int,
     restore: frozenset[str],
 ) -> StagePlan:
-    """``keep`` over all remaining kernels of every conv (the ``restore`` ones give an emptied group its strongest back)."""
+    """``keep`` over all remaining kernels of every conv; the ``restore`` ones give an emptied
+    group, then an emptied filter, its strongest kernel back (and the cost counts them)."""
     rows = []
     for layer in layers:
         a, s = alive[layer.name], saliency[layer.name] * alive[layer.name]
@@ -148,35 +179,32 @@ def _kernels_in_layers(
         rank = rank.view(a.shape)
         g = layer.conv.groups
         rank_in = by_input(rank, g).masked_fill(~by_input(a, g), a.numel())
-        best = rank_in.min(1).values  # the rank of each group's strongest kernel
         live = by_input(a, g).any(1)
-        firsts = torch.sort(best[live]).values if layer.name in restore else torch.empty(0, dtype=torch.int64)
         n = a.sum()
-        rows.append((layer, a, rank, rank_in, live, firsts, n, effective_count(s.sum(), s.square().sum(), n)))
+        rows.append((layer, a, rank, rank_in, live, n, effective_count(s.sum(), s.square().sum(), n)))
     if not rows:
         return StagePlan(lambda c: 0.0, lambda c: {}, 0.0)
-    e = torch.stack([r[7] for r in rows])
-    n = torch.stack([r[6] for r in rows])
+    e = torch.stack([r[6] for r in rows])
+    n = torch.stack([r[5] for r in rows])
 
-    def kept(c: float) -> list[tuple[int, int]]:
-        """(kernels by rank, groups given back) per conv."""
-        ks = keep_counts(e, n, c, lo).tolist()
-        return [(k, len(r[5]) - int(torch.searchsorted(r[5], k))) for k, r in zip(ks, rows)]
+    def layer_mask(k: int, row: tuple) -> torch.Tensor:
+        layer, a, rank, rank_in, live, _, _ = row
+        mask = (rank < k) & a
+        if layer.name in restore:  # every emptied group, then every emptied filter, gets its strongest back
+            g = layer.conv.groups
+            m_in = by_input(mask, g)
+            empty = live & ~m_in.any(1)
+            m_in[empty, rank_in[empty].argmin(1)] = True
+            mask = keep_every_filter(from_input(m_in, g), a, -rank.double())
+        return mask
 
     def cost(c: float) -> float:
-        return float(sum((k + back) * r[0].cost for (k, back), r in zip(kept(c), rows)))
+        ks = keep_counts(e, n, c, lo).tolist()
+        return float(
+            sum((int(layer_mask(k, r).sum()) if r[0].name in restore else k) * r[0].cost for k, r in zip(ks, rows))
+        )
 
     def select(c: float) -> dict[str, torch.Tensor]:
-        out = {}
-        for (k, _), (layer, a, rank, rank_in, live, firsts, _, _) in zip(kept(c), rows):
-            mask = (rank < k) & a
-            if len(firsts):
-                g = layer.conv.groups
-                m_in = by_input(mask, g)
-                empty = live & ~m_in.any(1)
-                m_in[empty, rank_in[empty].argmin(1)] = True
-                mask = from_input(m_in, g)
-            out[layer.name] = mask
-        return out
+        return {r[0].name: layer_mask(k, r) for k, r in zip(keep_counts(e, n, c, lo).tolist(), rows)}
 
     return StagePlan(cost, select, _c_max(e, n))

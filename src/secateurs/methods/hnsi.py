@@ -194,16 +194,15 @@ def hnsi_round(ctx: RoundContext) -> RoundOutcome:
     fixed = count_macs(ctx.model, shape, sparse=True) - sum(int(alive[x.name].sum()) * x.cost for x in layers)
     lo = 0 if o.at_least_one == "none" else 1
     low = low_layers(layers, o)
+    # The convs that keep every input group (stage 2) and every filter (both stages).
+    ruled = {"stage": frozenset(low), "none": frozenset(), "all": frozenset(x.name for x in layers)}[o.at_least_one]
     if stage == 1:
-        plan = in_groups(layers, alive, saliency, lo)
+        plan = in_groups(layers, alive, saliency, lo, keep_filters=ruled)
     else:
-        restore = {"stage": frozenset(low), "none": frozenset(), "all": frozenset(x.name for x in layers)}
         whole = frozenset(
-            x.name
-            for x in layers
-            if x.name not in low and x.name not in restore[o.at_least_one] and o.high_level == "groups"
+            x.name for x in layers if x.name not in low and x.name not in ruled and o.high_level == "groups"
         )
-        plan = in_layers(layers, alive, saliency, lo, restore[o.at_least_one], whole, o.high_strength)
+        plan = in_layers(layers, alive, saliency, lo, ruled, whole, o.high_strength)
     target = ctx.reference * (1 - ctx.goal)
     c, cost, reached = solve_strength(plan.cost, target - fixed, plan.c_max)
     final = None
