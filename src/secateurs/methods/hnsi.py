@@ -8,6 +8,10 @@ Appl. Intell. 2022; see docs/methods.md). Kernels ``W[j, i]`` are masked, not ch
   In low-level layers (the first ``low_fraction`` of the convs in forward order, or
   ``low_layers``) a group left empty gets its strongest kernel back; in high-level layers
   it stays empty, and the layer stops reading that input channel. Fine-tuning again.
+  In both stages a low-level filter left with no kernel gets its strongest back too: an
+  empty filter is a constant that materialisation folds forward, and the low-level conv
+  reading it would lose that input channel (two filters of vgg16's features.0 did, at 50%,
+  before this rule).
   How a high-level conv decides (``high_level="groups"``): HNSI over its input-channel
   groups' norms (a group's norm: the sum of its live kernels' saliencies) gives
   ``keep(norms; high_strength * c)`` groups, the strongest kept whole, the others dropped
@@ -16,9 +20,8 @@ Appl. Intell. 2022; see docs/methods.md). Kernels ``W[j, i]`` are masked, not ch
   ``high_strength = 1`` the cut lands mostly on scattered kernels and few channels go
   (at 50% kernel-sparse MACs, 13.9% fewer dense MACs on a resnet56 trained to ~80%, 18.6% on
   a random-init vgg16); 0.6 moves stage 2's cut to whole channels of the high-level convs
-  (22.6% and 30.4%, b64 1.07x and 1.40x faster: ``benchmarks/results/hnsi_structure.md``),
-  the low-level convs keep their input channels (on that vgg16 features.3 lost 2: two
-  filters of features.0 lost every kernel and were folded forward); before fine-tuning it
+  (22.6% and 30.2%, b64 1.05x and 1.40x faster: ``benchmarks/results/hnsi_structure.md``),
+  the low-level convs keep every input channel; before fine-tuning it
   costs more top-1 on that resnet56 (11.3% against 24.9% after both cuts, BN recalibrated).
   Two other readings were measured
   and dropped: the layer's kernel ``keep`` spent on whole groups (14.6% on resnet56: kernel
@@ -85,7 +88,8 @@ class HNSIOptions:
     stage1_epochs: int | None = None
     single_stage: bool = False  # the ablation: stage 2 alone, at the whole target, one fine-tuning
     #: "stage", "none" or "all" (RULES). In stage 1 the ceiling in keep() already leaves every
-    #: group a kernel whenever c > 0, so "none" acts on stage 2's low-level layers.
+    #: group a kernel whenever c > 0, so "none" acts on stage 2's low-level layers. Where the
+    #: rule applies, a filter left with no kernel also gets its strongest back (both stages).
     at_least_one: str = "stage"
     #: How stage 2 prunes the high-level convs: "groups" keeps ``keep`` of their input-channel
     #: groups (ranked by the groups' norms) and drops the rest whole, so the layer stops reading
