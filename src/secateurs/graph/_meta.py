@@ -23,8 +23,17 @@ class MetaInterpreter(torch.fx.Interpreter):
     how surgery checks the narrowed model against the graph traced before.
     """
 
-    def __init__(self, module: nn.Module, *args: Any, calls: LayerCalls | None = None, **kwargs: Any) -> None:
-        super().__init__(module, *args, **kwargs)
+    def __init__(
+        self,
+        module: nn.Module,
+        *args: Any,
+        calls: LayerCalls | None = None,
+        garbage_collect_values: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        # Meta values hold no storage, so none is freed early: that skips the last-use table
+        # Interpreter.__init__ builds otherwise (a walk of every node, each run).
+        super().__init__(module, *args, garbage_collect_values=garbage_collect_values, **kwargs)
         #: When given, every module call is noted in it (the counted layers' shapes, for MACs).
         self.calls = calls
         # Meta kernels are Python decompositions (an add costs ~0.1 ms, a conv ~0.3 ms), and a

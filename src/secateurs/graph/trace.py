@@ -67,7 +67,8 @@ class _ChannelPass(MetaInterpreter):
     def __init__(
         self, gm: nn.Module, state: State, calls: LayerCalls | None = None, graph: torch.fx.Graph | None = None
     ) -> None:
-        super().__init__(gm, graph=graph, calls=calls)
+        # Values freed at their last use: the id tensors of a node go with its value.
+        super().__init__(gm, graph=graph, calls=calls, garbage_collect_values=True)
         self.state = state
         self.ids: dict[torch.fx.Node, Any] = {}
 

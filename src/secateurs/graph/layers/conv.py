@@ -43,17 +43,33 @@ def flow(state: State, node, out, args, kwargs):
     return _ids.broadcast_channels(out_ids, out.shape)
 
 
+#: From this many weights, a conv losing rows and columns is narrowed in one pass (below).
+_ONE_PASS = 1 << 19
+
+
+def _rows_and_columns(w: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``w[rows][:, cols]`` in one copy: the kept kernels' flat indices, one ``index_select``
+    over ``[out * in, kh * kw]``. Two passes read the whole weight and write half of it, then
+    read that half again; on vgg16's 512x512 3x3 convs this is twice as fast (memory-bound),
+    below ~2**19 weights building the index costs more than it saves."""
+    cin = w.shape[1]
+    rows, cols = rows.to(w.device), cols.to(w.device)
+    flat = (rows.unsqueeze(1) * cin + cols).flatten()
+    return w.detach().reshape(w.shape[0] * cin, -1).index_select(0, flat).view(len(rows), len(cols), *w.shape[2:])
+
+
 def prune(j: Journal, m: nn.Module, rm: dict[str, list[int]]) -> None:
     out_rm, in_rm = rm.get("out", []), rm.get("in", [])
     g, cin, cout = m.groups, m.in_channels, m.out_channels
     w = m.weight
+    one_pass = bool(out_rm and in_rm) and g == 1 and w.numel() >= _ONE_PASS
     if out_rm:  # rows first: the column pass below then copies the smaller tensor
         keep = j.keep(cout, out_rm)
-        w = narrow(w, 0, keep)
+        w = _rows_and_columns(w, keep, j.keep(cin, in_rm)) if one_pass else narrow(w, 0, keep)
         narrow_param(j, m, "bias", 0, keep)
-    if in_rm and g == 1:
+    if in_rm and g == 1 and not one_pass:
         w = narrow(w, 1, j.keep(cin, in_rm))
-    elif in_rm and g < cin:  # grouped: each group loses the same number of inputs (checked)
+    elif in_rm and 1 < g < cin:  # grouped: each group loses the same number of inputs (checked)
         per_in, per_out = cin // g, (cout - len(out_rm)) // g
         blocks = []
         for k in range(g):
