@@ -1,4 +1,4 @@
-"""``copy_model`` (``pipeline/_copy.py``) must give exactly what ``copy.deepcopy`` gives:
+"""``copy_model`` (``src/secateurs/_copy.py``) must give exactly what ``copy.deepcopy`` gives:
 the same module types, attributes, parameters and buffers (values, dtypes, layouts,
 ``requires_grad``), no storage shared with the original, and the same aliasing (a tied
 weight or shared module is one object in the copy too). Plain models take its own path;
@@ -20,7 +20,7 @@ import torch.nn as nn
 
 import secateurs
 
-C = importlib.import_module("secateurs.pipeline._copy")
+C = importlib.import_module("secateurs._copy")
 
 
 def _same(orig: Any, a: Any, b: Any, pairs: dict[int, tuple[int, int]]) -> None:

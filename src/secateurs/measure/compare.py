@@ -16,7 +16,6 @@ that the speed-up is unreliable instead of printing it bare.
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import time
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .._copy import copy_model
 from ..errors import ConfigError
 from ._common import eval_mode, forward_errors_as_config, indexed_device, model_device_dtype, sample_shape
 from .latency import call_ms
@@ -193,7 +193,7 @@ def _check(
 
 def _runner(model: nn.Module, target: torch.device) -> nn.Module:
     """The model itself when it is on ``target``, else a copy there: the caller's never moves."""
-    return model if model_device_dtype(model)[0] == target else copy.deepcopy(model).to(target)
+    return model if model_device_dtype(model)[0] == target else copy_model(model).to(target)
 
 
 def compare_latency(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Sequence
 
@@ -10,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .._copy import copy_model
 from ..errors import ConfigError
 from ._common import eval_mode, forward_errors_as_config, indexed_device, model_device_dtype, sample_shape
 
@@ -79,7 +79,7 @@ def measure_latency(
     shape = sample_shape(model, input_shape)
     model_device, dtype = model_device_dtype(model)
     target = indexed_device(device) if device is not None else model_device
-    runner = model if target == model_device else copy.deepcopy(model).to(target)
+    runner = model if target == model_device else copy_model(model).to(target)
     old_threads = torch.get_num_threads()
     batches: dict[int, dict[str, float]] = {}
     try:

@@ -3,7 +3,6 @@ kernel costs, the masks a model holds, and the materialisation record."""
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .._copy import copy_model
 from ..graph import KernelMasks, MaterializeReport, apply_kernel_masks, materialize
 from ..graph.masks import MASK
 from ..measure._common import eval_mode
@@ -87,7 +87,7 @@ def restore_masks(model: nn.Module) -> None:
 def materialized_sparse_macs(model: nn.Module, masks: dict[str, torch.Tensor], example: torch.Tensor) -> int:
     """The kernel-sparse MACs ``model`` would have with ``masks`` once materialised (on a copy):
     materialising also drops the kernels of filters nobody reads and of those reading constants."""
-    twin = copy.deepcopy(model)
+    twin = copy_model(model)
     held_masks(twin).remove()
     apply_kernel_masks(twin, {name: m for name, m in masks.items() if not m.all()})
     return materialize(twin, example).sparse_macs[1]

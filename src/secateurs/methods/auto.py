@@ -25,7 +25,6 @@ on the same budget and are refused as candidates; ``random`` is a control, not a
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from typing import Any
 
 import torch
 
+from .._copy import copy_model
 from .._types import check_field_types
 from ..errors import ConfigError, PruningError
 from ..graph import trace
@@ -89,7 +89,7 @@ class AutoOptions:
 def _try(method: Method, ctx: RoundContext) -> dict[str, Any]:
     """One candidate: cut a copy, recalibrate it, score it on the held-out samples."""
     t0 = time.perf_counter()
-    trial = copy.deepcopy(ctx.model)
+    trial = copy_model(ctx.model)
     sub = dataclasses.replace(ctx, model=trial, graph=trace(trial, ctx.example), options=method.make_options())
     try:
         outcome = method.round(sub)

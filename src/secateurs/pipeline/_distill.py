@@ -9,7 +9,6 @@ other's prediction. The modes are registered in :mod:`.finetune`.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .._copy import copy_model
 from ..errors import ConfigError, unknown_choice
 from ..train import TrainConfig
 from ..train.trainer import Objective
@@ -113,7 +113,7 @@ Built = tuple[Objective | None, dict[str, nn.Module]]
 
 
 def kd_objective(model: nn.Module, reference: nn.Module | None, config: TrainConfig, o: DistillOptions) -> Built:
-    teacher = copy.deepcopy(reference).eval().requires_grad_(False)
+    teacher = copy_model(reference).eval().requires_grad_(False)
 
     def objective(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if next(teacher.parameters()).device != x.device:  # the trainer moves only what it trains
@@ -127,7 +127,7 @@ def kd_objective(model: nn.Module, reference: nn.Module | None, config: TrainCon
 
 
 def _perturbed_copy(model: nn.Module, noise: float, seed: int) -> nn.Module:
-    peer = copy.deepcopy(model)
+    peer = copy_model(model)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in peer.parameters():
@@ -142,7 +142,7 @@ PEER_STEP = "mlft_step"
 
 
 def mlft_objective(model: nn.Module, reference: nn.Module | None, config: TrainConfig, o: MutualOptions) -> Built:
-    peer = copy.deepcopy(reference) if o.peer == "unpruned" else _perturbed_copy(model, o.peer_noise, config.seed)
+    peer = copy_model(reference) if o.peer == "unpruned" else _perturbed_copy(model, o.peer_noise, config.seed)
     peer.requires_grad_(True)
     if o.peer_every > 1:
         peer.register_buffer(PEER_STEP, torch.zeros((), dtype=torch.int64))

@@ -12,13 +12,13 @@ A round is one :class:`~.result.RoundRecord` from its cut on: the header holds i
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
 
+from .._copy import copy_model
 from ..errors import ConfigError
 from .plan import RunPlan, resume_conflicts
 from .result import RoundRecord
@@ -103,4 +103,4 @@ def load_progress(run_dir: Path, model: nn.Module, plan: RunPlan) -> tuple[nn.Mo
             f"cannot resume with a different configuration: {diff} (saved, now); resume with the "
             "run's own options, or start a new run"
         )
-    return load(path, model=copy.deepcopy(model)), Progress.from_meta(saved)
+    return load(path, model=copy_model(model)), Progress.from_meta(saved)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .._copy import copy_model
 from ..errors import ConfigError
 from ..graph import trace
 from ..measure import compare_latency
@@ -23,7 +24,6 @@ from ..methods import RoundContext
 from ..select import CostModel, floors_for
 from ..train import STATE_FILE
 from ..train.distributed import process_group
-from ._copy import copy_model
 from ._data import RunData, calibration_batches, top1_accuracy  # noqa: F401  (top1_accuracy: imported from here)
 from ._state import RunState, channels, snapshot
 from .config import PruneConfig
