@@ -91,6 +91,32 @@ def test_resume_refuses_another_configuration(data, tmp_path):
         )
 
 
+def test_resume_refuses_options_whose_defaults_moved(data, tmp_path):
+    """The options as given match, but one resolves differently now than when the run started
+    (a default changed in between: simulated by editing the saved resolved options). The run
+    would go on as another run, so it is refused by name, and the directory is left as it is."""
+    from secateurs.io import load, read_meta, save
+    from secateurs.pipeline.progress import PROGRESS_FILE
+
+    train_set, test_set = data
+    options = {**OPTIONS, "finetune": "mlft"}
+    secateurs.prune(_model(), "l1", train_set=train_set, test_set=test_set, run_dir=tmp_path, **options)
+    path = tmp_path / PROGRESS_FILE
+    meta = read_meta(path)
+    resolved = meta["prune_progress"]["resolved"]
+    assert resolved["finetune_options"]["peer_every"] == 4  # the defaults, filled in, were saved
+    assert resolved["method_options"] == {}  # l1 has no options
+    resolved["finetune_options"]["peer_every"] = 1  # as a run started before the default was 4
+    save(load(path, model=_model()), path, meta)
+    before = path.read_bytes()
+
+    with pytest.raises(secateurs.ConfigError, match=r"finetune_options .*peer_every: 1 then, 4 now"):
+        secateurs.prune(
+            _model(), "l1", train_set=train_set, test_set=test_set, run_dir=tmp_path, resume=True, **options
+        )
+    assert path.read_bytes() == before
+
+
 def test_cli_resume(trained_checkpoint, tmp_path, capsys):
     out = tmp_path / "p"
     args = prune_argv(trained_checkpoint, out, "--finetune-epochs", "1", *fast(1), method="l1", macs=0.4)

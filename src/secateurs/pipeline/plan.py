@@ -11,7 +11,7 @@ and resume -- reads the plan instead of deriving any of it again.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -123,6 +123,16 @@ class RunPlan:
         target = self.config.target
         return None if target is None else target * self.rounds[round - 1].share
 
+    def resolved_options(self) -> dict[str, dict[str, Any]]:
+        """The method's and the fine-tuning's options with every default filled in: what the
+        run really uses. Saved with its progress, so that a resume after a default changed
+        (a newer secateurs) is refused instead of quietly continuing as another run."""
+        tuning = self.finetuning.options
+        return {
+            "method_options": asdict(self.options),
+            "finetune_options": asdict(tuning) if is_dataclass(tuning) else {},
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """What ``config.json`` holds of the plan (the run's own entries go beside it)."""
         epochs = self.epochs
@@ -133,7 +143,7 @@ class RunPlan:
             "rounds": len(self.rounds),
             "epochs_per_round": epochs,
             "finetune_train": longest.train.to_dict() if any(epochs) else None,
-            "method_options": asdict(self.options),
+            **self.resolved_options(),
             "device": str(self.device),
         }
 

@@ -41,14 +41,18 @@ class Progress:
         """``round``'s record when the run stopped between its cut and the end of its fine-tuning."""
         return self.cut if self.stage == "cut" and self.round == round else None
 
-    def to_meta(self, config: dict[str, Any]) -> dict[str, Any]:
+    def to_meta(self, config: dict[str, Any], resolved: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The header: the state, the configuration as given and, as ``resolved``, the
+        options with their defaults filled in (:meth:`RunPlan.resolved_options`)."""
         state = {**self.__dict__, "records": [asdict(r) for r in self.records]}
         state["cut"] = asdict(self.cut) if self.cut is not None else {}
-        return {"prune_progress": {**state, "config": config}}
+        return {"prune_progress": {**state, "config": config, "resolved": resolved or {}}}
 
     @classmethod
     def from_meta(cls, saved: dict[str, Any]) -> Progress:
-        state = dict(saved)
+        """The state in a header; its configuration entries (``config``, ``resolved``) are
+        for :func:`load_progress` to check and are left out here."""
+        state = {k: v for k, v in saved.items() if k not in ("config", "resolved")}
         state["records"] = [RoundRecord(**r) for r in state.get("records", [])]
         cut = state.get("cut") or None
         state["cut"] = _record_of_cut(state.get("round", 0), cut) if cut else None
@@ -80,7 +84,7 @@ def _record_of_cut(round: int, cut: dict[str, Any]) -> RoundRecord:
 def save_progress(run_dir: Path, model: nn.Module, progress: Progress, plan: RunPlan) -> None:
     from ..io import save
 
-    save(model, run_dir / PROGRESS_FILE, progress.to_meta(plan.config.to_dict()))
+    save(model, run_dir / PROGRESS_FILE, progress.to_meta(plan.config.to_dict(), plan.resolved_options()))
 
 
 def load_progress(run_dir: Path, model: nn.Module, plan: RunPlan) -> tuple[nn.Module, Progress]:
@@ -103,4 +107,25 @@ def load_progress(run_dir: Path, model: nn.Module, plan: RunPlan) -> tuple[nn.Mo
             f"cannot resume with a different configuration: {diff} (saved, now); resume with the "
             "run's own options, or start a new run"
         )
+    _check_defaults(saved.pop("resolved", None) or {}, plan.resolved_options())
     return load(path, model=copy_model(model)), Progress.from_meta(saved)
+
+
+def _check_defaults(saved: dict[str, dict[str, Any]], now: dict[str, dict[str, Any]]) -> None:
+    """Refuse a resume whose options, defaults filled in, are not those the run started with.
+
+    The options as given can match while a default moved in between (a newer secateurs, e.g.
+    mlft's ``peer_every``): the resumed rounds would be another run's. A progress file written
+    before the resolved options were saved (empty ``saved``) cannot be checked, nor an option
+    the run did not have yet.
+    """
+    for group, values in saved.items():
+        current = now.get(group, {})
+        diff = {k: (v, current[k]) for k, v in values.items() if k in current and current[k] != v}
+        if diff:
+            changes = ", ".join(f"{k}: {v!r} then, {c!r} now" for k, (v, c) in sorted(diff.items()))
+            raise ConfigError(
+                f"cannot resume: {group} resolve differently from when the run started ({changes}; a "
+                "default changed since). Resume it with the secateurs version that started it, or start "
+                "a new run; the run directory is left as it is"
+            )
