@@ -231,11 +231,29 @@ def _revision() -> str:
     return head + (" + uncommitted changes in src/" if dirty else "")
 
 
+def paired_spread(ours: list[float], theirs: list[float]) -> tuple[float, float]:
+    """The quartiles (25th, 75th percentile) of the per-repeat ratios ours_i / theirs_i: the
+    two sides of a repeat run back to back, so the ratio cancels slow drifts of the machine,
+    and its spread says how far a ratio of medians can be trusted."""
+    ratios = sorted(a / b for a, b in zip(ours, theirs))
+    if len(ratios) < 2:
+        return ratios[0], ratios[0]
+    q = statistics.quantiles(ratios, n=4, method="inclusive")
+    return q[0], q[2]
+
+
 def _row(res: dict[str, Any]) -> list[str]:
-    med = res["median_ms"]
+    med, samples = res["median_ms"], res["samples_ms"]
     res["trace_ratio"] = med["ours_trace"] / med["tp_build"]
     res["surgery_ratio"] = med["ours_surgery"] / med["tp_prune"]
     res["goal_met"] = {"trace": res["trace_ratio"] <= GOAL, "surgery": res["surgery_ratio"] <= GOAL}
+    res["ratio_iqr"] = {
+        "trace": paired_spread(samples["ours_trace"], samples["tp_build"]),
+        "surgery": paired_spread(samples["ours_surgery"], samples["tp_prune"]),
+    }
+    # A miss whose paired ratios' middle half reaches below the goal is within the noise.
+    res["within_noise"] = {k: not res["goal_met"][k] and res["ratio_iqr"][k][0] <= GOAL for k in res["goal_met"]}
+    iqr = lambda k: f" ({res['ratio_iqr'][k][0]:.2f}-{res['ratio_iqr'][k][1]:.2f})"  # noqa: E731
     res["pruned_models_agree"] = (
         res["params_after"]["ours"] == res["params_after"]["tp"]
         and res["macs_after"]["ours"] == res["macs_after"]["tp"]
@@ -246,10 +264,10 @@ def _row(res: dict[str, Any]) -> list[str]:
         f"{res['model']} ({res['input'][-1]}x{res['input'][-1]})",
         f"{med['ours_trace']:.1f}",
         f"{med['tp_build']:.1f}",
-        f"{res['trace_ratio']:.2f}x",
+        f"{res['trace_ratio']:.2f}x" + iqr("trace"),
         f"{med['ours_surgery']:.1f}",
         f"{med['tp_prune']:.1f}",
-        f"{res['surgery_ratio']:.2f}x",
+        f"{res['surgery_ratio']:.2f}x" + iqr("surgery"),
         _pair(res["params_after"]),
         _pair(res["macs_after"]),
     ]
@@ -303,6 +321,7 @@ def main(argv=None) -> int:
     m = machine()
     command = "python benchmarks/engine_timing.py " + " ".join(argv if argv is not None else sys.argv[1:])
     missed = [f"{r['model']} {k}" for r in results for k, ok in r["goal_met"].items() if not ok]
+    noise = [f"{r['model']} {k}" for r in results for k, yes in r["within_noise"].items() if yes]
     disagree = [r["model"] for r in results if not r["pruned_models_agree"]]
     busy = [f"{name}: {note}" for name, window in windows.items() if (note := busy_note(window))]
     la = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
@@ -317,8 +336,15 @@ def main(argv=None) -> int:
             else [load_line]
         ),
         *busy,
-        f"**Goal: ours at most {GOAL:.1f}x theirs** (ratio = ours / Torch-Pruning, medians). "
-        + (f"Missed: {', '.join(missed)}." if missed else "Met for every model and both steps."),
+        f"**Goal: ours at most {GOAL:.1f}x theirs** (ratio = ours / Torch-Pruning, medians; in brackets the "
+        "25th-75th percentiles of the per-repeat ratios, each repeat timing both back to back). "
+        + (f"Missed: {', '.join(missed)}." if missed else "Met for every model and both steps.")
+        + (
+            f" Of these, within the noise (the middle half of the paired ratios reaches {GOAL:.1f}x or below): "
+            f"{', '.join(noise)}."
+            if noise
+            else ""
+        ),
         "After the 50% request the two pruned models "
         + (
             f"**disagree** for {', '.join(disagree)} (see `params_after`, `macs_after`, `same_layer_shapes`, "
