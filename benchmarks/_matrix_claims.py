@@ -2,8 +2,11 @@
 
 A difference is significant only when it is larger than twice the combined standard error
 ``sqrt(s_a^2 / n_a + s_b^2 / n_b)`` (sample standard deviations, ``n - 1``): about a 95%
-interval for the difference of two means. With fewer than two seeds on either side there is
-no standard error, and the difference is never called significant.
+interval for the difference of two means, and only with at least :data:`MIN_SEEDS` seeds on
+each side. Two seeds give a standard error but a poor one (one degree of freedom: two runs
+that happen to agree to the 0.01 point of the test set's resolution give a std of 0), so
+with two the difference and its 2SE are shown and it is not called significant; with one
+there is no standard error at all.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from dataclasses import dataclass
 from _matrix_spec import TP
 
 MET, NOT_MET, NOT_SIGNIFICANT, NOT_RUN = "met", "not met", "not significant", "not run yet"
+#: The fewest seeds per side for a difference to be called significant (the protocol's 3).
+MIN_SEEDS = 3
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,8 @@ def difference(a: Stat, b: Stat) -> Difference:
     if a.std is None or b.std is None:
         return Difference(a.mean - b.mean, None, False)
     se = math.sqrt(a.std**2 / a.n + b.std**2 / b.n)
-    return Difference(a.mean - b.mean, se, abs(a.mean - b.mean) > 2 * se)
+    enough = min(a.n, b.n) >= MIN_SEEDS
+    return Difference(a.mean - b.mean, se, enough and abs(a.mean - b.mean) > 2 * se)
 
 
 def verdict(d: Difference) -> str:

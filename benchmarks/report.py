@@ -220,7 +220,7 @@ def _header(profile: Profile, groups: dict, folder: Path) -> list[str]:
         "Columns: mean ± std over seeds (sample std). *raw*: right after the last cut, before BN "
         "recalibration; *BN recal.*: after it (n/a: not recorded). *final*: after fine-tuning (after the cut "
         "for FT epochs 0). *vs reference*: difference of the final means; `*` marks it significant (larger than "
-        "twice the combined standard error, shown as 2SE). Reduction: of the target's metric (kernel-sparse "
+        "twice the combined standard error, shown as 2SE, with at least 3 seeds on each side). Reduction: of the target's metric (kernel-sparse "
         "MACs for hnsi; params for a method's own threshold, `own`). Speed-up: b64 latency of the baseline "
         "over the pruned model, timed alternately in the same run.",
     ]
@@ -250,7 +250,8 @@ def build_report(profile: Profile, results: Path, out: Path) -> str:
             markdown_table(choice_head, choice) if choice else "No fine-tuned run yet.",
             "## Claims",
             "Status from the runs above: *met* / *not met* when the difference is significant, "
-            "*not significant* when it is within twice the combined standard error (or one seed only), "
+            "*not significant* when it is within twice the combined standard error or a side has fewer than 3 "
+            "seeds (2SE is still shown from 2), "
             "*not run yet* when a side has no run.",
             claim_md,
             "## auto's pick",

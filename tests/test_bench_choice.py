@@ -65,3 +65,16 @@ def test_variants_without_the_whole_budget_make_no_row(variant: str) -> None:
 
     rows, _ = choice_rows({("mobilenet_v2", "params15", variant): _runs(variant, [80.0, 81.0])})
     assert rows == []
+
+
+def test_fewer_than_three_seeds_on_a_side_is_never_significant() -> None:
+    """Two runs that agree to 0.01 point have a std of 0: with two seeds the difference and
+    its 2SE are shown, but only three seeds a side can make it significant."""
+    from _matrix_claims import NOT_SIGNIFICANT, Stat, difference, verdict
+
+    two_a, two_b = Stat.of([94.16, 94.16]), Stat.of([94.19, 94.23])
+    d = difference(two_a, two_b)
+    assert d.diff == pytest.approx(-0.05) and d.se == pytest.approx(math.sqrt(0.02**2 * 2 / 2))
+    assert abs(d.diff) > 2 * d.se and not d.significant and verdict(d) == NOT_SIGNIFICANT
+    three = difference(Stat.of([94.16, 94.16, 94.17]), Stat.of([94.19, 94.23, 94.21]))
+    assert three.significant and verdict(three) == "not met"
