@@ -12,11 +12,10 @@ import torch.nn as nn
 
 from .._copy import copy_model
 from ..graph import KernelMasks, MaterializeReport, apply_kernel_masks, materialize
+from ..graph.layers.kinds import CONVS
 from ..graph.masks import MASK
 from ..measure._common import eval_mode
 from ..measure.macs import nonzero_kernels
-
-CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def multi_kernel(m: nn.Module) -> bool:
