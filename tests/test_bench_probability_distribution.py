@@ -1,0 +1,72 @@
+"""benchmarks/probability_distribution.py: P(y <= 0) per layer type on a depthwise separable
+block whose BN parameters are planted, against Phi worked out by hand."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture(autouse=True)
+def _benchmarks_importable(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+
+
+def _phi(x: float) -> float:
+    return 0.5 * (1 + math.erf(x / math.sqrt(2)))
+
+
+def _block() -> nn.Module:
+    torch.manual_seed(0)
+    m = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, bias=False),  # stem: full 3x3
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 1, bias=False),  # expansion: pointwise
+        nn.BatchNorm2d(4),
+        nn.ReLU6(),
+        nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False),  # depthwise
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 2, 1, bias=False),
+        nn.BatchNorm2d(2),  # linear bottleneck: no activation, not a candidate
+    )
+    with torch.no_grad():
+        # beta / |gamma| = -3, -1, 0, 2: P = Phi(3), Phi(1), 0.5, Phi(-2)
+        for i in (1, 4, 7):
+            m[i].weight.copy_(torch.tensor([1.0, -2.0, 0.5, 1.0]))
+            m[i].bias.copy_(torch.tensor([-3.0, -2.0, 0.0, 2.0]))
+        m[7].weight[3] = 0.0  # gamma = 0, beta > 0: P = 0 by the formula
+    return m.eval()
+
+
+def test_probabilities_per_layer_type_by_hand() -> None:
+    from probability_distribution import bn_probabilities, summarise
+
+    dist = bn_probabilities(_block(), [3, 8, 8])
+    assert sorted(dist) == ["depthwise", "full 3x3", "pointwise 1x1"]  # the bottleneck BN is absent
+    expected = torch.tensor([_phi(3), _phi(1), 0.5, _phi(-2)], dtype=torch.float64)
+    torch.testing.assert_close(dist["full 3x3"]["p"], expected)
+    torch.testing.assert_close(dist["depthwise"]["p"], torch.tensor([_phi(3), _phi(1), 0.5, 0.0], dtype=torch.float64))
+    rows = {r["type"]: r for r in summarise(dist)}
+    assert rows["all"]["channels"] == 12
+    # P >= 0.99: Phi(3) = 0.99865 in each of the three layers; P >= 0.5: three of four (0.5 counts).
+    assert rows["all"]["share_p_at_least"]["0.99"] == pytest.approx(3 / 12)
+    assert rows["depthwise"]["share_p_at_least"]["0.5"] == pytest.approx(3 / 4)
+    assert rows["full 3x3"]["share_p_at_least"]["0.9"] == pytest.approx(1 / 4)  # Phi(1) = 0.84 is not
+    assert rows["depthwise"]["share_small_gamma"] == pytest.approx(1 / 4)
+    assert rows["full 3x3"]["median_abs_gamma"] == pytest.approx(1.0)  # torch's median: the lower middle
+
+
+def test_one_layer_type_has_no_all_row() -> None:
+    from probability_distribution import summarise
+
+    dist = {"full 3x3": {"p": torch.tensor([0.1, 0.995]), "gamma": torch.tensor([1.0, 0.001])}}
+    (row,) = summarise(dist)
+    assert row["type"] == "full 3x3" and row["share_p_at_least"]["0.99"] == 0.5 and row["share_small_gamma"] == 0.5
