@@ -10,6 +10,9 @@ checkpoint is committed under ``checkpoints/``).
 
     .venv/bin/python benchmarks/probability_distribution.py --git-history checkpoints/fashion-mnist/mobilenet_v2/model.safetensors
     .venv/bin/python benchmarks/probability_distribution.py --checkpoint final=checkpoints/fashion-mnist/mobilenet_v2/model.safetensors
+    # while a baseline trains, after each epoch (a copy of its model.safetensors in cache/):
+    .venv/bin/python benchmarks/probability_distribution.py --append --name probability_distribution_mobilenet_v2 \
+        --checkpoint "epoch 3=cache/mobilenet_v2_epochs/epoch_3.safetensors"
 
 Results: results/probability_distribution.{json,md} and probability_distribution.png.
 """
@@ -17,6 +20,7 @@ Results: results/probability_distribution.{json,md} and probability_distribution
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -35,6 +39,9 @@ from secateurs.methods._points import activation_after_bn
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 THRESHOLDS = (0.5, 0.9, 0.95, 0.99)
+#: Histogram bins of P over [0, 1], kept in the results so that ``--append`` can redraw the plot.
+BINS = 40
+PLOTTED = 5
 #: |gamma| below this is "shrunk": weight decay drives an unused channel's gamma towards 0,
 #: and a small |gamma| with a negative beta is what gives P near 1.
 SMALL_GAMMA = 1e-2
@@ -89,6 +96,7 @@ def summarise(dist: dict[str, dict[str, torch.Tensor]]) -> list[dict[str, Any]]:
                 "median_p": float(p.median()),
                 "median_abs_gamma": float(g.median()),
                 "share_small_gamma": float((g < SMALL_GAMMA).double().mean()),
+                "histogram": torch.histc(p.double(), bins=BINS, min=0.0, max=1.0).long().tolist(),
             }
         )
     return rows
@@ -121,26 +129,30 @@ def _git(*args: str, check: bool = True) -> str:
     return r.stdout if r.returncode == 0 else ""
 
 
-def _plot(results: list[dict[str, Any]], raw: dict[str, dict[str, dict[str, torch.Tensor]]], path: Path) -> None:
+def _plot(results: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    kinds = sorted({k for d in raw.values() for k in d})
+    kinds = sorted({row["type"] for r in results for row in r["rows"] if row["type"] != "all"})
+    # At most PLOTTED checkpoints, evenly spaced, the first and the last among them: more
+    # lines than that cannot be told apart (the tables keep every one).
+    picks = sorted({round(i * (len(results) - 1) / (PLOTTED - 1)) for i in range(PLOTTED)}) if results else []
+    results = [results[i] for i in picks]
     fig, axes = plt.subplots(1, len(kinds), figsize=(4 * len(kinds), 3.2), squeeze=False)
-    bins = torch.linspace(0, 1, 41).tolist()
+    edges = [i / BINS for i in range(BINS + 1)]
     for ax, kind in zip(axes[0], kinds, strict=True):
         for r in results:
-            d = raw[r["label"]].get(kind)
-            if d is not None:
-                ax.hist(d["p"].tolist(), bins=bins, histtype="step", label=r["label"])
+            row = next((row for row in r["rows"] if row["type"] == kind), None)
+            if row is not None:
+                ax.stairs(row["histogram"], edges, label=r["label"])
         ax.axvline(0.99, color="grey", linestyle=":", linewidth=1)
-        ax.set_yscale("log")
+        ax.set_yscale("symlog", linthresh=1)
         ax.set_title(f"BN after a {kind} conv", fontsize=9)
         ax.set_xlabel("P(y <= 0)")
     axes[0][0].set_ylabel("channels")
-    axes[0][-1].legend(fontsize=7)
+    axes[0][-1].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -150,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", action="append", default=[], metavar="LABEL=PATH")
     p.add_argument("--git-history", type=Path, help="every committed version of this checkpoint")
     p.add_argument("--name", default="probability_distribution", help="results file stem")
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="add to results/NAME.json (a label already there is replaced): one epoch at a time as a baseline trains",
+    )
     args = p.parse_args(argv)
     sources: list[tuple[str, Path]] = []
     for item in args.checkpoint:
@@ -161,17 +178,20 @@ def main(argv: list[str] | None = None) -> int:
         sources += committed_versions(args.git_history)
     if not sources:
         raise SystemExit("nothing to read: pass --checkpoint LABEL=PATH or --git-history PATH")
-    results, raw = [], {}
+    previous = RESULTS / f"{args.name}.json"
+    results = json.loads(previous.read_text())["results"] if args.append and previous.is_file() else []
+    commands = json.loads(previous.read_text()).get("commands", []) if args.append and previous.is_file() else []
     for label, path in sources:
         meta = read_meta(path)
         dist = bn_probabilities(load(path).eval(), meta["input_shape"])
-        raw[label] = dist
+        results = [r for r in results if r["label"] != label]
         top1 = (meta.get("metrics") or {}).get("test_top1")
         results.append({"label": label, "test_top1": top1, "rows": summarise(dist)})
         print(f"{label}: {results[-1]['rows'][-1]['share_p_at_least']}", file=sys.stderr, flush=True)
     command = command_line("probability_distribution.py", argv)
+    commands.append(command)
     png = RESULTS / f"{args.name}.png"
-    _plot(results, raw, png)
+    _plot(results, png)
     table = [
         [
             r["label"],
@@ -186,12 +206,12 @@ def main(argv: list[str] | None = None) -> int:
         for r in results
         for row in r["rows"]
     ]
-    data = {"machine": machine(), "command": command, "results": results}
+    data = {"machine": machine(), "command": command, "commands": commands, "results": results}
     md = "\n\n".join(
         [
             "# Where probability pruning finds channels: P(y <= 0) per layer type",
             f"Machine: {machine_line(data['machine'])}",
-            f"Command: `{command}`",
+            "Commands (each `--append` adds its checkpoints):\n\n" + "\n".join(f"    {c}" for c in commands),
             "Every BN read only by a ReLU-type activation (the candidates of `probability`), grouped by the conv "
             "before it. A channel is removed at tau when P >= tau (default 0.99); a depthwise block's channel "
             "is flagged when either of its two BNs flags it, so the method can remove somewhat more than one "

@@ -3,6 +3,7 @@ block whose BN parameters are planted, against Phi worked out by hand."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -70,3 +71,41 @@ def test_one_layer_type_has_no_all_row() -> None:
     dist = {"full 3x3": {"p": torch.tensor([0.1, 0.995]), "gamma": torch.tensor([1.0, 0.001])}}
     (row,) = summarise(dist)
     assert row["type"] == "full 3x3" and row["share_p_at_least"]["0.99"] == 0.5 and row["share_small_gamma"] == 0.5
+
+
+def test_histogram_counts_every_channel_once() -> None:
+    from probability_distribution import BINS, summarise
+
+    dist = {"depthwise": {"p": torch.tensor([0.0, 0.01, 0.5, 0.999, 1.0]), "gamma": torch.ones(5)}}
+    (row,) = summarise(dist)
+    hist = row["histogram"]
+    assert len(hist) == BINS and sum(hist) == 5
+    assert hist[0] == 2 and hist[BINS // 2] == 1 and hist[-1] == 2  # 0.5 opens the upper half; 1.0 is in the last bin
+
+
+def test_append_adds_epochs_and_replaces_a_label(tmp_path, monkeypatch) -> None:
+    import _common
+    import probability_distribution as pd
+
+    from secateurs import create_model, save
+
+    monkeypatch.setattr(_common, "RESULTS", tmp_path)
+    monkeypatch.setattr(pd, "RESULTS", tmp_path)
+    torch.manual_seed(0)
+    model = create_model("test_resnet", num_classes=10, in_channels=1)
+    ckpt = save(model, tmp_path / "m.safetensors", {"input_shape": [1, 16, 16], "metrics": {"test_top1": 50.0}})
+    assert pd.main(["--checkpoint", f"epoch 1={ckpt}", "--name", "pd"]) == 0
+    assert pd.main(["--checkpoint", f"epoch 2={ckpt}", "--append", "--name", "pd"]) == 0
+    assert pd.main(["--checkpoint", f"epoch 1={ckpt}", "--append", "--name", "pd"]) == 0
+    data = json.loads((tmp_path / "pd.json").read_text())
+    assert [r["label"] for r in data["results"]] == ["epoch 2", "epoch 1"]
+    assert len(data["commands"]) == 3 and (tmp_path / "pd.png").is_file()
+    assert data["results"][0]["test_top1"] == 50.0
+    assert "| epoch 2 | 50.00 |" in (tmp_path / "pd.md").read_text()
+
+
+def test_a_checkpoint_without_a_label_is_refused() -> None:
+    import probability_distribution as pd
+
+    with pytest.raises(SystemExit, match="LABEL=PATH"):
+        pd.main(["--checkpoint", "model.safetensors"])
