@@ -109,3 +109,38 @@ def test_a_checkpoint_without_a_label_is_refused() -> None:
 
     with pytest.raises(SystemExit, match="LABEL=PATH"):
         pd.main(["--checkpoint", "model.safetensors"])
+
+
+def test_probability_training_measures_what_the_planted_bns_give(tmp_path) -> None:
+    """benchmarks/probability_training.py's measurement of one trained cell: channels planted
+    at P = Phi(3) > 0.99 in depthwise blocks are counted, and probability removes them."""
+    from probability_training import measure_cell
+
+    from secateurs import create_model, save
+    from secateurs.data.synthetic import synthetic
+
+    torch.manual_seed(0)
+    model = create_model("test_mobilenet_v2", num_classes=10, in_channels=3)
+    # The BN after each depthwise conv (each conv's BN is registered right after it).
+    from probability_distribution import layer_type
+
+    convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+    dw_bns = [b for c, b in zip(convs, convs[1:]) if isinstance(b, nn.BatchNorm2d) and layer_type(c) == "depthwise"]
+    planted = 0
+    with torch.no_grad():
+        for bn in dw_bns:
+            bn.weight.fill_(1.0)
+            bn.bias.fill_(1.0)  # P = Phi(-1) = 0.16
+            bn.weight[0], bn.bias[0] = 1.0, -3.0  # P = Phi(3) = 0.99865
+            planted += 1
+    ckpt = save(model, tmp_path / "m.safetensors", {"input_shape": [3, 32, 32]})
+    test_set = synthetic("test", None, num_samples=64)
+    r = measure_cell(ckpt, test_set)
+    every = r["p_rows"][-1]
+    assert every["type"] == "all"
+    dw = next(row for row in r["p_rows"] if row["type"] == "depthwise")
+    assert dw["share_p_at_least"]["0.99"] == pytest.approx(planted / dw["channels"])
+    # All but one: the first block's depthwise channel is also the stem's output, which the
+    # block's residual add reads as it is, so no fold can stand in for it and it stays.
+    assert r["channels_removed"] == planted - 1 and r["params_reduction"] > 0
+    assert r["top1"] is not None and r["top1_pruned"] is not None
