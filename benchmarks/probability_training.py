@@ -10,7 +10,7 @@ same small depthwise separable network from the same seed on Fashion-MNIST, chan
 of them; nothing else differs.
 
     .venv/bin/python benchmarks/probability_training.py                   # the default grid
-    .venv/bin/python benchmarks/probability_training.py --model test_mobilenet_v2 --weight-decays 5e-5 5e-4 5e-3 --epochs 4
+    .venv/bin/python benchmarks/probability_training.py --model test_mobilenet_v2 --weight-decays 5e-4 --epochs 2 4 8
 
 Trained runs are cached in cache/probability_training/ (rerunning reuses them). Results:
 results/probability_training.{json,md}.
@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="test_mobilenet_v2")
     p.add_argument("--weight-decays", type=float, nargs="+", default=[5e-5, 5e-4, 5e-3])
-    p.add_argument("--epochs", type=int, nargs="+", default=[2, 6], help="run at the middle weight decay")
-    p.add_argument("--steps", type=int, default=150, help="steps per epoch (0: whole epochs)")
+    p.add_argument("--epochs", type=int, nargs="+", default=[4], help="several: each at the middle weight decay")
+    p.add_argument("--steps", type=int, default=100, help="steps per epoch (0: whole epochs)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     wd_mid = sorted(args.weight_decays)[len(args.weight_decays) // 2]
