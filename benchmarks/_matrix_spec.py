@@ -50,6 +50,11 @@ VARIANTS: dict[str, Variant] = {
     "l1-capped-1r": Variant("l1-capped", {"rounds": 1}, summary="the l1-capped criterion in one round"),
     "feature-l1": Variant("feature-l1", summary="mean L1 of each channel's feature map"),
     "fcs": Variant("fcs", summary="Yang & Xiao 2022's feature-channel similarity, tft fine-tuning"),
+    "fcs-merge": Variant(
+        "fcs",
+        {"method_options": {"merge": True}},
+        summary="fcs, each removed channel folded into the kept one it was similar to (option merge)",
+    ),
     "fcs-mlft": Variant("fcs", finetune="mlft", summary="fcs, mutual-learning fine-tuning (Yang & Xiao 2022)"),
     "fcs-mlft-half": Variant(
         "fcs",
@@ -144,6 +149,7 @@ _MAIN = (
     "l1-capped-1r",
     "feature-l1",
     "fcs",
+    "fcs-merge",
     "fcs-mlft",
     "fcs-mlft-half",
     "hnsi",

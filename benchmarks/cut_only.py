@@ -9,7 +9,10 @@ scope; layer scope separates "a worse choice within a layer" from "a worse sprea
 layers".
 
     .venv/bin/python benchmarks/cut_only.py --checkpoint checkpoints/fashion-mnist/resnet20/model.safetensors
-    .venv/bin/python benchmarks/cut_only.py --checkpoint CKPT --methods l1 fcs --scopes layer --budgets 0.5 0.75
+    .venv/bin/python benchmarks/cut_only.py --checkpoint CKPT --methods l1 fcs fcs:merge=true --scopes layer --budgets 0.5 0.75
+
+A method may carry options after a colon, ``NAME:key=value,key=value`` (values read as JSON),
+e.g. ``fcs:merge=true``.
 
 Results: results/cut_only_MODEL.{json,md}.
 """
@@ -17,6 +20,7 @@ Results: results/cut_only_MODEL.{json,md}.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -33,11 +37,25 @@ from secateurs.pipeline.run import top1_accuracy
 RECAL_BATCHES = 20  # the pipeline's default (bn_recalibration.py)
 
 
+def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"fcs:merge=true"`` -> ``("fcs", {"merge": True})``."""
+    name, _, rest = spec.partition(":")
+    options = {}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--methods {spec!r}: write NAME:key=value[,key=value], e.g. fcs:merge=true")
+        options[key] = json.loads(value)
+    return name, options
+
+
 def cut_once(model, train_set, test_set, method: str, scope: str, budget: float, seed: int) -> dict[str, Any]:
     started = time.perf_counter()
+    name, options = parse_method(method)
     pruned, res = prune(
         model,
-        method,
+        name,
+        method_options=options,
         train_set=train_set,
         test_set=None,
         finetune="none",

@@ -39,3 +39,12 @@ def test_layer_scope_gives_every_criterion_the_same_widths() -> None:
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     spread = cut_once(model, train, test, "l1", "global", 0.5, seed=0)["conv_widths"]
     assert len(spread) == len(widths["l1"])
+
+
+def test_method_options_after_a_colon() -> None:
+    from cut_only import parse_method
+
+    assert parse_method("fcs:merge=true,channels_per_bin=4") == ("fcs", {"merge": True, "channels_per_bin": 4})
+    assert parse_method("l1") == ("l1", {})
+    with pytest.raises(SystemExit, match="NAME:key=value"):
+        parse_method("fcs:merge")

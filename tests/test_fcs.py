@@ -17,6 +17,7 @@ from secateurs.methods import ScoreContext, get_method
 from secateurs.methods.fcs import (
     FCSOptions,
     cosine,
+    fcs_group_plan,
     fcs_group_scores,
     feature_stats,
     greedy_order,
@@ -164,8 +165,9 @@ def test_greedy_order_on_a_literal_similarity_matrix():
     )
     bins = torch.tensor([0, 0, 0, 1, 1, 2])
     a = torch.tensor([1.0, 0.9, 0.8, 2.0, 1.5, 0.1], dtype=torch.float64)
-    order, sims = greedy_order(s, bins, a)
+    order, sims, partners = greedy_order(s, bins, a)
     assert order == [2, 1, 4]
+    assert partners == [1, 0, 3]  # 2 went for 1, then 1 for 0, 4 for 3
     assert sims == pytest.approx([0.9, 0.5, 0.4])
 
 
@@ -178,7 +180,7 @@ def test_single_channel_bins_are_never_emptied_by_similarity():
     bins = kmeans_bins(a.numpy(), 4, seed=0)
     singles = [i for i in range(7) if (bins == bins[i]).sum() == 1]
     assert singles == [3, 6]
-    order, _ = greedy_order(cosine(gram), torch.from_numpy(bins), a)
+    order, _, _ = greedy_order(cosine(gram), torch.from_numpy(bins), a)
     assert len(order) == 7 - 4 and not set(order) & set(singles)
     # similarity removals first (scores < 3), then one channel per bin by increasing a
     fallback = sorted(range(7), key=lambda i: float(scores[i]))[3:]
@@ -284,3 +286,84 @@ def test_every_prunable_group_is_scored_and_the_target_is_met(name):
         calib_samples=32,
     )
     assert abs(result.achieved - 0.3) <= 0.01
+
+
+# --- merging a removed channel into its partner ---------------------------------------------------
+
+
+def _prune_dup(merge: bool):
+    m = dup_net().eval()
+    data = secateurs.load_dataset("synthetic", "train", num_samples=16, image_size=8, in_channels=2)
+    return m, *prune(
+        m,
+        "fcs",
+        params_reduction=0.3,
+        finetune="none",
+        train_set=data,
+        latency=False,
+        evaluate_before=False,
+        min_keep_fraction=0.7,
+        bn_recalibration=0,
+        method_options={"merge": merge},
+    )
+
+
+def test_merge_folds_each_exact_copy_into_its_twin():
+    """The hand-made edit of the test above, done by ``merge``: the removed copies' reader
+    columns go onto their twins', so the network computes the same function; without
+    ``merge`` it does not."""
+    x = torch.cat(batches())
+    m, merged, result = _prune_dup(merge=True)
+    _, plain, _ = _prune_dup(merge=False)
+    assert merged[0].out_channels == plain[0].out_channels == 6
+    assert result.rounds[0].details == {"merged": 2, "not_mergeable": 0}
+    assert torch.allclose(merged.eval()(x), m(x), atol=1e-5)
+    assert not torch.allclose(plain.eval()(x), m(x), atol=1e-3)
+
+
+def test_merge_scale_is_the_least_squares_fit_of_the_partner():
+    """A channel that is exactly twice another (filter, BN shift and ReLU are positively
+    homogeneous) goes with scale 2, the least-squares ``<F_c, F_k> / <F_k, F_k>``."""
+    f = torch.rand(3, 50, dtype=torch.float64)
+    f[2] = 2 * f[0]
+    gram, a = f @ f.T, f.abs().mean(1)
+    scores, partner, scale = fcs_group_plan(gram, a, FCSOptions(bins=1), seed=0)
+    first = int(torch.argmin(scores))
+    assert {first, int(partner[first])} == {0, 2}
+    want = float(f[first] @ f[int(partner[first])] / (f[int(partner[first])] @ f[int(partner[first])]))
+    assert float(scale[first]) == pytest.approx(want)
+    assert float(scale[first]) in (pytest.approx(2.0), pytest.approx(0.5))
+
+
+def test_a_refused_cut_leaves_the_merged_weights_as_they_were():
+    from secateurs.methods._merge import MergeEdit, merged_into_partners
+
+    m = dup_net()
+    before = m[3].weight.detach().clone()
+    with pytest.raises(RuntimeError, match="refused"), merged_into_partners(m, [MergeEdit("3", 5, 1, 1.0)]):
+        assert not torch.equal(m[3].weight, before)  # applied inside
+        raise RuntimeError("refused")
+    assert torch.equal(m[3].weight, before)
+
+
+def test_depthwise_readers_are_left_to_plain_removal():
+    """In a MobileNetV2 the expansion channels are read by depthwise convs: nothing can carry
+    them, so they are counted as not mergeable and removed as they are; the run still meets
+    its target."""
+    torch.manual_seed(0)
+    model = secateurs.create_model("test_mobilenet_v2", num_classes=10, in_channels=3)
+    data = secateurs.load_dataset("synthetic", "train", num_samples=32)
+    _, result = prune(
+        model,
+        "fcs",
+        macs_reduction=0.3,
+        finetune="none",
+        train_set=data,
+        latency=False,
+        evaluate_before=False,
+        method_options={"merge": True},
+        bn_recalibration=0,
+    )
+    details = result.rounds[0].details
+    assert details["not_mergeable"] > 0
+    assert result.achieved >= 0.3 - 0.01

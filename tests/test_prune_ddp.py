@@ -22,13 +22,18 @@ finetune: {finetune}
 finetune_epochs: 2
 latency: false
 finetune_train: {{batch_size: 64, lr: 0.05, augment: false, progress: false}}
-"""
+{extra}"""
 
 
-@pytest.mark.parametrize("method, finetune", [("feature-l1", "tft"), ("fcs", "mlft")])
-def test_torchrun_prune_matches_one_process(trained_checkpoint_4_classes, tmp_path, method, finetune):
-    """mlft trains a peer next to the pruned model: both are DDP-wrapped and BN-synced."""
-    (tmp_path / "recipe.yaml").write_text(RECIPE.format(method=method, finetune=finetune))
+@pytest.mark.parametrize(
+    "method, finetune, extra",
+    [("feature-l1", "tft", ""), ("fcs", "mlft", "method_options: {merge: true}\n")],
+)
+def test_torchrun_prune_matches_one_process(trained_checkpoint_4_classes, tmp_path, method, finetune, extra):
+    """mlft trains a peer next to the pruned model: both are DDP-wrapped and BN-synced. fcs's
+    merge edits the readers' weights from each rank's own Gram matrices, so the ranks must
+    take rank 0's partners and scales, like its scores."""
+    (tmp_path / "recipe.yaml").write_text(RECIPE.format(method=method, finetune=finetune, extra=extra))
     args = ["prune", "--from", str(trained_checkpoint_4_classes), "--recipe", str(tmp_path / "recipe.yaml"), *DDP_DATA]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0  # one process: this one (a subprocess costs its start)
     run_ok([*TORCHRUN, "-m", "secateurs.cli", *args, "--out", str(tmp_path / "two")])

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..graph import cut
-from ..select import CostModel, solve, unit_scores
+from ..select import CostModel, Plan, solve, unit_scores
 from ._context import RoundContext, RoundOutcome
 
 if TYPE_CHECKING:
@@ -41,7 +41,15 @@ def score_and_cut(method: Method, ctx: RoundContext) -> RoundOutcome:
     per_unit = agree(
         scores if method.unit_scores else unit_scores(ctx.graph, scores, method.normalise), ctx.example.device
     )
-    plan = solve(
+    plan = solve_round(ctx, per_unit)
+    scored_at = time.perf_counter()
+    calls = cut(ctx.model, ctx.graph, plan.units, ctx.example)
+    return RoundOutcome(len(plan.units), plan.note, scored_at=scored_at, calls=calls)
+
+
+def solve_round(ctx: RoundContext, per_unit: dict[int, torch.Tensor]) -> Plan:
+    """The units this round removes: the budget solved over ``per_unit`` scores."""
+    return solve(
         ctx.graph,
         per_unit,
         CostModel.of(ctx.model, ctx.example, ctx.graph.calls),
@@ -52,9 +60,6 @@ def score_and_cut(method: Method, ctx: RoundContext) -> RoundOutcome:
         reference=ctx.reference,
         round_to=ctx.round_to,
     )
-    scored_at = time.perf_counter()
-    calls = cut(ctx.model, ctx.graph, plan.units, ctx.example)
-    return RoundOutcome(len(plan.units), plan.note, scored_at=scored_at, calls=calls)
 
 
 def even_schedule(rounds: int, epochs: int) -> list[tuple[float, int]]:

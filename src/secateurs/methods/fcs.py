@@ -32,15 +32,19 @@ reading for comparison.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..graph import ChannelGroup
+from ..graph import ChannelGroup, cut
+from ._context import RoundContext, RoundOutcome
 from ._features import accumulate, collect_calibration
-from ._registry import ScoreContext, UnitScores, register_method
+from ._merge import merge_edits, merged_into_partners
+from ._registry import ScoreContext, UnitScores, get_method, register_method
+from ._round import agree, score_and_cut, solve_round
 
 #: Added per greedy step so that ties keep the greedy order through the solver's sort.
 _STEP = 1e-9
@@ -62,6 +66,9 @@ class FCSOptions:
     #: (after each add and its activation), or "before_add", each branch's output as it enters
     #: the add (the first version's reading, kept for comparison).
     stream: str = "after_add"
+    #: Fold each removed channel into the partner it went for, in the layers that read it
+    #: (:mod:`._merge`): off by default, the paper's plain removal (see docs/methods.md).
+    merge: bool = False
 
     def __post_init__(self) -> None:
         if self.bins is not None and self.bins < 1:
@@ -147,8 +154,11 @@ def cosine(gram: torch.Tensor) -> torch.Tensor:
     return gram / (norms[:, None] * norms[None, :]).clamp_min(torch.finfo(torch.float64).tiny)
 
 
-def greedy_order(similarity: torch.Tensor, bins: torch.Tensor, a: torch.Tensor) -> tuple[list[int], list[float]]:
-    """Removal order by similarity, and each removal's similarity to its closest kept bin-mate.
+def greedy_order(
+    similarity: torch.Tensor, bins: torch.Tensor, a: torch.Tensor
+) -> tuple[list[int], list[float], list[int]]:
+    """Removal order by similarity, each removal's similarity to its closest kept bin-mate,
+    and that bin-mate (its *partner*, kept when it went).
 
     Stops when every bin is down to one channel: those are never removed by similarity.
     Each removal recomputes only the rows whose closest bin-mate it was, so a group of C
@@ -160,14 +170,16 @@ def greedy_order(similarity: torch.Tensor, bins: torch.Tensor, a: torch.Tensor) 
     best, partner = s.max(1)  # each channel's closest kept bin-mate
     order: list[int] = []
     sims: list[float] = []
+    partners: list[int] = []
     while True:
         top = best.max()
         if top == -torch.inf:  # no kept channel has a kept bin-mate
-            return order, sims
+            return order, sims, partners
         tied = (best == top).nonzero().flatten()
         i = int(tied[torch.argmin(a[tied])])  # argmin takes the first (lowest index) of equal a
         order.append(i)
         sims.append(float(top))
+        partners.append(int(partner[i]))
         s[i, :] = -torch.inf
         s[:, i] = -torch.inf
         best[i] = -torch.inf
@@ -179,8 +191,20 @@ def greedy_order(similarity: torch.Tensor, bins: torch.Tensor, a: torch.Tensor) 
 
 def fcs_group_scores(gram: torch.Tensor, a: torch.Tensor, options: FCSOptions, seed: int) -> torch.Tensor:
     """One score per unit of a group, lowest first to go (see the module docstring)."""
+    return fcs_group_plan(gram, a, options, seed)[0]
+
+
+def fcs_group_plan(
+    gram: torch.Tensor, a: torch.Tensor, options: FCSOptions, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per unit of a group: its score (lowest first to go), the partner it goes for (the
+    kept bin-mate most similar to it when it went; -1 for a channel that goes for another
+    reason), and the least-squares scale of the partner's map onto its own,
+    ``<F_c, F_k> / <F_k, F_k>`` (what :mod:`._merge` folds into the partner's readers)."""
     n = gram.shape[0]
     scores = torch.full((n,), float("inf"), dtype=torch.float64)
+    partner_of = torch.full((n,), -1, dtype=torch.long)
+    scale = torch.zeros(n, dtype=torch.float64)
     if not (torch.isfinite(gram).all() and torch.isfinite(a[~torch.isnan(a)]).all()):
         raise ConfigError(
             "fcs: the calibration feature maps hold non-finite values (nan or inf); check the model "
@@ -194,18 +218,44 @@ def fcs_group_scores(gram: torch.Tensor, a: torch.Tensor, options: FCSOptions, s
         scores[i] = _DEAD + k * _STEP
     known = seen[gram.diagonal()[seen] > 0]
     if len(known) == 0:
-        return scores
+        return scores, partner_of, scale
     g, av = gram[known[:, None], known[None, :]], a[known]
     bins = torch.from_numpy(kmeans_bins(av.numpy(), options.bin_count(len(known)), seed, options.kmeans_restarts))
-    order, sims = greedy_order(cosine(g), bins, av)
+    order, sims, partners = greedy_order(cosine(g), bins, av)
     running = np.minimum.accumulate(np.asarray(sims)) if sims else np.zeros(0)
-    for k, (i, m) in enumerate(zip(order, running)):
+    for k, (i, m, j) in enumerate(zip(order, running, partners)):
         scores[known[i]] = 1.0 - m + k * _STEP
+        partner_of[known[i]] = known[j]
+        scale[known[i]] = g[i, j] / g[j, j]
     rest = sorted(set(range(len(known))) - set(order), key=lambda i: (float(av[i]), i))
     mean = float(av.mean()) or 1.0
     for k, i in enumerate(rest):
         scores[known[i]] = _FALLBACK + float(av[i]) / mean + k * _STEP
-    return scores
+    return scores, partner_of, scale
+
+
+def fcs_round(ctx: RoundContext) -> RoundOutcome:
+    """The default round (score, solve, cut) with, under ``merge``, each removed channel
+    folded into its partner's readers just before the cut."""
+    if not ctx.options.merge:
+        return score_and_cut(get_method("fcs"), ctx)
+    stats = feature_stats(ctx)
+    plans = {
+        gi: fcs_group_plan(*group_features(group, stats), ctx.options, ctx.seed + gi)
+        for gi, group in enumerate(ctx.graph.groups)
+        if group.prunable
+    }
+    device = ctx.example.device
+    scores = agree({gi: p[0] for gi, p in plans.items()}, device)
+    partners = agree({gi: torch.stack([p[1].double(), p[2]]) for gi, p in plans.items()}, device)
+    plan = solve_round(ctx, scores)
+    modules = dict(ctx.model.named_modules())
+    edits, merged, unmergeable = merge_edits(ctx.graph, plan.units, scores, partners, modules)
+    scored_at = time.perf_counter()
+    with merged_into_partners(ctx.model, edits):
+        calls = cut(ctx.model, ctx.graph, plan.units, ctx.example)
+    details = {"merged": merged, "not_mergeable": unmergeable}
+    return RoundOutcome(len(plan.units), plan.note, details=details, scored_at=scored_at, calls=calls)
 
 
 @register_method(
@@ -215,6 +265,7 @@ def fcs_group_scores(gram: torch.Tensor, a: torch.Tensor, options: FCSOptions, s
     options=FCSOptions,
     needs_data=True,
     unit_scores=True,
+    prune_round=fcs_round,
 )
 def fcs(ctx: ScoreContext) -> UnitScores:
     stats = feature_stats(ctx)
