@@ -231,16 +231,13 @@ def test_one_of_each_duplicate_pair_goes_first():
     assert len(first_two & {1, 5}) == 1 and len(first_two & {2, 7}) == 1
 
 
-def test_pruning_two_channels_removes_a_copy_and_keeps_the_outputs():
-    """With one of each pair removed and its reader's columns added onto the twin's, the
-    network computes the same function: the removed channels were exact copies."""
+def prune_dup(merge: bool) -> tuple[nn.Module, nn.Module, object]:
+    """``dup_net`` and its fcs-pruned copy: the floors (70%) leave the first conv two channels
+    to lose and the second none; no BN recalibration, which would re-estimate the statistics
+    the exactness checks compare."""
     m = dup_net().eval()
-    x = torch.cat(batches())
-    want = m(x)
     data = secateurs.load_dataset("synthetic", "train", num_samples=16, image_size=8, in_channels=2)
-    # the floors (70%) leave the first conv two channels to lose and the second none; no BN
-    # recalibration, which would re-estimate the statistics this exactness check compares
-    pruned, result = prune(
+    return m, *prune(
         m,
         "fcs",
         params_reduction=0.3,
@@ -250,7 +247,16 @@ def test_pruning_two_channels_removes_a_copy_and_keeps_the_outputs():
         evaluate_before=False,
         min_keep_fraction=0.7,
         bn_recalibration=0,
+        method_options={"merge": merge},
     )
+
+
+def test_pruning_two_channels_removes_a_copy_and_keeps_the_outputs():
+    """With one of each pair removed and its reader's columns added onto the twin's, the
+    network computes the same function: the removed channels were exact copies."""
+    x = torch.cat(batches())
+    m, pruned, _ = prune_dup(merge=False)
+    want = m(x)
     assert pruned[0].out_channels == 6 and pruned[3].in_channels == 6
     # each distinct filter is still there exactly once: one of each identical pair went
     where = {i: [k for k in range(6) if torch.equal(pruned[0].weight[k], m[0].weight[i])] for i in (0, 1, 2, 3, 4, 6)}
@@ -291,30 +297,13 @@ def test_every_prunable_group_is_scored_and_the_target_is_met(name):
 # --- merging a removed channel into its partner ---------------------------------------------------
 
 
-def _prune_dup(merge: bool):
-    m = dup_net().eval()
-    data = secateurs.load_dataset("synthetic", "train", num_samples=16, image_size=8, in_channels=2)
-    return m, *prune(
-        m,
-        "fcs",
-        params_reduction=0.3,
-        finetune="none",
-        train_set=data,
-        latency=False,
-        evaluate_before=False,
-        min_keep_fraction=0.7,
-        bn_recalibration=0,
-        method_options={"merge": merge},
-    )
-
-
 def test_merge_folds_each_exact_copy_into_its_twin():
     """The hand-made edit of the test above, done by ``merge``: the removed copies' reader
     columns go onto their twins', so the network computes the same function; without
     ``merge`` it does not."""
     x = torch.cat(batches())
-    m, merged, result = _prune_dup(merge=True)
-    _, plain, _ = _prune_dup(merge=False)
+    m, merged, result = prune_dup(merge=True)
+    _, plain, _ = prune_dup(merge=False)
     assert merged[0].out_channels == plain[0].out_channels == 6
     assert result.rounds[0].details == {"merged": 2, "not_mergeable": 0}
     assert torch.allclose(merged.eval()(x), m(x), atol=1e-5)
