@@ -23,6 +23,7 @@ from _matrix_auto import auto_rows
 from _matrix_choice import choice_rows
 from _matrix_claims import Stat, difference, pair_claim_rows, probability_claim_rows
 from _matrix_spec import PROFILES, VARIANTS, Profile, cells
+from _side_results import side_results
 
 from secateurs._atomic import atomic_write
 
@@ -264,6 +265,7 @@ def build_report(profile: Profile, results: Path, out: Path) -> str:
             *sections,
             "## Not run",
             ("; ".join(missing) + ".") if missing else "Every cell of the profile has a result.",
+            *(["## Beside the matrix", "\n".join(side)] if (side := side_results(out.parent)) else []),
         ]
     )
     atomic_write(out, lambda tmp: tmp.write_text(md + "\n"))

@@ -225,3 +225,19 @@ def test_auto_pick_is_checked_against_the_best_one_round_run_on_its_seed(monkeyp
     assert [r[5] for r in rows] == ["yes", "no"]  # seed 0: fcs best (90.5); seed 1: l1 best (91.0)
     assert rows[1][4] == "`l1` (91.00)" and rows[0][3] == "`fcs` (80.00)" and rows[0][6] == "3"
     assert "1 of 2" in summary
+
+
+def test_side_results_list_only_the_files_that_are_there(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    from _side_results import side_results
+
+    assert side_results(tmp_path) == []
+    for name in ("engine_timing.md", "cut_only_resnet20.md", "cut_only_resnet56.md", "notes.md"):
+        (tmp_path / name).write_text("x")
+    lines = side_results(tmp_path)
+    assert [line.split("`")[1] for line in lines] == [
+        "cut_only_resnet20.md",
+        "cut_only_resnet56.md",
+        "engine_timing.md",
+    ]
+    assert lines[0].startswith("- [`cut_only_resnet20.md`](cut_only_resnet20.md): if you cannot fine-tune")
