@@ -15,7 +15,7 @@ SIDE_RESULTS: dict[str, str] = {
     "probability_training.md": "weight decay and epochs against what `probability` removes (`probability_training.py`)",
     "hnsi_structure.md": "how many input channels hnsi's high-level layers drop, and the dense MACs and latency "
     "that follow (`hnsi_structure.py`)",
-    "finetune_modes_*.md": "mlft's cost per step against tft, and where it goes (`finetune_modes.py`)",
+    "finetune_modes_*.md": "mlft against tft: accuracy at fewer epochs, cost per step and where it goes (`finetune_modes.py`)",
     "engine_timing.md": "the engine's speed against Torch-Pruning (`engine_timing.py`)",
 }
 
