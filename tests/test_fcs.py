@@ -270,8 +270,12 @@ def test_pruning_two_channels_removes_a_copy_and_keeps_the_outputs():
 # --- whole models ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("merge", [False, True])
 @pytest.mark.parametrize("name", ["test_resnet", "test_mobilenet_v2"])
-def test_every_prunable_group_is_scored_and_the_target_is_met(name):
+def test_every_prunable_group_is_scored_and_the_target_is_met(name, merge):
+    """With ``merge`` too: in a ResNet every reader is a dense conv, so removals merge; in a
+    MobileNetV2 the expansion channels are read by depthwise convs, which nothing can carry,
+    so those are counted as not mergeable and removed as they are."""
     torch.manual_seed(0)
     model = secateurs.create_model(name, num_classes=10, in_channels=3)
     data = secateurs.load_dataset("synthetic", "train", num_samples=32)
@@ -290,8 +294,16 @@ def test_every_prunable_group_is_scored_and_the_target_is_met(name):
         latency=False,
         evaluate_before=False,
         calib_samples=32,
+        method_options={"merge": merge},
     )
     assert abs(result.achieved - 0.3) <= 0.01
+    details = result.rounds[0].details
+    if not merge:
+        assert details == {}
+    elif name == "test_resnet":
+        assert details["merged"] > 0 and details["not_mergeable"] == 0
+    else:
+        assert details["not_mergeable"] > 0
 
 
 # --- merging a removed channel into its partner ---------------------------------------------------
@@ -333,26 +345,3 @@ def test_a_refused_cut_leaves_the_merged_weights_as_they_were():
         assert not torch.equal(m[3].weight, before)  # applied inside
         raise RuntimeError("refused")
     assert torch.equal(m[3].weight, before)
-
-
-def test_depthwise_readers_are_left_to_plain_removal():
-    """In a MobileNetV2 the expansion channels are read by depthwise convs: nothing can carry
-    them, so they are counted as not mergeable and removed as they are; the run still meets
-    its target."""
-    torch.manual_seed(0)
-    model = secateurs.create_model("test_mobilenet_v2", num_classes=10, in_channels=3)
-    data = secateurs.load_dataset("synthetic", "train", num_samples=32)
-    _, result = prune(
-        model,
-        "fcs",
-        macs_reduction=0.3,
-        finetune="none",
-        train_set=data,
-        latency=False,
-        evaluate_before=False,
-        method_options={"merge": True},
-        bn_recalibration=0,
-    )
-    details = result.rounds[0].details
-    assert details["not_mergeable"] > 0
-    assert result.achieved >= 0.3 - 0.01
