@@ -345,3 +345,8 @@ def test_a_refused_cut_leaves_the_merged_weights_as_they_were():
         assert not torch.equal(m[3].weight, before)  # applied inside
         raise RuntimeError("refused")
     assert torch.equal(m[3].weight, before)
+
+
+def test_a_merge_that_is_not_a_boolean_is_refused_by_name():
+    with pytest.raises(secateurs.ConfigError, match="merge"):
+        get_method("fcs").make_options({"merge": "yes"})

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .._types import check_field_types
 from ..errors import ConfigError
 from ..graph import ChannelGroup, cut
 from ._context import RoundContext, RoundOutcome
@@ -71,6 +72,7 @@ class FCSOptions:
     merge: bool = False
 
     def __post_init__(self) -> None:
+        check_field_types(self, "fcs option")
         if self.bins is not None and self.bins < 1:
             raise ConfigError(f"fcs option bins must be a positive integer or null, got {self.bins!r}")
         if self.channels_per_bin < 1:
