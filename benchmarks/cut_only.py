@@ -11,8 +11,8 @@ layers".
     .venv/bin/python benchmarks/cut_only.py --checkpoint checkpoints/fashion-mnist/resnet20/model.safetensors
     .venv/bin/python benchmarks/cut_only.py --checkpoint CKPT --methods l1 fcs fcs:merge=true --scopes layer --budgets 0.5 0.75
 
-A method may carry options after a colon, ``NAME:key=value,key=value`` (values read as JSON),
-e.g. ``fcs:merge=true``.
+A method may carry options after a colon, ``NAME:key=value,key=value`` (values read like
+``secateurs prune --method-option``), e.g. ``fcs:merge=true``.
 
 Results: results/cut_only_MODEL.{json,md}.
 """
@@ -20,7 +20,6 @@ Results: results/cut_only_MODEL.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from _common import command_line, machine, machine_line, markdown_table, write_r
 
 from secateurs import load, read_meta
 from secateurs.commands import checkpoint_dataset
+from secateurs.commands._args import key_value
 from secateurs.pipeline import prune
 from secateurs.pipeline.run import top1_accuracy
 
@@ -38,15 +38,13 @@ RECAL_BATCHES = 20  # the pipeline's default (bn_recalibration.py)
 
 
 def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"fcs:merge=true"`` -> ``("fcs", {"merge": True})``."""
+    """``"fcs:merge=true"`` -> ``("fcs", {"merge": True})``, each value read as the CLI's
+    ``--method-option KEY=VALUE`` reads it."""
     name, _, rest = spec.partition(":")
-    options = {}
-    for item in filter(None, rest.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--methods {spec!r}: write NAME:key=value[,key=value], e.g. fcs:merge=true")
-        options[key] = json.loads(value)
-    return name, options
+    try:
+        return name, dict(key_value(item) for item in filter(None, rest.split(",")))
+    except argparse.ArgumentTypeError:
+        raise SystemExit(f"--methods {spec!r}: write NAME:key=value[,key=value], e.g. fcs:merge=true") from None
 
 
 def cut_once(model, train_set, test_set, method: str, scope: str, budget: float, seed: int) -> dict[str, Any]:

@@ -102,14 +102,13 @@ def summarise(dist: dict[str, dict[str, torch.Tensor]]) -> list[dict[str, Any]]:
     return rows
 
 
-def committed_versions(path: Path) -> list[tuple[str, Path]]:
-    """Every committed version of ``path`` (oldest first), written to temporary files and
+def committed_versions(path: Path, tmp: Path) -> list[tuple[str, Path]]:
+    """Every committed version of ``path`` (oldest first), written to files in ``tmp`` and
     labelled by the number of epochs in the ``metrics.jsonl`` beside it at that commit."""
     rel = path.resolve().relative_to(ROOT)
     commits = _git("log", "--reverse", "--format=%H", "--", str(rel)).split()
     if not commits:
         raise SystemExit(f"{path} has no committed version; commit it or pass --checkpoint LABEL=PATH")
-    tmp = Path(tempfile.mkdtemp(prefix="pdist-"))
     out = []
     for c in commits:
         metrics = _git("show", f"{c}:{rel.parent / 'metrics.jsonl'}", check=False)
@@ -174,20 +173,21 @@ def main(argv: list[str] | None = None) -> int:
         if not sep:
             raise SystemExit(f"--checkpoint {item!r}: write LABEL=PATH, e.g. final=checkpoints/.../model.safetensors")
         sources.append((label, Path(path)))
-    if args.git_history is not None:
-        sources += committed_versions(args.git_history)
-    if not sources:
-        raise SystemExit("nothing to read: pass --checkpoint LABEL=PATH or --git-history PATH")
     previous = RESULTS / f"{args.name}.json"
-    results = json.loads(previous.read_text())["results"] if args.append and previous.is_file() else []
-    commands = json.loads(previous.read_text()).get("commands", []) if args.append and previous.is_file() else []
-    for label, path in sources:
-        meta = read_meta(path)
-        dist = bn_probabilities(load(path).eval(), meta["input_shape"])
-        results = [r for r in results if r["label"] != label]
-        top1 = (meta.get("metrics") or {}).get("test_top1")
-        results.append({"label": label, "test_top1": top1, "rows": summarise(dist)})
-        print(f"{label}: {results[-1]['rows'][-1]['share_p_at_least']}", file=sys.stderr, flush=True)
+    kept = json.loads(previous.read_text()) if args.append and previous.is_file() else {}
+    results, commands = kept.get("results", []), kept.get("commands", [])
+    with tempfile.TemporaryDirectory(prefix="pdist-") as tmp:
+        if args.git_history is not None:
+            sources += committed_versions(args.git_history, Path(tmp))
+        if not sources:
+            raise SystemExit("nothing to read: pass --checkpoint LABEL=PATH or --git-history PATH")
+        for label, path in sources:
+            meta = read_meta(path)
+            dist = bn_probabilities(load(path).eval(), meta["input_shape"])
+            results = [r for r in results if r["label"] != label]
+            top1 = (meta.get("metrics") or {}).get("test_top1")
+            results.append({"label": label, "test_top1": top1, "rows": summarise(dist)})
+            print(f"{label}: {results[-1]['rows'][-1]['share_p_at_least']}", file=sys.stderr, flush=True)
     command = command_line("probability_distribution.py", argv)
     commands.append(command)
     png = RESULTS / f"{args.name}.png"

@@ -236,17 +236,22 @@ def fcs_group_plan(
     return scores, partner_of, scale
 
 
+def group_plans(ctx: ScoreContext) -> dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """:func:`fcs_group_plan` of every prunable group, from one pass over the calibration data."""
+    stats = feature_stats(ctx)
+    return {
+        gi: fcs_group_plan(*group_features(group, stats), ctx.options, ctx.seed + gi)
+        for gi, group in enumerate(ctx.graph.groups)
+        if group.prunable
+    }
+
+
 def fcs_round(ctx: RoundContext) -> RoundOutcome:
     """The default round (score, solve, cut) with, under ``merge``, each removed channel
     folded into its partner's readers just before the cut."""
     if not ctx.options.merge:
         return score_and_cut(get_method("fcs"), ctx)
-    stats = feature_stats(ctx)
-    plans = {
-        gi: fcs_group_plan(*group_features(group, stats), ctx.options, ctx.seed + gi)
-        for gi, group in enumerate(ctx.graph.groups)
-        if group.prunable
-    }
+    plans = group_plans(ctx)
     device = ctx.example.device
     scores = agree({gi: p[0] for gi, p in plans.items()}, device)
     partners = agree({gi: torch.stack([p[1].double(), p[2]]) for gi, p in plans.items()}, device)
@@ -270,9 +275,4 @@ def fcs_round(ctx: RoundContext) -> RoundOutcome:
     prune_round=fcs_round,
 )
 def fcs(ctx: ScoreContext) -> UnitScores:
-    stats = feature_stats(ctx)
-    return {
-        gi: fcs_group_scores(*group_features(group, stats), ctx.options, ctx.seed + gi)
-        for gi, group in enumerate(ctx.graph.groups)
-        if group.prunable
-    }
+    return {gi: plan[0] for gi, plan in group_plans(ctx).items()}
