@@ -105,6 +105,8 @@ def summarise(dist: dict[str, dict[str, torch.Tensor]]) -> list[dict[str, Any]]:
 def committed_versions(path: Path, tmp: Path) -> list[tuple[str, Path]]:
     """Every committed version of ``path`` (oldest first), written to files in ``tmp`` and
     labelled by the number of epochs in the ``metrics.jsonl`` beside it at that commit."""
+    if not path.resolve().is_relative_to(ROOT):
+        raise SystemExit(f"--git-history {path}: not inside the repository ({ROOT}); pass --checkpoint LABEL=PATH")
     rel = path.resolve().relative_to(ROOT)
     commits = _git("log", "--reverse", "--format=%H", "--", str(rel)).split()
     if not commits:

@@ -144,3 +144,11 @@ def test_probability_training_measures_what_the_planted_bns_give(tmp_path) -> No
     # block's residual add reads as it is, so no fold can stand in for it and it stays.
     assert r["channels_removed"] == planted - 1 and r["params_reduction"] > 0
     assert r["top1"] is not None and r["top1_pruned"] is not None
+
+
+def test_git_history_outside_the_repository_is_refused_by_name(tmp_path) -> None:
+    import probability_distribution as pd
+
+    outside = tmp_path / "model.safetensors"
+    with pytest.raises(SystemExit, match="not inside the repository.*--checkpoint LABEL=PATH"):
+        pd.main(["--git-history", str(outside)])
