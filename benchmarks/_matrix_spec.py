@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from _matrix_auto import ONE_ROUND
+
 TP = "tp-magnitude"  # Torch-Pruning's MagnitudePruner, ratio bisected to the MACs target
 #: BN recalibration batches (of 128 training samples) where the harness recalibrates itself
 #: (Torch-Pruning's cuts) or turns it on against the method's default (probability, and the
@@ -68,12 +70,13 @@ VARIANTS: dict[str, Variant] = {
     ),
     "bn-scale": Variant("bn-scale", summary="BatchNorm |gamma| (network slimming)"),
     # A share, not a count, so that the tiny profile's 256 samples can hold some out: 1/30 of
-    # Fashion-MNIST's 60,000 is auto's default of 2,000.
+    # Fashion-MNIST's 60,000 is auto's default of 2,000. The candidates are the methods with a
+    # one-round variant here, so that every pick can be checked against their finals.
     "auto": Variant(
         "auto",
-        {"method_options": {"holdout": 1 / 30}},
-        summary="every method's one-shot cut + BN recalibration scored on 1/30 of the training set held out; "
-        "the best is fine-tuned",
+        {"method_options": {"holdout": 1 / 30, "candidates": ",".join(ONE_ROUND)}},
+        summary=f"one-shot cuts of {', '.join(ONE_ROUND)}, each with BN recalibration, scored on 1/30 of the "
+        "training set held out; the best is fine-tuned",
     ),
     "random": Variant("random", summary="random scores: the control"),
     # Paper 3 (probability) is judged without fine-tuning, with BN recalibration forced on so

@@ -256,8 +256,9 @@ def build_report(profile: Profile, results: Path, out: Path) -> str:
             "*not run yet* when a side has no run.",
             claim_md,
             "## auto's pick",
-            "`auto` chooses before fine-tuning, on held-out training samples; the check is against the "
-            "candidate whose own one-round run ends best on the same seed (`_matrix_auto.py`). " + auto_summary,
+            "`auto` chooses before fine-tuning, on held-out training samples; its pick is checked against the "
+            "finals of its candidates' own one-round runs on the same seed: *no* once any of them ends above the "
+            "pick, *yes* only when every candidate's run is there (`_matrix_auto.py`). " + auto_summary,
             auto_md,
             "## Accuracy against MACs reduction",
             picture,

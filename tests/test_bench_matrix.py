@@ -227,6 +227,37 @@ def test_auto_pick_is_checked_against_the_best_one_round_run_on_its_seed(monkeyp
     assert "1 of 2" in summary
 
 
+def test_auto_pick_is_not_judged_while_a_candidate_that_might_beat_it_has_no_run(monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    from _matrix_auto import verdict
+
+    scored = ["l1", "fcs", "feature-l1"]
+    # the pick is the best of the runs that are there, but feature-l1's is missing
+    assert verdict("fcs", scored, {"l1": 90.0, "fcs": 90.5}) == "not comparable"
+    # the pick's own run is missing: nothing can be said, whatever the others did
+    assert verdict("fcs", scored, {"l1": 90.0, "feature-l1": 89.0}) == "not comparable"
+    # a run above the pick's settles it at once
+    assert verdict("fcs", scored, {"l1": 91.0, "fcs": 90.5}) == "no"
+    assert verdict("fcs", scored, {"l1": 90.0, "fcs": 90.5, "feature-l1": 90.4}) == "yes"
+    # a candidate auto could not score (refused) is not waited for
+    assert verdict("fcs", ["l1", "fcs"], {"l1": 90.0, "fcs": 90.5}) == "yes"
+
+
+def test_matrix_auto_offers_exactly_the_candidates_it_can_be_judged_against(monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    from _matrix_auto import ONE_ROUND
+    from _matrix_spec import VARIANTS
+
+    from secateurs.methods import get_method
+
+    options = get_method("auto").make_options(VARIANTS["auto"].options["method_options"])
+    assert set(options.methods) == set(ONE_ROUND)
+    for method, variant in ONE_ROUND.items():  # each judge runs that method alone, in one round
+        v = VARIANTS[variant]
+        assert v.method == method and v.finetune == "tft" and v.epochs_share == 1.0
+        assert v.options.get("rounds", get_method(method).rounds) == 1
+
+
 def test_side_results_list_only_the_files_that_are_there(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
     from _side_results import side_results
