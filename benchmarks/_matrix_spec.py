@@ -52,10 +52,13 @@ VARIANTS: dict[str, Variant] = {
     "l1-capped-1r": Variant("l1-capped", {"rounds": 1}, summary="the l1-capped criterion in one round"),
     "feature-l1": Variant("feature-l1", summary="mean L1 of each channel's feature map"),
     "fcs": Variant("fcs", summary="Yang & Xiao 2022's feature-channel similarity, tft fine-tuning"),
-    "fcs-merge": Variant(
+    # The best fcs of one cut without fine-tuning (results/cut_only_resnet20_allocation.md):
+    # does that survive fine-tuning?
+    "fcs-merge-fl1": Variant(
         "fcs",
-        {"method_options": {"merge": True}},
-        summary="fcs, each removed channel folded into the kept one it was similar to (option merge)",
+        {"method_options": {"merge": True, "allocation": "feature_l1"}},
+        summary="fcs, each removed channel folded into the kept one it was similar to (option merge), "
+        "each layer's count from feature L1 (option allocation=feature_l1)",
     ),
     "fcs-mlft": Variant("fcs", finetune="mlft", summary="fcs, mutual-learning fine-tuning (Yang & Xiao 2022)"),
     "fcs-mlft-half": Variant(
@@ -152,7 +155,7 @@ _MAIN = (
     "l1-capped-1r",
     "feature-l1",
     "fcs",
-    "fcs-merge",
+    "fcs-merge-fl1",
     "fcs-mlft",
     "fcs-mlft-half",
     "hnsi",

@@ -14,7 +14,7 @@ layers".
 A method may carry options after a colon, ``NAME:key=value,key=value`` (values read like
 ``secateurs prune --method-option``), e.g. ``fcs:merge=true``.
 
-Results: results/cut_only_MODEL.{json,md}.
+Results: results/cut_only_MODEL.{json,md}, or results/NAME.{json,md} with ``--name``.
 """
 
 from __future__ import annotations
@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scopes", nargs="+", default=["global", "layer"], choices=["global", "layer"])
     p.add_argument("--budgets", type=float, nargs="+", default=[0.5], help="MACs reductions")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", help="results/NAME.{json,md} (default: cut_only_MODEL)")
     args = p.parse_args(argv)
     meta = read_meta(args.checkpoint)
     _, train_set = checkpoint_dataset(args.checkpoint, meta, None, "train", None)
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
         ]
     )
-    write_results(f"cut_only_{name}", data, md)
+    write_results(args.name or f"cut_only_{name}", data, md)
     print(md)
     return 0
 

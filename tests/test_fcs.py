@@ -350,3 +350,70 @@ def test_a_refused_cut_leaves_the_merged_weights_as_they_were():
 def test_a_merge_that_is_not_a_boolean_is_refused_by_name():
     with pytest.raises(secateurs.ConfigError, match="merge"):
         get_method("fcs").make_options({"merge": "yes"})
+
+
+# --- allocation: how many channels each group loses in global scope ---------------------------------
+
+
+def test_feature_l1_allocation_keeps_the_removal_order_and_takes_the_feature_l1_values():
+    """By hand: a / mean(a) = [1, 2, 0.5, 0, 1.5], sorted [0, 0.5, 1, 1.5, 2]; the removal
+    order of the scores is units 3, 1, 4, 0, 2, and each gets the next value in turn."""
+    from secateurs.methods.fcs import _STEP, feature_l1_allocation
+
+    scores = torch.tensor([0.5, 0.1, 3.2, -1.0, 0.3], dtype=torch.float64)
+    a = torch.tensor([2.0, 4.0, 1.0, 0.0, 3.0], dtype=torch.float64)
+    out = feature_l1_allocation(scores, a)
+    want = {3: 0.0, 1: 0.5, 4: 1.0, 0: 1.5, 2: 2.0}
+    rank = {3: 0, 1: 1, 4: 2, 0: 3, 2: 4}
+    for i, v in want.items():
+        assert float(out[i]) == pytest.approx(v + rank[i] * _STEP, abs=1e-15)
+    assert torch.equal(torch.argsort(out), torch.argsort(scores))
+
+
+def test_feature_l1_allocation_takes_the_feature_l1_counts_and_the_similarity_channels():
+    """Global scope on a ResNet: each group loses as many units as a global ranking of
+    ``a / mean(a)`` would take from it (solved independently from the group's feature L1),
+    and the units it loses are the first of similarity's removal order."""
+    from secateurs.select import CostModel, solve
+
+    torch.manual_seed(0)
+    model = secateurs.create_model("test_resnet", num_classes=10, in_channels=3)
+    randomise(model, 0)
+    data = secateurs.load_dataset("synthetic", "train", num_samples=32)
+    example = torch.zeros(1, 3, 32, 32)
+    graph = secateurs.trace(model, example)
+    method = get_method("fcs")
+
+    def ctx(options: dict) -> ScoreContext:
+        return ScoreContext(model, graph, method.make_options(options), lambda: iter([data.images.float() / 255]), 0)
+
+    similarity = method.score(ctx({}))
+    allocated = method.score(ctx({"allocation": "feature_l1"}))
+    stats = feature_stats(ctx({}))
+    reference = {}
+    for gi in similarity:
+        a = group_features(graph.groups[gi], stats)[1]
+        reference[gi] = torch.where(torch.isnan(a), torch.inf, a / a[~torch.isnan(a)].mean())
+
+    where = {id(u): (gi, ui) for gi, g in enumerate(graph.groups) for ui, u in enumerate(g.units)}
+
+    def removed(scores: dict) -> dict[int, set[int]]:
+        plan = solve(graph, scores, CostModel.of(model, example, graph.calls), 0.4, "macs", "global")
+        out: dict[int, set[int]] = {gi: set() for gi in scores}
+        for u in plan.units:
+            gi, ui = where[id(u)]
+            out[gi].add(ui)
+        return out
+
+    got, want = removed(allocated), removed(reference)
+    assert {gi: len(s) for gi, s in got.items()} == {gi: len(s) for gi, s in want.items()}
+    assert sum(map(len, got.values())) > 0
+    for gi, units in got.items():
+        first = torch.argsort(similarity[gi], stable=True)[: len(units)].tolist()
+        assert units == set(first)
+    assert got != removed(similarity)  # the allocation changed something on this model
+
+
+def test_an_unknown_allocation_is_refused_with_the_choices():
+    with pytest.raises(secateurs.ConfigError, match="allocation must be one of similarity, feature_l1"):
+        get_method("fcs").make_options({"allocation": "l1"})
