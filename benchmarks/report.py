@@ -168,12 +168,15 @@ def plot(groups: dict, path: Path) -> str:
         for i, v in enumerate(sorted({v for m, t, v in groups if m == model and t.startswith("macs")})):
             pts = sorted(
                 (
-                    (Stat.of([100 * r["achieved"] for r in rs]), Stat.of([r["top1"] for r in rs]))
+                    (Stat.of([100 * r["achieved"] for r in rs]), y)
                     for (m, t, vv), rs in groups.items()
                     if m == model and vv == v and t.startswith("macs")
+                    if (y := Stat.of([r["top1"] for r in rs])) is not None  # None: no run recorded a final top-1
                 ),
                 key=lambda p: p[0].mean,
             )
+            if not pts:
+                continue
             ax.errorbar(
                 [x.mean for x, _ in pts],
                 [y.mean for _, y in pts],
