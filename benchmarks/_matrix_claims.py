@@ -121,8 +121,9 @@ def pair_claim_rows(groups: dict, planned: set[tuple[str, str, str]]) -> list[li
 
 
 def probability_claim_rows(groups: dict, planned: set[tuple[str, str, str]]) -> list[list[str]]:
-    """Paper 3: at its default tau, without fine-tuning, at least 15% fewer params for at most
-    0.5 point of top-1 lost (without recalibration: the paper uses no data; with it, beside).
+    """Zhao et al. 2022 (probability): at its default tau, without fine-tuning, at least 15%
+    fewer params for at most 0.5 point of top-1 lost (without recalibration: the paper uses
+    no data; with it, beside).
 
     Unlike the comparisons, this claim needs no 3 seeds: without data the cut and its top-1
     are the same on every seed (the seed moves only the recalibration batches, shown beside)."""

@@ -82,7 +82,7 @@ VARIANTS: dict[str, Variant] = {
         "training set held out; the best is fine-tuned",
     ),
     "random": Variant("random", summary="random scores: the control"),
-    # Paper 3 (probability) is judged without fine-tuning, with BN recalibration forced on so
+    # Zhao et al. 2022 (probability) is judged without fine-tuning, with BN recalibration forced on so
     # that each run records top-1 before and after it.
     **{
         f"probability-tau{t}": Variant(

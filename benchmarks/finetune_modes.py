@@ -2,7 +2,8 @@
 learning with the unpruned network as a trained peer (mlft, Yang & Xiao, Appl. Intell. 2022) and distillation from
 the frozen unpruned network (kd), each for E/4, E/2 and E epochs, with the wall time of each.
 
-Paper 4's claim under test: mlft reaches tft's accuracy after E epochs in at most E/2 epochs.
+The claim under test (Yang & Xiao, Appl. Intell. 2022, doi:10.1007/s10489-022-03403-9):
+mlft reaches tft's accuracy after E epochs in at most E/2 epochs.
 Every run starts from the same pruned checkpoint (fcs, no fine-tuning, cached) with the same
 optimiser settings as prune_filters.py; only the objective and the epoch count change.
 

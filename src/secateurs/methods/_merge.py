@@ -6,8 +6,9 @@ the Gram matrix fcs has already accumulated), every layer that reads the channel
 ``c``'s share through ``k`` instead: ``W[:, k] += s * W[:, c]`` before ``c``'s column goes
 with the cut. The output is unchanged when ``F_c = s * F_k`` exactly, and otherwise changes
 by ``W[:, c] * (F_c - s * F_k)``, the part of ``c`` its partner does not carry; plain removal
-changes it by all of ``W[:, c] * F_c``. This is neuron merging (Kim, Kim & Kwak, NeurIPS
-2020) restricted to the partner fcs already chose.
+changes it by all of ``W[:, c] * F_c``. This is neuron merging (Kim, Kim, Park & Jeon,
+"Neuron Merging: Compensating for Pruned Neurons", NeurIPS 2020,
+doi:10.48550/arXiv.2010.13160) restricted to the partner fcs already chose.
 
 Only where every reader is a dense ``nn.Conv2d`` (groups = 1) or an ``nn.Linear``: a
 depthwise or grouped conv keeps each input channel apart, so nothing can carry one

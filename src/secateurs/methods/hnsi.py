@@ -17,16 +17,14 @@ Appl. Intell. 2022; see docs/methods.md). Kernels ``W[j, i]`` are masked, not ch
   ``keep(norms; high_strength * c)`` groups, the strongest kept whole, the others dropped
   whole. ``high_strength`` (default 0.6) scales the stage's one strength ``c`` for these
   layers: HNSI over group norms is near 1 (norms of 16-64 kernels average out), so at
-  ``high_strength = 1`` the cut lands mostly on scattered kernels and few channels go
-  (at 50% kernel-sparse MACs, 13.9% fewer dense MACs on a resnet56 trained to ~80%, 18.6% on
-  a random-init vgg16); 0.6 moves stage 2's cut to whole channels of the high-level convs
-  (22.6% and 30.2%, b64 1.05x and 1.40x faster: ``benchmarks/results/hnsi_structure.md``),
-  the low-level convs keep every input channel; before fine-tuning it
-  costs more top-1 on that resnet56 (11.3% against 24.9% after both cuts, BN recalibrated).
-  Two other readings were measured
-  and dropped: the layer's kernel ``keep`` spent on whole groups (14.6% on resnet56: kernel
-  and group HNSI barely differ after stage 1), and stage 2 cutting only the high-level convs
-  (27.8%, but the paper's stage 2 prunes every conv).
+  ``high_strength = 1`` the cut lands mostly on scattered kernels and few channels go;
+  0.6 moves stage 2's cut to whole channels of the high-level convs (at 50% kernel-sparse
+  MACs, 22.6% fewer dense MACs on resnet56 and 30.2% on vgg16, b64 1.05x and 1.40x faster:
+  ``benchmarks/results/hnsi_structure.md``), and the low-level convs keep every input
+  channel. Two other readings were tried in development runs (not kept in a committed
+  result) and dropped: the layer's kernel ``keep`` spent on whole groups (kernel and group
+  HNSI barely differ after stage 1, so few channels went), and stage 2 cutting only the
+  high-level convs (the paper's stage 2 prunes every conv).
 * Then :func:`~secateurs.graph.materialize`: input channels read by no consumer go with
   their producer filter and BN, filters with no kernel left are folded forward.
 
@@ -100,8 +98,8 @@ class HNSIOptions:
     #: With high_level="groups": the high-level convs keep ``keep(group norms; high_strength * c)``
     #: groups, c being the stage's one strength. Below 1 it moves stage 2's cut from kernels
     #: scattered over the low-level convs to whole input channels of the high-level ones, the
-    #: only cut that lowers dense MACs (at 50% kernel-sparse MACs: 1.0 -> 13.9% fewer dense MACs
-    #: on a trained resnet56, 0.6 -> 22.6%; see the module docstring).
+    #: only cut that lowers dense MACs (at 50% kernel-sparse MACs, 0.6 gives 22.6% fewer dense
+    #: MACs on resnet56; see the module docstring).
     high_strength: float = 0.6
 
     def __post_init__(self) -> None:
