@@ -242,6 +242,8 @@ def train_flags() -> Flags:
         "num_workers": "DataLoader worker processes, for datasets decoded while streaming (in-memory ones need none)",
         "channels_last": "train in channels-last (NHWC) memory layout: faster convolutions on CPU (oneDNN) and on GPU "
         "under AMP",
+        "bn_l1": "network slimming's sparsity penalty: adds BN_L1 * sum |gamma| of every BatchNorm to the loss, which "
+        "gives bn-scale and probability channels to remove (default 0: off)",
     }
     return Flags(TrainConfig, descriptions, noun="training option")
 

@@ -42,6 +42,11 @@ class TrainConfig:
     #: library prefers it: oneDNN on CPU (mobilenet_v2 training steps about 1.5x faster on
     #: one thread, resnet20 about 1.1x), tensor cores under AMP on GPU.
     channels_last: bool = False
+    #: Network slimming's sparsity penalty (Liu et al., ICCV 2017): ``bn_l1 * sum |gamma|``
+    #: over every BatchNorm's scale, added to the loss (and to the reported train loss). It
+    #: drives the scales of the channels the loss does not need towards 0, which is what
+    #: ``bn-scale`` ranks and what gives ``probability`` channels to remove; 0 is off.
+    bn_l1: float = 0.0
 
     def __post_init__(self) -> None:
         from .._types import check_field_types
@@ -63,6 +68,7 @@ class TrainConfig:
             "weight_decay": self.weight_decay,
             "warmup_epochs": self.warmup_epochs,
             "label_smoothing": self.label_smoothing,
+            "bn_l1": self.bn_l1,
         }.items():
             if value < 0:
                 raise ConfigError(f"{name} must be >= 0, got {value!r}")

@@ -23,7 +23,7 @@ from ._epoch import evaluate_epoch, format_record, train_epoch
 from ._session import EpochLoop, Trainees, TrainState, check_batch_split, on_device
 from .config import TrainConfig
 from .distributed import dist_info, process_group, training_device
-from .objectives import Objective, checked_companions, cross_entropy
+from .objectives import Objective, checked_companions, cross_entropy, with_bn_l1
 from .resume import EXTENDABLE, RESUME_FREE, restore
 from .run_files import METRICS_FILE, MODEL_FILE, STATE_FILE, RunFiles, check_run_dir, model_meta
 
@@ -81,7 +81,8 @@ def train(
             the new length and followed from the saved step (with ``cosine``, a warm restart).
             Every other option must be the run's own.
         meta: extra metadata stored in ``model.safetensors``.
-        objective: loss function, default cross-entropy with the configured smoothing.
+        objective: loss function, default cross-entropy with the configured smoothing; with
+            ``config.bn_l1`` the BN sparsity term is added to it (:func:`.objectives.with_bn_l1`).
         after_step: called with the bare model after every optimizer step (e.g. to hold masks).
         companions: other networks trained with the model by the same optimizer (a mutual-
             learning peer), handed to ``objective`` as keywords; their weights are in the
@@ -91,7 +92,7 @@ def train(
     # A pruning run passes the device its plan resolved, which this leaves as it is; a direct
     # call is resolved here ("auto", and a bare "cuda" becomes this rank's GPU).
     device = training_device(config.device, dist_info())
-    objective = objective or cross_entropy(config.label_smoothing)
+    objective = with_bn_l1(objective or cross_entropy(config.label_smoothing), config.bn_l1)
     companions = checked_companions(companions)
     with process_group(device) as info:  # joins torchrun's group unless the caller already has
         check_batch_split(config.batch_size, info)
