@@ -18,7 +18,6 @@ from secateurs.methods.fcs import (
     FCSOptions,
     cosine,
     fcs_group_plan,
-    fcs_group_scores,
     feature_stats,
     greedy_order,
     group_features,
@@ -176,7 +175,7 @@ def test_single_channel_bins_are_never_emptied_by_similarity():
     f = torch.randn(7, 30, generator=g).abs()
     gram = (f @ f.T).double()
     a = torch.tensor([0.1, 0.11, 0.12, 3.0, 7.0, 7.1, 20.0], dtype=torch.float64)
-    scores = fcs_group_scores(gram, a, FCSOptions(bins=4), seed=0)
+    scores = fcs_group_plan(gram, a, FCSOptions(bins=4), seed=0)[0]
     bins = kmeans_bins(a.numpy(), 4, seed=0)
     singles = [i for i in range(7) if (bins == bins[i]).sum() == 1]
     assert singles == [3, 6]
@@ -207,7 +206,7 @@ def test_a_dead_channel_goes_before_any_similar_one():
     f[5] = f[0]  # an exact duplicate pair too
     gram = (f @ f.T).double()
     a = torch.tensor([1.0, 1.1, 5.0, 5.1, 0.0, 1.0], dtype=torch.float64)
-    scores = fcs_group_scores(gram, a, FCSOptions(bins=3), seed=0)
+    scores = fcs_group_plan(gram, a, FCSOptions(bins=3), seed=0)[0]
     order = torch.argsort(scores).tolist()
     assert order[0] == 4 and set(order[1:2]) <= {0, 5}
     assert float(scores[4]) < 0 <= float(scores[order[1]])
@@ -217,7 +216,7 @@ def test_non_finite_features_are_refused():
     gram = torch.eye(3, dtype=torch.float64)
     gram[1, 1] = float("nan")
     with pytest.raises(secateurs.ConfigError, match="non-finite"):
-        fcs_group_scores(gram, torch.ones(3, dtype=torch.float64), FCSOptions(), seed=0)
+        fcs_group_plan(gram, torch.ones(3, dtype=torch.float64), FCSOptions(), seed=0)
 
 
 # --- planted duplicates ------------------------------------------------------------------------

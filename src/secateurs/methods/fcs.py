@@ -155,11 +155,6 @@ def group_features(group: ChannelGroup, stats: FeatureStats) -> tuple[torch.Tens
     return gram, a
 
 
-def fcs_group_scores(gram: torch.Tensor, a: torch.Tensor, options: FCSOptions, seed: int) -> torch.Tensor:
-    """One score per unit of a group, lowest first to go (see the module docstring)."""
-    return fcs_group_plan(gram, a, options, seed)[0]
-
-
 def fcs_group_plan(
     gram: torch.Tensor, a: torch.Tensor, options: FCSOptions, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
