@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", help="results/NAME.{json,md} (default: cut_only_MODEL)")
     args = p.parse_args(argv)
+    if args.name is not None and (not args.name or Path(args.name).name != args.name):
+        p.error(f"--name {args.name!r}: a file name without a folder, e.g. cut_only_resnet20_allocation")
     meta = read_meta(args.checkpoint)
     _, train_set = checkpoint_dataset(args.checkpoint, meta, None, "train", None)
     _, test_set = checkpoint_dataset(args.checkpoint, meta, None, "test", None)

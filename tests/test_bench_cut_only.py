@@ -48,3 +48,11 @@ def test_method_options_after_a_colon() -> None:
     assert parse_method("l1") == ("l1", {})
     with pytest.raises(SystemExit, match="NAME:key=value"):
         parse_method("fcs:merge")
+
+
+def test_a_name_with_a_folder_is_refused_before_anything_is_read(tmp_path, capsys) -> None:
+    from cut_only import main
+
+    with pytest.raises(SystemExit):
+        main(["--checkpoint", str(tmp_path / "missing.safetensors"), "--name", "../elsewhere"])
+    assert "--name '../elsewhere': a file name without a folder" in capsys.readouterr().err
