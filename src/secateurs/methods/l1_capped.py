@@ -12,7 +12,10 @@ The paper iterates (3 rounds of cut then fine-tune). How the fine-tuning budget 
 the rounds and how much each round cuts are this module's schedule (:func:`l1_capped_schedule`):
 most of the budget goes to the last architecture, the cuts are front-loaded, and BN
 recalibration after each cut (the pipeline's default) gives the early rounds their first
-recovery, so none is left with a broken model.
+recovery, so none is left with a broken model. On the converged resnet20 at 50% MACs this
+schedule still ends about 0.1 point below one-shot ``l1`` and 0.16 below Torch-Pruning's
+magnitude pruner, and 2 rounds with 80% of the epochs after the last cut do no better
+(docs/methods.md gives the figures): the defaults stay until a schedule beats them there.
 """
 
 from __future__ import annotations
