@@ -272,3 +272,31 @@ def test_side_results_list_only_the_files_that_are_there(tmp_path, monkeypatch):
         "engine_timing.md",
     ]
     assert lines[0].startswith("- [`cut_only_resnet20.md`](cut_only_resnet20.md): if you cannot fine-tune")
+
+
+def test_every_converged_variant_resolves_and_l1_capped_schedules_match_a_hand_split(monkeypatch) -> None:
+    """A variant's options reach the pipeline only when its cell runs (half an hour in); each is
+    resolved here, and the l1-capped schedules, the point of those variants, are written out."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    from _matrix_run import _config
+    from _matrix_spec import PROFILES, TP, VARIANTS, cells
+
+    from secateurs.pipeline.plan import RunPlan
+
+    profile = PROFILES["converged"]
+    first = {}  # each variant's first cell (its model and target are the block's)
+    for cell in cells(profile):
+        first.setdefault(cell.variant, cell)
+    plans = {name: RunPlan.resolve(_config(c, profile)) for name, c in first.items() if VARIANTS[name].method != TP}
+    assert set(plans) | {TP} == set(first)
+    assert profile.budget.epochs == 5
+    cut = [5 / 9, 8 / 9, 1.0]  # 1 - (1 - i/3)**2, the default front-loading
+    hand = {
+        "l1-capped": (cut, [1, 1, 3]),  # final_share 0.6: 3 of 5 after the last cut
+        "l1-capped-1r": ([1.0], [5]),
+        "l1-capped-2r": ([0.75, 1.0], [1, 4]),  # 1 - (1/2)**2; final_share 0.8
+        "l1-capped-late": (cut, [0, 0, 5]),  # final_share 1.0: every epoch after the last cut
+    }
+    for name, (shares, epochs) in hand.items():
+        assert [r.share for r in plans[name].rounds] == pytest.approx(shares), name
+        assert plans[name].epochs == epochs, name
