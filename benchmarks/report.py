@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +203,7 @@ def _header(profile: Profile, groups: dict, folder: Path) -> list[str]:
     cpu_h, wall_h = sum(r["cpu_s"] for r in runs) / 3600, sum(r["wall_s"] for r in runs) / 3600
     seeds = sorted({r["seed"] for r in runs})
     recal = sorted({str(r["bn_recalibration"]) for r in runs})
+    layouts = Counter("channels-last" if r["budget"].get("channels_last") else "NCHW" for r in runs)
     bases = {r["model"]: r["baseline"] for r in runs}
     conv = {None: "not enough epochs to tell", True: "converged", False: "NOT converged"}
     base_text = "; ".join(
@@ -216,7 +217,9 @@ def _header(profile: Profile, groups: dict, folder: Path) -> list[str]:
         f"Profile `{profile.name}`: {profile.summary}. {len(runs)} runs in "
         f"`{_shown(folder)}/`; seeds {seeds or 'none yet'}.",
         f"Fine-tuning, the same for every variant (a variant's share is in its FT epochs): "
-        f"{profile.budget.describe()}. BN recalibration batches recorded: {', '.join(recal) or '-'}.",
+        f"{profile.budget.describe()}. BN recalibration batches recorded: {', '.join(recal) or '-'}. "
+        f"Memory layout of the fine-tuning (the same arithmetic in another order): "
+        f"{', '.join(f'{k} in {n} runs' for k, n in sorted(layouts.items())) or '-'}.",
         f"Baselines: {base_text or 'none yet'}.",
         f"Total CPU time of the runs: {cpu_h:.2f} h (wall, summed over runs: {wall_h:.2f} h).",
         "Machines: " + ("; ".join(machines) if machines else "none yet"),

@@ -91,6 +91,7 @@ def test_tiny_report_tables_are_mean_and_std_over_seeds(tiny_run):
         assert f"{statistics.fmean(xs):.2f} ± {statistics.stdev(xs):.2f}" in row
     assert "| tp-magnitude | 0 | not run |" in md  # planned, not run: shown, never filled in
     assert "Total CPU time of the runs" in md and "python benchmarks/matrix.py --profile tiny" in md
+    assert "Memory layout of the fine-tuning (the same arithmetic in another order): NCHW in 4 runs." in md
     assert ("![top-1 against MACs reduction](matrix_tiny.png)" in md) == (tmp / "matrix_tiny.png").exists()
 
 
