@@ -214,7 +214,7 @@ PROFILES: dict[str, Profile] = {
     # CPU, the committed converged baselines. 5 whole epochs is the low end of issue 12's
     # "5-10 epochs for resnet20", chosen for 2 cores; each result records it. NCHW since
     # 2026-11-30: channels-last (about 1.1x faster on resnet20) aborted l1-capped's 75% cell in
-    # oneDNN (benchmarks/repro_channels_last_abort.py); the 24 cells before ran channels-last,
+    # oneDNN (benchmarks/repro_channels_last_abort.py); the 25 cells before ran channels-last,
     # the same arithmetic in another order, and each JSON's budget says which.
     "converged": Profile(
         "converged",
