@@ -219,7 +219,7 @@ def _header(profile: Profile, groups: dict, folder: Path) -> list[str]:
         f"Fine-tuning, the same for every variant (a variant's share is in its FT epochs): "
         f"{profile.budget.describe()}. BN recalibration batches recorded: {', '.join(recal) or '-'}. "
         f"Memory layout of the fine-tuning (the same arithmetic in another order): "
-        f"{', '.join(f'{k} in {n} runs' for k, n in sorted(layouts.items())) or '-'}.",
+        f"{', '.join(f'{k} in {n} run' + 's' * (n != 1) for k, n in sorted(layouts.items())) or '-'}.",
         f"Baselines: {base_text or 'none yet'}.",
         f"Total CPU time of the runs: {cpu_h:.2f} h (wall, summed over runs: {wall_h:.2f} h).",
         "Machines: " + ("; ".join(machines) if machines else "none yet"),
