@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from secateurs._atomic import atomic_write
 from secateurs.measure import LoadMonitor, LoadWindow
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -94,11 +95,12 @@ def speedup_cells(base_ms: dict[str, float] | None, ms: dict[str, float] | None,
 
 
 def write_results(name: str, data: dict[str, Any], markdown: str) -> tuple[Path, Path]:
-    """Write ``results/NAME.json`` and ``results/NAME.md`` (both name the machine and command)."""
+    """Write ``results/NAME.json`` and ``results/NAME.md`` (both name the machine and command),
+    each atomically: an interrupted benchmark leaves the previous pair, never a truncated file."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     js, md = RESULTS / f"{name}.json", RESULTS / f"{name}.md"
-    js.write_text(json.dumps(data, indent=2) + "\n")
-    md.write_text(markdown.rstrip() + "\n")
+    atomic_write(js, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+    atomic_write(md, lambda tmp: tmp.write_text(markdown.rstrip() + "\n"))
     return js, md
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -151,7 +152,9 @@ def _config(cell: Cell, profile: Profile) -> PruneConfig:
     of it), its seed; Torch-Pruning's runs use only the budget and the seed of it."""
     v = VARIANTS[cell.variant]
     b = profile.budget
-    epochs = 0 if v.finetune == "none" else max(1, round(b.epochs * v.epochs_share))
+    # A share rounds down (at least one epoch): fcs-mlft-half gets 2 of 5, "at most E/2" as
+    # its claim reads, never more than half (Python's round(2.5) is 2 only by luck of parity).
+    epochs = 0 if v.finetune == "none" else max(1, math.floor(b.epochs * v.epochs_share))
     train = {"lr": b.lr, "batch_size": b.batch_size, "progress": False}
     if b.max_steps_per_epoch:
         train["max_steps_per_epoch"] = b.max_steps_per_epoch

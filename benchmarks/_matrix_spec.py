@@ -31,7 +31,7 @@ class Variant:
     #: PruneConfig fields beyond the target and the budget (``rounds``, ``method_options``).
     options: dict[str, Any] = field(default_factory=dict)
     finetune: str = "tft"  # "none": the variant is judged right after the cut
-    #: Share of the profile's fine-tuning epochs (mlft's claim: fewer epochs reach tft's accuracy).
+    #: Share of the profile's fine-tuning epochs, rounded down (mlft's claim: fewer epochs reach tft's accuracy).
     epochs_share: float = 1.0
     #: Force BN recalibration on with this many batches where the method's default is off
     #: (probability); None keeps the library's default.

@@ -70,7 +70,7 @@ def test_a_best_equal_to_the_baseline_on_every_seed_recovered_it():
 
     groups = {("m", "macs50", "l1"): _runs("l1", [94.1] * 3), ("m", "macs50", "fcs"): _runs("fcs", [89.0] * 3)}
     (row,) = choice_rows(groups)[0]
-    assert row[3] == "`l1` (94.10 ± 0.00)" and row[4] == "none" and row[5] == "+0.00: yes"
+    assert row[3] == "`l1` (94.10 ± 0.00)" and row[4] == "none" and row[7] == "+0.00: yes"
 
 
 def test_plot_skips_a_variant_whose_runs_have_no_final_top1(tmp_path):
