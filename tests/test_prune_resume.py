@@ -91,6 +91,29 @@ def test_resume_refuses_another_configuration(data, tmp_path):
         )
 
 
+def test_a_new_run_into_an_old_runs_folder_is_refused_and_touches_nothing(data, tmp_path):
+    """Without resume, a run_dir holding an earlier run is refused before anything runs: the
+    old run's finetune-1/ would otherwise be resumed onto the new cut (its weights returned as
+    the new run's). The old run's files and the model passed in are left as they were."""
+    import shutil
+
+    train_set, test_set = data
+    old = tmp_path / "old"
+    secateurs.prune(_model(), "l1", train_set=train_set, test_set=test_set, run_dir=old, **OPTIONS)
+    files = {p: p.read_bytes() for p in old.rglob("*") if p.is_file()}
+    model = _model()
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(secateurs.ConfigError, match=r"already holds \(part of\) a pruning run \(progress"):
+        secateurs.prune(model, "fpgm", train_set=train_set, test_set=test_set, run_dir=old, **OPTIONS)
+    assert {p: p.read_bytes() for p in old.rglob("*") if p.is_file()} == files
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
+    # the fine-tuning folders alone are enough to refuse
+    only_ft = tmp_path / "only_ft"
+    shutil.copytree(old / "finetune-1", only_ft / "finetune-1")
+    with pytest.raises(secateurs.ConfigError, match="finetune-1"):
+        secateurs.prune(_model(), "l1", train_set=train_set, test_set=test_set, run_dir=only_ft, **OPTIONS)
+
+
 def test_resume_refuses_options_whose_defaults_moved(data, tmp_path):
     """The options as given match, but one resolves differently now than when the run started
     (a default changed in between: simulated by editing the saved resolved options). The run

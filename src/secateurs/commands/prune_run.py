@@ -26,6 +26,7 @@ from ..io._factory import ArchSpec, load_model
 from ..pipeline._data import RunData
 from ..pipeline.config import PruneConfig
 from ..pipeline.plan import PRUNE_RESUME_FREE, RunPlan, resume_conflicts
+from ..pipeline.progress import refuse_leftovers
 from ..pipeline.result import PruneResult
 from ..pipeline.run import run_plan
 from ..report import write_run_report
@@ -114,15 +115,9 @@ def prune_command(
 
 
 def check_out(out: Path, resume: bool) -> None:
-    """Refuse a new run into a folder that holds (part of) an earlier pruning run."""
-    leftovers = [p.name for p in (out / METRICS_FILE, out / MODEL_FILE, out / CONFIG_FILE) if p.exists()]
-    leftovers += sorted(p.name for p in out.glob("finetune-*")) if out.is_dir() else []
-    if leftovers and not resume:
-        # A new run would re-cut and then collide with the old fine-tuning folders.
-        raise ConfigError(
-            f"{str(out)!r} already holds (part of) a pruning run ({', '.join(leftovers)}); resume "
-            "it with --resume, choose another --out, or delete it"
-        )
+    """Refuse a new run into a folder that holds (part of) an earlier pruning run, the CLI's
+    own files (metrics, model, config) counted with the pipeline's."""
+    refuse_leftovers(out, resume, also=(METRICS_FILE, MODEL_FILE, CONFIG_FILE))
 
 
 #: Shown in the first line of a run; the other options are listed only where they differ

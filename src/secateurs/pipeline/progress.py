@@ -26,6 +26,23 @@ from .result import RoundRecord
 PROGRESS_FILE = "progress.safetensors"
 
 
+def refuse_leftovers(run_dir: Path, resume: bool, also: tuple[str, ...] = ()) -> None:
+    """Refuse a new run into a folder that holds (part of) an earlier pruning run.
+
+    A new run there would re-cut and then find the old run's ``finetune-<round>`` folders:
+    their trainer state would be resumed onto the new cut (the old weights coming back as the
+    result). ``also``: more file names that mark a run (the CLI's ``metrics.json`` ...)."""
+    if resume or not run_dir.is_dir():
+        return
+    leftovers = [name for name in (PROGRESS_FILE, *also) if (run_dir / name).exists()]
+    leftovers += sorted(p.name for p in run_dir.glob("finetune-*"))
+    if leftovers:
+        raise ConfigError(
+            f"{str(run_dir)!r} already holds (part of) a pruning run ({', '.join(leftovers)}); resume "
+            "it (--resume; resume=True in Python), choose another folder, or delete it"
+        )
+
+
 @dataclass
 class Progress:
     round: int = 0  # the last round with a stage reached

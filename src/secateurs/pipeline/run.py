@@ -28,7 +28,7 @@ from ._data import RunData, calibration_batches, top1_accuracy  # noqa: F401  (t
 from ._state import RunState, channels, snapshot
 from .config import PruneConfig
 from .plan import RunPlan
-from .progress import Progress, load_progress
+from .progress import Progress, load_progress, refuse_leftovers
 from .recalibration import recalibration_plan
 from .result import PruneResult, RoundRecord
 
@@ -83,6 +83,8 @@ def prune(
     data = RunData.of(plan, train_set, test_set, input_shape, example_inputs)
     if resume and run_dir is None:
         raise ConfigError("resume=True needs the run_dir of the run to continue")
+    if run_dir is not None:
+        refuse_leftovers(Path(run_dir), resume)
     with process_group(plan.device):  # one group for all rounds (fine-tuning joins it)
         return run_plan(plan, model, data, Path(run_dir) if run_dir is not None else None, resume)
 
