@@ -351,6 +351,14 @@ def test_a_merge_that_is_not_a_boolean_is_refused_by_name():
         get_method("fcs").make_options({"merge": "yes"})
 
 
+def test_merge_on_the_branch_outputs_before_the_add_is_refused():
+    """The readers merge edits read the stream after the add: pairing channels by the branch
+    outputs before it would fold them by maps those readers never see."""
+    with pytest.raises(secateurs.ConfigError, match="stream='before_add'.*keep stream=after_add"):
+        get_method("fcs").make_options({"merge": True, "stream": "before_add"})
+    assert get_method("fcs").make_options({"merge": True}).stream == "after_add"
+
+
 # --- allocation: how many channels each group loses in global scope ---------------------------------
 
 

@@ -530,3 +530,22 @@ def test_cli(trained_checkpoint, tmp_path):
     assert count_macs(pruned, SHAPE) == m["after"]["macs"] == m["finalized"]["dense_macs"][1]
     assert count_macs(pruned, SHAPE, sparse=True) == m["after"]["sparse_macs"]
     assert math.isclose(m["achieved"], 1 - m["after"]["sparse_macs"] / m["before"]["macs"])
+
+
+def test_a_model_with_zero_kernels_is_cut_relative_to_its_kernel_sparse_macs(data):
+    """hnsi's target is on kernel-sparse MACs, so the reduction is of the input model's
+    kernel-sparse MACs: here a quarter of most kernels are already zero, and 40% means 40% of
+    what is left (it was of the dense MACs, which overstated the reduction)."""
+    model = fresh_model()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d) and m.groups == 1 and m.in_channels > 3:
+                m.weight[::2, ::2] = 0
+    sparse0 = count_macs(model, SHAPE, sparse=True)
+    assert sparse0 < 0.9 * count_macs(model, SHAPE)
+    pruned, result = secateurs.prune(
+        model, "hnsi", macs_reduction=0.4, finetune_epochs=0, train_set=data[0], latency=False, input_shape=SHAPE
+    )
+    assert result.before["sparse_macs"] == sparse0
+    assert result.achieved == pytest.approx(1 - count_macs(pruned, SHAPE, sparse=True) / sparse0)
+    assert abs(result.achieved - 0.4) <= 0.01

@@ -235,3 +235,23 @@ def test_a_run_dir_with_leftover_finetuning_is_refused(trained_checkpoint, tmp_p
     assert main(_no_finetuning(trained_checkpoint, out)) == 2
     assert "finetune-1" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["finetune-1"]
+
+
+@pytest.mark.parametrize(
+    "key, recipe_value, given, merged",
+    [
+        ("finetune_options", "{peer: pruned}", {"temperature": 4.0}, {"peer": "pruned", "temperature": 4.0}),
+        ("finetune_train", "{batch_size: 64}", {"lr": 0.02}, {"batch_size": 64, "lr": 0.02}),
+        ("method_options", "{alpha: 0.5}", {"alpha": 0.7}, {"alpha": 0.7}),
+    ],
+)
+def test_mapping_options_given_on_top_merge_into_the_recipes(tmp_path, key, recipe_value, given, merged):
+    """Every mapping option merges key by key, the given value winning a clash; a recipe's
+    `peer: pruned` survived a `--finetune-option temperature=4` only once finetune_options was
+    merged like the other two."""
+    from secateurs.pipeline import load_recipe
+
+    method = "l1-capped" if key == "method_options" else "l1"
+    text = f"method: {method}\nmacs_reduction: 0.5\nfinetune: mlft\n{key}: {recipe_value}\n"
+    config = load_recipe(_recipe(tmp_path, text), **{key: given})
+    assert getattr(config, key) == merged

@@ -32,7 +32,9 @@ class RoundContext(ScoreContext):
     goal: float | None = None  # the cumulative reduction to reach, relative to ``reference``; None: threshold mode
     metric: str = "macs"
     scope: str = "global"
-    floors: dict = field(default_factory=dict)  # fewest channels per producer role
+    #: Fewest channels per producer role; None: one each (:func:`secateurs.select.solve`'s
+    #: default). An empty dict would set no floor, so a layer could be cut to zero width.
+    floors: dict | None = None
     round_to: int = 1  # every layer a round narrows keeps a width that is a multiple of it
     reference: float = 0.0  # the unpruned model's MACs or params
     round: int = 1  # this round's number, from 1

@@ -96,6 +96,12 @@ class FCSOptions:
             raise ConfigError(f"fcs option channels_per_bin must be a positive integer, got {self.channels_per_bin!r}")
         if self.stream not in STREAMS:
             raise ConfigError(f"fcs option stream must be one of {', '.join(STREAMS)}, got {self.stream!r}")
+        if self.merge and self.stream != "after_add":
+            raise ConfigError(
+                f"fcs option merge folds a removed channel into its partner's readers, which read the "
+                f"stream after the add; stream={self.stream!r} would pair channels by maps those readers "
+                "never see: keep stream=after_add (the default) with merge=true"
+            )
         if self.allocation not in ALLOCATIONS:
             raise ConfigError(f"fcs option allocation must be one of {', '.join(ALLOCATIONS)}, got {self.allocation!r}")
         if self.kmeans_restarts < 1:

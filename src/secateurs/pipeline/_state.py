@@ -85,8 +85,10 @@ class RunState:
 
     @property
     def base(self) -> float:
-        """The unpruned model's value of the configuration's metric: what reductions are of."""
-        return float(self.progress.before[self.plan.config.metric])
+        """The unpruned model's value of the figure the target is on (``plan.target_on``: dense
+        MACs or params, or a method's own such as hnsi's kernel-sparse MACs): what every
+        reduction is of, the same figure :meth:`measure_cut` returns."""
+        return float(self.progress.before[self.plan.target_on])
 
     def resumed_cut(self, round: int) -> RoundRecord | None:
         """``round``'s record when the run stopped between its cut and the end of its fine-tuning."""

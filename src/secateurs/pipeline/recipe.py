@@ -21,6 +21,10 @@ import yaml
 from ..errors import ConfigError
 from .config import PruneConfig
 
+#: Options that are mappings: given on top of a recipe, their keys are merged into the
+#: recipe's (``--finetune-option temperature=4`` keeps the recipe's ``peer: pruned``).
+NESTED = ("finetune_train", "method_options", "finetune_options")
+
 
 def read_recipe(path: str | Path) -> dict[str, Any]:
     """The recipe's options as a dict (validated by :meth:`PruneConfig.from_dict` later)."""
@@ -38,7 +42,7 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
     bad = [k for k in data if not isinstance(k, str)]
     if bad:
         raise ConfigError(f"recipe {str(path)!r} has non-text keys {bad}")
-    for key in ("finetune_train", "method_options"):
+    for key in NESTED:
         if key in data and not isinstance(data[key], dict):
             raise ConfigError(f"recipe key {key!r} must be a mapping, got {data[key]!r}")
     return data
@@ -50,7 +54,7 @@ def load_recipe(path: str | Path, **overrides: Any) -> PruneConfig:
     if {"macs_reduction", "params_reduction"} & {k for k, v in overrides.items() if v is not None}:
         data.pop("macs_reduction", None)  # a target given on top replaces the recipe's
         data.pop("params_reduction", None)
-    for key in ("finetune_train", "method_options"):
+    for key in NESTED:
         if key in overrides and key in data:
             overrides[key] = {**data[key], **overrides[key]}
     try:
