@@ -66,6 +66,7 @@ class CellResult:
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
+    variant_spec: dict[str, Any] = field(default_factory=dict)  # Variant.spec() when it ran
 
 
 def _recal_split(last_round: dict[str, Any]) -> tuple[float | None, float | None]:
@@ -232,6 +233,7 @@ def run_cell(cell: Cell, profile: Profile, ckpt: Path, baseline: dict[str, Any],
         notes=list(run["notes"]),
         details=run["details"],
         machine=machine(),
+        variant_spec=v.spec(),
     )
     atomic_write(out, lambda tmp: tmp.write_text(json.dumps(asdict(result), indent=1) + "\n"))
     return result

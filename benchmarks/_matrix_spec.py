@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,11 @@ class Variant:
     #: (probability); None keeps the library's default.
     recalibrate: int | None = None
     summary: str = ""
+
+    def spec(self) -> dict[str, Any]:
+        """What decides the variant's runs (all but the summary), as its result files record it:
+        a file whose record differs was run under an older definition."""
+        return json.loads(json.dumps({k: v for k, v in dataclasses.asdict(self).items() if k != "summary"}))
 
 
 VARIANTS: dict[str, Variant] = {
@@ -120,6 +126,15 @@ VARIANTS: dict[str, Variant] = {
     ),
     "l1-noft": Variant("l1", finetune="none", recalibrate=RECAL_BATCHES, summary="l1, no fine-tuning"),
 }
+
+
+def stale(record: dict[str, Any]) -> bool:
+    """Whether a result ``record`` ran under another definition of its variant than the
+    current one (files from before the definition was recorded cannot tell, and count as
+    current)."""
+    spec = VARIANTS.get(record["variant"])
+    return bool(record.get("variant_spec")) and spec is not None and record["variant_spec"] != spec.spec()
+
 
 #: Variants whose MACs target counts kernel-sparse MACs (kernels kept); dense = sparse for the others.
 KERNEL_LEVEL = frozenset({"hnsi", "hnsi-single-stage"})

@@ -9,7 +9,10 @@ as one small JSON as soon as it finishes; the report is rebuilt from those files
     .venv/bin/python benchmarks/report.py --profile converged                   # the report alone
 
 A finished cell is never run again (delete its JSON to rerun it), so an interrupted matrix
-loses at most the runs in flight. ``--jobs K`` runs K cells at once, each in its own process
+loses at most the runs in flight. A cell in flight holds ``CELL.running`` (its process id)
+beside the results: another invocation skips it while that process lives, and a claim left
+by a killed run is taken over. Cells of a model whose baseline is not finished are skipped
+with a line naming it (``baselines.py`` finishes it); the others run. ``--jobs K`` runs K cells at once, each in its own process
 (with one torch thread on the CPU; sharing the GPU in the gpu profile). Results go to
 ``results/matrix/PROFILE/``, the report to ``results/REPORT.md`` (``REPORT_PROFILE.md`` for the
 other profiles).
@@ -23,10 +26,13 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from _matrix_spec import PROFILES, Profile, cells, select
+from _matrix_spec import PROFILES, Profile, cells, select, stale
 from baselines import CACHE, FIXED_ROOTS, convergence, ensure_baseline, run_dir
 from baselines import PROFILES as BASELINES
 
@@ -87,16 +93,23 @@ def run_jobs(argvs: list[list[str]], jobs: int, env: dict[str, str], label: str)
     return failed
 
 
-def _train_baselines(profile: Profile, models: list[str], cache: Path, jobs: int, env: dict[str, str]) -> None:
-    """Train the profile's missing baselines, ``jobs`` at a time. Committed ones (the converged
-    baselines) are left to baselines.py: hours of training, possibly running already, are never
-    started behind the user's back (the cells then stop on the unfinished baseline)."""
-    todo = []
+def unfinished_baselines(profile: Profile, models: list[str], cache: Path) -> dict[str, tuple[int, int]]:
+    """``model -> (epochs done, epochs planned)`` for each of ``models`` whose baseline is not finished."""
+    out = {}
     for model in models:
         metrics = run_dir(model, profile.baselines, cache) / "metrics.jsonl"
         spec = {b.model: b for b in BASELINES[profile.baselines]}[model]
-        if not (metrics.exists() and len(metrics.read_text().splitlines()) >= spec.epochs):
-            todo.append(model)
+        done = len(metrics.read_text().splitlines()) if metrics.exists() else 0
+        if done < spec.epochs:
+            out[model] = (done, spec.epochs)
+    return out
+
+
+def _train_baselines(profile: Profile, models: list[str], cache: Path, jobs: int, env: dict[str, str]) -> None:
+    """Train the profile's missing baselines, ``jobs`` at a time. Committed ones (the converged
+    baselines) are left to baselines.py: hours of training, possibly running already, are never
+    started behind the user's back (their cells are then skipped)."""
+    todo = sorted(unfinished_baselines(profile, models, cache))
     if not todo or profile.baselines in FIXED_ROOTS:
         return
     script = str(Path(__file__).resolve())  # ensure_baseline only: no tables written, no timing
@@ -108,6 +121,55 @@ def _train_baselines(profile: Profile, models: list[str], cache: Path, jobs: int
         raise SystemExit(f"baseline training failed for {', '.join(failed)}; see the log above")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def running_pid(claim: Path) -> int | None:
+    """The live process that holds ``claim`` (``CELL.running``), or None: no claim, or its
+    process is gone (a killed run), or the file is unreadable (being written, or damaged)."""
+    try:
+        pid = int(claim.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return None
+    return pid if pid > 0 and _alive(pid) else None
+
+
+@contextmanager
+def claimed(claim: Path) -> Iterator[None]:
+    """Hold ``claim`` for this process while the cell runs; refuse when a live process holds it.
+
+    The file is created exclusively (``O_EXCL``), so of two workers started at once only one
+    gets it; a claim whose process is gone is removed and taken over."""
+    claim.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = running_pid(claim)
+            if holder is not None:
+                raise SystemExit(
+                    f"{claim.stem} is already running (process {holder}); wait for it, or kill that process"
+                ) from None
+            claim.unlink(missing_ok=True)  # left by a killed run
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        break
+    else:
+        raise SystemExit(f"could not claim {claim}: another process keeps recreating it")
+    try:
+        yield
+    finally:
+        claim.unlink(missing_ok=True)
+
+
 def _run_one(args: argparse.Namespace, profile: Profile) -> int:
     """``--run-cell NAME``: the worker process of one cell."""
     from _matrix_run import run_cell
@@ -116,15 +178,29 @@ def _run_one(args: argparse.Namespace, profile: Profile) -> int:
     if not found:
         raise SystemExit(f"--run-cell {args.run_cell!r} is not a cell of profile {profile.name!r} (see --list)")
     cell = found[0]
-    facts = baseline_facts(profile, cell.model, args.cache)
     out = args.results / profile.name / f"{cell.name}.json"
-    result = run_cell(cell, profile, Path(facts["path"]), facts, out)
+    with claimed(out.with_suffix(".running")):
+        if out.exists():  # finished by another invocation while this one waited
+            print(f"{cell.name}: already done", file=sys.stderr)
+            return 0
+        facts = baseline_facts(profile, cell.model, args.cache)
+        result = run_cell(cell, profile, Path(facts["path"]), facts, out)
     print(
         f"{cell.name}: top-1 {result.top1}, cut {result.top1_cut_raw} -> {result.top1_cut} (recalibrated), "
         f"{100 * result.achieved:.1f}% reduction, {result.wall_s:.0f}s",
         file=sys.stderr,
     )
     return 0
+
+
+def _status(folder: Path, name: str) -> str:
+    """``done``, ``stale`` (run under an older definition of its variant: delete it to rerun),
+    ``running (pid N)`` or ``not run``: what a cell's files say now."""
+    result = folder / f"{name}.json"
+    if result.exists():
+        return "stale" if stale(json.loads(result.read_text())) else "done"
+    pid = running_pid(folder / f"{name}.running")
+    return "not run" if pid is None else f"running (pid {pid})"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -159,11 +235,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     chosen = select(list(cells(profile)), args.cells, args.models, args.methods, args.seeds, args.budgets)
     folder = args.results / profile.name
-    todo = [c for c in chosen if not (folder / f"{c.name}.json").exists()]
+    status = {c.name: _status(folder, c.name) for c in chosen}
+    todo = [c for c in chosen if status[c.name] == "not run"]
+    count = Counter(v.split(" (")[0] for v in status.values())
     if args.list:
         for c in chosen:
-            print(f"{'done   ' if c not in todo else 'not run'}  {c.name}")
-        print(f"{len(chosen) - len(todo)} of {len(chosen)} selected cells done")
+            print(f"{status[c.name]:<7}  {c.name}")
+        print(
+            f"{count['done']} of {len(chosen)} selected cells done, {count['running']} running, {count['stale']} stale"
+        )
         return 0
     if profile.device == "cuda" and todo:
         import torch
@@ -176,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     jobs = args.jobs or profile.jobs
     env = _one_thread_env()
     print(
-        f"profile {profile.name}: {len(chosen)} cells selected, {len(chosen) - len(todo)} done, "
+        f"profile {profile.name}: {len(chosen)} cells selected, {count['done']} done, "
+        f"{count['running']} running elsewhere, {count['stale']} stale (delete them to rerun), "
         f"{len(todo)} to run, {jobs} at a time",
         file=sys.stderr,
     )
@@ -184,7 +265,16 @@ def main(argv: list[str] | None = None) -> int:
     if todo:
         models = sorted({c.model for c in todo})
         _train_baselines(profile, models, args.cache, jobs, env)
-        for model in models:  # an unfinished baseline stops here, not in every worker
+        waiting = unfinished_baselines(profile, models, args.cache)
+        for model, (done, total) in waiting.items():
+            skipped = sum(c.model == model for c in todo)
+            print(
+                f"skipping {skipped} {model} cells: its {profile.baselines} baseline has {done} of {total} epochs "
+                f"(finish it: python benchmarks/baselines.py --profile {profile.baselines} --models {model})",
+                file=sys.stderr,
+            )
+        todo = [c for c in todo if c.model not in waiting]
+        for model in sorted({c.model for c in todo}):  # a broken baseline stops here, not in every worker
             baseline_facts(profile, model, args.cache)
         script = str(Path(__file__).resolve())
         common = ["--profile", profile.name, "--results", str(args.results), "--cache", str(args.cache)]

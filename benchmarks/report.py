@@ -23,7 +23,7 @@ from _matrix_auto import auto_rows
 from _matrix_choice import HEADERS as CHOICE_HEADERS
 from _matrix_choice import choice_rows
 from _matrix_claims import Stat, difference, pair_claim_rows, probability_claim_rows
-from _matrix_spec import PROFILES, VARIANTS, Profile, cells
+from _matrix_spec import PROFILES, VARIANTS, Profile, cells, stale
 from _side_results import side_results
 
 from secateurs._atomic import atomic_write
@@ -57,11 +57,17 @@ def _shown(path: Path) -> str:
         return path.name
 
 
-def load_results(folder: Path) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
-    """``(model, target, variant)`` -> the records of its seeds (sorted by seed)."""
+def load_results(folder: Path, set_aside: list[str] | None = None) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    """``(model, target, variant)`` -> the records of its seeds (sorted by seed). Records of
+    an older definition of their variant are left out (their cell names go to ``set_aside``):
+    averaging them with current runs would mix two variants under one name."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for path in sorted(folder.glob("*.json")):
         r = json.loads(path.read_text())
+        if stale(r):
+            if set_aside is not None:
+                set_aside.append(r["cell"])
+            continue
         groups[(r["model"], r["target"], r["variant"])].append(r)
     return {k: sorted(v, key=lambda r: r["seed"]) for k, v in groups.items()}
 
@@ -236,7 +242,8 @@ def _header(profile: Profile, groups: dict, folder: Path) -> list[str]:
 
 def build_report(profile: Profile, results: Path, out: Path) -> str:
     """Write ``out`` (markdown), its plot and ``out``.json from ``results/PROFILE/*.json``."""
-    groups = load_results(results / profile.name)
+    set_aside: list[str] = []
+    groups = load_results(results / profile.name, set_aside)
     sections, figures, missing = model_tables(profile, groups)
     planned = {(c.model, c.target, c.variant) for c in cells(profile)}
     claims = pair_claim_rows(groups, planned) + probability_claim_rows(groups, planned)
@@ -274,6 +281,15 @@ def build_report(profile: Profile, results: Path, out: Path) -> str:
             *sections,
             "## Not run",
             ("; ".join(missing) + ".") if missing else "Every cell of the profile has a result.",
+            *(
+                [
+                    "Set aside (run under an older definition of their variant; delete them to rerun): "
+                    + ", ".join(f"`{c}`" for c in set_aside)
+                    + "."
+                ]
+                if set_aside
+                else []
+            ),
             *(["## Beside the matrix", "\n".join(side)] if (side := side_results(out.parent)) else []),
         ]
     )
@@ -285,6 +301,7 @@ def build_report(profile: Profile, results: Path, out: Path) -> str:
         "claims": claims,
         "auto": auto,
         "missing": missing,
+        "set_aside": set_aside,
     }
     atomic_write(out.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(data, indent=1) + "\n"))
     return md

@@ -102,8 +102,54 @@ def test_resumed_matrix_skips_finished_cells(tiny_run):
     stamps = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json")}
     again = _script("matrix.py", *args, timeout=120)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "4 done, 0 to run" in again.stderr
+    assert "4 done, 0 running elsewhere, 0 stale (delete them to rerun), 0 to run" in again.stderr
     assert {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json")} == stamps
+
+
+def test_a_cell_claimed_by_a_live_process_is_skipped_and_a_dead_claim_is_taken_over(tiny_run):
+    """A second invocation never runs a cell in flight elsewhere (its CELL.running names a
+    live process: here this test's own), and a claim left by a killed run does not block it."""
+    tmp, args = tiny_run
+    folder = tmp / "results" / "tiny"
+    result = next(folder.glob("*__l1__*.json"))
+    kept = result.read_text()
+    result.unlink()
+    claim = result.with_suffix(".running")
+    claim.write_text(f"{os.getpid()}\n")
+    listed = _script("matrix.py", *args, "--list", timeout=120)
+    assert f"running (pid {os.getpid()})  {result.stem}" in listed.stdout
+    again = _script("matrix.py", *args, "--no-report", timeout=120)
+    assert (
+        again.returncode == 0
+        and "3 done, 1 running elsewhere, 0 stale (delete them to rerun), 0 to run" in again.stderr
+    )
+    assert not result.exists() and claim.exists()
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # exited and reaped: its pid names no live process
+    claim.write_text(f"{child.pid}\n")
+    taken = _script("matrix.py", *args, "--no-report", timeout=600)
+    assert taken.returncode == 0, taken.stderr[-3000:]
+    assert "3 done, 0 running elsewhere, 0 stale (delete them to rerun), 1 to run" in taken.stderr
+    assert result.exists() and not claim.exists()
+    assert json.loads(result.read_text())["top1"] == json.loads(kept)["top1"]  # same seed, same run
+
+
+def test_unfinished_baselines_are_named_with_their_epochs(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    from _matrix_spec import PROFILES
+    from baselines import PROFILES as BASELINES
+    from baselines import run_dir
+    from matrix import unfinished_baselines
+
+    profile = PROFILES["tiny"]
+    (spec,) = [b for b in BASELINES[profile.baselines] if b.model == "test_resnet"]
+    assert unfinished_baselines(profile, ["test_resnet"], tmp_path) == {"test_resnet": (0, spec.epochs)}
+    metrics = run_dir("test_resnet", profile.baselines, tmp_path) / "metrics.jsonl"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text("{}\n" * (spec.epochs - 1))
+    assert unfinished_baselines(profile, ["test_resnet"], tmp_path) == {"test_resnet": (spec.epochs - 1, spec.epochs)}
+    metrics.write_text("{}\n" * spec.epochs)
+    assert unfinished_baselines(profile, ["test_resnet"], tmp_path) == {}
 
 
 def _record(
@@ -301,3 +347,36 @@ def test_every_converged_variant_resolves_and_l1_capped_schedules_match_a_hand_s
     for name, (shares, epochs) in hand.items():
         assert [r.share for r in plans[name].rounds] == pytest.approx(shares), name
         assert plans[name].epochs == epochs, name
+
+
+def test_a_result_of_an_older_variant_definition_is_set_aside_not_averaged(tiny_run):
+    """Each result records its variant's definition; one that differs from today's is shown
+    as stale, left out of the tables (with its name under "Set aside") and not rerun."""
+    tmp, args = tiny_run
+    folder = tmp / "results" / "tiny"
+    path = next(folder.glob("*__random__*s1.json"))
+    record = json.loads(path.read_text())
+    assert record["variant_spec"] == {
+        "method": "random",
+        "options": {},
+        "finetune": "tft",
+        "epochs_share": 1.0,
+        "recalibrate": None,
+    }
+    original = path.read_text()
+    record["variant_spec"]["options"] = {"rounds": 3}
+    path.write_text(json.dumps(record))
+    try:
+        listed = _script("matrix.py", *args, "--list", timeout=120)
+        assert f"stale    {path.stem}" in listed.stdout and "1 stale" in listed.stdout
+        report = tmp / "REPORT_stale.md"
+        done = _script("report.py", "--profile", "tiny", "--results", str(tmp / "results"), "--report", str(report))
+        assert done.returncode == 0, done.stderr[-3000:]
+        md = report.read_text()
+        assert f"Set aside (run under an older definition of their variant; delete them to rerun): `{path.stem}`." in md
+        row = next(
+            line for line in md.split("### test_resnet, macs50")[1].splitlines() if line.startswith("| random |")
+        )
+        assert row.startswith("| random | 1 |")  # one seed left, not two
+    finally:
+        path.write_text(original)
