@@ -7,14 +7,16 @@ seconds next to the minutes or hours of fine-tuning, so ``auto`` tries every can
 
 1. each candidate method cuts a copy of the model to the round's goal (its own scores, the
    same budget solver, floors and ``round_to``);
-2. the copy's BN statistics are recalibrated on the run's recalibration batches and it is
+2. the copy's BN statistics are recalibrated on the run's recalibration batches (unless the
+   run turns recalibration off: ``bn_recalibration=0``) and it is
    scored by top-1 on ``holdout`` samples of the *training* set that the run sets aside
    before anything reads it: calibration, recalibration and fine-tuning never see them, and
    the test set is never used to choose (a choice made on the test set would make the
    reported test accuracy optimistic);
 3. the best candidate's cut is made again on the model itself (the same scores from the
-   same calibration batches, so the same cut: its top-1 after the run's own recalibration
-   equals its candidate score), and only that model is fine-tuned.
+   same calibration batches, so the same cut, and the run's own recalibration gives it the
+   same BN statistics; its recorded top-1 is on the test set, its candidate score on the
+   held-out samples), and only that model is fine-tuned.
 
 Every candidate's score, reduction and time are recorded in the round's ``details``
 (``metrics.json``). ``auto`` runs one round: candidates are compared as one-shot cuts, so a

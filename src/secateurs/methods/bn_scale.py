@@ -1,4 +1,5 @@
-"""Network slimming (Liu et al. 2017): a channel whose BatchNorm scale |gamma| is small
+"""Network slimming (Liu, Li, Shen, Huang, Yan & Zhang, ICCV 2017,
+doi:10.1109/ICCV.2017.298): a channel whose BatchNorm scale |gamma| is small
 contributes little after normalisation, so it goes first."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Feature-channel similarity (Yang & Xiao, Appl. Intell. 2022; see docs/methods.md): a
-channel whose feature map another channel of similar strength already carries is
-redundant, whatever its own magnitude.
+"""Feature-channel similarity (Yang & Xiao, Applied Intelligence 2022,
+doi:10.1007/s10489-022-03403-9; see docs/methods.md): a channel whose feature map another
+channel of similar strength already carries is redundant, whatever its own magnitude.
 
 Per prunable channel group, on ``calib_samples`` seeded training samples:
 

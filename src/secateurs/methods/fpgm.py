@@ -1,6 +1,6 @@
-"""FPGM (He et al. 2019): filters near the layer's geometric median are the most
-replaceable by the others, so they go first -- a filter's score is its summed distance
-to every other filter of the layer."""
+"""FPGM (He, Liu, Wang, Hu & Yang, CVPR 2019, doi:10.1109/CVPR.2019.00447): filters near
+the layer's geometric median are the most replaceable by the others, so they go first -- a
+filter's score is its summed distance to every other filter of the layer."""
 
 from __future__ import annotations
 

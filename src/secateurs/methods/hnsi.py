@@ -1,5 +1,6 @@
 """HNSI two-stage progressive kernel pruning with adjustable input channels (Zhu & Pei,
-Appl. Intell. 2022; see docs/methods.md). Kernels ``W[j, i]`` are masked, not channels removed, until the end.
+Applied Intelligence 2022, doi:10.1007/s10489-021-02932-z; see docs/methods.md). Kernels
+``W[j, i]`` are masked, not channels removed, until the end.
 
 * Stage 1 (round 1), in groups: every input channel's kernels ``{W[j, i]: all j}`` keep
   ``keep(v; c)`` of themselves (:mod:`._hnsi`), the strongest by saliency ``||W[j, i]||_p``,
@@ -88,6 +89,9 @@ class HNSIOptions:
     #: "stage", "none" or "all" (RULES). In stage 1 the ceiling in keep() already leaves every
     #: group a kernel whenever c > 0, so "none" acts on stage 2's low-level layers. Where the
     #: rule applies, a filter left with no kernel also gets its strongest back (both stages).
+    #: "all" rules the high-level convs too, and the rule wins: they keep every input group, so
+    #: ``high_level`` and ``high_strength`` change nothing (the ablation "hnsi-rule-everywhere"
+    #: of benchmarks/prune_kernels.py).
     at_least_one: str = "stage"
     #: How stage 2 prunes the high-level convs: "groups" keeps ``keep`` of their input-channel
     #: groups (ranked by the groups' norms) and drops the rest whole, so the layer stops reading

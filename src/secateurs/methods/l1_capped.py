@@ -1,4 +1,5 @@
-"""L1-norm plus capped L1-norm filter scores (Kumar et al., Appl. Intell. 2021; see docs/methods.md).
+"""L1-norm plus capped L1-norm filter scores (Kumar, Shaikh, Li et al.,
+Applied Intelligence 2021, doi:10.1007/s10489-020-01894-y; see docs/methods.md).
 
     L1(j)    = sum |W[j]|
     capL1(j) = sum min(|W[j]|, eps_l),   eps_l = quantile q of |W_l|

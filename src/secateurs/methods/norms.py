@@ -1,4 +1,5 @@
-"""Filter-norm baselines (Li et al. 2017) and the random control."""
+"""Filter-norm baselines (Li, Kadav, Durdanovic, Samet & Graf, "Pruning Filters for
+Efficient ConvNets", ICLR 2017, doi:10.48550/arXiv.1608.08710) and the random control."""
 
 from __future__ import annotations
 

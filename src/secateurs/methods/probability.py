@@ -1,6 +1,6 @@
 """Probability-based channel pruning from BatchNorm statistics, with shift-factor fusion
-(Zhao et al., J. Comput. Sci. Technol. 2022; see docs/methods.md). No data and, by default,
-no fine-tuning.
+(Zhao et al., J. Comput. Sci. Technol. 2022, doi:10.1007/s11390-022-2131-8; see
+docs/methods.md). No data and, by default, no fine-tuning.
 
 A BN channel ``y = gamma * xhat + beta`` followed by a ReLU-type activation is zero after
 it with probability ``P = Phi(-beta / |gamma|)``. A unit (one removable channel) is

@@ -5,7 +5,8 @@
 Modules: ``config`` (the options), ``plan`` (what they resolve to), ``run`` (the loop),
 ``_state`` (what the loop carries), ``progress`` (resume), ``result`` (the records),
 ``finetune`` (fine-tuning modes), ``recalibration`` (BN recalibration), ``recipe`` (YAML
-recipes), ``_data`` (what the run reads of its data), ``command`` (``secateurs prune``).
+recipes), ``_data`` (what the run reads of its data). The ``secateurs prune`` command is
+:mod:`secateurs.commands.prune_run`.
 """
 
 from .config import PruneConfig

@@ -2,7 +2,8 @@
 
 The distillation term is ``weight * T^2 * KL(p_other/T || p_self/T)``; ``T^2`` keeps its
 gradient on the scale of the cross-entropy's whatever the temperature. ``mlft`` is deep
-mutual learning (Yang & Xiao, Appl. Intell. 2022; docs/methods.md): the pruned network and
+mutual learning (Zhang, Xiang, Hospedales & Lu, CVPR 2018, doi:10.1109/CVPR.2018.00454),
+as Yang & Xiao (Applied Intelligence 2022) use it after pruning (docs/methods.md): the pruned network and
 a peer are trained together, each on cross-entropy plus the KL divergence towards the
 other's prediction. The modes are registered in :mod:`.finetune`.
 """

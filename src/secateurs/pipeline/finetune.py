@@ -3,7 +3,9 @@ atomic checkpoints and resume come with it). Modes are registered by name:
 
 * ``tft``: plain cross-entropy;
 * ``kd``: cross-entropy plus distillation from the frozen unpruned network;
-* ``mlft``: deep mutual learning (Yang & Xiao, Appl. Intell. 2022; docs/methods.md): the
+* ``mlft``: deep mutual learning (Zhang, Xiang, Hospedales & Lu, CVPR 2018,
+  doi:10.1109/CVPR.2018.00454), as Yang & Xiao (Applied Intelligence 2022) use it after
+  pruning (docs/methods.md): the
   pruned network and a peer are trained together, each on cross-entropy plus the KL
   divergence towards the other's prediction;
 * ``none``: no training.

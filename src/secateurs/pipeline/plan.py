@@ -34,7 +34,7 @@ DEFAULT_FINETUNE_EPOCHS = 3
 
 #: :class:`PruneConfig` options a resumed pruning run may change: they change neither which
 #: channels are cut nor how the rounds fine-tune. This is not the trainer's ``RESUME_FREE``
-#: (``train/trainer.py``), which names :class:`TrainConfig` fields of one training run
+#: (``train/resume.py``), which names :class:`TrainConfig` fields of one training run
 #: (``progress``, ``device``, ``eval_batch_size``, ``num_workers``) and is checked by the
 #: trainer when a round's fine-tuning resumes; in a pruning run those sit inside
 #: ``finetune_train``, which must match as a whole.

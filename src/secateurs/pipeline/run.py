@@ -2,8 +2,10 @@
 solve -> cut), BN statistics are recalibrated, the round fine-tunes, and its record is
 kept; then the method's last step, and the model is measured against the unpruned one.
 
-Every refusal (bad option, unknown method, missing data) happens before the model is
-touched; the model passed in is never modified -- the pruned one is a copy.
+A bad option, an unknown method, missing data or a run_dir holding another run are refused
+before anything runs. A few refusals can only come mid-run, from what the run finds: no
+``auto`` candidate can make the cut, fcs's feature maps are not finite. The model passed in
+is never modified either way -- the pruned one is a copy.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ def prune(
         resume: continue the interrupted run in ``run_dir`` with the same configuration.
 
     Raises:
-        ConfigError: a bad option or missing data, before anything runs.
+        ConfigError: a bad option, missing data or a run_dir holding another run, before
+            anything runs; or, mid-run, a cut the data makes impossible (see above).
         PruningError: the engine refused a removal; the model passed in is unchanged
             whatever round it happened in (only the copy was being pruned).
     """
