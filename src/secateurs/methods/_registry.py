@@ -49,7 +49,10 @@ def no_holdout(options: Any) -> int | float:
 
 def no_score(ctx: ScoreContext) -> LayerScores:
     """The scoring of a method whose round does not score channels itself (``auto``)."""
-    raise TypeError("this method selects with its own round; it has no channel scores")
+    raise TypeError(
+        "a method that selects with its own round (such as auto) has no channel scores; call its "
+        "prune_round, or secateurs.prune, not its score"
+    )
 
 
 def any_model(model: nn.Module, example: torch.Tensor, options: Any) -> None:

@@ -39,7 +39,7 @@ from .._types import check_field_types
 from ..errors import ConfigError, PruningError
 from ..graph import trace
 from ._context import RoundContext, RoundOutcome
-from ._registry import METHODS, Method, get_method, no_score
+from ._registry import METHODS, Method, get_method, no_score, register_method
 
 #: Training samples set aside to choose on: 2,000 put the standard error of a top-1 near 90%
 #: at about 0.7 point, finer than the gaps between criteria right after a cut at 50% MACs.
@@ -136,12 +136,11 @@ def _agree(index: int, device: torch.device) -> int:
     return index
 
 
-METHODS["auto"] = Method(
+register_method(
     "auto",
     "every candidate method cuts a copy; the best on held-out training samples is kept and fine-tuned",
-    no_score,
     AutoOptions,
     needs_data=True,
     prune_round=auto_round,
     holdout=lambda o: o.holdout,
-)
+)(no_score)

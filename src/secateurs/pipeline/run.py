@@ -81,7 +81,11 @@ def prune(
     if config is None:
         config = PruneConfig.from_dict({"method": method or "l1-capped", **options})
     elif method is not None or options:
-        raise ConfigError("give the options either in config or as keywords, not both")
+        given = sorted([*(["method"] if method is not None else []), *options])
+        raise ConfigError(
+            f"give the options either in config or as keywords, not both: {', '.join(given)} given beside "
+            "config; set them on it instead, e.g. dataclasses.replace(config, ...)"
+        )
     plan = config.plan
     data = RunData.of(plan, train_set, test_set, input_shape, example_inputs)
     if resume and run_dir is None:
