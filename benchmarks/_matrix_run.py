@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from _common import machine
 from _matrix_spec import KERNEL_LEVEL, RECAL_BATCHES, TP, VARIANTS, Cell, Profile
-from prune_filters import _tp_prune
+from _tp import tp_magnitude_prune
 
 from secateurs import PruneConfig, count_macs, count_params, load, prune, read_meta
 from secateurs._atomic import atomic_write
@@ -69,6 +69,21 @@ class CellResult:
     variant_spec: dict[str, Any] = field(default_factory=dict)  # Variant.spec() when it ran
 
 
+@dataclass
+class _Run:
+    """What a cut and its fine-tuning produced, Torch-Pruning's or secateurs's alike."""
+
+    model: torch.nn.Module
+    raw: float | None  # top-1 right after the last cut
+    recal: float | None  # after BN recalibration; None when it did not run
+    top1: float | None  # at the end
+    rounds: int
+    recal_batches: Any
+    finetune_s: float
+    notes: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
 def _recal_split(last_round: dict[str, Any]) -> tuple[float | None, float | None]:
     """(top-1 before, after BN recalibration) right after the last cut, from its round record
     (a secateurs without recalibration records only the first: ``top1_after_pruning``)."""
@@ -97,12 +112,12 @@ def _tp_run(
     test_set: ImageDataset,
     shape: tuple[int, ...],
     device: torch.device,
-) -> dict[str, Any]:
+) -> _Run:
     """Torch-Pruning's cut, BN recalibration with the harness's own batches (Torch-Pruning has
     none; the cut is recorded before and after it), then the same fine-tuning."""
     from secateurs.train import recalibrate_bn
 
-    pruned = _tp_prune(model, shape, config.target).to(device)
+    pruned = tp_magnitude_prune(model, shape, config.target).to(device)
     raw = top1_accuracy(pruned, test_set, device)
     batches = calibration_batches(train_set, RECAL_BATCHES * 128, config.seed, device, batch_size=128)
     done = recalibrate_bn(pruned, batches())
@@ -111,41 +126,39 @@ def _tp_run(
     epochs = config.epochs_per_round()[0]
     if epochs:
         finetune(pruned, "tft", model, train_set, None, config.train_config(epochs), None)
-    return {
-        "model": pruned,
-        "raw": raw,
-        "recal": recal,
-        "recal_batches": done.batches,
-        "top1": top1_accuracy(pruned, test_set, device) if epochs else recal,
-        "rounds": 1,
-        "finetune_s": time.perf_counter() - t1,
-        "notes": [],
-        "details": {},
-    }
+    return _Run(
+        model=pruned,
+        raw=raw,
+        recal=recal,
+        top1=top1_accuracy(pruned, test_set, device) if epochs else recal,
+        rounds=1,
+        recal_batches=done.batches,
+        finetune_s=time.perf_counter() - t1,
+    )
 
 
 def _secateurs_run(
     model: torch.nn.Module, config: PruneConfig, train_set: ImageDataset, test_set: ImageDataset
-) -> dict[str, Any]:
+) -> _Run:
     """``secateurs.prune`` with the cell's configuration (BN recalibration is the pipeline's)."""
     pruned, res = prune(model, config=config, train_set=train_set, test_set=test_set)
     last = asdict(res.rounds[-1])
     raw, recal = _recal_split(last)
-    return {
-        "model": pruned,
-        "raw": raw,
-        "recal": recal,
-        "top1": res.after["top1"],
-        "rounds": len(res.rounds),
-        "recal_batches": last.get("recalibration_batches", "not available"),
-        "finetune_s": res.timing_s["finetune"],
-        "notes": res.notes,
-        "details": {
+    return _Run(
+        model=pruned,
+        raw=raw,
+        recal=recal,
+        top1=res.after["top1"],
+        rounds=len(res.rounds),
+        recal_batches=last.get("recalibration_batches", "not available"),
+        finetune_s=res.timing_s["finetune"],
+        notes=list(res.notes),
+        details={
             "inputs_removed": res.finalized.get("inputs_removed_total"),
             "auto": res.rounds[-1].details.get("auto"),  # auto's candidates and choice (None otherwise)
             "per_round": [{k: v for k, v in asdict(r).items() if k != "details"} for r in res.rounds],
         },
-    }
+    )
 
 
 def _config(cell: Cell, profile: Profile) -> PruneConfig:
@@ -198,7 +211,7 @@ def run_cell(cell: Cell, profile: Profile, ckpt: Path, baseline: dict[str, Any],
         if v.method == TP
         else _secateurs_run(model, config, train_set, test_set)
     )
-    pruned = run["model"].eval()
+    pruned = run.model.eval()
     sparse = count_macs(pruned.cpu(), shape, sparse=True)
     macs, params = count_macs(pruned, shape), count_params(pruned)
     measured = {"macs": sparse if cell.variant in KERNEL_LEVEL else macs, "params": params}
@@ -215,23 +228,23 @@ def run_cell(cell: Cell, profile: Profile, ckpt: Path, baseline: dict[str, Any],
         budget=asdict(profile.budget),
         finetune=v.finetune,
         finetune_epochs=sum(config.epochs_per_round()) if v.finetune != "none" else 0,
-        bn_recalibration=run["recal_batches"],
+        bn_recalibration=run.recal_batches,
         baseline=baseline,
         achieved=1 - measured[metric] / baseline[metric],
         params=params,
         macs=macs,
         sparse_macs=sparse,
-        top1_cut_raw=run["raw"],
-        top1_cut=run["recal"] if run["recal"] is not None else run["raw"],
-        top1=run["top1"],
-        rounds=run["rounds"],
+        top1_cut_raw=run.raw,
+        top1_cut=run.recal if run.recal is not None else run.raw,
+        top1=run.top1,
+        rounds=run.rounds,
         latency_b64_ms=latency,
         speedup_b64=latency["baseline"] / latency["pruned"],
         wall_s=time.perf_counter() - wall0,
         cpu_s=time.process_time() - cpu0,
-        finetune_s=run["finetune_s"],
-        notes=list(run["notes"]),
-        details=run["details"],
+        finetune_s=run.finetune_s,
+        notes=run.notes,
+        details=run.details,
         machine=machine(),
         variant_spec=v.spec(),
     )

@@ -19,7 +19,6 @@ Results: results/prune_filters_PROFILE.{json,md}.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time
@@ -29,6 +28,7 @@ from typing import Any
 
 import torch
 from _common import command_line, machine, markdown_table, speedup_cells, write_report
+from _tp import tp_magnitude_prune
 from baselines import CACHE, DATASET, ensure_baseline
 
 from secateurs import count_macs, count_params, load, measure, read_meta, save
@@ -69,41 +69,6 @@ def _train_overrides(b: Budget) -> dict[str, Any]:
     return o
 
 
-def _tp_prune(model: torch.nn.Module, shape: tuple[int, ...], target: float) -> torch.nn.Module:
-    """Torch-Pruning's MagnitudePruner (L1, global ranking, its default normalisation), with the
-    channel ratio bisected until the MACs reduction reaches ``target``."""
-    import torch_pruning as tp
-
-    base = count_macs(model, shape)
-    x = torch.zeros(1, *shape)
-
-    def cut(ratio: float) -> torch.nn.Module:
-        m = copy.deepcopy(model)
-        head = [mod for mod in m.modules() if isinstance(mod, torch.nn.Linear)][-1:]
-        pruner = tp.pruner.MagnitudePruner(
-            m,
-            x,
-            importance=tp.importance.MagnitudeImportance(p=1),
-            global_pruning=True,
-            pruning_ratio=ratio,
-            ignored_layers=head,
-        )
-        pruner.step()
-        return m
-
-    lo, hi, best = 0.0, 0.95, None
-    for _ in range(12):
-        mid = (lo + hi) / 2
-        m = cut(mid)
-        if 1 - count_macs(m, shape) / base >= target:
-            hi, best = mid, m
-        else:
-            lo = mid
-        if best is not None and abs(1 - count_macs(best, shape) / base - target) < 0.005:
-            break
-    return best if best is not None else cut(hi)
-
-
 def run_one(ckpt: Path, method: str, target: float, budget: Budget, out: Path) -> dict[str, Any]:
     """One pruning run: the record (also written to ``out/record.json``) and ``out/model.safetensors``."""
     meta = read_meta(ckpt)
@@ -121,7 +86,7 @@ def run_one(ckpt: Path, method: str, target: float, budget: Budget, out: Path) -
             latency=False,
         )
         base = {"params": count_params(model), "macs": count_macs(model, shape)}
-        pruned = _tp_prune(model, shape, target)
+        pruned = tp_magnitude_prune(model, shape, target)
         cut_s = time.perf_counter() - t0
         top1_cut = top1_accuracy(pruned, test_set, torch.device("cpu"))
         finetune(pruned, "tft", model, train_set, None, config.train_config(budget.epochs), None)
