@@ -58,6 +58,63 @@ def keep_every_filter(mask: torch.Tensor, alive: torch.Tensor, saliency: torch.T
     return mask
 
 
+@dataclass
+class _InputGroups:
+    """A conv in stage 1: its kernels by input-channel group, each group's live count and
+    effective count (what ``keep`` reads)."""
+
+    layer: KernelLayer
+    alive: torch.Tensor  # [in, out/groups] (by_input): row i, the live kernels reading input i
+    saliency: torch.Tensor  # the same layout, dead kernels 0
+    n: torch.Tensor  # live kernels per group
+    effective: torch.Tensor
+
+    @classmethod
+    def of(cls, layer: KernelLayer, alive: torch.Tensor, saliency: torch.Tensor) -> _InputGroups:
+        g = layer.conv.groups
+        a = by_input(alive, g)
+        s = by_input(saliency, g) * a
+        n = a.sum(1)
+        return cls(layer, a, s, n, effective_count(s.sum(1), s.square().sum(1), n))
+
+
+@dataclass
+class _KernelRow:
+    """A conv in stage 2 pruned kernel by kernel: every live kernel's rank in the layer."""
+
+    layer: KernelLayer
+    alive: torch.Tensor
+    rank: torch.Tensor  # 0 = the most salient live kernel; dead kernels rank last
+    rank_in: torch.Tensor  # ``rank`` by input group, dead kernels at numel
+    live: torch.Tensor  # input groups with a live kernel
+    n: torch.Tensor
+    effective: torch.Tensor
+
+    @classmethod
+    def of(cls, layer: KernelLayer, alive: torch.Tensor, saliency: torch.Tensor) -> _KernelRow:
+        a, s = alive, saliency * alive
+        ranked = s.flatten().masked_fill(~a.flatten(), -math.inf)
+        rank = torch.empty(a.numel(), dtype=torch.int64)
+        rank[torch.sort(ranked, descending=True, stable=True).indices] = torch.arange(a.numel())
+        rank = rank.view(a.shape)
+        g = layer.conv.groups
+        rank_in = by_input(rank, g).masked_fill(~by_input(a, g), a.numel())
+        n = a.sum()
+        return cls(layer, a, rank, rank_in, by_input(a, g).any(1), n, effective_count(s.sum(), s.square().sum(), n))
+
+    def mask(self, k: int, restore: bool) -> torch.Tensor:
+        """The ``k`` most salient live kernels; with ``restore`` every emptied group, then every
+        emptied filter, gets its strongest back."""
+        mask = (self.rank < k) & self.alive
+        if restore:
+            g = self.layer.conv.groups
+            m_in = by_input(mask, g)
+            empty = self.live & ~m_in.any(1)
+            m_in[empty, self.rank_in[empty].argmin(1)] = True
+            mask = keep_every_filter(from_input(m_in, g), self.alive, -self.rank.double())
+        return mask
+
+
 def in_groups(
     layers: list[KernelLayer],
     alive: dict[str, torch.Tensor],
@@ -67,36 +124,30 @@ def in_groups(
 ) -> StagePlan:
     """Stage 1: ``keep`` per input-channel group of every conv; the ``keep_filters`` convs give
     an emptied filter its strongest kernel back (:func:`keep_every_filter`), and pay for it."""
-    sets = []
-    for layer in layers:
-        g = layer.conv.groups
-        a = by_input(alive[layer.name], g)
-        s = by_input(saliency[layer.name], g) * a
-        n = a.sum(1)
-        sets.append((layer, a, s, n, effective_count(s.sum(1), s.square().sum(1), n)))
-    e = torch.cat([x[4] for x in sets])
-    n = torch.cat([x[3] for x in sets])
-    w = torch.cat([torch.full_like(x[3], x[0].cost) for x in sets])
+    sets = [_InputGroups.of(layer, alive[layer.name], saliency[layer.name]) for layer in layers]
+    e = torch.cat([x.effective for x in sets])
+    n = torch.cat([x.n for x in sets])
+    w = torch.cat([torch.full_like(x.n, x.layer.cost) for x in sets])
 
-    def layer_mask(c: float, layer: KernelLayer, a, s, k, ef) -> torch.Tensor:
-        mask = from_input(top_k_mask(s, a, keep_counts(ef, k, c, lo)), layer.conv.groups)
-        if layer.name in keep_filters:
-            mask = keep_every_filter(mask, alive[layer.name], saliency[layer.name])
+    def layer_mask(c: float, x: _InputGroups) -> torch.Tensor:
+        mask = from_input(top_k_mask(x.saliency, x.alive, keep_counts(x.effective, x.n, c, lo)), x.layer.conv.groups)
+        if x.layer.name in keep_filters:
+            mask = keep_every_filter(mask, alive[x.layer.name], saliency[x.layer.name])
         return mask
 
     def given_back(c: float) -> int:
         """Kernels the kept filters cost above the groups' ``keep`` (each in an emptied filter)."""
         total = 0
         for x in sets:
-            if x[0].name in keep_filters:
-                total += (int(layer_mask(c, *x).sum()) - int(keep_counts(x[4], x[3], c, lo).sum())) * x[0].cost
+            if x.layer.name in keep_filters:
+                total += (int(layer_mask(c, x).sum()) - int(keep_counts(x.effective, x.n, c, lo).sum())) * x.layer.cost
         return total
 
     def cost(c: float) -> float:
         return float((keep_counts(e, n, c, lo) * w).sum()) + given_back(c)
 
     def select(c: float) -> dict[str, torch.Tensor]:
-        return {x[0].name: layer_mask(c, *x) for x in sets}
+        return {x.layer.name: layer_mask(c, x) for x in sets}
 
     return StagePlan(cost, select, _c_max(e, n))
 
@@ -170,41 +221,20 @@ def _kernels_in_layers(
 ) -> StagePlan:
     """``keep`` over all remaining kernels of every conv; the ``restore`` ones give an emptied
     group, then an emptied filter, its strongest kernel back (and the cost counts them)."""
-    rows = []
-    for layer in layers:
-        a, s = alive[layer.name], saliency[layer.name] * alive[layer.name]
-        ranked = s.flatten().masked_fill(~a.flatten(), -math.inf)
-        rank = torch.empty(a.numel(), dtype=torch.int64)
-        rank[torch.sort(ranked, descending=True, stable=True).indices] = torch.arange(a.numel())
-        rank = rank.view(a.shape)
-        g = layer.conv.groups
-        rank_in = by_input(rank, g).masked_fill(~by_input(a, g), a.numel())
-        live = by_input(a, g).any(1)
-        n = a.sum()
-        rows.append((layer, a, rank, rank_in, live, n, effective_count(s.sum(), s.square().sum(), n)))
+    rows = [_KernelRow.of(layer, alive[layer.name], saliency[layer.name]) for layer in layers]
     if not rows:
         return StagePlan(lambda c: 0.0, lambda c: {}, 0.0)
-    e = torch.stack([r[6] for r in rows])
-    n = torch.stack([r[5] for r in rows])
-
-    def layer_mask(k: int, row: tuple) -> torch.Tensor:
-        layer, a, rank, rank_in, live, _, _ = row
-        mask = (rank < k) & a
-        if layer.name in restore:  # every emptied group, then every emptied filter, gets its strongest back
-            g = layer.conv.groups
-            m_in = by_input(mask, g)
-            empty = live & ~m_in.any(1)
-            m_in[empty, rank_in[empty].argmin(1)] = True
-            mask = keep_every_filter(from_input(m_in, g), a, -rank.double())
-        return mask
+    e = torch.stack([r.effective for r in rows])
+    n = torch.stack([r.n for r in rows])
 
     def cost(c: float) -> float:
         ks = keep_counts(e, n, c, lo).tolist()
         return float(
-            sum((int(layer_mask(k, r).sum()) if r[0].name in restore else k) * r[0].cost for k, r in zip(ks, rows))
+            sum((int(r.mask(k, True).sum()) if r.layer.name in restore else k) * r.layer.cost for k, r in zip(ks, rows))
         )
 
     def select(c: float) -> dict[str, torch.Tensor]:
-        return {r[0].name: layer_mask(k, r) for k, r in zip(keep_counts(e, n, c, lo).tolist(), rows)}
+        ks = keep_counts(e, n, c, lo).tolist()
+        return {r.layer.name: r.mask(k, r.layer.name in restore) for k, r in zip(ks, rows)}
 
     return StagePlan(cost, select, _c_max(e, n))
