@@ -15,8 +15,10 @@ most of the budget goes to the last architecture, the cuts are front-loaded, and
 recalibration after each cut (the pipeline's default) gives the early rounds their first
 recovery, so none is left with a broken model. On the converged resnet20 at 50% MACs this
 schedule still ends about 0.1 point below one-shot ``l1`` and 0.16 below Torch-Pruning's
-magnitude pruner, and 2 rounds with 80% of the epochs after the last cut do no better
-(docs/methods.md gives the figures): the defaults stay until a schedule beats them there.
+magnitude pruner, and 2 rounds with 80% of the epochs after the last cut do no better,
+while the criterion in one round (``rounds=1``) is level with both: the iteration, not the
+score, costs the accuracy there (docs/methods.md gives the figures). The defaults stay
+until an iterated schedule beats them.
 """
 
 from __future__ import annotations
