@@ -343,10 +343,12 @@ def test_every_converged_variant_resolves_and_l1_capped_schedules_match_a_hand_s
         "l1-capped-1r": ([1.0], [5]),
         "l1-capped-2r": ([0.75, 1.0], [1, 4]),  # 1 - (1/2)**2; final_share 0.8
         "l1-capped-late": (cut, [0, 0, 5]),  # final_share 1.0: every epoch after the last cut
+        "l1-capped-ref": (cut, [1, 1, 3]),  # the default schedule, scored on the unpruned scale
     }
     for name, (shares, epochs) in hand.items():
         assert [r.share for r in plans[name].rounds] == pytest.approx(shares), name
         assert plans[name].epochs == epochs, name
+    assert plans["l1-capped-ref"].keeps_unpruned and not plans["l1-capped"].keeps_unpruned
 
 
 def test_a_result_of_an_older_variant_definition_is_set_aside_not_averaged(tiny_run):

@@ -189,6 +189,48 @@ def test_the_cap_lifts_the_filter_that_is_moderate_everywhere(alpha, order):
     assert sorted(range(3), key=lambda j: -float(got[j])) == order
 
 
+def test_l1_capped_scale_unpruned_scores_against_the_unpruned_layer_by_hand():
+    """C removed from layer "0" (as a round would), and layer "3" left reading A and B: with
+    scale "unpruned" A and B keep their unpruned scores (eps .55, mean L1 5.39, mean capL1
+    4.67 / 3, from A, B and C), with "current" they are rescaled by their own (eps 1.15, the
+    median of A's and B's |weights|)."""
+    unpruned = capped_net()
+    pruned = capped_net()
+    pruned[0], pruned[1] = nn.Conv2d(1, 2, 2, bias=False), nn.BatchNorm2d(2)
+    set_rows(pruned[0], [A, B])
+    pruned[3] = nn.Conv2d(2, 4, 1, bias=False)
+    with torch.no_grad():
+        pruned[3].weight.copy_(unpruned[3].weight[:, :2])
+    graph_kw = dict(example=CAPPED_EXAMPLE)
+    by_unpruned = scores_of("l1-capped", pruned, {"scale": "unpruned"}, unpruned=unpruned, **graph_kw)[("0", "out")]
+    assert by_unpruned.tolist() == pytest.approx(capped_reference([A, B, C], 0.5, 0.5)[:2], rel=1e-6)
+    current = scores_of("l1-capped", pruned, {"scale": "current"}, **graph_kw)[("0", "out")]
+    assert current.tolist() == pytest.approx(capped_reference([A, B], 0.5, 0.5), rel=1e-6)
+    # without the unpruned network (a direct call) the layer is its own scale
+    alone = scores_of("l1-capped", pruned, {"scale": "unpruned"}, **graph_kw)[("0", "out")]
+    assert torch.equal(alone, current)
+    # layer "3" lost an input: its unpruned per-weight means are scaled to the shorter filters
+    w3, w3_0 = rows(pruned[3]), rows(unpruned[3])
+    per_weight = sum(abs(v) for f in w3_0 for v in f) / sum(len(f) for f in w3_0)
+    eps = quantile([abs(v) for f in w3_0 for v in f], 0.5)
+    per_weight_cap = sum(min(abs(v), eps) for f in w3_0 for v in f) / sum(len(f) for f in w3_0)
+    expected = [
+        0.5 * sum(abs(v) for v in f) / (per_weight * 2) + 0.5 * sum(min(abs(v), eps) for v in f) / (per_weight_cap * 2)
+        for f in w3
+    ]
+    got3 = scores_of("l1-capped", pruned, {"scale": "unpruned"}, unpruned=unpruned, **graph_kw)[("3", "out")]
+    assert got3.tolist() == pytest.approx(expected, rel=1e-6)
+
+
+def test_l1_capped_scale_unpruned_keeps_the_unpruned_network_through_the_run():
+    from secateurs.pipeline import PruneConfig
+
+    plan = PruneConfig(method="l1-capped", macs_reduction=0.5, method_options={"scale": "unpruned"}).plan
+    assert plan.keeps_unpruned and not PruneConfig(method="l1-capped", macs_reduction=0.5).plan.keeps_unpruned
+    with pytest.raises(secateurs.ConfigError, match="scale must be one of current, unpruned, got 'first'"):
+        get_method("l1-capped").make_options({"scale": "first"})
+
+
 def test_l1_capped_defaults_are_alpha_and_q_one_half():
     m = capped_net()
     default = scores_of("l1-capped", m, example=CAPPED_EXAMPLE)[("0", "out")].tolist()

@@ -22,6 +22,9 @@ class ScoreContext:
     #: Calibration batches of inputs (already on the model's device), for data-driven criteria.
     calibration: Callable[[], Iterator[torch.Tensor]] | None = None
     seed: int = 0
+    #: The network before any round of this run cut or fine-tuned it, kept (read only) when the
+    #: method's ``reads_unpruned(options)`` says it scores against it; None otherwise.
+    unpruned: nn.Module | None = None
 
 
 @dataclass

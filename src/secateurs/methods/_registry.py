@@ -114,6 +114,9 @@ class Method:
     holdout: Callable[[Any], int | float] = no_holdout
     #: ``(achieved, target, last round's achieved)`` -> the note of a run more than a point off target.
     off_target_note: Callable[[float, float, float], str] = solver_note
+    #: ``options`` -> whether the scoring reads the unpruned network (``ScoreContext.unpruned``):
+    #: the run then keeps a copy of it through every round.
+    reads_unpruned: Callable[[Any], bool] = lambda options: False
 
     def make_options(self, values: dict[str, Any] | None = None) -> Any:
         """The options dataclass from ``values``; an unknown key or a bad value names itself."""

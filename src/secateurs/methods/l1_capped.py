@@ -36,6 +36,8 @@ from ._round import even_schedule
 
 #: The paper's rounds, and the default of ``rounds``.
 ROUNDS = 3
+#: ``L1CappedOptions.scale``: whose layer statistics normalise the scores.
+SCALES = ("current", "unpruned")
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,22 @@ class L1CappedOptions:
     #: and has every later round to recover in, and the last cut, the one the final fine-tuning
     #: must repair, is the smallest.
     front_load: float = 2.0
+    #: Whose layer statistics scale the scores (``mean_l`` and the cap ``eps_l``): "current",
+    #: the layer as it is when the round scores it (the formula read literally); "unpruned", the
+    #: same layer before the run's first cut. Iterating with "current" moves the cut: once a
+    #: round removes a layer's weakest filters its mean rises, its remaining filters score lower
+    #: against every other layer, and later rounds take more from it. On the converged resnet20 at
+    #: 50% MACs, three cuts (without fine-tuning between them) keep 8 and 4 filters in two
+    #: stage-1 convs where one cut keeps 11 and 8, and widen stage 2's residual stream from 23 to
+    #: 28: more MACs-heavy early channels cut, more params kept (0.163 M against 0.155 M), and
+    #: 94.13 after fine-tuning against 94.30 on seed 0. "unpruned" scores every round against
+    #: the unpruned scale, so a layer is not cut further just for having been cut.
+    scale: str = "current"
 
     def __post_init__(self) -> None:
         check_field_types(self, "l1-capped option")
+        if self.scale not in SCALES:
+            raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {self.scale!r}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha!r}")
         if not 0.0 < self.q <= 1.0:
@@ -70,15 +85,25 @@ class L1CappedOptions:
             raise ConfigError(f"front_load must be positive (1: equal steps), got {self.front_load!r}")
 
 
-def l1_capped_scores(weight: torch.Tensor, alpha: float = 0.5, q: float = 0.5) -> torch.Tensor:
-    """Scores of the filters of one layer, ``weight`` shaped ``[out, ...]``."""
+def l1_capped_scores(
+    weight: torch.Tensor, alpha: float = 0.5, q: float = 0.5, scale_of: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Scores of the filters of one layer, ``weight`` shaped ``[out, ...]``.
+
+    The cap and the means come from ``scale_of``: the same layer's weights before pruning
+    (default: ``weight`` itself). Its filters may be longer (the run has since cut some of the
+    layer's inputs), so its means are taken per weight and scaled to ``weight``'s filter
+    length: with ``scale_of=weight`` that is exactly the mean filter sum."""
     a = weight.detach().reshape(weight.shape[0], -1).abs().double()
+    ref = a if scale_of is None else scale_of.detach().reshape(scale_of.shape[0], -1).abs().double().to(a.device)
     # NumPy's quantile has no size limit (torch.quantile stops at 2**24 elements).
-    eps = float(np.quantile(a.cpu().numpy(), q))
-    l1 = a.sum(1)
-    cap = a.clamp(max=eps).sum(1)
+    eps = float(np.quantile(ref.cpu().numpy(), q))
+    l1, cap = a.sum(1), a.clamp(max=eps).sum(1)
     tiny = torch.finfo(torch.float64).tiny
-    return (alpha * l1 / l1.mean().clamp_min(tiny) + (1 - alpha) * cap / cap.mean().clamp_min(tiny)).float()
+    length = a.shape[1]
+    l1_mean = (ref.mean() * length).clamp_min(tiny)
+    cap_mean = (ref.clamp(max=eps).mean() * length).clamp_min(tiny)
+    return (alpha * l1 / l1_mean + (1 - alpha) * cap / cap_mean).float()
 
 
 def cut_shares(rounds: int, front_load: float) -> list[float]:
@@ -112,7 +137,17 @@ def l1_capped_schedule(options: L1CappedOptions, epochs: int, rounds: int | None
     options=L1CappedOptions,
     rounds=ROUNDS,
     schedule=l1_capped_schedule,
+    # The scores are already on each layer's scale (its own, or the unpruned one's, which the
+    # pipeline's per-layer normalisation would undo).
+    normalise=False,
+    reads_unpruned=lambda o: o.scale == "unpruned",
 )
 def l1_capped(ctx: ScoreContext) -> LayerScores:
+    """Without ``ctx.unpruned`` (a direct call, or ``auto``'s one-round candidates, which cut the
+    unpruned model itself) each layer is its own scale."""
     o: L1CappedOptions = ctx.options
-    return {(name, "out"): l1_capped_scores(w, o.alpha, o.q) for name, w in filters(ctx.model, ctx.graph)}
+    before = ctx.unpruned if o.scale == "unpruned" else None
+    return {
+        (name, "out"): l1_capped_scores(w, o.alpha, o.q, None if before is None else before.get_submodule(name).weight)
+        for name, w in filters(ctx.model, ctx.graph)
+    }

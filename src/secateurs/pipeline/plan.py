@@ -114,6 +114,12 @@ class RunPlan:
         return [r.epochs for r in self.rounds]
 
     @property
+    def keeps_unpruned(self) -> bool:
+        """A copy of the unpruned network is kept through the run: the fine-tuning mode trains
+        against it (kd, mlft), or the method scores against it."""
+        return self.finetuning.needs_reference or self.method.reads_unpruned(self.options)
+
+    @property
     def reads_train_set(self) -> bool:
         """Scoring, fine-tuning or BN recalibration (on by default with one) read a training set."""
         return self.method.needs_data or any(self.epochs) or self.bn_recalibration > 0

@@ -113,7 +113,7 @@ def run_plan(
 def _start(plan: RunPlan, model: nn.Module, data: RunData, run_dir: Path | None, resume: bool) -> RunState:
     """A copy of ``model`` to prune and what the run measured before, or where it stopped."""
     device = plan.device
-    reference = copy_model(model).to(device) if plan.finetuning.needs_reference else None
+    reference = copy_model(model).to(device) if plan.keeps_unpruned else None
     example = torch.zeros((1, *data.shape), device=device)
     graph = None
     if resume:
@@ -152,6 +152,7 @@ def _cut(state: RunState, r: int) -> RoundRecord:
         plan.options,
         state.calibration,
         c.seed,
+        unpruned=state.reference,
         example=state.example,
         goal=goal,
         metric=c.metric,
