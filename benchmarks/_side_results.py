@@ -13,6 +13,8 @@ SIDE_RESULTS: dict[str, str] = {
     "probability_distribution_*.md": "where `probability` finds channels: P(y <= 0) per BN layer type, epoch by "
     "epoch of a baseline's training (`probability_distribution.py`)",
     "probability_training.md": "weight decay and epochs against what `probability` removes (`probability_training.py`)",
+    "l1_capped_widths.md": "where l1-capped's cuts land: the widths one cut and three cuts keep, with each "
+    "round's scores on the current or the unpruned scale (`l1_capped_widths.py`)",
     "hnsi_structure.md": "how many input channels hnsi's high-level layers drop, and the dense MACs and latency "
     "that follow (`hnsi_structure.py`)",
     "finetune_modes_*.md": "mlft against tft: accuracy at fewer epochs, cost per step and where it goes (`finetune_modes.py`)",

@@ -64,11 +64,12 @@ class L1CappedOptions:
     #: same layer before the run's first cut. Iterating with "current" moves the cut: once a
     #: round removes a layer's weakest filters its mean rises, its remaining filters score lower
     #: against every other layer, and later rounds take more from it. On the converged resnet20 at
-    #: 50% MACs, three cuts (without fine-tuning between them) keep 8 and 4 filters in two
-    #: stage-1 convs where one cut keeps 11 and 8, and widen stage 2's residual stream from 23 to
-    #: 28: more MACs-heavy early channels cut, more params kept (0.163 M against 0.155 M), and
-    #: 94.13 after fine-tuning against 94.30 on seed 0. "unpruned" scores every round against
-    #: the unpruned scale, so a layer is not cut further just for having been cut.
+    #: 50% MACs, three cuts (without fine-tuning between them) keep 8 and 4 filters in
+    #: stages.0.0.conv1 and stages.0.1.conv1 where one cut keeps 11 and 8, and widen the stages.1
+    #: stream from 23 to 28: more MACs-heavy early channels cut, more params kept (0.163 M against
+    #: 0.155 M; benchmarks/results/l1_capped_widths.md), and 94.13 after fine-tuning against 94.30
+    #: on seed 0. "unpruned" scores every round against the unpruned scale, so a layer is not cut
+    #: further just for having been cut (its accuracy after fine-tuning is being measured).
     scale: str = "current"
 
     def __post_init__(self) -> None:
