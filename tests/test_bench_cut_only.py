@@ -56,3 +56,22 @@ def test_a_name_with_a_folder_is_refused_before_anything_is_read(tmp_path, capsy
     with pytest.raises(SystemExit):
         main(["--checkpoint", str(tmp_path / "missing.safetensors"), "--name", "../elsewhere"])
     assert "--name '../elsewhere': a file name without a folder" in capsys.readouterr().err
+
+
+def test_l1_capped_widths_columns_reach_the_target_and_differ_only_by_scale() -> None:
+    """benchmarks/l1_capped_widths.py: every column reaches the MACs target and keeps at most
+    the unpruned widths; the model given is left as it was (each cut works on a copy)."""
+    from l1_capped_widths import CUTS, cut_widths
+
+    from secateurs import create_model
+    from secateurs.data.synthetic import synthetic
+
+    torch.manual_seed(0)
+    model = create_model("test_resnet", num_classes=10, in_channels=3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    kept, params, achieved = cut_widths(model, synthetic("train", None, num_samples=256), 0.5)
+    assert set(kept) == set(params) == set(achieved) == set(CUTS)
+    assert all(abs(a - 0.5) <= 0.01 for a in achieved.values()), achieved
+    full = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    assert all(kept[c].keys() == full.keys() and all(kept[c][n] <= full[n] for n in full) for c in CUTS)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
