@@ -46,7 +46,13 @@ def test_the_run_directory(pruned, trained_checkpoint):
     config = _json(pruned / "config.json")
     assert config["prune"]["method"] == "l1-capped" and config["prune"]["macs_reduction"] == 0.5
     assert config["rounds"] == 3 and config["epochs_per_round"] == [0, 0, 1]
-    assert config["method_options"] == {"alpha": 0.5, "q": 0.5, "final_share": 0.6, "front_load": 2.0}
+    assert config["method_options"] == {
+        "alpha": 0.5,
+        "q": 0.5,
+        "final_share": 0.6,
+        "front_load": 2.0,
+        "scale": "current",
+    }
     assert config["dataset"] == "synthetic" and config["dataset_options"] == {"num_samples": 128}
     assert config["checkpoint"] == str(trained_checkpoint)
     log = (pruned / "log.txt").read_text()
