@@ -4,7 +4,7 @@ after three cuts scored on the unpruned layers' statistics (``scale=unpruned``),
 MACs target, without fine-tuning between the cuts (so the weights never change and only the
 scaling can move a channel).
 
-    .venv/bin/python benchmarks/l1_capped_widths.py --checkpoint checkpoints/fashion-mnist/resnet20/model.safetensors
+    .venv/bin/python benchmarks/l1_capped_widths.py --checkpoint benchmarks/checkpoints/fashion-mnist/resnet20/model.safetensors
 
 Results: results/l1_capped_widths.{json,md}.
 """
