@@ -9,9 +9,9 @@ as one small JSON as soon as it finishes; the report is rebuilt from those files
     .venv/bin/python benchmarks/report.py --profile converged                   # the report alone
 
 A finished cell is never run again (delete its JSON to rerun it), so an interrupted matrix
-loses at most the runs in flight. A cell in flight holds ``CELL.running`` (its process id)
-beside the results: another invocation skips it while that process lives, and a claim left
-by a killed run is taken over. Cells of a model whose baseline is not finished are skipped
+loses at most the runs in flight. A cell in flight holds the lock of ``CELL.running`` beside
+the results: another invocation skips it while the lock is held, and a killed run's lock goes
+with its process. Cells of a model whose baseline is not finished are skipped
 with a line naming it (``baselines.py`` finishes it); the others run. ``--jobs K`` runs K cells at once, each in its own process
 (with one torch thread on the CPU; sharing the GPU in the gpu profile). Results go to
 ``results/matrix/PROFILE/``, the report to ``results/REPORT.md`` (``REPORT_PROFILE.md`` for the
@@ -21,6 +21,7 @@ other profiles).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import subprocess
@@ -121,53 +122,45 @@ def _train_baselines(profile: Profile, models: list[str], cache: Path, jobs: int
         raise SystemExit(f"baseline training failed for {', '.join(failed)}; see the log above")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        return True
-    return True
+class CellBusy(Exception):
+    """Another process holds the cell's claim: the cell is running elsewhere."""
 
 
 def running_pid(claim: Path) -> int | None:
-    """The live process that holds ``claim`` (``CELL.running``), or None: no claim, or its
-    process is gone (a killed run), or the file is unreadable (being written, or damaged)."""
+    """The process holding ``claim`` (``CELL.running``) locked, or None: no claim, or nobody
+    holds its lock (a finished or killed run leaves the file, never the lock)."""
     try:
-        pid = int(claim.read_text().strip() or 0)
-    except (OSError, ValueError):
+        fd = os.open(claim, os.O_RDONLY)
+    except OSError:
         return None
-    return pid if pid > 0 and _alive(pid) else None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.read(fd, 32).decode(errors="replace").strip()
+        return int(text) if text.isdigit() else -1
+    finally:
+        os.close(fd)
+    return None
 
 
 @contextmanager
 def claimed(claim: Path) -> Iterator[None]:
-    """Hold ``claim`` for this process while the cell runs; refuse when a live process holds it.
-
-    The file is created exclusively (``O_EXCL``), so of two workers started at once only one
-    gets it; a claim whose process is gone is removed and taken over."""
+    """Hold ``claim``'s exclusive lock (``flock``) while the cell runs; raise :class:`CellBusy`
+    when another process holds it. The kernel drops the lock when the process ends, however it
+    ends, so a killed run's claim is free again with nothing to clean up."""
     claim.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):
-        try:
-            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = running_pid(claim)
-            if holder is not None:
-                raise SystemExit(
-                    f"{claim.stem} is already running (process {holder}); wait for it, or kill that process"
-                ) from None
-            claim.unlink(missing_ok=True)  # left by a killed run
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{os.getpid()}\n")
-        break
-    else:
-        raise SystemExit(f"could not claim {claim}: another process keeps recreating it")
+    fd = os.open(claim, os.O_CREAT | os.O_RDWR, 0o644)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise CellBusy(claim.stem) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())  # for --list; the lock is the claim
         yield
     finally:
-        claim.unlink(missing_ok=True)
+        os.close(fd)  # releases the lock
 
 
 def _run_one(args: argparse.Namespace, profile: Profile) -> int:
@@ -179,12 +172,16 @@ def _run_one(args: argparse.Namespace, profile: Profile) -> int:
         raise SystemExit(f"--run-cell {args.run_cell!r} is not a cell of profile {profile.name!r} (see --list)")
     cell = found[0]
     out = args.results / profile.name / f"{cell.name}.json"
-    with claimed(out.with_suffix(".running")):
-        if out.exists():  # finished by another invocation while this one waited
-            print(f"{cell.name}: already done", file=sys.stderr)
-            return 0
-        facts = baseline_facts(profile, cell.model, args.cache)
-        result = run_cell(cell, profile, Path(facts["path"]), facts, out)
+    try:
+        with claimed(out.with_suffix(".running")):
+            if out.exists():  # finished by another invocation since this one listed it
+                print(f"{cell.name}: already done", file=sys.stderr)
+                return 0
+            facts = baseline_facts(profile, cell.model, args.cache)
+            result = run_cell(cell, profile, Path(facts["path"]), facts, out)
+    except CellBusy:
+        print(f"{cell.name}: running elsewhere, skipped", file=sys.stderr)
+        return 0
     print(
         f"{cell.name}: top-1 {result.top1}, cut {result.top1_cut_raw} -> {result.top1_cut} (recalibrated), "
         f"{100 * result.achieved:.1f}% reduction, {result.wall_s:.0f}s",

@@ -106,31 +106,36 @@ def test_resumed_matrix_skips_finished_cells(tiny_run):
     assert {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json")} == stamps
 
 
+@pytest.mark.slow
 def test_a_cell_claimed_by_a_live_process_is_skipped_and_a_dead_claim_is_taken_over(tiny_run):
-    """A second invocation never runs a cell in flight elsewhere (its CELL.running names a
-    live process: here this test's own), and a claim left by a killed run does not block it."""
+    """A second invocation never runs a cell in flight elsewhere (its CELL.running is locked:
+    here by this test), and the file a finished or killed run leaves does not block it."""
+    import fcntl
+
     tmp, args = tiny_run
     folder = tmp / "results" / "tiny"
     result = next(folder.glob("*__l1__*.json"))
     kept = result.read_text()
     result.unlink()
     claim = result.with_suffix(".running")
-    claim.write_text(f"{os.getpid()}\n")
-    listed = _script("matrix.py", *args, "--list", timeout=120)
-    assert f"running (pid {os.getpid()})  {result.stem}" in listed.stdout
-    again = _script("matrix.py", *args, "--no-report", timeout=120)
-    assert (
-        again.returncode == 0
-        and "3 done, 1 running elsewhere, 0 stale (delete them to rerun), 0 to run" in again.stderr
-    )
-    assert not result.exists() and claim.exists()
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()  # exited and reaped: its pid names no live process
-    claim.write_text(f"{child.pid}\n")
+    with open(claim, "w") as held:
+        held.write(f"{os.getpid()}\n")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX)
+        listed = _script("matrix.py", *args, "--list", timeout=120)
+        assert f"running (pid {os.getpid()})  {result.stem}" in listed.stdout
+        again = _script("matrix.py", *args, "--no-report", timeout=120)
+        assert again.returncode == 0 and "3 done, 1 running elsewhere, 0 stale (delete them to rerun), 0 to run" in (
+            again.stderr
+        )
+        forced = _script("matrix.py", *args[:2], *_paths(tmp), "--run-cell", result.stem, timeout=120)
+        assert forced.returncode == 0 and "running elsewhere, skipped" in forced.stderr  # skipped, not failed
+        assert not result.exists()
+    assert claim.exists()  # the lock went with the file handle; the file stays, unlocked
     taken = _script("matrix.py", *args, "--no-report", timeout=600)
     assert taken.returncode == 0, taken.stderr[-3000:]
     assert "3 done, 0 running elsewhere, 0 stale (delete them to rerun), 1 to run" in taken.stderr
-    assert result.exists() and not claim.exists()
+    assert result.exists()
     assert json.loads(result.read_text())["top1"] == json.loads(kept)["top1"]  # same seed, same run
 
 
@@ -351,6 +356,7 @@ def test_every_converged_variant_resolves_and_l1_capped_schedules_match_a_hand_s
     assert plans["l1-capped-ref"].keeps_unpruned and not plans["l1-capped"].keeps_unpruned
 
 
+@pytest.mark.slow
 def test_a_result_of_an_older_variant_definition_is_set_aside_not_averaged(tiny_run):
     """Each result records its variant's definition; one that differs from today's is shown
     as stale, left out of the tables (with its name under "Set aside") and not rerun."""
