@@ -1,6 +1,7 @@
 """Where l1-capped's cuts land: the width every conv keeps after one cut, after the default
 three cuts with their statistics taken over the filters left (option ``scale=current``), and
-after three cuts scored on the unpruned layers' statistics (``scale=unpruned``), at one
+after three cuts scored on the unpruned layers' statistics (``scale=unpruned``), and after
+three cuts that reach the one-cut allocation in steps (``allocation=unpruned``), at one
 MACs target, without fine-tuning between the cuts (so the weights never change and only the
 scaling can move a channel).
 
@@ -28,6 +29,7 @@ CUTS: dict[str, dict[str, Any]] = {
     "one cut": {"rounds": 1},
     "3 cuts, scale current": {"rounds": 3, "method_options": {"scale": "current"}},
     "3 cuts, scale unpruned": {"rounds": 3, "method_options": {"scale": "unpruned"}},
+    "3 cuts, allocation unpruned": {"rounds": 3, "method_options": {"allocation": "unpruned"}},
 }
 
 

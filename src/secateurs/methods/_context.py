@@ -40,6 +40,8 @@ class RoundContext(ScoreContext):
     floors: dict | None = None
     round_to: int = 1  # every layer a round narrows keeps a width that is a multiple of it
     reference: float = 0.0  # the unpruned model's MACs or params
+    #: The run's whole target: the last round's ``goal`` (None: threshold mode).
+    final_goal: float | None = None
     round: int = 1  # this round's number, from 1
     rounds: int = 1  # the run's number of rounds
     #: ``model`` -> the reduction's figure (MACs or params) of ``model``, as the run measures it.

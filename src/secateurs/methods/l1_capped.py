@@ -30,14 +30,19 @@ import torch
 
 from .._types import check_field_types
 from ..errors import ConfigError
+from ..select import UnitScores, unit_scores
+from ._allocation import allocated_round
+from ._context import RoundContext, RoundOutcome
 from ._layers import filters
-from ._registry import LayerScores, ScoreContext, register_method
-from ._round import even_schedule
+from ._registry import LayerScores, ScoreContext, get_method, register_method
+from ._round import even_schedule, score_and_cut
 
 #: The paper's rounds, and the default of ``rounds``.
 ROUNDS = 3
 #: ``L1CappedOptions.scale``: whose layer statistics normalise the scores.
 SCALES = ("current", "unpruned")
+#: ``L1CappedOptions.allocation``: where each layer's count of removed filters is decided.
+ALLOCATIONS = ("rounds", "unpruned")
 
 
 @dataclass(frozen=True)
@@ -72,11 +77,19 @@ class L1CappedOptions:
     #: further just for having been cut; after fine-tuning it ended at 94.04 on seed 0 (the
     #: default 94.16), so it is not the default.
     scale: str = "current"
+    #: How many filters each layer loses: "rounds", every round ranks all layers afresh (the
+    #: formula read literally); "unpruned", the whole target is solved once on the unpruned
+    #: network with the global ranking, and each round removes its share of every layer's count,
+    #: the lowest-scoring filters of the layer as it is then (``._allocation``). The rounds then
+    #: choose which filters go, after fine-tuning, but not how many per layer.
+    allocation: str = "rounds"
 
     def __post_init__(self) -> None:
         check_field_types(self, "l1-capped option")
         if self.scale not in SCALES:
             raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {self.scale!r}")
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {self.allocation!r}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha!r}")
         if not 0.0 < self.q <= 1.0:
@@ -133,6 +146,18 @@ def l1_capped_schedule(options: L1CappedOptions, epochs: int, rounds: int | None
     return list(zip(cut_shares(n, options.front_load), round_epochs(n, epochs, options.final_share), strict=True))
 
 
+def _unit_scores(ctx: ScoreContext) -> UnitScores:
+    return unit_scores(ctx.graph, l1_capped(ctx), normalise_layers=False)
+
+
+def l1_capped_round(ctx: RoundContext) -> RoundOutcome:
+    """The default round (score, solve the budget over every layer, cut), or under
+    ``allocation="unpruned"`` the round that reaches the allocation solved once."""
+    if ctx.options.allocation == "unpruned" and ctx.final_goal is not None:
+        return allocated_round(ctx, _unit_scores)
+    return score_and_cut(get_method("l1-capped"), ctx)
+
+
 @register_method(
     "l1-capped",
     "L1 + capped-L1 filter norm, pruned over 3 rounds with fine-tuning (Kumar et al., Appl. Intell. 2021)",
@@ -142,7 +167,8 @@ def l1_capped_schedule(options: L1CappedOptions, epochs: int, rounds: int | None
     # The scores are already on each layer's scale (its own, or the unpruned one's, which the
     # pipeline's per-layer normalisation would undo).
     normalise=False,
-    reads_unpruned=lambda o: o.scale == "unpruned",
+    reads_unpruned=lambda o: o.scale == "unpruned" or o.allocation == "unpruned",
+    prune_round=l1_capped_round,
 )
 def l1_capped(ctx: ScoreContext) -> LayerScores:
     """Without ``ctx.unpruned`` (a direct call, or ``auto``'s one-round candidates, which cut the

@@ -155,6 +155,7 @@ def _cut(state: RunState, r: int) -> RoundRecord:
         unpruned=state.reference,
         example=state.example,
         goal=goal,
+        final_goal=plan.goal(rounds),
         metric=c.metric,
         scope=c.scope,
         floors=state.floors,

@@ -9,7 +9,7 @@ Imports run downward: ``graph`` -> ``select`` -> ``methods`` -> ``pipeline``.
 """
 
 from ._cost import CostModel
-from .budget import METRICS, SCOPES, Plan, check_round_to, floors_for, solve
+from .budget import METRICS, SCOPES, Plan, check_round_to, floors_for, removal_steps, solve
 from .scores import LayerScores, UnitScores, normalise, unit_scores
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "check_round_to",
     "floors_for",
     "normalise",
+    "removal_steps",
     "solve",
     "unit_scores",
 ]

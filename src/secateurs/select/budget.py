@@ -110,6 +110,19 @@ def _rounded(steps: list[Step], widths: dict[tuple[str, str], int], round_to: in
     return merged
 
 
+def removal_steps(
+    graph: ChannelGraph,
+    group: ChannelGroup,
+    scores: torch.Tensor,
+    widths: dict[tuple[str, str], int],
+    round_to: int = 1,
+) -> list[Step]:
+    """The group's removals in the order the solvers take them, lowest score first: one unit
+    at a time (one per conv group for a group feeding a grouped conv), merged so that each ends
+    at widths that are multiples of ``round_to``; ``widths``: the current producer widths."""
+    return _rounded(_steps(group, scores, graph), widths, round_to)
+
+
 def floors_for(widths: dict[tuple[str, str], int], min_keep_fraction: float) -> dict[tuple[str, str], int]:
     """Per producer role, the fewest channels it may keep."""
     return {role: max(1, math.ceil(min_keep_fraction * w)) for role, w in widths.items()}

@@ -1,0 +1,93 @@
+"""A round that reaches a fixed allocation in steps: how many channels each group loses over
+the whole run is solved once, on the unpruned network, and every round takes its share of
+each group's count, choosing *which* channels by the current scores.
+
+Why: ranking every round afresh across layers lets the rounds move the cut between layers.
+A criterion that scales each layer by the filters it has left (``l1-capped``'s ``mean_l``)
+scores a layer lower once its weakest filters are gone, so later rounds take more from the
+layers that were cut first (benchmarks/results/l1_capped_widths.md). Solving the allocation
+once keeps the one-shot ranking's widths and leaves the iteration to pick, after each round's
+fine-tuning, the channels each layer keeps.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from ..graph import ChannelGraph, ChannelGroup, Unit, cut, trace
+from ..select import CostModel, UnitScores, removal_steps
+from ._context import RoundContext, RoundOutcome, ScoreContext
+from ._round import agree, solve_round
+
+#: A group's identity across rounds: the layer roles its channels touch (a cut narrows the
+#: layers, it never renames them).
+GroupKey = frozenset
+
+
+def group_key(group: ChannelGroup) -> GroupKey:
+    return frozenset(group.layers)
+
+
+def planned_removals(ctx: RoundContext, unit_scores_of: Callable[[ScoreContext], UnitScores]) -> dict[GroupKey, int]:
+    """Per group, the units the run's whole target (``ctx.final_goal``) removes when solved
+    once on ``ctx.unpruned`` with the scores ``unit_scores_of`` gives it: deterministic, so
+    every round (and a resumed run) gets the same allocation without storing it."""
+    if ctx.unpruned is None or ctx.final_goal is None:
+        raise ValueError(
+            "a fixed allocation needs the unpruned network and the run's target: run it through "
+            "secateurs.prune with a MACs or params target (the method's reads_unpruned must say so)"
+        )
+    graph = trace(ctx.unpruned, ctx.example)
+    sctx = ScoreContext(ctx.unpruned, graph, ctx.options, ctx.calibration, ctx.seed)
+    whole = RoundContext(
+        ctx.unpruned,
+        graph,
+        ctx.options,
+        ctx.calibration,
+        ctx.seed,
+        example=ctx.example,
+        goal=ctx.final_goal,
+        metric=ctx.metric,
+        scope=ctx.scope,
+        floors=ctx.floors,
+        round_to=ctx.round_to,
+        reference=ctx.reference,
+    )
+    plan = solve_round(whole, agree(unit_scores_of(sctx), ctx.example.device))
+    return _counts(graph, plan.units)
+
+
+def _counts(graph: ChannelGraph, units: list[Unit]) -> dict[GroupKey, int]:
+    owner = {id(u): group_key(g) for g in graph.groups if g.prunable for u in g.units}
+    counts: dict[GroupKey, int] = {}
+    for u in units:
+        key = owner[id(u)]
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def allocated_round(ctx: RoundContext, unit_scores_of: Callable[[ScoreContext], UnitScores]) -> RoundOutcome:
+    """Remove from every group its share of :func:`planned_removals`: ``round(share * n)`` units
+    by the end of a round that reaches ``share`` of the target (all ``n`` by the last), the
+    lowest-scoring first by the scores of the model as it is now."""
+    planned = planned_removals(ctx, unit_scores_of)
+    size = {group_key(g): g.size for g in trace(ctx.unpruned, ctx.example).groups}
+    share = 1.0 if ctx.round == ctx.rounds or not ctx.final_goal else ctx.goal / ctx.final_goal
+    scores = agree(unit_scores_of(ctx), ctx.example.device)
+    widths = CostModel.of(ctx.model, ctx.example, ctx.graph.calls).widths
+    units: list[Unit] = []
+    for gi, group in enumerate(ctx.graph.groups):
+        key = group_key(group)
+        if gi not in scores or not planned.get(key):
+            continue
+        wanted = planned[key] if share >= 1.0 else round(share * planned[key])
+        need = wanted - (size[key] - group.size)
+        for _, step_units, _ in removal_steps(ctx.graph, group, scores[gi], widths, ctx.round_to):
+            if need <= 0:
+                break
+            units += step_units
+            need -= len(step_units)
+    scored_at = time.perf_counter()
+    calls = cut(ctx.model, ctx.graph, units, ctx.example) if units else None
+    return RoundOutcome(len(units), None, details={"allocation": "unpruned"}, scored_at=scored_at, calls=calls)
