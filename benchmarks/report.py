@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from _matrix_auto import auto_rows
 from _matrix_choice import HEADERS as CHOICE_HEADERS
 from _matrix_choice import choice_rows
 from _matrix_claims import Stat, difference, pair_claim_rows, probability_claim_rows
-from _matrix_spec import PROFILES, VARIANTS, Profile, cells, stale
+from _matrix_spec import PROFILES, VARIANTS, Profile, cell_name, cells, stale
 from _side_results import side_results
 
 from secateurs._atomic import atomic_write
@@ -102,8 +103,11 @@ def _row(variant: str, runs: list[dict], reference: list[dict] | None) -> tuple[
     return row, figures
 
 
-def model_tables(profile: Profile, groups: dict) -> tuple[list[str], dict[str, Any], list[str]]:
-    """The markdown sections per (model, target), their figures, and the cells not run."""
+def model_tables(
+    profile: Profile, groups: dict, set_aside: Collection[str] = ()
+) -> tuple[list[str], dict[str, Any], list[str]]:
+    """The markdown sections per (model, target), their figures, and the cells not run (a
+    cell whose result is ``set_aside`` is listed there instead: it will not run again)."""
     order: dict[tuple[str, str], list[str]] = {}
     planned: dict[tuple[str, str, str], list[int]] = defaultdict(list)
     for c in cells(profile):
@@ -141,7 +145,11 @@ def model_tables(profile: Profile, groups: dict) -> tuple[list[str], dict[str, A
             )
         for v in variants:
             done = {r["seed"] for r in runs_of[v]}
-            missing += [f"{model} {v} {target} seed {s}" for s in planned.get((model, target, v), []) if s not in done]
+            missing += [
+                f"{model} {v} {target} seed {s}"
+                for s in planned.get((model, target, v), [])
+                if s not in done and cell_name(model, v, target, s) not in set_aside
+            ]
             if not runs_of[v]:
                 rows.append([v, "0", "not run", *["-"] * (len(HEADERS) - 3)])
                 continue
@@ -244,7 +252,7 @@ def build_report(profile: Profile, results: Path, out: Path) -> str:
     """Write ``out`` (markdown), its plot and ``out``.json from ``results/PROFILE/*.json``."""
     set_aside: list[str] = []
     groups = load_results(results / profile.name, set_aside)
-    sections, figures, missing = model_tables(profile, groups)
+    sections, figures, missing = model_tables(profile, groups, set_aside)
     planned = {(c.model, c.target, c.variant) for c in cells(profile)}
     claims = pair_claim_rows(groups, planned) + probability_claim_rows(groups, planned)
     claim_md = markdown_table(["paper", "claim", "where", "our numbers (top-1 %)", "status"], claims)

@@ -382,6 +382,8 @@ def test_a_result_of_an_older_variant_definition_is_set_aside_not_averaged(tiny_
         assert done.returncode == 0, done.stderr[-3000:]
         md = report.read_text()
         assert f"Set aside (run under an older definition of their variant; delete them to rerun): `{path.stem}`." in md
+        not_run = md.split("## Not run")[1].split("Set aside")[0]
+        assert "random macs50 seed 1" not in not_run  # listed once, as set aside: it will not run again
         row = next(
             line for line in md.split("### test_resnet, macs50")[1].splitlines() if line.startswith("| random |")
         )
