@@ -13,9 +13,11 @@ fine-tuning, the channels each layer keeps.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from ..graph import ChannelGraph, ChannelGroup, Unit, cut, trace
+from ..graph import ChannelGroup, Unit, cut, trace
 from ..select import CostModel, UnitScores, removal_steps
 from ._context import RoundContext, RoundOutcome, ScoreContext
 from ._round import agree, solve_round
@@ -29,8 +31,17 @@ def group_key(group: ChannelGroup) -> GroupKey:
     return frozenset(group.layers)
 
 
-def planned_removals(ctx: RoundContext, unit_scores_of: Callable[[ScoreContext], UnitScores]) -> dict[GroupKey, int]:
-    """Per group, the units the run's whole target (``ctx.final_goal``) removes when solved
+@dataclass(frozen=True)
+class Allocation:
+    """The run's whole cut, per group: its width before the run and the units it loses."""
+
+    size: dict[GroupKey, int]
+    removed: dict[GroupKey, int]
+    note: str | None  # the solver's, when the whole target cannot be reached
+
+
+def planned_removals(ctx: RoundContext, unit_scores_of: Callable[[ScoreContext], UnitScores]) -> Allocation:
+    """The units the run's whole target (``ctx.final_goal``) removes from each group when solved
     once on ``ctx.unpruned`` with the scores ``unit_scores_of`` gives it: deterministic, so
     every round (and a resumed run) gets the same allocation without storing it."""
     if ctx.unpruned is None or ctx.final_goal is None:
@@ -55,34 +66,27 @@ def planned_removals(ctx: RoundContext, unit_scores_of: Callable[[ScoreContext],
         reference=ctx.reference,
     )
     plan = solve_round(whole, agree(unit_scores_of(sctx), ctx.example.device))
-    return _counts(graph, plan.units)
-
-
-def _counts(graph: ChannelGraph, units: list[Unit]) -> dict[GroupKey, int]:
     owner = {id(u): group_key(g) for g in graph.groups if g.prunable for u in g.units}
-    counts: dict[GroupKey, int] = {}
-    for u in units:
-        key = owner[id(u)]
-        counts[key] = counts.get(key, 0) + 1
-    return counts
+    removed = Counter(owner[id(u)] for u in plan.units)
+    return Allocation({group_key(g): g.size for g in graph.groups}, dict(removed), plan.note)
 
 
 def allocated_round(ctx: RoundContext, unit_scores_of: Callable[[ScoreContext], UnitScores]) -> RoundOutcome:
     """Remove from every group its share of :func:`planned_removals`: ``round(share * n)`` units
     by the end of a round that reaches ``share`` of the target (all ``n`` by the last), the
     lowest-scoring first by the scores of the model as it is now."""
-    planned = planned_removals(ctx, unit_scores_of)
-    size = {group_key(g): g.size for g in trace(ctx.unpruned, ctx.example).groups}
-    share = 1.0 if ctx.round == ctx.rounds or not ctx.final_goal else ctx.goal / ctx.final_goal
+    whole = planned_removals(ctx, unit_scores_of)
+    last = ctx.round == ctx.rounds or ctx.goal is None or ctx.goal >= ctx.final_goal
     scores = agree(unit_scores_of(ctx), ctx.example.device)
     widths = CostModel.of(ctx.model, ctx.example, ctx.graph.calls).widths
     units: list[Unit] = []
     for gi, group in enumerate(ctx.graph.groups):
         key = group_key(group)
-        if gi not in scores or not planned.get(key):
+        n = whole.removed.get(key, 0)
+        if gi not in scores or not n:
             continue
-        wanted = planned[key] if share >= 1.0 else round(share * planned[key])
-        need = wanted - (size[key] - group.size)
+        wanted = n if last else round(ctx.goal / ctx.final_goal * n)
+        need = wanted - (whole.size[key] - group.size)
         for _, step_units, _ in removal_steps(ctx.graph, group, scores[gi], widths, ctx.round_to):
             if need <= 0:
                 break
@@ -90,4 +94,5 @@ def allocated_round(ctx: RoundContext, unit_scores_of: Callable[[ScoreContext], 
             need -= len(step_units)
     scored_at = time.perf_counter()
     calls = cut(ctx.model, ctx.graph, units, ctx.example) if units else None
-    return RoundOutcome(len(units), None, details={"allocation": "unpruned"}, scored_at=scored_at, calls=calls)
+    note = whole.note if last else None
+    return RoundOutcome(len(units), note, details={"allocation": "unpruned"}, scored_at=scored_at, calls=calls)
