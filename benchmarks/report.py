@@ -276,7 +276,8 @@ def build_report(profile: Profile, results: Path, out: Path) -> str:
             "side has fewer than 3 (no test is made; 2SE is still shown from 2), *not run yet* when a side has "
             "no run. With 3 seeds a side, twice the combined standard error is a lenient test: about an 82-88% "
             "two-sided level under Welch's t (2 to 4 degrees of freedom), not 95%; a side whose seeds agree to "
-            "the test set's 0.01-point resolution sits at the lenient end (`_matrix_claims.py`).",
+            "the test set's 0.01-point resolution sits at the lenient end (`_matrix_claims.py`). mlft's row "
+            "also needs less fine-tuning wall time than tft at E epochs: *not met (wall time)* otherwise.",
             claim_md,
             "## auto's pick",
             "`auto` chooses before fine-tuning, on held-out training samples; its pick is checked against the "

@@ -83,3 +83,25 @@ def test_plot_skips_a_variant_whose_runs_have_no_final_top1(tmp_path):
     }
     assert plot(groups, tmp_path / "p.png") == "![top-1 against MACs reduction](p.png)"
     assert (tmp_path / "p.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "mlft_wall, expected",
+    [(300.0, "not significant"), (500.0, "not met (wall time)"), (400.0, "not met (wall time)")],
+)
+def test_mlft_claim_needs_less_fine_tuning_wall_time_as_well_as_the_accuracy(mlft_wall, expected):
+    """Equal top-1 (94.1 on 3 seeds each) with 2 epochs against 5: the claim holds only when
+    mlft's fine-tuning also took less wall time than tft's 400 s (a tie on time is not less)."""
+    from _matrix_claims import pair_claim_rows
+
+    def runs(variant: str, epochs: int, wall: float) -> list[dict]:
+        return [r | {"finetune_epochs": epochs, "finetune_s": wall} for r in _runs(variant, [94.1] * 3)]
+
+    groups = {
+        ("m", "macs50", "fcs-mlft-half"): runs("fcs-mlft-half", 2, mlft_wall),
+        ("m", "macs50", "fcs"): runs("fcs", 5, 400.0),
+    }
+    (row,) = [r for r in pair_claim_rows(groups, set()) if r[1].startswith("fcs-mlft-half vs fcs")]
+    assert row[4] == expected
+    ratio = f"{mlft_wall / 400:.2f}x"
+    assert row[3].endswith(f"; 2 vs 5 epochs; fine-tuning wall {mlft_wall:.0f}s vs 400s per run ({ratio})")
