@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..graph import ChannelGroup, Unit, cut, trace
 from ..select import CostModel, UnitScores, removal_steps
@@ -51,20 +51,8 @@ def planned_removals(ctx: RoundContext, unit_scores_of: Callable[[ScoreContext],
         )
     graph = trace(ctx.unpruned, ctx.example)
     sctx = ScoreContext(ctx.unpruned, graph, ctx.options, ctx.calibration, ctx.seed)
-    whole = RoundContext(
-        ctx.unpruned,
-        graph,
-        ctx.options,
-        ctx.calibration,
-        ctx.seed,
-        example=ctx.example,
-        goal=ctx.final_goal,
-        metric=ctx.metric,
-        scope=ctx.scope,
-        floors=ctx.floors,
-        round_to=ctx.round_to,
-        reference=ctx.reference,
-    )
+    # The budget of the whole target on the unpruned network, as a one-round run would solve it.
+    whole = replace(ctx, model=ctx.unpruned, graph=graph, goal=ctx.final_goal, round=1, rounds=1)
     plan = solve_round(whole, agree(unit_scores_of(sctx), ctx.example.device))
     owner = {id(u): group_key(g) for g in graph.groups if g.prunable for u in g.units}
     removed = Counter(owner[id(u)] for u in plan.units)
