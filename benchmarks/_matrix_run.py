@@ -8,9 +8,7 @@ report never reopens a model.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,6 +17,7 @@ from typing import Any
 
 import torch
 from _common import machine
+from _matrix_config import cell_config, resolved
 from _matrix_spec import KERNEL_LEVEL, RECAL_BATCHES, TP, VARIANTS, Cell, Profile
 from _tp import tp_magnitude_prune
 
@@ -29,9 +28,6 @@ from secateurs.data import ImageDataset
 from secateurs.measure.latency import measure_latency
 from secateurs.pipeline.finetune import finetune
 from secateurs.pipeline.run import calibration_batches, top1_accuracy
-
-#: Whether this secateurs has the pipeline's BN recalibration option (issue 12, section 1).
-HAS_RECAL_OPTION = "bn_recalibration" in {f.name for f in dataclasses.fields(PruneConfig)}
 
 
 @dataclass
@@ -67,6 +63,9 @@ class CellResult:
     details: dict[str, Any] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
     variant_spec: dict[str, Any] = field(default_factory=dict)  # Variant.spec() when it ran
+    #: What the configuration resolved to when it ran (``_matrix_config.resolved``): a method
+    #: default changed since makes the result outdated even though the variant's spec did not.
+    resolved: dict[str, Any] | None = None
 
 
 @dataclass
@@ -161,38 +160,6 @@ def _secateurs_run(
     )
 
 
-def _config(cell: Cell, profile: Profile) -> PruneConfig:
-    """The one configuration of the cell: its target, the profile's budget (the variant's share
-    of it), its seed; Torch-Pruning's runs use only the budget and the seed of it."""
-    v = VARIANTS[cell.variant]
-    b = profile.budget
-    # A share rounds down (at least one epoch): fcs-mlft-half gets 2 of 5, "at most E/2" as
-    # its claim reads, never more than half (Python's round(2.5) is 2 only by luck of parity).
-    epochs = 0 if v.finetune == "none" else max(1, math.floor(b.epochs * v.epochs_share))
-    train = {"lr": b.lr, "batch_size": b.batch_size, "progress": False}
-    if b.max_steps_per_epoch:
-        train["max_steps_per_epoch"] = b.max_steps_per_epoch
-    if b.channels_last:
-        train["channels_last"] = True
-    extra: dict[str, Any] = dict(v.options)
-    if v.recalibrate is not None and HAS_RECAL_OPTION:
-        extra["bn_recalibration"] = v.recalibrate
-    method = "l1" if v.method == TP else v.method  # TP: the config only carries the budget
-    return PruneConfig(
-        method=method,
-        **cell.goal(),
-        finetune=v.finetune,
-        finetune_epochs=epochs,
-        finetune_train=train,
-        seed=cell.seed,
-        device=profile.device,
-        latency=False,
-        eval_each_epoch=False,
-        evaluate_before=False,
-        **extra,
-    )
-
-
 def run_cell(cell: Cell, profile: Profile, ckpt: Path, baseline: dict[str, Any], out: Path) -> CellResult:
     """Run ``cell`` from checkpoint ``ckpt`` and write ``out`` (atomically) when it is done."""
     wall0, cpu0 = time.perf_counter(), time.process_time()
@@ -202,7 +169,7 @@ def run_cell(cell: Cell, profile: Profile, ckpt: Path, baseline: dict[str, Any],
     train_set = checkpoint_dataset(ckpt, meta, None, "train", None, options)[1]
     test_set = checkpoint_dataset(ckpt, meta, None, "test", None, options)[1]
     shape = tuple(meta["input_shape"])
-    config = _config(cell, profile)
+    config = cell_config(cell, profile)
     device = torch.device(profile.device)
     model = load(ckpt)
     v = VARIANTS[cell.variant]
@@ -247,6 +214,7 @@ def run_cell(cell: Cell, profile: Profile, ckpt: Path, baseline: dict[str, Any],
         details=run.details,
         machine=machine(),
         variant_spec=v.spec(),
+        resolved=resolved(cell, profile),
     )
     atomic_write(out, lambda tmp: tmp.write_text(json.dumps(asdict(result), indent=1) + "\n"))
     return result

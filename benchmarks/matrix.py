@@ -33,7 +33,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from _matrix_spec import PROFILES, Profile, cells, select, stale
+from _matrix_config import outdated
+from _matrix_spec import PROFILES, Profile, cells, select
 from baselines import CACHE, FIXED_ROOTS, convergence, ensure_baseline, run_dir
 from baselines import PROFILES as BASELINES
 
@@ -191,11 +192,12 @@ def _run_one(args: argparse.Namespace, profile: Profile) -> int:
 
 
 def _status(folder: Path, name: str) -> str:
-    """``done``, ``stale`` (run under an older definition of its variant: delete it to rerun),
+    """``done``, ``stale`` (run under an older definition of its variant, or of a default it
+    resolves to: ``_matrix_config.outdated``; delete it to rerun),
     ``running (pid N)`` or ``not run``: what a cell's files say now."""
     result = folder / f"{name}.json"
     if result.exists():
-        return "stale" if stale(json.loads(result.read_text())) else "done"
+        return "stale" if outdated(json.loads(result.read_text())) else "done"
     pid = running_pid(folder / f"{name}.running")
     return "not run" if pid is None else f"running (pid {pid})"
 

@@ -24,7 +24,8 @@ from _matrix_auto import auto_rows
 from _matrix_choice import HEADERS as CHOICE_HEADERS
 from _matrix_choice import choice_rows
 from _matrix_claims import Stat, difference, pair_claim_rows, probability_claim_rows
-from _matrix_spec import PROFILES, VARIANTS, Profile, cell_name, cells, stale
+from _matrix_config import outdated
+from _matrix_spec import PROFILES, VARIANTS, Profile, cell_name, cells
 from _side_results import side_results
 
 from secateurs._atomic import atomic_write
@@ -60,12 +61,12 @@ def _shown(path: Path) -> str:
 
 def load_results(folder: Path, set_aside: list[str] | None = None) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
     """``(model, target, variant)`` -> the records of its seeds (sorted by seed). Records of
-    an older definition of their variant are left out (their cell names go to ``set_aside``):
+    an older definition of their variant, or of a default it resolves to, are left out (their cell names go to ``set_aside``):
     averaging them with current runs would mix two variants under one name."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for path in sorted(folder.glob("*.json")):
         r = json.loads(path.read_text())
-        if stale(r):
+        if outdated(r):
             if set_aside is not None:
                 set_aside.append(r["cell"])
             continue
@@ -292,7 +293,7 @@ def build_report(profile: Profile, results: Path, out: Path) -> str:
             ("; ".join(missing) + ".") if missing else "Every cell of the profile has a result.",
             *(
                 [
-                    "Set aside (run under an older definition of their variant; delete them to rerun): "
+                    "Set aside (run under an older definition of their variant or of a method default; delete them to rerun): "
                     + ", ".join(f"`{c}`" for c in set_aside)
                     + "."
                 ]

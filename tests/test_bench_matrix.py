@@ -330,7 +330,7 @@ def test_every_converged_variant_resolves_and_l1_capped_schedules_match_a_hand_s
     """A variant's options reach the pipeline only when its cell runs (half an hour in); each is
     resolved here, and the l1-capped schedules, the point of those variants, are written out."""
     monkeypatch.syspath_prepend(str(BENCH))
-    from _matrix_run import _config
+    from _matrix_config import cell_config
     from _matrix_spec import PROFILES, TP, VARIANTS, cells
 
     from secateurs.pipeline.plan import RunPlan
@@ -339,7 +339,7 @@ def test_every_converged_variant_resolves_and_l1_capped_schedules_match_a_hand_s
     first = {}  # each variant's first cell (its model and target are the block's)
     for cell in cells(profile):
         first.setdefault(cell.variant, cell)
-    plans = {name: RunPlan.resolve(_config(c, profile)) for name, c in first.items() if VARIANTS[name].method != TP}
+    plans = {name: RunPlan.resolve(cell_config(c, profile)) for name, c in first.items() if VARIANTS[name].method != TP}
     assert set(plans) | {TP} == set(first)
     assert profile.budget.epochs == 5
     cut = [5 / 9, 8 / 9, 1.0]  # 1 - (1 - i/3)**2, the default front-loading
@@ -381,7 +381,10 @@ def test_a_result_of_an_older_variant_definition_is_set_aside_not_averaged(tiny_
         done = _script("report.py", "--profile", "tiny", "--results", str(tmp / "results"), "--report", str(report))
         assert done.returncode == 0, done.stderr[-3000:]
         md = report.read_text()
-        assert f"Set aside (run under an older definition of their variant; delete them to rerun): `{path.stem}`." in md
+        assert (
+            "Set aside (run under an older definition of their variant or of a method default; delete them to "
+            f"rerun): `{path.stem}`."
+        ) in md
         not_run = md.split("## Not run")[1].split("Set aside")[0]
         assert "random macs50 seed 1" not in not_run  # listed once, as set aside: it will not run again
         row = next(
@@ -390,3 +393,34 @@ def test_a_result_of_an_older_variant_definition_is_set_aside_not_averaged(tiny_
         assert row.startswith("| random | 1 |")  # one seed left, not two
     finally:
         path.write_text(original)
+
+
+def test_a_result_whose_configuration_now_resolves_differently_is_outdated(monkeypatch) -> None:
+    """A method default changed under an unchanged variant: the record's ``resolved`` (written
+    when it ran) differs from today's, so the result is outdated although its variant spec is
+    the same; a record without ``resolved`` (older files) and Torch-Pruning's cells count as
+    current."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    from _matrix_config import outdated, resolved
+    from _matrix_spec import PROFILES, TP, VARIANTS, Cell
+
+    cell = Cell("resnet20", "l1-capped", "macs50", 0)
+    now = resolved(cell, PROFILES["converged"])
+    assert now["method_options"]["final_share"] == 0.6 and [e for _, e in now["rounds"]] == [1, 1, 3]
+    record = {
+        "model": "resnet20",
+        "variant": "l1-capped",
+        "target": "macs50",
+        "seed": 0,
+        "profile": "converged",
+        "variant_spec": VARIANTS["l1-capped"].spec(),
+    }
+    assert not outdated(record)  # nothing recorded: cannot tell
+    assert not outdated(record | {"resolved": now})
+    before = json.loads(json.dumps(now))
+    before["method_options"]["final_share"] = 0.4  # the default it ran under
+    assert outdated(record | {"resolved": before})
+    before = json.loads(json.dumps(now))
+    before["rounds"][0][1] = 2  # another epoch split
+    assert outdated(record | {"resolved": before})
+    assert resolved(Cell("resnet20", TP, "macs50", 0), PROFILES["converged"]) is None
