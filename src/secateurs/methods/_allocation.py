@@ -56,7 +56,8 @@ def planned_removals(ctx: RoundContext, unit_scores_of: Callable[[ScoreContext],
     plan = solve_round(whole, agree(unit_scores_of(sctx), ctx.example.device))
     owner = {id(u): group_key(g) for g in graph.groups if g.prunable for u in g.units}
     removed = Counter(owner[id(u)] for u in plan.units)
-    return Allocation({group_key(g): g.size for g in graph.groups}, dict(removed), plan.note)
+    # Prunable groups only: a grouped conv's unprunable remainder can share a prunable group's layers.
+    return Allocation({group_key(g): g.size for g in graph.groups if g.prunable}, dict(removed), plan.note)
 
 
 def allocated_round(ctx: RoundContext, unit_scores_of: Callable[[ScoreContext], UnitScores]) -> RoundOutcome:
@@ -74,7 +75,7 @@ def allocated_round(ctx: RoundContext, unit_scores_of: Callable[[ScoreContext], 
         if gi not in scores or not n:
             continue
         wanted = n if last else round(ctx.goal / ctx.final_goal * n)
-        need = wanted - (whole.size[key] - group.size)
+        need = min(wanted, n) - (whole.size.get(key, group.size) - group.size)
         for _, step_units, _ in removal_steps(ctx.graph, group, scores[gi], widths, ctx.round_to):
             if need <= 0:
                 break
