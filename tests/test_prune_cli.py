@@ -52,6 +52,7 @@ def test_the_run_directory(pruned, trained_checkpoint):
         "final_share": 0.6,
         "front_load": 2.0,
         "scale": "current",
+        "allocation": "rounds",
     }
     assert config["dataset"] == "synthetic" and config["dataset_options"] == {"num_samples": 128}
     assert config["checkpoint"] == str(trained_checkpoint)
