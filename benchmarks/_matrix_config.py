@@ -52,13 +52,13 @@ def cell_config(cell: Cell, profile: Profile) -> PruneConfig:
     )
 
 
-def resolved(cell: Cell, profile: Profile) -> dict[str, Any] | None:
-    """The cell's configuration as the pipeline resolves it today: the method's and the
-    fine-tuning's options with every default filled in, and each round's share of the target
-    and epochs. None for Torch-Pruning's cells (its own code decides)."""
+def resolved(cell: Cell, config: PruneConfig) -> dict[str, Any] | None:
+    """``config`` (the cell's, :func:`cell_config`) as the pipeline resolves it today: the
+    method's and the fine-tuning's options with every default filled in, and each round's share
+    of the target and epochs. None for Torch-Pruning's cells (its own code decides)."""
     if VARIANTS[cell.variant].method == TP:
         return None
-    plan = cell_config(cell, profile).plan
+    plan = config.plan
     now = {**plan.resolved_options(), "rounds": [[r.share, r.epochs] for r in plan.rounds]}
     return json.loads(json.dumps(now))  # as a result file holds it (tuples as lists)
 
@@ -72,4 +72,4 @@ def outdated(record: dict[str, Any]) -> bool:
     if record.get("resolved") is None or record["variant"] not in VARIANTS or record["profile"] not in PROFILES:
         return False
     cell = Cell(record["model"], record["variant"], record["target"], record["seed"])
-    return record["resolved"] != resolved(cell, PROFILES[record["profile"]])
+    return record["resolved"] != resolved(cell, cell_config(cell, PROFILES[record["profile"]]))

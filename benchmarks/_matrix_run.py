@@ -214,7 +214,7 @@ def run_cell(cell: Cell, profile: Profile, ckpt: Path, baseline: dict[str, Any],
         details=run.details,
         machine=machine(),
         variant_spec=v.spec(),
-        resolved=resolved(cell, profile),
+        resolved=resolved(cell, config),
     )
     atomic_write(out, lambda tmp: tmp.write_text(json.dumps(asdict(result), indent=1) + "\n"))
     return result

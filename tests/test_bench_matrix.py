@@ -401,11 +401,11 @@ def test_a_result_whose_configuration_now_resolves_differently_is_outdated(monke
     the same; a record without ``resolved`` (older files) and Torch-Pruning's cells count as
     current."""
     monkeypatch.syspath_prepend(str(BENCH))
-    from _matrix_config import outdated, resolved
+    from _matrix_config import cell_config, outdated, resolved
     from _matrix_spec import PROFILES, TP, VARIANTS, Cell
 
     cell = Cell("resnet20", "l1-capped", "macs50", 0)
-    now = resolved(cell, PROFILES["converged"])
+    now = resolved(cell, cell_config(cell, PROFILES["converged"]))
     assert now["method_options"]["final_share"] == 0.6 and [e for _, e in now["rounds"]] == [1, 1, 3]
     record = {
         "model": "resnet20",
@@ -423,4 +423,5 @@ def test_a_result_whose_configuration_now_resolves_differently_is_outdated(monke
     before = json.loads(json.dumps(now))
     before["rounds"][0][1] = 2  # another epoch split
     assert outdated(record | {"resolved": before})
-    assert resolved(Cell("resnet20", TP, "macs50", 0), PROFILES["converged"]) is None
+    tp = Cell("resnet20", TP, "macs50", 0)
+    assert resolved(tp, cell_config(tp, PROFILES["converged"])) is None

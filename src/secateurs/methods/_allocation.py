@@ -75,7 +75,7 @@ def allocated_round(ctx: RoundContext, unit_scores_of: Callable[[ScoreContext], 
         if gi not in scores or not n:
             continue
         wanted = n if last else round(ctx.goal / ctx.final_goal * n)
-        need = min(wanted, n) - (whole.size.get(key, group.size) - group.size)
+        need = wanted - (whole.size[key] - group.size)  # wanted <= n: a share below 1 rounds to at most n
         for _, step_units, _ in removal_steps(ctx.graph, group, scores[gi], widths, ctx.round_to):
             if need <= 0:
                 break
