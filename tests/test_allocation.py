@@ -15,6 +15,7 @@ from engine_models import randomise
 import secateurs
 from secateurs.graph import trace
 from secateurs.methods import RoundContext, get_method
+from secateurs.models import create_model
 from secateurs.select import CostModel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -51,7 +52,7 @@ def widths(model: nn.Module) -> list[int]:
     return [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
 
 
-def cut_once(model: nn.Module, rounds: int, allocation: str) -> nn.Module:
+def cut_once(model: nn.Module, rounds: int, allocation: str, shape: tuple[int, ...] = SHAPE) -> nn.Module:
     pruned, _ = secateurs.prune(
         model,
         "l1-capped",
@@ -61,7 +62,7 @@ def cut_once(model: nn.Module, rounds: int, allocation: str) -> nn.Module:
         bn_recalibration=0,
         latency=False,
         evaluate_before=False,
-        input_shape=SHAPE,
+        input_shape=shape,
         method_options={"allocation": allocation},
     )
     return pruned
@@ -78,6 +79,7 @@ def round_context(model: nn.Module, unpruned: nn.Module, round: int, share: floa
         example=example,
         goal=0.5 * share,
         final_goal=0.5,
+        share=share,
         reference=CostModel.of(unpruned, example, trace(unpruned, example).calls).macs,
         round=round,
         rounds=3,
@@ -121,6 +123,21 @@ def test_later_rounds_choose_by_the_current_weights():
     get_method("l1-capped").round(round_context(current, model, 3, 1.0))
     assert current[3].out_channels == 16 - planned
     assert 12345.0 in current[3].bias.tolist()
+
+
+def test_a_grouped_conv_ends_at_the_one_cut_widths_without_overshooting():
+    """ShuffleNet v1's grouped convs leave each block's group an unprunable remainder that shares
+    its layers; the plan's sizes come from the prunable groups only, so the three cuts stop at
+    the one cut's widths (the remainder's size once overwrote the group's: 90% instead of 50%)."""
+    model = create_model("shufflenet_v1", num_classes=4, in_channels=1).eval()
+    shape = (1, 28, 28)
+    example = torch.zeros(1, *shape)
+    macs = CostModel.of(model, example, trace(model, example).calls).macs
+    one = cut_once(model, 1, "rounds", shape)
+    three = cut_once(model, 3, "unpruned", shape)
+    assert widths(three) == widths(one)
+    reduction = 1 - CostModel.of(three, example, trace(three, example).calls).macs / macs
+    assert 0.45 <= reduction <= 0.6
 
 
 def test_the_option_is_checked_and_keeps_the_unpruned_network():

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from ..errors import ConfigError
 from ..graph import ChannelGroup, Unit, cut, trace
 from ..select import CostModel, UnitScores, removal_steps
 from ._context import RoundContext, RoundOutcome, ScoreContext
@@ -45,9 +46,9 @@ def planned_removals(ctx: RoundContext, unit_scores_of: Callable[[ScoreContext],
     once on ``ctx.unpruned`` with the scores ``unit_scores_of`` gives it: deterministic, so
     every round (and a resumed run) gets the same allocation without storing it."""
     if ctx.unpruned is None or ctx.final_goal is None:
-        raise ValueError(
-            "a fixed allocation needs the unpruned network and the run's target: run it through "
-            "secateurs.prune with a MACs or params target (the method's reads_unpruned must say so)"
+        raise ConfigError(
+            "a fixed allocation needs the unpruned network and the run's target: give a MACs or "
+            "params target (not a threshold), and let the method's reads_unpruned(options) be true"
         )
     graph = trace(ctx.unpruned, ctx.example)
     sctx = ScoreContext(ctx.unpruned, graph, ctx.options, ctx.calibration, ctx.seed)
@@ -62,10 +63,12 @@ def planned_removals(ctx: RoundContext, unit_scores_of: Callable[[ScoreContext],
 
 def allocated_round(ctx: RoundContext, unit_scores_of: Callable[[ScoreContext], UnitScores]) -> RoundOutcome:
     """Remove from every group its share of :func:`planned_removals`: ``round(share * n)`` units
-    by the end of a round that reaches ``share`` of the target (all ``n`` by the last), the
-    lowest-scoring first by the scores of the model as it is now."""
+    by the end of a round that reaches ``ctx.share`` of the target (all ``n`` by the last), the
+    lowest-scoring first by the scores of the model as it is now. The counts are solved in the
+    run's ``scope`` (one ranking over all groups in global scope, the same share of each in
+    layer scope), as a one-round run would solve them."""
     whole = planned_removals(ctx, unit_scores_of)
-    last = ctx.round == ctx.rounds or ctx.goal is None or ctx.goal >= ctx.final_goal
+    last = ctx.round == ctx.rounds or ctx.share >= 1.0
     scores = agree(unit_scores_of(ctx), ctx.example.device)
     widths = CostModel.of(ctx.model, ctx.example, ctx.graph.calls).widths
     units: list[Unit] = []
@@ -74,7 +77,7 @@ def allocated_round(ctx: RoundContext, unit_scores_of: Callable[[ScoreContext], 
         n = whole.removed.get(key, 0)
         if gi not in scores or not n:
             continue
-        wanted = n if last else round(ctx.goal / ctx.final_goal * n)
+        wanted = n if last else round(ctx.share * n)
         need = wanted - (whole.size[key] - group.size)  # wanted <= n: a share below 1 rounds to at most n
         for _, step_units, _ in removal_steps(ctx.graph, group, scores[gi], widths, ctx.round_to):
             if need <= 0:

@@ -42,6 +42,9 @@ class RoundContext(ScoreContext):
     reference: float = 0.0  # the unpruned model's MACs or params
     #: The run's whole target: the last round's ``goal`` (None: threshold mode).
     final_goal: float | None = None
+    #: The share of ``final_goal`` this round reaches (the plan's, exact: ``goal / final_goal``
+    #: in floating point can round a channel count the other way).
+    share: float = 1.0
     round: int = 1  # this round's number, from 1
     rounds: int = 1  # the run's number of rounds
     #: ``model`` -> the reduction's figure (MACs or params) of ``model``, as the run measures it.

@@ -156,6 +156,7 @@ def _cut(state: RunState, r: int) -> RoundRecord:
         example=state.example,
         goal=goal,
         final_goal=plan.goal(rounds),
+        share=plan.rounds[r - 1].share,
         metric=c.metric,
         scope=c.scope,
         floors=state.floors,
