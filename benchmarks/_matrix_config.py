@@ -16,6 +16,11 @@ from _matrix_spec import PROFILES, TP, VARIANTS, Cell, Profile, stale
 
 from secateurs import PruneConfig
 
+#: Training settings that change speed or display, not what is learnt (up to floating-point
+#: order): left out of a resolution, so that a profile's speed option (the 25 first converged
+#: cells ran channels-last, the later ones NCHW) does not set results aside.
+SPEED_ONLY = ("channels_last", "device", "progress", "eval_batch_size", "num_workers")
+
 #: Whether this secateurs has the pipeline's BN recalibration option (issue 12, section 1).
 HAS_RECAL_OPTION = "bn_recalibration" in {f.name for f in dataclasses.fields(PruneConfig)}
 
@@ -54,22 +59,75 @@ def cell_config(cell: Cell, profile: Profile) -> PruneConfig:
 
 def resolved(cell: Cell, config: PruneConfig) -> dict[str, Any] | None:
     """``config`` (the cell's, :func:`cell_config`) as the pipeline resolves it today: the
-    method's and the fine-tuning's options with every default filled in, and each round's share
-    of the target and epochs. None for Torch-Pruning's cells (its own code decides)."""
+    method's and the fine-tuning's options with every default filled in, each round's share of
+    the target and epochs, the run-level settings that shape the cut (``run``) and each
+    fine-tuning round's whole training configuration (``train``). None for Torch-Pruning's
+    cells (its own code decides)."""
     if VARIANTS[cell.variant].method == TP:
         return None
     plan = config.plan
-    now = {**plan.resolved_options(), "rounds": [[r.share, r.epochs] for r in plan.rounds]}
+    run = {
+        "metric": config.metric,
+        "target_on": plan.target_on,
+        "scope": config.scope,
+        "min_keep_fraction": config.min_keep_fraction,
+        "round_to": config.round_to,
+        "calib_samples": config.calib_samples,
+        "bn_recalibration": plan.bn_recalibration,
+    }
+    now = {
+        **plan.resolved_options(),
+        "rounds": [[r.share, r.epochs] for r in plan.rounds],
+        "run": run,
+        "train": [
+            {k: v for k, v in dataclasses.asdict(r.train).items() if k not in SPEED_ONLY}
+            for r in plan.rounds
+            if r.epochs
+        ],
+    }
     return json.loads(json.dumps(now))  # as a result file holds it (tuples as lists)
 
 
 def outdated(record: dict[str, Any]) -> bool:
-    """Whether the result ``record`` no longer matches its cell: :func:`stale`, or it recorded a
-    resolution that differs from today's (results from before resolutions were recorded cannot
-    tell, and count as current)."""
+    """Whether the result ``record`` no longer matches its cell: :func:`stale`, or a part of the
+    resolution it recorded differs from today's. Only the parts it recorded are compared: the
+    first resolutions held the options and the rounds only (``run`` and ``train`` came later),
+    and results from before any was recorded cannot tell at all and count as current
+    (``matrix.py --backfill`` records theirs, once, while the defaults they ran are today's)."""
     if stale(record):
         return True
-    if record.get("resolved") is None or record["variant"] not in VARIANTS or record["profile"] not in PROFILES:
+    then = record.get("resolved")
+    if then is None or record["variant"] not in VARIANTS or record["profile"] not in PROFILES:
         return False
-    cell = Cell(record["model"], record["variant"], record["target"], record["seed"])
-    return record["resolved"] != resolved(cell, cell_config(cell, PROFILES[record["profile"]]))
+    now = resolved(_cell_of(record), cell_config(_cell_of(record), PROFILES[record["profile"]]))
+    return now is None or any(now.get(k) != v for k, v in then.items())
+
+
+def _cell_of(record: dict[str, Any]) -> Cell:
+    return Cell(record["model"], record["variant"], record["target"], record["seed"])
+
+
+def backfill(record: dict[str, Any]) -> dict[str, Any] | None:
+    """Today's resolution of a result that recorded none, after checking what the result itself
+    says about it: each round's target and fine-tuning epochs (``details.per_round``) must be
+    today's. None when there is nothing to record (Torch-Pruning's cells, outdated results).
+
+    The method's option defaults leave no trace in a result, so a backfill asserts that they
+    have not changed since it ran: run it before changing one, never after."""
+    if record.get("resolved") is not None or stale(record) or record["variant"] not in VARIANTS:
+        return None
+    cell = _cell_of(record)
+    config = cell_config(cell, PROFILES[record["profile"]])
+    now = resolved(cell, config)
+    if now is None:
+        return None
+    ran = [(r["target"], r["finetune_epochs"]) for r in record["details"]["per_round"]]
+    plan = [(config.plan.goal(i + 1), r.epochs) for i, r in enumerate(config.plan.rounds)]
+    if len(ran) != len(plan) or any(
+        e0 != e1 or not math.isclose(t0, t1, abs_tol=1e-9) for (t0, e0), (t1, e1) in zip(ran, plan, strict=True)
+    ):
+        raise ValueError(
+            f"{record['cell']}: ran rounds (target, epochs) {ran}, today's plan is {plan}; the result "
+            "is outdated and cannot be backfilled: delete it to rerun the cell"
+        )
+    return now

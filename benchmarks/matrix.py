@@ -33,10 +33,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from _matrix_config import outdated
-from _matrix_spec import PROFILES, Profile, cells, select
+from _matrix_config import backfill, outdated
+from _matrix_spec import PROFILES, Cell, Profile, cells, select
 from baselines import CACHE, FIXED_ROOTS, convergence, ensure_baseline, run_dir
 from baselines import PROFILES as BASELINES
+
+from secateurs._atomic import atomic_write
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "matrix"
@@ -202,6 +204,23 @@ def _status(folder: Path, name: str) -> str:
     return "not run" if pid is None else f"running (pid {pid})"
 
 
+def _backfill(folder: Path, chosen: list[Cell]) -> int:
+    """Write :func:`backfill`'s resolution into each chosen result that recorded none."""
+    written = 0
+    for cell in chosen:
+        path = folder / f"{cell.name}.json"
+        if not path.exists():
+            continue
+        record = json.loads(path.read_text())
+        now = backfill(record)
+        if now is not None:
+            record["resolved"] = now
+            atomic_write(path, lambda tmp, r=record: tmp.write_text(json.dumps(r, indent=1) + "\n"))
+            written += 1
+    print(f"backfilled {written} results in {folder}", file=sys.stderr)
+    return 0
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", choices=sorted(PROFILES), default="converged")
@@ -216,6 +235,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cache", type=Path, default=CACHE, help="where baselines not committed are trained")
     p.add_argument("--list", action="store_true", help="list the selected cells, done or not, and stop")
     p.add_argument("--no-report", action="store_true")
+    p.add_argument(
+        "--backfill",
+        action="store_true",
+        help="record today's resolution in the selected results that hold none, and stop "
+        "(only while their method defaults are today's: before changing one)",
+    )
     p.add_argument("--run-cell", help=argparse.SUPPRESS)
     p.add_argument("--train-baseline", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -237,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     status = {c.name: _status(folder, c.name) for c in chosen}
     todo = [c for c in chosen if status[c.name] == "not run"]
     count = Counter(v.split(" (")[0] for v in status.values())
+    if args.backfill:
+        return _backfill(folder, chosen)
     if args.list:
         for c in chosen:
             print(f"{status[c.name]:<7}  {c.name}")

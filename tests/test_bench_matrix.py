@@ -362,7 +362,7 @@ def test_a_result_of_an_older_variant_definition_is_set_aside_not_averaged(tiny_
     as stale, left out of the tables (with its name under "Set aside") and not rerun."""
     tmp, args = tiny_run
     folder = tmp / "results" / "tiny"
-    path = next(folder.glob("*__random__*s1.json"))
+    path = folder / "test_resnet__random__macs50__s1.json"  # the table read below is macs50's
     record = json.loads(path.read_text())
     assert record["variant_spec"] == {
         "method": "random",
@@ -423,5 +423,49 @@ def test_a_result_whose_configuration_now_resolves_differently_is_outdated(monke
     before = json.loads(json.dumps(now))
     before["rounds"][0][1] = 2  # another epoch split
     assert outdated(record | {"resolved": before})
+    before = json.loads(json.dumps(now))
+    before["run"]["min_keep_fraction"] = 0.2  # a run-level default
+    assert outdated(record | {"resolved": before})
+    before = json.loads(json.dumps(now))
+    before["train"][-1]["weight_decay"] = 1e-4  # a fine-tuning default
+    assert outdated(record | {"resolved": before})
+    # The first resolutions held the options and rounds only: those parts are compared.
+    first = {k: now[k] for k in ("method_options", "finetune_options", "rounds")}
+    assert not outdated(record | {"resolved": first})
+    assert outdated(record | {"resolved": first | {"rounds": [[1.0, 5]]}})
     tp = Cell("resnet20", TP, "macs50", 0)
     assert resolved(tp, cell_config(tp, PROFILES["converged"])) is None
+
+
+def test_backfill_records_todays_resolution_only_where_the_result_agrees_with_it(monkeypatch) -> None:
+    """A result from before resolutions were recorded gets today's, checked against the rounds
+    it says it ran (each round's target and epochs); one whose rounds differ is refused, and a
+    result that already holds one, or a Torch-Pruning cell, gets nothing."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    from _matrix_config import backfill, cell_config, outdated, resolved
+    from _matrix_spec import PROFILES, TP, VARIANTS, Cell
+
+    cell = Cell("resnet20", "l1-capped", "macs50", 1)
+    now = resolved(cell, cell_config(cell, PROFILES["converged"]))
+    # The default schedule by hand: cuts at 5/9, 8/9 and all of the 50% target, 1 + 1 + 3 epochs.
+    ran = [{"target": 0.5 * 5 / 9, "finetune_epochs": 1}, {"target": 0.5 * 8 / 9, "finetune_epochs": 1}]
+    ran.append({"target": 0.5, "finetune_epochs": 3})
+    record = {
+        "cell": cell.name,
+        "model": "resnet20",
+        "variant": "l1-capped",
+        "target": "macs50",
+        "seed": 1,
+        "profile": "converged",
+        "variant_spec": VARIANTS["l1-capped"].spec(),
+        "details": {"per_round": ran},
+    }
+    assert backfill(record) == now
+    assert not outdated(record | {"resolved": backfill(record)})
+    assert backfill(record | {"resolved": now}) is None
+    other = json.loads(json.dumps(record))
+    other["details"]["per_round"][0]["finetune_epochs"] = 2  # it ran another split
+    with pytest.raises(ValueError, match="ran rounds .* today's plan is"):
+        backfill(other)
+    tp = record | {"cell": "resnet20__tp-magnitude__macs50__s1", "variant": TP, "variant_spec": VARIANTS[TP].spec()}
+    assert backfill(tp) is None
