@@ -140,7 +140,10 @@ def _with_wall_time(numbers: str, status: str, runs: list[list[dict]]) -> tuple[
     one other matrix job), and a tie or win on accuracy is *not met* when mlft's fine-tuning
     took at least as long as tft's."""
     epochs = [rs[0]["finetune_epochs"] for rs in runs]
-    wall = [Stat.of([r["finetune_s"] for r in rs]) for rs in runs]
+    times = [[r.get("finetune_s") for r in rs] for rs in runs]
+    if any(t is None or t <= 0 for ts in times for t in ts):  # results from before it was recorded
+        return numbers + f"; {epochs[0]} vs {epochs[1]} epochs; fine-tuning wall time not recorded", status
+    wall = [Stat.of(ts) for ts in times]
     numbers += (
         f"; {epochs[0]} vs {epochs[1]} epochs; fine-tuning wall {wall[0].mean:.0f}s vs {wall[1].mean:.0f}s "
         f"per run ({wall[0].mean / wall[1].mean:.2f}x)"
