@@ -131,3 +131,25 @@ def backfill(record: dict[str, Any]) -> dict[str, Any] | None:
             "is outdated and cannot be backfilled: delete it to rerun the cell"
         )
     return now
+
+
+def relabel(record: dict[str, Any], variant: str) -> dict[str, Any]:
+    """``record`` as a result of ``variant`` on the same model, target and seed: allowed only
+    when its recorded resolution is the whole of what ``variant`` resolves to today, so the run
+    is the one that cell would make (a method default moved onto another variant's options).
+    The record keeps the cell it ran as under ``relabelled_from``."""
+    if variant not in VARIANTS or VARIANTS[variant].method == TP:
+        raise ValueError(f"cannot relabel a result as {variant!r}: name a secateurs variant of the matrix")
+    cell = Cell(record["model"], variant, record["target"], record["seed"])
+    now = resolved(cell, cell_config(cell, PROFILES[record["profile"]]))
+    if stale(record) or record.get("resolved") != now:
+        raise ValueError(
+            f"{record['cell']} did not run what {cell.name} resolves to today (recorded {record.get('resolved')}, "
+            f"today {now}): run that cell instead"
+        )
+    return record | {
+        "cell": cell.name,
+        "variant": variant,
+        "variant_spec": VARIANTS[variant].spec(),
+        "relabelled_from": record.get("relabelled_from", record["cell"]),
+    }

@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from _matrix_config import backfill, outdated
+from _matrix_config import backfill, outdated, relabel
 from _matrix_spec import PROFILES, Cell, Profile, cells, select
 from baselines import CACHE, FIXED_ROOTS, convergence, ensure_baseline, run_dir
 from baselines import PROFILES as BASELINES
@@ -221,6 +221,28 @@ def _backfill(folder: Path, chosen: list[Cell]) -> int:
     return 0
 
 
+def _relabel(folder: Path, chosen: list[Cell], variant: str) -> int:
+    """Move each chosen result to ``variant``'s cell after :func:`relabel`'s check; a cell that
+    already has a result is left alone (refused, named)."""
+    moved, refused = 0, []
+    for cell in chosen:
+        path = folder / f"{cell.name}.json"
+        if not path.exists():
+            continue
+        record = relabel(json.loads(path.read_text()), variant)
+        target = folder / f"{record['cell']}.json"
+        if target.exists():
+            refused.append(target.name)
+            continue
+        atomic_write(target, lambda tmp, r=record: tmp.write_text(json.dumps(r, indent=1) + "\n"))
+        path.unlink()
+        moved += 1
+    print(f"relabelled {moved} results as {variant}", file=sys.stderr)
+    if refused:
+        print(f"not moved, the cell has a result already: {' '.join(refused)}", file=sys.stderr)
+    return 1 if refused else 0
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", choices=sorted(PROFILES), default="converged")
@@ -240,6 +262,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="record today's resolution in the selected results that hold none, and stop "
         "(only while their method defaults are today's: before changing one)",
+    )
+    p.add_argument(
+        "--relabel",
+        metavar="VARIANT",
+        help="move the selected results to VARIANT's cells (same model, target, seed), each only if "
+        "it ran exactly what VARIANT resolves to today, and stop",
     )
     p.add_argument("--run-cell", help=argparse.SUPPRESS)
     p.add_argument("--train-baseline", help=argparse.SUPPRESS)
@@ -264,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     count = Counter(v.split(" (")[0] for v in status.values())
     if args.backfill:
         return _backfill(folder, chosen)
+    if args.relabel:
+        return _relabel(folder, chosen, args.relabel)
     if args.list:
         for c in chosen:
             print(f"{status[c.name]:<7}  {c.name}")

@@ -469,3 +469,37 @@ def test_backfill_records_todays_resolution_only_where_the_result_agrees_with_it
         backfill(other)
     tp = record | {"cell": "resnet20__tp-magnitude__macs50__s1", "variant": TP, "variant_spec": VARIANTS[TP].spec()}
     assert backfill(tp) is None
+
+
+def test_relabel_moves_a_result_only_to_a_variant_that_resolves_to_what_it_ran(monkeypatch) -> None:
+    """A default that moves onto another variant's options makes that variant's runs the
+    default's: relabelling checks the recorded resolution against the target variant's whole
+    resolution today, keeps where the run came from, and refuses any other variant."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import _matrix_spec
+    from _matrix_config import cell_config, relabel, resolved
+    from _matrix_spec import PROFILES, VARIANTS, Cell, Variant
+
+    monkeypatch.setitem(_matrix_spec.VARIANTS, "l1-capped-copy", Variant("l1-capped", summary="the default again"))
+    cell = Cell("resnet20", "l1-capped", "macs50", 2)
+    record = {
+        "cell": cell.name,
+        "model": "resnet20",
+        "variant": "l1-capped",
+        "target": "macs50",
+        "seed": 2,
+        "profile": "converged",
+        "top1": 94.0,
+        "variant_spec": VARIANTS["l1-capped"].spec(),
+        "resolved": resolved(cell, cell_config(cell, PROFILES["converged"])),
+    }
+    moved = relabel(record, "l1-capped-copy")
+    assert moved["cell"] == "resnet20__l1-capped-copy__macs50__s2" and moved["variant"] == "l1-capped-copy"
+    assert moved["relabelled_from"] == cell.name and moved["top1"] == 94.0
+    assert moved["variant_spec"] == VARIANTS["l1-capped-copy"].spec()
+    with pytest.raises(ValueError, match="did not run what resnet20__l1-capped-1r__macs50__s2 resolves to"):
+        relabel(record, "l1-capped-1r")  # one round: another schedule
+    with pytest.raises(ValueError, match="did not run what"):
+        relabel(record | {"resolved": None}, "l1-capped-copy")  # nothing recorded: cannot tell
+    with pytest.raises(ValueError, match="name a secateurs variant"):
+        relabel(record, "tp-magnitude")
