@@ -79,7 +79,7 @@ class L1CappedOptions:
     scale: str = "current"
     #: How many filters each layer loses: "rounds", every round ranks all layers afresh (the
     #: formula read literally); "unpruned", the whole target is solved once on the unpruned
-    #: network with the global ranking, and each round removes its share of every layer's count,
+    #: network in the run's scope, and each round removes its share of every layer's count,
     #: the lowest-scoring filters of the layer as it is then (``._allocation``). The rounds then
     #: choose which filters go, after fine-tuning, but not how many per layer. Its three cuts
     #: end at exactly the one cut's widths (benchmarks/results/l1_capped_widths.md), yet after
