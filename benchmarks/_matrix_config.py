@@ -133,16 +133,22 @@ def backfill(record: dict[str, Any]) -> dict[str, Any] | None:
     return now
 
 
+#: What a recorded resolution must hold for :func:`relabel` (the first ones held only these).
+REQUIRED = frozenset({"method_options", "finetune_options", "rounds"})
+
+
 def relabel(record: dict[str, Any], variant: str) -> dict[str, Any]:
     """``record`` as a result of ``variant`` on the same model, target and seed: allowed only
-    when its recorded resolution is the whole of what ``variant`` resolves to today, so the run
-    is the one that cell would make (a method default moved onto another variant's options).
-    The record keeps the cell it ran as under ``relabelled_from``."""
+    when its recorded resolution agrees with what ``variant`` resolves to today, so the run is
+    the one that cell would make (a method default moved onto another variant's options). As
+    in :func:`outdated`, the parts recorded are compared, and the options and rounds must be
+    among them. The record keeps the cell it ran as under ``relabelled_from``."""
     if variant not in VARIANTS or VARIANTS[variant].method == TP:
         raise ValueError(f"cannot relabel a result as {variant!r}: name a secateurs variant of the matrix")
     cell = Cell(record["model"], variant, record["target"], record["seed"])
     now = resolved(cell, cell_config(cell, PROFILES[record["profile"]]))
-    if stale(record) or record.get("resolved") != now:
+    then = record.get("resolved") or {}
+    if stale(record) or not REQUIRED <= then.keys() or any(now.get(k) != v for k, v in then.items()):
         raise ValueError(
             f"{record['cell']} did not run what {cell.name} resolves to today (recorded {record.get('resolved')}, "
             f"today {now}): run that cell instead"

@@ -499,7 +499,11 @@ def test_relabel_moves_a_result_only_to_a_variant_that_resolves_to_what_it_ran(m
     assert moved["variant_spec"] == VARIANTS["l1-capped-copy"].spec()
     with pytest.raises(ValueError, match="did not run what resnet20__l1-capped-1r__macs50__s2 resolves to"):
         relabel(record, "l1-capped-1r")  # one round: another schedule
+    first = {k: v for k, v in record["resolved"].items() if k in ("method_options", "finetune_options", "rounds")}
+    assert relabel(record | {"resolved": first}, "l1-capped-copy")["resolved"] == first  # the parts recorded
     with pytest.raises(ValueError, match="did not run what"):
         relabel(record | {"resolved": None}, "l1-capped-copy")  # nothing recorded: cannot tell
+    with pytest.raises(ValueError, match="did not run what"):
+        relabel(record | {"resolved": {"run": record["resolved"]["run"]}}, "l1-capped-copy")  # no options
     with pytest.raises(ValueError, match="name a secateurs variant"):
         relabel(record, "tp-magnitude")
