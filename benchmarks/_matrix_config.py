@@ -140,7 +140,8 @@ REQUIRED = frozenset({"method_options", "finetune_options", "rounds"})
 def relabel(record: dict[str, Any], variant: str) -> dict[str, Any]:
     """``record`` as a result of ``variant`` on the same model, target and seed: allowed only
     when its recorded resolution agrees with what ``variant`` resolves to today, so the run is
-    the one that cell would make (a method default moved onto another variant's options). As
+    the one that cell would make (a method default moved onto another variant's options, or a
+    variant's options now spell out the old default it ran under: ``variant`` may be its own). As
     in :func:`outdated`, the parts recorded are compared, and the options and rounds must be
     among them. The record keeps the cell it ran as under ``relabelled_from``."""
     if variant not in VARIANTS or VARIANTS[variant].method == TP:
@@ -148,7 +149,20 @@ def relabel(record: dict[str, Any], variant: str) -> dict[str, Any]:
     cell = Cell(record["model"], variant, record["target"], record["seed"])
     now = resolved(cell, cell_config(cell, PROFILES[record["profile"]]))
     then = record.get("resolved") or {}
-    if stale(record) or not REQUIRED <= then.keys() or any(now.get(k) != v for k, v in then.items()):
+
+    # The variant's options may differ (they are what moved); its fine-tuning mode and share,
+    # which a resolution does not hold, may not. A result without its variant's definition ran
+    # under today's (as :func:`stale` takes it).
+    def beyond_options(spec: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in spec.items() if k != "options"}
+
+    ran = record.get("variant_spec") or (VARIANTS[record["variant"]].spec() if record["variant"] in VARIANTS else {})
+    if beyond_options(ran) != beyond_options(VARIANTS[variant].spec()):
+        raise ValueError(
+            f"{record['cell']} ran as {beyond_options(ran)}, {variant} is {beyond_options(VARIANTS[variant].spec())}: "
+            "run that cell instead"
+        )
+    if not REQUIRED <= then.keys() or any(now.get(k) != v for k, v in then.items()):
         raise ValueError(
             f"{record['cell']} did not run what {cell.name} resolves to today (recorded {record.get('resolved')}, "
             f"today {now}): run that cell instead"

@@ -222,8 +222,9 @@ def _backfill(folder: Path, chosen: list[Cell]) -> int:
 
 
 def _relabel(folder: Path, chosen: list[Cell], variant: str) -> int:
-    """Move each chosen result to ``variant``'s cell after :func:`relabel`'s check; a cell that
-    already has a result is left alone (refused, named)."""
+    """Move each chosen result to ``variant``'s cell after :func:`relabel`'s check (rewritten in
+    place when it is the same cell); a cell that already has another result is left alone
+    (refused, named)."""
     moved, refused = 0, []
     for cell in chosen:
         path = folder / f"{cell.name}.json"
@@ -231,11 +232,12 @@ def _relabel(folder: Path, chosen: list[Cell], variant: str) -> int:
             continue
         record = relabel(json.loads(path.read_text()), variant)
         target = folder / f"{record['cell']}.json"
-        if target.exists():
+        if target.exists() and target != path:
             refused.append(target.name)
             continue
         atomic_write(target, lambda tmp, r=record: tmp.write_text(json.dumps(r, indent=1) + "\n"))
-        path.unlink()
+        if target != path:
+            path.unlink()
         moved += 1
     print(f"relabelled {moved} results as {variant}", file=sys.stderr)
     if refused:

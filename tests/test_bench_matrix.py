@@ -344,11 +344,12 @@ def test_every_converged_variant_resolves_and_l1_capped_schedules_match_a_hand_s
     assert profile.budget.epochs == 5
     cut = [5 / 9, 8 / 9, 1.0]  # 1 - (1 - i/3)**2, the default front-loading
     hand = {
-        "l1-capped": (cut, [1, 1, 3]),  # final_share 0.6: 3 of 5 after the last cut
+        "l1-capped": (cut, [0, 0, 5]),  # the default, final_share 1.0: every epoch after the last cut
+        "l1-capped-split": (cut, [1, 1, 3]),  # final_share 0.6: 3 of 5 after the last cut
         "l1-capped-1r": ([1.0], [5]),
         "l1-capped-2r": ([0.75, 1.0], [1, 4]),  # 1 - (1/2)**2; final_share 0.8
-        "l1-capped-late": (cut, [0, 0, 5]),  # final_share 1.0: every epoch after the last cut
-        "l1-capped-ref": (cut, [1, 1, 3]),  # the default schedule, scored on the unpruned scale
+        "l1-capped-ref": (cut, [1, 1, 3]),  # the former split, scored on the unpruned scale
+        "l1-capped-alloc": (cut, [1, 1, 3]),  # the former split, counts solved once
     }
     for name, (shares, epochs) in hand.items():
         assert [r.share for r in plans[name].rounds] == pytest.approx(shares), name
@@ -406,7 +407,7 @@ def test_a_result_whose_configuration_now_resolves_differently_is_outdated(monke
 
     cell = Cell("resnet20", "l1-capped", "macs50", 0)
     now = resolved(cell, cell_config(cell, PROFILES["converged"]))
-    assert now["method_options"]["final_share"] == 0.6 and [e for _, e in now["rounds"]] == [1, 1, 3]
+    assert now["method_options"]["final_share"] == 1.0 and [e for _, e in now["rounds"]] == [0, 0, 5]
     record = {
         "model": "resnet20",
         "variant": "l1-capped",
@@ -418,7 +419,7 @@ def test_a_result_whose_configuration_now_resolves_differently_is_outdated(monke
     assert not outdated(record)  # nothing recorded: cannot tell
     assert not outdated(record | {"resolved": now})
     before = json.loads(json.dumps(now))
-    before["method_options"]["final_share"] = 0.4  # the default it ran under
+    before["method_options"]["final_share"] = 0.6  # the default it ran under
     assert outdated(record | {"resolved": before})
     before = json.loads(json.dumps(now))
     before["rounds"][0][1] = 2  # another epoch split
@@ -445,19 +446,19 @@ def test_backfill_records_todays_resolution_only_where_the_result_agrees_with_it
     from _matrix_config import backfill, cell_config, outdated, resolved
     from _matrix_spec import PROFILES, TP, VARIANTS, Cell
 
-    cell = Cell("resnet20", "l1-capped", "macs50", 1)
+    cell = Cell("resnet20", "l1-capped-split", "macs50", 1)
     now = resolved(cell, cell_config(cell, PROFILES["converged"]))
-    # The default schedule by hand: cuts at 5/9, 8/9 and all of the 50% target, 1 + 1 + 3 epochs.
+    # The split schedule by hand: cuts at 5/9, 8/9 and all of the 50% target, 1 + 1 + 3 epochs.
     ran = [{"target": 0.5 * 5 / 9, "finetune_epochs": 1}, {"target": 0.5 * 8 / 9, "finetune_epochs": 1}]
     ran.append({"target": 0.5, "finetune_epochs": 3})
     record = {
         "cell": cell.name,
         "model": "resnet20",
-        "variant": "l1-capped",
+        "variant": "l1-capped-split",
         "target": "macs50",
         "seed": 1,
         "profile": "converged",
-        "variant_spec": VARIANTS["l1-capped"].spec(),
+        "variant_spec": VARIANTS["l1-capped-split"].spec(),
         "details": {"per_round": ran},
     }
     assert backfill(record) == now
@@ -507,3 +508,37 @@ def test_relabel_moves_a_result_only_to_a_variant_that_resolves_to_what_it_ran(m
         relabel(record | {"resolved": {"run": record["resolved"]["run"]}}, "l1-capped-copy")  # no options
     with pytest.raises(ValueError, match="name a secateurs variant"):
         relabel(record, "tp-magnitude")
+    monkeypatch.setitem(_matrix_spec.VARIANTS, "l1-capped-none", Variant("l1-capped", finetune="none"))
+    with pytest.raises(ValueError, match="ran as .*'finetune': 'tft'.* l1-capped-none is"):
+        relabel(record, "l1-capped-none")  # another fine-tuning, which a resolution does not hold
+    # A result from before variant definitions were recorded ran under today's.
+    assert relabel(record | {"variant_spec": None}, "l1-capped-copy")["variant_spec"] == moved["variant_spec"]
+
+
+def test_relabel_in_place_when_a_variant_spells_out_the_old_default(monkeypatch) -> None:
+    """A variant's options that now name the default it ran under: the result is rewritten
+    under the new definition, so it is no longer set aside as stale."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import _matrix_spec
+    from _matrix_config import cell_config, outdated, relabel, resolved
+    from _matrix_spec import PROFILES, Cell, Variant, stale
+
+    cell = Cell("resnet20", "l1-capped-split", "macs50", 0)
+    record = {
+        "cell": cell.name,
+        "model": "resnet20",
+        "variant": "l1-capped-split",
+        "target": "macs50",
+        "seed": 0,
+        "profile": "converged",
+        "resolved": resolved(cell, cell_config(cell, PROFILES["converged"])),
+    }
+    old = Variant("l1-capped", {"method_options": {"final_share": 0.6, "front_load": 2.0}})
+    assert stale(record | {"variant_spec": old.spec()}) and outdated(record | {"variant_spec": old.spec()})
+    moved = relabel(record | {"variant_spec": old.spec()}, "l1-capped-split")
+    assert moved["cell"] == cell.name and not stale(moved) and not outdated(moved)
+    monkeypatch.setitem(
+        _matrix_spec.VARIANTS, "l1-capped-split", Variant("l1-capped", {"method_options": {"final_share": 0.5}})
+    )
+    with pytest.raises(ValueError, match="did not run what"):
+        relabel(record, "l1-capped-split")  # 0.5 splits the epochs otherwise

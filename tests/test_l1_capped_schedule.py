@@ -11,6 +11,8 @@ from secateurs.methods.l1_capped import L1CappedOptions, l1_capped_schedule
 from secateurs.pipeline import PruneConfig
 
 DEFAULT = L1CappedOptions()
+#: Fine-tuning between the cuts: 60% of the epochs after the last (the default until 2026-12-01).
+SPLIT = L1CappedOptions(final_share=0.6)
 # Front-loaded shares by hand: 1 - (2/3)^2 = 5/9, 1 - (1/3)^2 = 8/9, 1.
 FRONT = [5 / 9, 8 / 9, 1.0]
 
@@ -29,18 +31,28 @@ FRONT = [5 / 9, 8 / 9, 1.0]
         (30, [6, 6, 18]),  # 12 -> 12
     ],
 )
-def test_default_schedule_by_hand(epochs, expected):
-    schedule = l1_capped_schedule(DEFAULT, epochs, None)
+def test_split_schedule_by_hand(epochs, expected):
+    schedule = l1_capped_schedule(SPLIT, epochs, None)
     assert [e for _, e in schedule] == expected
     assert [s for s, _ in schedule] == pytest.approx(FRONT)
+
+
+@pytest.mark.parametrize("epochs", [0, 1, 5, 30])
+@pytest.mark.parametrize("rounds", [None, 1, 2, 4])
+def test_default_schedule_cuts_three_times_and_fine_tunes_after_the_last(rounds, epochs):
+    """The default: front-loaded cuts, every epoch on the final architecture."""
+    schedule = l1_capped_schedule(DEFAULT, epochs, rounds)
+    n = 3 if rounds is None else rounds
+    assert [e for _, e in schedule] == [0] * (n - 1) + [epochs]
+    assert [s for s, _ in schedule] == pytest.approx([1 - (1 - (i + 1) / n) ** 2 for i in range(n)])
 
 
 @pytest.mark.parametrize("epochs", range(0, 41))
 @pytest.mark.parametrize("rounds", [1, 2, 3, 4, 7])
 @pytest.mark.parametrize(
     "options",
-    [DEFAULT, L1CappedOptions(final_share=None, front_load=1.0), L1CappedOptions(final_share=1.0, front_load=0.5)],
-    ids=["default", "even", "all-final"],
+    [DEFAULT, SPLIT, L1CappedOptions(final_share=None, front_load=1.0), L1CappedOptions(front_load=0.5)],
+    ids=["default", "split", "even", "all-final-back-loaded"],
 )
 def test_every_schedule_is_valid_and_keeps_the_budget(options, rounds, epochs):
     schedule = l1_capped_schedule(options, epochs, rounds)
@@ -55,7 +67,7 @@ def test_every_schedule_is_valid_and_keeps_the_budget(options, rounds, epochs):
 
 @pytest.mark.parametrize("epochs", range(1, 41))
 def test_the_last_round_gets_at_least_as_much_as_any_other(epochs):
-    epochs_per_round = [e for _, e in l1_capped_schedule(DEFAULT, epochs, None)]
+    epochs_per_round = [e for _, e in l1_capped_schedule(SPLIT, epochs, None)]
     assert epochs_per_round[-1] == max(epochs_per_round) and epochs_per_round[-1] >= 1
 
 
@@ -68,7 +80,7 @@ def test_the_last_round_gets_at_least_as_much_as_any_other(epochs):
     ],
 )
 def test_other_round_counts_by_hand(rounds, epochs, expected):
-    schedule = l1_capped_schedule(DEFAULT, epochs, rounds)
+    schedule = l1_capped_schedule(SPLIT, epochs, rounds)
     assert [e for _, e in schedule] == [e for _, e in expected]
     assert [s for s, _ in schedule] == pytest.approx([s for s, _ in expected])
 
@@ -90,13 +102,14 @@ def test_final_share_and_front_load_by_hand():
 
 def test_the_pipeline_plans_the_method_schedule():
     config = PruneConfig(method="l1-capped", macs_reduction=0.5, finetune_epochs=5)
-    assert config.epochs_per_round() == [1, 1, 3] and config.resolved_rounds() == 3
+    assert config.epochs_per_round() == [0, 0, 5] and config.resolved_rounds() == 3
     assert [s for s, _ in config.schedule()] == pytest.approx(FRONT)
     assert [config.plan.goal(r) for r in (1, 2, 3)] == pytest.approx([0.5 * s for s in FRONT])
-    assert [r.train.epochs for r in config.plan.rounds] == [1, 1, 3]
-    one = PruneConfig(method="l1-capped", macs_reduction=0.5, finetune_epochs=1)
-    assert one.epochs_per_round() == [0, 0, 1]
-    assert PruneConfig(method="l1-capped", macs_reduction=0.5).epochs_per_round() == [1, 0, 2]  # 3 by default
+    assert [r.epochs for r in config.plan.rounds] == [0, 0, 5] and config.plan.rounds[-1].train.epochs == 5
+    split = PruneConfig(method="l1-capped", macs_reduction=0.5, finetune_epochs=5, method_options={"final_share": 0.6})
+    assert split.epochs_per_round() == [1, 1, 3]
+    assert [r.train.epochs for r in split.plan.rounds] == [1, 1, 3]
+    assert PruneConfig(method="l1-capped", macs_reduction=0.5).epochs_per_round() == [0, 0, 3]  # 3 by default
     old = PruneConfig(
         method="l1-capped",
         macs_reduction=0.5,

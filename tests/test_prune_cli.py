@@ -49,7 +49,7 @@ def test_the_run_directory(pruned, trained_checkpoint):
     assert config["method_options"] == {
         "alpha": 0.5,
         "q": 0.5,
-        "final_share": 0.6,
+        "final_share": 1.0,
         "front_load": 2.0,
         "scale": "current",
         "allocation": "rounds",

@@ -30,10 +30,11 @@ def _prune(trained_checkpoint, folder, method, *extra):
 
 @pytest.fixture(scope="module")
 def capped(trained_checkpoint, tmp_path_factory):
-    """Three rounds, fine-tuning in rounds 1 and 3 (3 epochs: [1, 0, 2]): every row kind of the
-    accuracy table, a round without fine-tuning among them."""
+    """Three rounds, fine-tuning in rounds 1 and 3 (3 epochs with 60% after the last cut:
+    [1, 0, 2]): every row kind of the accuracy table, a round without fine-tuning among them."""
+    folder = tmp_path_factory.mktemp("report") / "capped"
     return _prune(
-        trained_checkpoint, tmp_path_factory.mktemp("report") / "capped", "l1-capped", "--finetune-epochs", "3"
+        trained_checkpoint, folder, "l1-capped", "--finetune-epochs", "3", "--method-option", "final_share=0.6"
     )
 
 
