@@ -82,12 +82,7 @@ VARIANTS: dict[str, Variant] = {
     ),
     # The third schedule, the paper's three cuts, each scored afresh after the previous cut's BN
     # recalibration, with the whole budget on the final architecture, is the default since
-    # 2026-12-01; its runs ran as the variant l1-capped-late (relabelled_from in their files).
-    "l1-capped-late": Variant(
-        "l1-capped",
-        {"method_options": {"final_share": 1.0}},
-        summary="l1-capped's 3 cuts with BN recalibration between them, all the fine-tuning after the last",
-    ),
+    # 2026-12-01 (its runs ran as the variant l1-capped-late: relabelled_from in their files).
     # The two below keep the former split (1 + 1 + 3) and change what the cuts take. The three
     # cuts move channels from the late layers to the early ones against one cut, because each
     # round rescales a layer by its remaining filters: the fourth schedule scores every round
@@ -222,7 +217,6 @@ _MAIN = (
     "l1-capped-1r",
     "l1-capped-split",
     "l1-capped-2r",
-    "l1-capped-late",
     "l1-capped-ref",
     "l1-capped-alloc",
     "feature-l1",
