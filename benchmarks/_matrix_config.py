@@ -109,67 +109,103 @@ def _cell_of(record: dict[str, Any]) -> Cell:
 
 def backfill(record: dict[str, Any]) -> dict[str, Any] | None:
     """Today's resolution of a result that recorded none, after checking what the result itself
-    says about it: each round's target and fine-tuning epochs (``details.per_round``) must be
-    today's. None when there is nothing to record (Torch-Pruning's cells, outdated results).
+    says about it: each round's target and fine-tuning epochs (``details.per_round``), its
+    fine-tuning budget (but the memory layout) and its BN recalibration batches must be
+    today's. None when there is nothing to record (Torch-Pruning's cells, outdated results,
+    unknown variants or profiles).
 
     The method's option defaults leave no trace in a result, so a backfill asserts that they
     have not changed since it ran: run it before changing one, never after."""
-    if record.get("resolved") is not None or stale(record) or record["variant"] not in VARIANTS:
+    if record.get("resolved") is not None or stale(record):
         return None
-    cell = _cell_of(record)
-    config = cell_config(cell, PROFILES[record["profile"]])
+    if record["variant"] not in VARIANTS or record["profile"] not in PROFILES:
+        return None
+    cell, profile = _cell_of(record), PROFILES[record["profile"]]
+    config = cell_config(cell, profile)
     now = resolved(cell, config)
     if now is None:
         return None
     ran = [(r["target"], r["finetune_epochs"]) for r in record["details"]["per_round"]]
     plan = [(config.plan.goal(i + 1), r.epochs) for i, r in enumerate(config.plan.rounds)]
-    if len(ran) != len(plan) or any(
-        e0 != e1 or not math.isclose(t0, t1, abs_tol=1e-9) for (t0, e0), (t1, e1) in zip(ran, plan, strict=True)
-    ):
+    budget = {k: v for k, v in dataclasses.asdict(profile.budget).items() if k not in SPEED_ONLY}
+    then = {k: v for k, v in record["budget"].items() if k not in SPEED_ONLY}
+    differs = [
+        f"rounds (target, epochs) {ran}, today {plan}" if not _same_rounds(ran, plan) else "",
+        f"budget {then}, today {budget}" if then != budget else "",
+        f"BN recalibration {record.get('bn_recalibration')}, today {now['run']['bn_recalibration']}"
+        if record.get("bn_recalibration") != now["run"]["bn_recalibration"]
+        else "",
+    ]
+    if any(differs):
         raise ValueError(
-            f"{record['cell']}: ran rounds (target, epochs) {ran}, today's plan is {plan}; the result "
-            "is outdated and cannot be backfilled: delete it to rerun the cell"
+            f"{record['cell']} ran {'; '.join(d for d in differs if d)}: the result is outdated and cannot be "
+            "backfilled; delete it to rerun the cell"
         )
     return now
 
 
+def _same_rounds(ran: list[tuple[float | None, int]], plan: list[tuple[float | None, int]]) -> bool:
+    """Each round's (target, epochs) alike; a threshold run's targets are None on both sides."""
+
+    def same_target(a: float | None, b: float | None) -> bool:
+        return a == b if a is None or b is None else math.isclose(a, b, abs_tol=1e-9)
+
+    return len(ran) == len(plan) and all(
+        e0 == e1 and same_target(t0, t1) for (t0, e0), (t1, e1) in zip(ran, plan, strict=True)
+    )
+
+
 #: What a recorded resolution must hold for :func:`relabel` (the first ones held only these).
 REQUIRED = frozenset({"method_options", "finetune_options", "rounds"})
+#: A variant's options that a resolution holds only in its ``run`` and ``train`` parts.
+_RESOLVED_ALWAYS = ("method_options", "finetune_options", "rounds")
 
 
 def relabel(record: dict[str, Any], variant: str) -> dict[str, Any]:
     """``record`` as a result of ``variant`` on the same model, target and seed: allowed only
     when its recorded resolution agrees with what ``variant`` resolves to today, so the run is
     the one that cell would make (a method default moved onto another variant's options, or a
-    variant's options now spell out the old default it ran under: ``variant`` may be its own). As
-    in :func:`outdated`, the parts recorded are compared, and the options and rounds must be
-    among them. The record keeps the cell it ran as under ``relabelled_from``."""
+    variant's options now spell out the old default it ran under: ``variant`` may be its own).
+    As in :func:`outdated`, the parts recorded are compared, and the options and rounds must be
+    among them; a resolution without the ``run`` and ``train`` parts also needs the two
+    variants' other options (scope, floors, fine-tuning settings) alike. The record keeps the
+    cell it ran as (``relabelled_from``), or, rewritten in place, its former variant definition
+    (``relabelled_spec``)."""
     if variant not in VARIANTS or VARIANTS[variant].method == TP:
         raise ValueError(f"cannot relabel a result as {variant!r}: name a secateurs variant of the matrix")
     cell = Cell(record["model"], variant, record["target"], record["seed"])
     now = resolved(cell, cell_config(cell, PROFILES[record["profile"]]))
     then = record.get("resolved") or {}
-
     # The variant's options may differ (they are what moved); its fine-tuning mode and share,
     # which a resolution does not hold, may not. A result without its variant's definition ran
     # under today's (as :func:`stale` takes it).
-    def beyond_options(spec: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in spec.items() if k != "options"}
-
     ran = record.get("variant_spec") or (VARIANTS[record["variant"]].spec() if record["variant"] in VARIANTS else {})
-    if beyond_options(ran) != beyond_options(VARIANTS[variant].spec()):
+    target = VARIANTS[variant].spec()
+    if _beyond(ran, "options") != _beyond(target, "options"):
         raise ValueError(
-            f"{record['cell']} ran as {beyond_options(ran)}, {variant} is {beyond_options(VARIANTS[variant].spec())}: "
+            f"{record['cell']} ran as {_beyond(ran, 'options')}, {variant} is {_beyond(target, 'options')}: "
             "run that cell instead"
         )
-    if not REQUIRED <= then.keys() or any(now.get(k) != v for k, v in then.items()):
+    if not {"run", "train"} <= then.keys():
+        mine, theirs = _beyond(ran.get("options", {}), *_RESOLVED_ALWAYS), _beyond(target["options"], *_RESOLVED_ALWAYS)
+        if mine != theirs:
+            raise ValueError(
+                f"{record['cell']} recorded no run-level resolution and its variant's other options {mine} are not "
+                f"{variant}'s {theirs}: run that cell instead"
+            )
+    differs = sorted(k for k, v in then.items() if now.get(k) != v)
+    if not REQUIRED <= then.keys() or differs:
+        missing = sorted(REQUIRED - then.keys())
         raise ValueError(
-            f"{record['cell']} did not run what {cell.name} resolves to today (recorded {record.get('resolved')}, "
-            f"today {now}): run that cell instead"
+            f"{record['cell']} did not run what {cell.name} resolves to today "
+            f"({'no ' + ', '.join(missing) + ' recorded' if missing else 'its ' + ', '.join(differs) + ' differ'}: "
+            f"recorded {[then.get(k) for k in differs]}, today {[now.get(k) for k in differs]}): run that cell instead"
         )
-    return record | {
-        "cell": cell.name,
-        "variant": variant,
-        "variant_spec": VARIANTS[variant].spec(),
-        "relabelled_from": record.get("relabelled_from", record["cell"]),
-    }
+    moved = record | {"cell": cell.name, "variant": variant, "variant_spec": target}
+    if cell.name == record["cell"]:
+        return moved | {"relabelled_spec": ran}
+    return moved | {"relabelled_from": record.get("relabelled_from", record["cell"])}
+
+
+def _beyond(mapping: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: v for k, v in mapping.items() if k not in keys}

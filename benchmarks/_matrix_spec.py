@@ -104,7 +104,7 @@ VARIANTS: dict[str, Variant] = {
         "removed filters solved once on the unpruned network (option allocation)",
     ),
     # The sixth, after the default missed at 75% (93.64 against Torch-Pruning's 93.77, its three
-    # cuts keep 0.085 M params where one cut keeps 0.072 M): the default schedule with the one
+    # cuts keep 0.085 M params where l1's one cut keeps 0.072 M): the default schedule with the one
     # cut's per-layer counts, so the three cuts differ from one cut only in which filters each
     # layer loses as the cuts rescore it.
     "l1-capped-alloc-late": Variant(

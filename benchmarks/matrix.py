@@ -223,26 +223,29 @@ def _backfill(folder: Path, chosen: list[Cell]) -> int:
 
 def _relabel(folder: Path, chosen: list[Cell], variant: str) -> int:
     """Move each chosen result to ``variant``'s cell after :func:`relabel`'s check (rewritten in
-    place when it is the same cell); a cell that already has another result is left alone
-    (refused, named)."""
-    moved, refused = 0, []
+    place when it is the same cell). Every result is checked before any is written, so a refusal
+    moves nothing; a target cell that holds another result or has a run in flight is named and
+    left alone."""
+    moves: list[tuple[Path, Path, dict[str, Any]]] = []
+    busy: list[str] = []
     for cell in chosen:
         path = folder / f"{cell.name}.json"
         if not path.exists():
             continue
         record = relabel(json.loads(path.read_text()), variant)
         target = folder / f"{record['cell']}.json"
-        if target.exists() and target != path:
-            refused.append(target.name)
-            continue
+        if (target.exists() and target != path) or running_pid(folder / f"{record['cell']}.running"):
+            busy.append(target.stem)
+        else:
+            moves.append((path, target, record))
+    for path, target, record in moves:
         atomic_write(target, lambda tmp, r=record: tmp.write_text(json.dumps(r, indent=1) + "\n"))
         if target != path:
             path.unlink()
-        moved += 1
-    print(f"relabelled {moved} results as {variant}", file=sys.stderr)
-    if refused:
-        print(f"not moved, the cell has a result already: {' '.join(refused)}", file=sys.stderr)
-    return 1 if refused else 0
+    print(f"relabelled {len(moves)} results as {variant}", file=sys.stderr)
+    if busy:
+        print(f"not moved, the cell has a result already or a run in flight: {' '.join(busy)}", file=sys.stderr)
+    return 1 if busy else 0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -259,13 +262,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cache", type=Path, default=CACHE, help="where baselines not committed are trained")
     p.add_argument("--list", action="store_true", help="list the selected cells, done or not, and stop")
     p.add_argument("--no-report", action="store_true")
-    p.add_argument(
+    once = p.add_mutually_exclusive_group()
+    once.add_argument(
         "--backfill",
         action="store_true",
         help="record today's resolution in the selected results that hold none, and stop "
         "(only while their method defaults are today's: before changing one)",
     )
-    p.add_argument(
+    once.add_argument(
         "--relabel",
         metavar="VARIANT",
         help="move the selected results to VARIANT's cells (same model, target, seed), each only if "

@@ -101,9 +101,19 @@ def test_a_round_part_way_removes_its_share_of_each_layers_count():
     planned = [w - k for w, k in zip(widths(model), widths(cut_once(model, 1, "rounds")), strict=True)]
     assert sum(planned) > 0
     first = net()
-    get_method("l1-capped").round(round_context(first, model, 1, 5 / 9))
+    ctx = round_context(first, model, 1, 5 / 9)
+    ctx.goal = 0.5 * 0.2  # the plan's share decides, not goal / final_goal
+    get_method("l1-capped").round(ctx)
     removed = [w0 - w for w0, w in zip(widths(model), widths(first), strict=True)]
     assert removed == [round(5 / 9 * n) for n in planned]
+
+
+def test_a_round_without_its_share_is_refused():
+    model = net()
+    ctx = round_context(net(), model, 1, 5 / 9)
+    ctx.share = None
+    with pytest.raises(secateurs.ConfigError, match="round 1 of a fixed allocation needs its share"):
+        get_method("l1-capped").round(ctx)
 
 
 def test_later_rounds_choose_by_the_current_weights():

@@ -350,11 +350,13 @@ def test_every_converged_variant_resolves_and_l1_capped_schedules_match_a_hand_s
         "l1-capped-2r": ([0.75, 1.0], [1, 4]),  # 1 - (1/2)**2; final_share 0.8
         "l1-capped-ref": (cut, [1, 1, 3]),  # the former split, scored on the unpruned scale
         "l1-capped-alloc": (cut, [1, 1, 3]),  # the former split, counts solved once
+        "l1-capped-alloc-late": (cut, [0, 0, 5]),  # the default, counts solved once
     }
     for name, (shares, epochs) in hand.items():
         assert [r.share for r in plans[name].rounds] == pytest.approx(shares), name
         assert plans[name].epochs == epochs, name
     assert plans["l1-capped-ref"].keeps_unpruned and not plans["l1-capped"].keeps_unpruned
+    assert plans["l1-capped-alloc-late"].keeps_unpruned
 
 
 @pytest.mark.slow
@@ -460,14 +462,22 @@ def test_backfill_records_todays_resolution_only_where_the_result_agrees_with_it
         "profile": "converged",
         "variant_spec": VARIANTS["l1-capped-split"].spec(),
         "details": {"per_round": ran},
+        # as the converged profile's first results hold them: channels-last, a speed option only
+        "budget": {"epochs": 5, "max_steps_per_epoch": None, "lr": 0.01, "batch_size": 128, "channels_last": True},
+        "bn_recalibration": 20,
     }
     assert backfill(record) == now
     assert not outdated(record | {"resolved": backfill(record)})
     assert backfill(record | {"resolved": now}) is None
     other = json.loads(json.dumps(record))
     other["details"]["per_round"][0]["finetune_epochs"] = 2  # it ran another split
-    with pytest.raises(ValueError, match="ran rounds .* today's plan is"):
+    with pytest.raises(ValueError, match=r"ran rounds \(target, epochs\) .*, today"):
         backfill(other)
+    with pytest.raises(ValueError, match="ran budget .*'lr': 0.02"):
+        backfill(record | {"budget": record["budget"] | {"lr": 0.02}})
+    with pytest.raises(ValueError, match="ran BN recalibration 0, today 20"):
+        backfill(record | {"bn_recalibration": 0})
+    assert backfill(record | {"profile": "retired"}) is None  # an unknown profile: nothing to compare with
     tp = record | {"cell": "resnet20__tp-magnitude__macs50__s1", "variant": TP, "variant_spec": VARIANTS[TP].spec()}
     assert backfill(tp) is None
 
@@ -511,6 +521,13 @@ def test_relabel_moves_a_result_only_to_a_variant_that_resolves_to_what_it_ran(m
     monkeypatch.setitem(_matrix_spec.VARIANTS, "l1-capped-none", Variant("l1-capped", finetune="none"))
     with pytest.raises(ValueError, match="ran as .*'finetune': 'tft'.* l1-capped-none is"):
         relabel(record, "l1-capped-none")  # another fine-tuning, which a resolution does not hold
+    # A first resolution (options and rounds only) cannot show a run-level option: the variants'
+    # other options must then be alike.
+    monkeypatch.setitem(_matrix_spec.VARIANTS, "l1-capped-layer", Variant("l1-capped", {"scope": "layer"}))
+    with pytest.raises(ValueError, match="recorded no run-level resolution"):
+        relabel(record | {"resolved": first}, "l1-capped-layer")
+    with pytest.raises(ValueError, match="its run differ"):
+        relabel(record, "l1-capped-layer")  # with the run part recorded, the resolutions tell
     # A result from before variant definitions were recorded ran under today's.
     assert relabel(record | {"variant_spec": None}, "l1-capped-copy")["variant_spec"] == moved["variant_spec"]
 
@@ -537,8 +554,52 @@ def test_relabel_in_place_when_a_variant_spells_out_the_old_default(monkeypatch)
     assert stale(record | {"variant_spec": old.spec()}) and outdated(record | {"variant_spec": old.spec()})
     moved = relabel(record | {"variant_spec": old.spec()}, "l1-capped-split")
     assert moved["cell"] == cell.name and not stale(moved) and not outdated(moved)
+    assert moved["relabelled_spec"] == old.spec() and "relabelled_from" not in moved
     monkeypatch.setitem(
-        _matrix_spec.VARIANTS, "l1-capped-split", Variant("l1-capped", {"method_options": {"final_share": 0.5}})
+        _matrix_spec.VARIANTS, "l1-capped-split", Variant("l1-capped", {"method_options": {"final_share": 0.8}})
     )
     with pytest.raises(ValueError, match="did not run what"):
-        relabel(record, "l1-capped-split")  # 0.5 splits the epochs otherwise
+        relabel(record, "l1-capped-split")  # 0.8 splits the epochs otherwise: [1, 0, 4]
+
+
+def test_relabel_command_moves_every_result_or_none(monkeypatch, tmp_path) -> None:
+    """``matrix.py --relabel``'s loop: every chosen result is checked before any file moves, so
+    one refusal leaves all in place; otherwise each moves to its new cell and the old is gone,
+    and a target cell that already holds a result is named and skipped."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import _matrix_spec
+    from _matrix_config import cell_config, resolved
+    from _matrix_spec import PROFILES, VARIANTS, Cell, Variant
+    from matrix import _relabel
+
+    monkeypatch.setitem(_matrix_spec.VARIANTS, "l1-capped-copy", Variant("l1-capped", summary="the default again"))
+
+    def write(seed: int, **over) -> Cell:
+        cell = Cell("resnet20", "l1-capped", "macs50", seed)
+        record = {
+            "cell": cell.name,
+            "model": "resnet20",
+            "variant": "l1-capped",
+            "target": "macs50",
+            "seed": seed,
+            "profile": "converged",
+            "variant_spec": VARIANTS["l1-capped"].spec(),
+            "resolved": resolved(cell, cell_config(cell, PROFILES["converged"])),
+        }
+        (tmp_path / f"{cell.name}.json").write_text(json.dumps(record | over))
+        return cell
+
+    cells = [write(0), write(1, resolved=None)]  # seed 1 recorded no resolution: refused
+    with pytest.raises(ValueError, match="resnet20__l1-capped__macs50__s1 did not run what"):
+        _relabel(tmp_path, cells, "l1-capped-copy")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{c.name}.json" for c in cells]  # nothing moved
+    cells[1] = write(1)
+    (tmp_path / "resnet20__l1-capped-copy__macs50__s1.json").write_text("{}")  # taken
+    assert _relabel(tmp_path, cells, "l1-capped-copy") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "resnet20__l1-capped-copy__macs50__s0.json",
+        "resnet20__l1-capped-copy__macs50__s1.json",
+        "resnet20__l1-capped__macs50__s1.json",
+    ]
+    moved = json.loads((tmp_path / "resnet20__l1-capped-copy__macs50__s0.json").read_text())
+    assert moved["relabelled_from"] == "resnet20__l1-capped__macs50__s0"

@@ -301,6 +301,7 @@ def test_resume_with_recalibration_matches_an_uninterrupted_run(tmp_path, monkey
         macs_reduction=0.5,
         rounds=3,
         finetune_epochs=6,
+        method_options={"final_share": None},  # [2, 2, 2]: fine-tuning between the cuts
         latency=False,
         bn_recalibration=1,
         finetune_train={"batch_size": 64, "progress": False, "max_steps_per_epoch": 2},

@@ -53,7 +53,7 @@ def planned_removals(ctx: RoundContext, unit_scores_of: Callable[[ScoreContext],
     graph = trace(ctx.unpruned, ctx.example)
     sctx = ScoreContext(ctx.unpruned, graph, ctx.options, ctx.calibration, ctx.seed)
     # The budget of the whole target on the unpruned network, as a one-round run would solve it.
-    whole = replace(ctx, model=ctx.unpruned, graph=graph, goal=ctx.final_goal, round=1, rounds=1)
+    whole = replace(ctx, model=ctx.unpruned, graph=graph, goal=ctx.final_goal, share=1.0, round=1, rounds=1)
     plan = solve_round(whole, agree(unit_scores_of(sctx), ctx.example.device))
     owner = {id(u): group_key(g) for g in graph.groups if g.prunable for u in g.units}
     removed = Counter(owner[id(u)] for u in plan.units)
@@ -67,6 +67,11 @@ def allocated_round(ctx: RoundContext, unit_scores_of: Callable[[ScoreContext], 
     lowest-scoring first by the scores of the model as it is now. The counts are solved in the
     run's ``scope`` (one ranking over all groups in global scope, the same share of each in
     layer scope), as a one-round run would solve them."""
+    if ctx.share is None:
+        raise ConfigError(
+            f"round {ctx.round} of a fixed allocation needs its share of the target (RoundContext.share); "
+            "secateurs.prune sets it from the run's plan"
+        )
     whole = planned_removals(ctx, unit_scores_of)
     last = ctx.round == ctx.rounds or ctx.share >= 1.0
     scores = agree(unit_scores_of(ctx), ctx.example.device)

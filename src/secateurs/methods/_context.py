@@ -43,8 +43,9 @@ class RoundContext(ScoreContext):
     #: The run's whole target: the last round's ``goal`` (None: threshold mode).
     final_goal: float | None = None
     #: The share of ``final_goal`` this round reaches (the plan's, exact: ``goal / final_goal``
-    #: in floating point can round a channel count the other way).
-    share: float = 1.0
+    #: in floating point can round a channel count the other way); None: not given (threshold
+    #: mode, or a caller outside the pipeline).
+    share: float | None = None
     round: int = 1  # this round's number, from 1
     rounds: int = 1  # the run's number of rounds
     #: ``model`` -> the reduction's figure (MACs or params) of ``model``, as the run measures it.
