@@ -482,31 +482,41 @@ def test_backfill_records_todays_resolution_only_where_the_result_agrees_with_it
     assert backfill(tp) is None
 
 
+def _matrix_record(variant: str, seed: int, **over) -> dict:
+    """A converged-profile result of resnet20 at 50% MACs as a cell of ``variant`` writes it
+    today (its definition and resolution); ``over`` replaces fields. BENCH must be importable."""
+    from _matrix_config import cell_config, resolved
+    from _matrix_spec import PROFILES, VARIANTS, Cell
+
+    cell = Cell("resnet20", variant, "macs50", seed)
+    record = {
+        "cell": cell.name,
+        "model": "resnet20",
+        "variant": variant,
+        "target": "macs50",
+        "seed": seed,
+        "profile": "converged",
+        "variant_spec": VARIANTS[variant].spec(),
+        "resolved": resolved(cell, cell_config(cell, PROFILES["converged"])),
+    }
+    return record | over
+
+
 def test_relabel_moves_a_result_only_to_a_variant_that_resolves_to_what_it_ran(monkeypatch) -> None:
     """A default that moves onto another variant's options makes that variant's runs the
     default's: relabelling checks the recorded resolution against the target variant's whole
     resolution today, keeps where the run came from, and refuses any other variant."""
     monkeypatch.syspath_prepend(str(BENCH))
     import _matrix_spec
-    from _matrix_config import cell_config, relabel, resolved
-    from _matrix_spec import PROFILES, VARIANTS, Cell, Variant
+    from _matrix_config import relabel
+    from _matrix_spec import VARIANTS, Variant
 
     monkeypatch.setitem(_matrix_spec.VARIANTS, "l1-capped-copy", Variant("l1-capped", summary="the default again"))
-    cell = Cell("resnet20", "l1-capped", "macs50", 2)
-    record = {
-        "cell": cell.name,
-        "model": "resnet20",
-        "variant": "l1-capped",
-        "target": "macs50",
-        "seed": 2,
-        "profile": "converged",
-        "top1": 94.0,
-        "variant_spec": VARIANTS["l1-capped"].spec(),
-        "resolved": resolved(cell, cell_config(cell, PROFILES["converged"])),
-    }
+    record = _matrix_record("l1-capped", 2, top1=94.0)
+    cell = record["cell"]
     moved = relabel(record, "l1-capped-copy")
     assert moved["cell"] == "resnet20__l1-capped-copy__macs50__s2" and moved["variant"] == "l1-capped-copy"
-    assert moved["relabelled_from"] == cell.name and moved["top1"] == 94.0
+    assert moved["relabelled_from"] == cell and moved["top1"] == 94.0
     assert moved["variant_spec"] == VARIANTS["l1-capped-copy"].spec()
     with pytest.raises(ValueError, match="did not run what resnet20__l1-capped-1r__macs50__s2 resolves to"):
         relabel(record, "l1-capped-1r")  # one round: another schedule
@@ -537,23 +547,14 @@ def test_relabel_in_place_when_a_variant_spells_out_the_old_default(monkeypatch)
     under the new definition, so it is no longer set aside as stale."""
     monkeypatch.syspath_prepend(str(BENCH))
     import _matrix_spec
-    from _matrix_config import cell_config, outdated, relabel, resolved
-    from _matrix_spec import PROFILES, Cell, Variant, stale
+    from _matrix_config import outdated, relabel
+    from _matrix_spec import Variant, stale
 
-    cell = Cell("resnet20", "l1-capped-split", "macs50", 0)
-    record = {
-        "cell": cell.name,
-        "model": "resnet20",
-        "variant": "l1-capped-split",
-        "target": "macs50",
-        "seed": 0,
-        "profile": "converged",
-        "resolved": resolved(cell, cell_config(cell, PROFILES["converged"])),
-    }
+    record = _matrix_record("l1-capped-split", 0)
     old = Variant("l1-capped", {"method_options": {"final_share": 0.6, "front_load": 2.0}})
     assert stale(record | {"variant_spec": old.spec()}) and outdated(record | {"variant_spec": old.spec()})
     moved = relabel(record | {"variant_spec": old.spec()}, "l1-capped-split")
-    assert moved["cell"] == cell.name and not stale(moved) and not outdated(moved)
+    assert moved["cell"] == record["cell"] and not stale(moved) and not outdated(moved)
     assert moved["relabelled_spec"] == old.spec() and "relabelled_from" not in moved
     monkeypatch.setitem(
         _matrix_spec.VARIANTS, "l1-capped-split", Variant("l1-capped", {"method_options": {"final_share": 0.8}})
@@ -568,26 +569,15 @@ def test_relabel_command_moves_every_result_or_none(monkeypatch, tmp_path) -> No
     and a target cell that already holds a result is named and skipped."""
     monkeypatch.syspath_prepend(str(BENCH))
     import _matrix_spec
-    from _matrix_config import cell_config, resolved
-    from _matrix_spec import PROFILES, VARIANTS, Cell, Variant
+    from _matrix_spec import Cell, Variant
     from matrix import _relabel
 
     monkeypatch.setitem(_matrix_spec.VARIANTS, "l1-capped-copy", Variant("l1-capped", summary="the default again"))
 
     def write(seed: int, **over) -> Cell:
-        cell = Cell("resnet20", "l1-capped", "macs50", seed)
-        record = {
-            "cell": cell.name,
-            "model": "resnet20",
-            "variant": "l1-capped",
-            "target": "macs50",
-            "seed": seed,
-            "profile": "converged",
-            "variant_spec": VARIANTS["l1-capped"].spec(),
-            "resolved": resolved(cell, cell_config(cell, PROFILES["converged"])),
-        }
-        (tmp_path / f"{cell.name}.json").write_text(json.dumps(record | over))
-        return cell
+        record = _matrix_record("l1-capped", seed, **over)
+        (tmp_path / f"{record['cell']}.json").write_text(json.dumps(record))
+        return Cell("resnet20", "l1-capped", "macs50", seed)
 
     cells = [write(0), write(1, resolved=None)]  # seed 1 recorded no resolution: refused
     with pytest.raises(ValueError, match="resnet20__l1-capped__macs50__s1 did not run what"):
