@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 from _matrix_spec import PROFILES, TP, VARIANTS, Cell, Profile, stale
 
 from secateurs import PruneConfig
+from secateurs._atomic import atomic_write
 
 #: Training settings that change speed or display, not what is learnt (up to floating-point
 #: order): left out of a resolution, so that a profile's speed option (the 25 first converged
@@ -57,6 +59,11 @@ def cell_config(cell: Cell, profile: Profile) -> PruneConfig:
     )
 
 
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    """A result file as every matrix command writes it: indented JSON, replaced atomically."""
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(record, indent=1) + "\n"))
+
+
 def resolved(cell: Cell, config: PruneConfig) -> dict[str, Any] | None:
     """``config`` (the cell's, :func:`cell_config`) as the pipeline resolves it today: the
     method's and the fine-tuning's options with every default filled in, each round's share of
@@ -79,11 +86,7 @@ def resolved(cell: Cell, config: PruneConfig) -> dict[str, Any] | None:
         **plan.resolved_options(),
         "rounds": [[r.share, r.epochs] for r in plan.rounds],
         "run": run,
-        "train": [
-            {k: v for k, v in dataclasses.asdict(r.train).items() if k not in SPEED_ONLY}
-            for r in plan.rounds
-            if r.epochs
-        ],
+        "train": [_beyond(dataclasses.asdict(r.train), *SPEED_ONLY) for r in plan.rounds if r.epochs],
     }
     return json.loads(json.dumps(now))  # as a result file holds it (tuples as lists)
 
@@ -99,7 +102,8 @@ def outdated(record: dict[str, Any]) -> bool:
     then = record.get("resolved")
     if then is None or record["variant"] not in VARIANTS or record["profile"] not in PROFILES:
         return False
-    now = resolved(_cell_of(record), cell_config(_cell_of(record), PROFILES[record["profile"]]))
+    cell = _cell_of(record)
+    now = resolved(cell, cell_config(cell, PROFILES[record["profile"]]))
     return now is None or any(now.get(k) != v for k, v in then.items())
 
 
@@ -127,8 +131,8 @@ def backfill(record: dict[str, Any]) -> dict[str, Any] | None:
         return None
     ran = [(r["target"], r["finetune_epochs"]) for r in record["details"]["per_round"]]
     plan = [(config.plan.goal(i + 1), r.epochs) for i, r in enumerate(config.plan.rounds)]
-    budget = {k: v for k, v in dataclasses.asdict(profile.budget).items() if k not in SPEED_ONLY}
-    then = {k: v for k, v in record["budget"].items() if k not in SPEED_ONLY}
+    budget = _beyond(dataclasses.asdict(profile.budget), *SPEED_ONLY)
+    then = _beyond(record["budget"], *SPEED_ONLY)
     differs = [
         f"rounds (target, epochs) {ran}, today {plan}" if not _same_rounds(ran, plan) else "",
         f"budget {then}, today {budget}" if then != budget else "",
@@ -155,10 +159,9 @@ def _same_rounds(ran: list[tuple[float | None, int]], plan: list[tuple[float | N
     )
 
 
-#: What a recorded resolution must hold for :func:`relabel` (the first ones held only these).
-REQUIRED = frozenset({"method_options", "finetune_options", "rounds"})
-#: A variant's options that a resolution holds only in its ``run`` and ``train`` parts.
-_RESOLVED_ALWAYS = ("method_options", "finetune_options", "rounds")
+#: What a recorded resolution must hold for :func:`relabel` (the first ones held only these);
+#: a variant's other options show only in the later ``run`` and ``train`` parts.
+REQUIRED = ("method_options", "finetune_options", "rounds")
 
 
 def relabel(record: dict[str, Any], variant: str) -> dict[str, Any]:
@@ -187,15 +190,15 @@ def relabel(record: dict[str, Any], variant: str) -> dict[str, Any]:
             "run that cell instead"
         )
     if not {"run", "train"} <= then.keys():
-        mine, theirs = _beyond(ran.get("options", {}), *_RESOLVED_ALWAYS), _beyond(target["options"], *_RESOLVED_ALWAYS)
+        mine, theirs = _beyond(ran.get("options", {}), *REQUIRED), _beyond(target["options"], *REQUIRED)
         if mine != theirs:
             raise ValueError(
                 f"{record['cell']} recorded no run-level resolution and its variant's other options {mine} are not "
                 f"{variant}'s {theirs}: run that cell instead"
             )
     differs = sorted(k for k, v in then.items() if now.get(k) != v)
-    if not REQUIRED <= then.keys() or differs:
-        missing = sorted(REQUIRED - then.keys())
+    missing = sorted(set(REQUIRED) - then.keys())
+    if missing or differs:
         raise ValueError(
             f"{record['cell']} did not run what {cell.name} resolves to today "
             f"({'no ' + ', '.join(missing) + ' recorded' if missing else 'its ' + ', '.join(differs) + ' differ'}: "

@@ -8,7 +8,6 @@ report never reopens a model.
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,12 +16,11 @@ from typing import Any
 
 import torch
 from _common import machine
-from _matrix_config import cell_config, resolved
+from _matrix_config import cell_config, resolved, write_record
 from _matrix_spec import KERNEL_LEVEL, RECAL_BATCHES, TP, VARIANTS, Cell, Profile
 from _tp import tp_magnitude_prune
 
 from secateurs import PruneConfig, count_macs, count_params, load, prune, read_meta
-from secateurs._atomic import atomic_write
 from secateurs.commands import checkpoint_dataset
 from secateurs.data import ImageDataset
 from secateurs.measure.latency import measure_latency
@@ -216,5 +214,5 @@ def run_cell(cell: Cell, profile: Profile, ckpt: Path, baseline: dict[str, Any],
         variant_spec=v.spec(),
         resolved=resolved(cell, config),
     )
-    atomic_write(out, lambda tmp: tmp.write_text(json.dumps(asdict(result), indent=1) + "\n"))
+    write_record(out, asdict(result))
     return result

@@ -33,12 +33,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from _matrix_config import backfill, outdated, relabel
+from _matrix_config import backfill, outdated, relabel, write_record
 from _matrix_spec import PROFILES, Cell, Profile, cells, select
 from baselines import CACHE, FIXED_ROOTS, convergence, ensure_baseline, run_dir
 from baselines import PROFILES as BASELINES
-
-from secateurs._atomic import atomic_write
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "matrix"
@@ -215,7 +213,7 @@ def _backfill(folder: Path, chosen: list[Cell]) -> int:
         now = backfill(record)
         if now is not None:
             record["resolved"] = now
-            atomic_write(path, lambda tmp, r=record: tmp.write_text(json.dumps(r, indent=1) + "\n"))
+            write_record(path, record)
             written += 1
     print(f"backfilled {written} results in {folder}", file=sys.stderr)
     return 0
@@ -239,7 +237,7 @@ def _relabel(folder: Path, chosen: list[Cell], variant: str) -> int:
         else:
             moves.append((path, target, record))
     for path, target, record in moves:
-        atomic_write(target, lambda tmp, r=record: tmp.write_text(json.dumps(r, indent=1) + "\n"))
+        write_record(target, record)
         if target != path:
             path.unlink()
     print(f"relabelled {len(moves)} results as {variant}", file=sys.stderr)
@@ -293,13 +291,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     chosen = select(list(cells(profile)), args.cells, args.models, args.methods, args.seeds, args.budgets)
     folder = args.results / profile.name
-    status = {c.name: _status(folder, c.name) for c in chosen}
-    todo = [c for c in chosen if status[c.name] == "not run"]
-    count = Counter(v.split(" (")[0] for v in status.values())
     if args.backfill:
         return _backfill(folder, chosen)
     if args.relabel:
         return _relabel(folder, chosen, args.relabel)
+    status = {c.name: _status(folder, c.name) for c in chosen}
+    todo = [c for c in chosen if status[c.name] == "not run"]
+    count = Counter(v.split(" (")[0] for v in status.values())
     if args.list:
         for c in chosen:
             print(f"{status[c.name]:<7}  {c.name}")
