@@ -291,10 +291,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     chosen = select(list(cells(profile)), args.cells, args.models, args.methods, args.seeds, args.budgets)
     folder = args.results / profile.name
-    if args.backfill:
-        return _backfill(folder, chosen)
-    if args.relabel:
-        return _relabel(folder, chosen, args.relabel)
+    try:  # a refusal names the result and the way out (relabel then moves nothing; backfill keeps those done)
+        if args.backfill:
+            return _backfill(folder, chosen)
+        if args.relabel:
+            return _relabel(folder, chosen, args.relabel)
+    except ValueError as e:
+        raise SystemExit(f"matrix.py: {e}") from None
     status = {c.name: _status(folder, c.name) for c in chosen}
     todo = [c for c in chosen if status[c.name] == "not run"]
     count = Counter(v.split(" (")[0] for v in status.values())
